@@ -1,0 +1,69 @@
+"""The `edlm` command line.
+
+Every subcommand lives in ``edlm.commands.<name>`` with ``add_parser(subparsers)`` and
+``run(args) -> dict``. The dict is printed as ONE JSON object on the last stdout line (and written to
+``--json-out``); progress goes to stderr. Bad input raises EdlmError: one line on stderr, exit 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+from edlm import __version__
+from edlm.errors import EdlmError
+from edlm.utils import atomic_write_json, summary_line
+
+COMMANDS = {
+    "data": "prepare and inspect corpora (synthetic, wiki-char, text8, prose-bpe, textfile)",
+    "train": "train an MDLM, AR or NCE-energy model (one loop; torchrun for several devices)",
+    "sample": "generate with MDLM, EDLM (--energy) or an AR model",
+    "eval": "likelihood bounds (nelbo) and sample quality (samples)",
+    "demo": "the one-command CPU demo: train tiny models on `synthetic`, compare MDLM/EDLM/AR",
+    "bench": "sweep steps/k/window for MDLM, EDLM and AR: JSON + plots",
+    "convert": "import public MDLM checkpoints (kuleshov-group/mdlm format) into edlm",
+}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="edlm",
+        description="Energy-Based Diffusion Language Models: train, sample and evaluate MDLM, EDLM and AR.",
+        epilog="Each command prints one JSON summary object as its last stdout line. "
+        "Run `edlm COMMAND --help` for its options.",
+    )
+    p.add_argument("--version", action="version", version=f"edlm {__version__}")
+    sub = p.add_subparsers(dest="command", metavar="COMMAND")
+    for name, help_ in COMMANDS.items():
+        mod = importlib.import_module(f"edlm.commands.{name}")
+        sp = mod.add_parser(sub, name, help_)
+        sp.add_argument("--json-out", metavar="PATH", help="also write the JSON summary to PATH")
+        sp.set_defaults(_run=mod.run)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "_run", None):
+        parser.print_help()
+        return 0
+    try:
+        result = args._run(args)
+    except EdlmError as e:
+        print(f"edlm {args.command}: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"edlm {args.command}: interrupted", file=sys.stderr)
+        return 130
+    if result is None:
+        result = {}
+    if args.json_out:
+        atomic_write_json(args.json_out, result)
+    print(summary_line(result), flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,82 @@
+"""Noise schedules: alpha(t) = probability a token is still clean at time t in [0, 1], and alpha'(t).
+
+alpha falls from ~1 at t=0 to ~0 at t=1. The NELBO weight alpha'(t)/(1-alpha(t)) is -1/t for the
+log-linear schedule (MDLM's default).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+
+
+@dataclass(frozen=True)
+class LogLinear:
+    """alpha = 1 - (1-eps) t (sigma = -log(1-(1-eps)t) is linear in log space; MDLM's default)."""
+
+    eps: float = 1e-3
+    name: str = "loglinear"
+
+    def alpha(self, t):
+        return 1 - (1 - self.eps) * t
+
+    def dalpha(self, t):
+        return torch.full_like(t, -(1 - self.eps)) if torch.is_tensor(t) else -(1 - self.eps)
+
+
+@dataclass(frozen=True)
+class Cosine:
+    """alpha = (1-eps) cos(pi t / 2): spends more steps at low noise."""
+
+    eps: float = 1e-3
+    name: str = "cosine"
+
+    def alpha(self, t):
+        return (1 - self.eps) * _cos(math.pi / 2 * t)
+
+    def dalpha(self, t):
+        return -(1 - self.eps) * math.pi / 2 * _sin(math.pi / 2 * t)
+
+
+@dataclass(frozen=True)
+class Linear:
+    """alpha = exp(-sigma(t)), sigma linear from sigma_min to sigma_max (SEDD's 'geometric' cousin)."""
+
+    sigma_min: float = 1e-4
+    sigma_max: float = 20.0
+    name: str = "linear"
+
+    def alpha(self, t):
+        return _exp(-(self.sigma_min + (self.sigma_max - self.sigma_min) * t))
+
+    def dalpha(self, t):
+        return -(self.sigma_max - self.sigma_min) * self.alpha(t)
+
+
+def _cos(x):
+    return torch.cos(x) if torch.is_tensor(x) else math.cos(x)
+
+
+def _sin(x):
+    return torch.sin(x) if torch.is_tensor(x) else math.sin(x)
+
+
+def _exp(x):
+    return torch.exp(x) if torch.is_tensor(x) else math.exp(x)
+
+
+SCHEDULES = {"loglinear": LogLinear, "cosine": Cosine, "linear": Linear}
+
+
+def get_schedule(name: str = "loglinear"):
+    try:
+        return SCHEDULES[name]()
+    except KeyError:
+        raise ValueError(f"unknown schedule {name!r}; choose one of {sorted(SCHEDULES)}") from None
+
+
+def nelbo_weight(schedule, t: torch.Tensor) -> torch.Tensor:
+    """alpha'(t) / (1 - alpha(t)) (negative)."""
+    return schedule.dalpha(t) / (1 - schedule.alpha(t))

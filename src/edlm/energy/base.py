@@ -1,0 +1,37 @@
+"""The energy interface: anything with `energy(x0, x_t, t, *, log_mu=None) -> (B,)`.
+
+EDLM's denoiser is p(x0|x_t) ∝ mu_theta(x0|x_t) * exp(-E(x0, x_t, t)); lower energy = more likely.
+`log_mu` (B,) is log mu_theta(x0|x_t) when the caller already has it (the sampler does), so an
+energy that needs it (the AR residual) need not run the proposal again.
+"""
+
+from __future__ import annotations
+
+from typing import Protocol
+
+import torch
+
+
+class Energy(Protocol):
+    def energy(self, x0: torch.Tensor, x_t: torch.Tensor, t: torch.Tensor, *,
+               log_mu: torch.Tensor | None = None) -> torch.Tensor: ...
+
+
+class ScaledEnergy:
+    """Compose: E' = scale * E (e.g. to anneal an energy without touching it)."""
+
+    def __init__(self, inner: Energy, scale: float):
+        self.inner, self.scale = inner, scale
+
+    def energy(self, x0, x_t, t, *, log_mu=None):
+        return self.scale * self.inner.energy(x0, x_t, t, log_mu=log_mu)
+
+
+class TableEnergy:
+    """A known energy over an enumerable space, looked up by a function of x0 (tests, toy problems)."""
+
+    def __init__(self, fn):
+        self.fn = fn
+
+    def energy(self, x0, x_t, t, *, log_mu=None):
+        return self.fn(x0)

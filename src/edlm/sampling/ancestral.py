@@ -1,0 +1,43 @@
+"""MDLM ancestral sampling pieces: the time grid, the plain step and the posterior step from a given x0.
+
+Step t -> s < t: a masked position is unmasked with probability (alpha_s - alpha_t)/(1 - alpha_t) and
+then takes a token drawn from x_theta; unmasked positions never change. Drawing "unmask?" first and
+the token second is the same distribution as MDLM's categorical over V+1, and it only draws tokens
+where one can change.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from edlm.sampling.categorical import sample_categorical
+
+
+def time_grid(steps: int, t_max: float = 1.0, t_min: float = 0.0) -> list[float]:
+    """steps+1 times from t_max down to t_min. Ending at alpha(0) = 1 unmasks every token left by a
+    sampled (not argmax) final denoise, so the sampler is exact."""
+    if steps < 1:
+        raise ValueError("steps must be >= 1")
+    return [t_max - (t_max - t_min) * i / steps for i in range(steps + 1)]
+
+
+def unmask_prob(alpha_t: float, alpha_s: float) -> float:
+    return min(1.0, max(0.0, (alpha_s - alpha_t) / max(1.0 - alpha_t, 1e-12)))
+
+
+def ancestral_step(logp: torch.Tensor, x_t: torch.Tensor, alpha_t: float, alpha_s: float, mask_id: int,
+                   generator=None) -> torch.Tensor:
+    """logp: (B, L, V) SUBS log-probs at x_t; returns x_s (B, L)."""
+    move = (x_t == mask_id) & (torch.rand(x_t.shape, generator=generator, device=x_t.device)
+                               < unmask_prob(alpha_t, alpha_s))
+    x_s = x_t.clone()
+    x_s[move] = sample_categorical(logp[move], 1, generator).squeeze(-1)
+    return x_s
+
+
+def posterior_step(x0: torch.Tensor, x_t: torch.Tensor, alpha_t: float, alpha_s: float, mask_id: int,
+                   generator=None) -> torch.Tensor:
+    """x_s ~ q(x_s | x_t, x0): unmask each masked position with the same probability, taking x0's token."""
+    move = (x_t == mask_id) & (torch.rand(x_t.shape, generator=generator, device=x_t.device)
+                               < unmask_prob(alpha_t, alpha_s))
+    return torch.where(move, x0, x_t)

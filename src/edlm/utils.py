@@ -1,0 +1,70 @@
+"""Small shared helpers: atomic writes, JSON summary lines, progress bars, device choice."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import torch
+
+
+def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
+    """Write via a temp file in the same folder + os.replace, so readers never see half a file."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def atomic_write_json(path: str | os.PathLike, obj: Any) -> None:
+    atomic_write_bytes(path, (json.dumps(obj, indent=2, sort_keys=True, default=_jsonable) + "\n").encode())
+
+
+def _jsonable(o: Any) -> Any:
+    if isinstance(o, Path):
+        return str(o)
+    if hasattr(o, "item"):
+        return o.item()
+    if hasattr(o, "tolist"):
+        return o.tolist()
+    raise TypeError(f"not JSON serialisable: {type(o)}")
+
+
+def summary_line(obj: dict) -> str:
+    """The one-line JSON summary every command prints last on stdout."""
+    return json.dumps(obj, sort_keys=False, default=_jsonable)
+
+
+def progress(iterable=None, total=None, desc: str = "", unit: str = "it", disable: bool | None = None, **kw):
+    """A tqdm bar on stderr (stdout is reserved for the JSON summary line)."""
+    from tqdm.auto import tqdm
+
+    if disable is None:
+        disable = os.environ.get("EDLM_NO_PROGRESS", "") not in ("", "0")
+    return tqdm(iterable, total=total, desc=desc, unit=unit, file=sys.stderr, disable=disable,
+                dynamic_ncols=True, leave=False, **kw)
+
+
+def pick_device(name: str | None = None) -> torch.device:
+    """'auto' (or None) picks CUDA when present, else CPU."""
+    if name in (None, "", "auto"):
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
+
+
+def cache_root() -> Path:
+    """Where corpora and fetched packages live: $EDLM_DATA, default ~/.cache/edlm."""
+    return Path(os.environ.get("EDLM_DATA") or Path.home() / ".cache" / "edlm")
