@@ -1,4 +1,5 @@
-"""The synthetic language's exact probabilities: normalised, forward algorithm = brute force, NLL = entropy."""
+"""The synthetic language's exact probabilities: normalised, forward algorithm = brute force,
+sample NLL = block entropy."""
 
 import itertools
 
@@ -57,12 +58,13 @@ def test_sample_nll_matches_block_entropy():
     assert abs(lang.entropy_rate - 1.0) < 1e-6
     L, n = 128, 4000
     x = lang.sample(n, L, generator=torch.Generator().manual_seed(0))
-    nll = (-lang.log_prob(x) / L)
+    nll = -lang.log_prob(x) / L
     # std of the per-sequence mean is ~0.1/sqrt(L)... measured ~0.01 per sequence; 4000 sequences -> ~2e-4
     assert abs(nll.mean().item() - lang.block_entropy(L)) < 5 * nll.std().item() / n**0.5 + 1e-3
     # independent per-position draws from the marginal are visibly worse (the point of this language)
-    ind = torch.multinomial(lang.stationary.expand(n, -1), L, replacement=True,
-                            generator=torch.Generator().manual_seed(1))
+    ind = torch.multinomial(
+        lang.stationary.expand(n, -1), L, replacement=True, generator=torch.Generator().manual_seed(1)
+    )
     assert (-lang.log_prob(ind) / L).mean().item() > 3 * lang.entropy_rate
 
 

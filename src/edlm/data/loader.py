@@ -29,15 +29,32 @@ STATE_VERSION = 1
 
 
 class BlockLoader:
-    def __init__(self, tokens: np.ndarray, seq_len: int, batch_size: int, *, seed: int = 0, rank: int = 0,
-                 world_size: int = 1, shuffle: bool = True, doc_boundaries: np.ndarray | None = None,
-                 pad_id: int | None = None):
+    def __init__(
+        self,
+        tokens: np.ndarray,
+        seq_len: int,
+        batch_size: int,
+        *,
+        seed: int = 0,
+        rank: int = 0,
+        world_size: int = 1,
+        shuffle: bool = True,
+        doc_boundaries: np.ndarray | None = None,
+        pad_id: int | None = None,
+    ):
         if seq_len < 1 or batch_size < 1 or world_size < 1 or not (0 <= rank < world_size):
-            raise ValueError(f"bad loader geometry: seq_len={seq_len} batch_size={batch_size} "
-                             f"rank={rank} world_size={world_size}")
+            raise ValueError(
+                f"bad loader geometry: seq_len={seq_len} batch_size={batch_size} "
+                f"rank={rank} world_size={world_size}"
+            )
         self.tokens = tokens
         self.seq_len, self.batch_size = int(seq_len), int(batch_size)
-        self.seed, self.rank, self.world_size, self.shuffle = int(seed), int(rank), int(world_size), bool(shuffle)
+        self.seed, self.rank, self.world_size, self.shuffle = (
+            int(seed),
+            int(rank),
+            int(world_size),
+            bool(shuffle),
+        )
         self.pad_id = pad_id
         if doc_boundaries is not None:
             if pad_id is None:
@@ -101,29 +118,49 @@ class BlockLoader:
         return self.steps_per_epoch
 
     def state_dict(self) -> dict:
-        return {"version": STATE_VERSION, "epoch": self.epoch, "position": self.position, "seed": self.seed,
-                "shuffle": self.shuffle, "seq_len": self.seq_len, "n_blocks": self.n_blocks,
-                "global_batch": self.global_batch, "blocks_done": self.position * self.global_batch}
+        return {
+            "version": STATE_VERSION,
+            "epoch": self.epoch,
+            "position": self.position,
+            "seed": self.seed,
+            "shuffle": self.shuffle,
+            "seq_len": self.seq_len,
+            "n_blocks": self.n_blocks,
+            "global_batch": self.global_batch,
+            "blocks_done": self.position * self.global_batch,
+        }
 
     def load_state_dict(self, d: dict) -> None:
         """Restore a position. A different world size / batch size is accepted when the saved number of
         blocks consumed this epoch is a multiple of the new global batch."""
         for k in ("seq_len", "n_blocks", "seed", "shuffle"):
             if k in d and d[k] != getattr(self, k):
-                raise EdlmError(f"loader state was saved with {k}={d[k]} but this loader has "
-                                f"{k}={getattr(self, k)}; resume with the same data settings")
-        blocks_done = int(d.get("blocks_done", int(d["position"]) * int(d.get("global_batch", self.global_batch))))
+                raise EdlmError(
+                    f"loader state was saved with {k}={d[k]} but this loader has "
+                    f"{k}={getattr(self, k)}; resume with the same data settings"
+                )
+        blocks_done = int(
+            d.get("blocks_done", int(d["position"]) * int(d.get("global_batch", self.global_batch)))
+        )
         if blocks_done % self.global_batch:
-            raise EdlmError(f"loader state stopped after {blocks_done} blocks of its epoch, not a multiple of "
-                            f"the new global batch {self.global_batch}; resume with the original "
-                            "batch_size x world_size")
+            raise EdlmError(
+                f"loader state stopped after {blocks_done} blocks of its epoch, not a multiple of "
+                f"the new global batch {self.global_batch}; resume with the original "
+                "batch_size x world_size"
+            )
         self.epoch, self.position = int(d["epoch"]), blocks_done // self.global_batch
         if self.position >= self.steps_per_epoch:
             self.epoch, self.position = self.epoch + 1, 0
 
 
-def iter_eval_blocks(tokens: np.ndarray, seq_len: int, batch_size: int, rank: int = 0, world_size: int = 1,
-                     max_blocks: int | None = None) -> Iterator[torch.Tensor]:
+def iter_eval_blocks(
+    tokens: np.ndarray,
+    seq_len: int,
+    batch_size: int,
+    rank: int = 0,
+    world_size: int = 1,
+    max_blocks: int | None = None,
+) -> Iterator[torch.Tensor]:
     """Every block of a split exactly once, in order: (<=batch_size, seq_len) int64 batches.
 
     Rank r gets blocks r, r + world_size, r + 2*world_size, ... (so ranks are disjoint, their union is every
@@ -136,5 +173,6 @@ def iter_eval_blocks(tokens: np.ndarray, seq_len: int, batch_size: int, rank: in
     mine = np.arange(rank, n, world_size)
     for lo in range(0, len(mine), batch_size):
         idx = mine[lo : lo + batch_size]
-        yield torch.from_numpy(np.stack([np.asarray(tokens[i * seq_len : (i + 1) * seq_len]) for i in idx])
-                               .astype(np.int64))
+        yield torch.from_numpy(
+            np.stack([np.asarray(tokens[i * seq_len : (i + 1) * seq_len]) for i in idx]).astype(np.int64)
+        )

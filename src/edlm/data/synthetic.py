@@ -186,7 +186,9 @@ class SyntheticLanguage:
             alpha = alpha / s.unsqueeze(-1)
         return logz
 
-    def conditional_log_prob(self, x0: torch.Tensor, x_t: torch.Tensor, mask_id: int | None = None) -> torch.Tensor:
+    def conditional_log_prob(
+        self, x0: torch.Tensor, x_t: torch.Tensor, mask_id: int | None = None
+    ) -> torch.Tensor:
         """log p(x0 | x_t) for x0 consistent with x_t (x_t = x0 with some positions set to mask_id)."""
         mask_id = self.mask_id if mask_id is None else mask_id
         return self.log_prob(x0) - self.marginal_log_prob(x0, x_t.reshape(x0.shape) != mask_id)
@@ -228,20 +230,28 @@ class SyntheticLanguage:
 
     def _check(self, x: torch.Tensor) -> None:
         if x.numel() and (int(x.min()) < 0 or int(x.max()) >= self.vocab_size):
-            raise ValueError(f"token ids must be in [0, {self.vocab_size}); got range "
-                             f"[{int(x.min())}, {int(x.max())}] (MASK ids are not tokens of the language)")
+            raise ValueError(
+                f"token ids must be in [0, {self.vocab_size}); got range "
+                f"[{int(x.min())}, {int(x.max())}] (MASK ids are not tokens of the language)"
+            )
 
     # ---- persistence -------------------------------------------------------------------------
     def to_dict(self) -> dict:
         cfg = asdict(self.config)
         cfg["successors"] = list(cfg["successors"])
-        return {"config": cfg, "transition": self.P_np.tolist(), "entropy_rate_nats": self.entropy_rate,
-                "unigram_entropy_nats": self.unigram_entropy}
+        return {
+            "config": cfg,
+            "transition": self.P_np.tolist(),
+            "entropy_rate_nats": self.entropy_rate,
+            "unigram_entropy_nats": self.unigram_entropy,
+        }
 
     @classmethod
     def from_dict(cls, d: dict) -> SyntheticLanguage:
         cfg = SyntheticConfig(**d["config"])
-        return cls(cfg, transition=np.asarray(d["transition"], dtype=np.float64) if "transition" in d else None)
+        return cls(
+            cfg, transition=np.asarray(d["transition"], dtype=np.float64) if "transition" in d else None
+        )
 
 
 def load_language(root=None) -> SyntheticLanguage:

@@ -58,7 +58,9 @@ class Tokenizer:
         return [self.decode(ids) for ids in batch]
 
     def __repr__(self) -> str:
-        return f"{type(self).__name__}(name={self.name!r}, vocab_size={self.vocab_size}, mask_id={self.mask_id})"
+        return (
+            f"{type(self).__name__}(name={self.name!r}, vocab_size={self.vocab_size}, mask_id={self.mask_id})"
+        )
 
 
 def _as_int_list(ids) -> list[int]:
@@ -103,7 +105,9 @@ class SymbolTokenizer(Tokenizer):
             src = text.lower() if self.lowercase else text
             bad = next((c for c in src if c not in self._index), None)
             if bad is not None:
-                raise ValueError(f"character {bad!r} is not in the {self.name} alphabet {self.alphabet!r}") from None
+                raise ValueError(
+                    f"character {bad!r} is not in the {self.name} alphabet {self.alphabet!r}"
+                ) from None
             return np.array([self._index[c] for c in src], dtype=np.int64)
 
     def decode(self, ids: Iterable[int]) -> str:
@@ -229,5 +233,7 @@ def tokenizer_for(corpus_name_or_manifest: str | dict, root: str | Path | None =
         return gpt2_tokenizer(root)
     if kind == "synthetic":
         return SyntheticTokenizer(int(m["vocab_size"]))
-    raise EdlmError(f"unknown tokenizer {kind!r} in manifest of {m.get('corpus')!r}; rebuild it with "
-                    f"`edlm data prepare {m.get('corpus')} --force`")
+    raise EdlmError(
+        f"unknown tokenizer {kind!r} in manifest of {m.get('corpus')!r}; rebuild it with "
+        f"`edlm data prepare {m.get('corpus')} --force`"
+    )
