@@ -55,6 +55,9 @@ def add_parser(sub, name, help_):
     )
     pi.add_argument("name", metavar="NAME", help="one of: " + ", ".join(CORPORA))
     pi.add_argument("--root", metavar="DIR", help="data cache folder (default $EDLM_DATA or ~/.cache/edlm)")
+    for sp in (pp, pi):  # also accept --json-out after the action (the top-level one sits before it)
+        sp.add_argument("--json-out", metavar="PATH", default=argparse.SUPPRESS,
+                        help="also write the JSON summary to PATH")  # fmt: skip
     return p
 
 
