@@ -10,3 +10,35 @@ def data_root(tmp_path, monkeypatch):
     monkeypatch.setenv("EDLM_DATA", str(root))
     monkeypatch.setenv("EDLM_NO_PROGRESS", "1")
     return root
+
+
+@pytest.fixture(scope="session")
+def synthetic_data(tmp_path_factory):
+    """A prepared `synthetic` corpus shared by the model tests (session-wide $EDLM_DATA)."""
+    import os
+
+    from edlm.data import corpora
+
+    root = tmp_path_factory.mktemp("edlm-data-shared")
+    old = os.environ.get("EDLM_DATA")
+    os.environ["EDLM_DATA"] = str(root)
+    os.environ["EDLM_NO_PROGRESS"] = "1"
+    corpora.prepare("synthetic")
+    yield root
+    if old is None:
+        os.environ.pop("EDLM_DATA", None)
+    else:
+        os.environ["EDLM_DATA"] = old
+
+
+def micro_configs(objective="mdlm", **over):
+    """A model + training config small enough for a test to train in seconds on 2 CPU cores."""
+    from dataclasses import replace
+
+    from edlm.models.transformer import TransformerConfig
+    from edlm.train.config import TrainConfig
+
+    m = TransformerConfig(n_layers=2, d_model=32, n_heads=2, cond_dim=16, max_len=16)
+    t = TrainConfig(objective=objective, data="synthetic", seq_len=16, batch_size=8, lr=3e-3, warmup_steps=2,
+                    max_steps=6, ema=0.9, eval_every=0, save_every=3, eval_batches=2, log_every=1)
+    return m, replace(t, **over)

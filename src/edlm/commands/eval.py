@@ -1,11 +1,90 @@
-"""`edlm eval`: not built yet."""
+"""`edlm eval nelbo` (likelihood bounds on a split) and `edlm eval samples` (sample quality)."""
+
+from __future__ import annotations
+
+import argparse
+import math
 
 from edlm.errors import EdlmError
+from edlm.utils import pick_device, progress
 
 
 def add_parser(sub, name, help_):
-    return sub.add_parser(name, help=help_ + " [not built yet]", description=help_)
+    p = sub.add_parser(name, help=help_, description=help_)
+    s = p.add_subparsers(dest="eval_what", metavar="WHAT", required=True)
+    n = s.add_parser("nelbo", help="per-token NLL bound, perplexity bound and BPC on a split",
+                     formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    n.add_argument("--ckpt", required=True, help="MDLM or AR run folder")
+    n.add_argument("--split", default="test", choices=["train", "valid", "test"])
+    n.add_argument("--t-samples", type=int, default=1, help="Monte-Carlo t draws per sequence (MDLM/EDLM)")
+    n.add_argument("--energy", default=None, metavar="KIND:RUN",
+                   help="EDLM bound: coar:AR_RUN (exact), ar:AR_RUN or nce:NCE_RUN (log Z estimated)")
+    n.add_argument("--logz-samples", type=int, default=8, help="proposal draws n for the log Z estimate")
+    n.add_argument("--max-blocks", type=int, default=None, help="evaluate at most this many sequences")
+    n.add_argument("--batch-size", type=int, default=32)
+    n.add_argument("--seed", type=int, default=0)
+    n.add_argument("--device", default="auto")
+    n.add_argument("--quiet", action="store_true")
+    n.add_argument("--json-out", metavar="PATH", help="also write the JSON summary to PATH")
+    try:
+        from edlm.eval.genppl import add_samples_parser
+    except ImportError:
+        add_samples_parser = None
+    if add_samples_parser is not None:
+        sp = add_samples_parser(s)
+        sp.add_argument("--json-out", metavar="PATH", help="also write the JSON summary to PATH")
+    return p
 
 
 def run(args):
-    raise EdlmError("`edlm eval` is not built yet in this version")
+    if args.eval_what == "samples":
+        from edlm.eval.genppl import samples_command
+
+        return samples_command(args)
+    return nelbo_command(args)
+
+
+def nelbo_command(args):
+    from edlm.data import corpora
+    from edlm.data.loader import iter_eval_blocks
+    from edlm.eval.likelihood import evaluate_split
+    from edlm.runs import load_model
+
+    if args.logz_samples < 2:
+        raise EdlmError("--logz-samples must be >= 2 (the upper bound needs leave-one-out estimates)")
+    device = pick_device(args.device)
+    model, meta = load_model(args.ckpt, device, expect="mdlm|ar")
+    energy = kind = None
+    name = meta["objective"]
+    if args.energy:
+        if meta["objective"] != "mdlm":
+            raise EdlmError("--energy needs an MDLM --ckpt (the proposal)")
+        from edlm.energy.factory import build_energy
+        from edlm.sampling.loop import model_denoiser
+
+        energy, name = build_energy(args.energy, model_denoiser(model, meta["mask_id"]), meta, device)
+        kind = args.energy.split(":", 1)[0]
+    tokens = corpora.load_split(meta["data"], args.split)
+    L = meta["train"]["seq_len"]
+    n_blocks = len(tokens) // L if args.max_blocks is None else min(args.max_blocks, len(tokens) // L)
+    bar = progress(total=n_blocks, desc=f"eval {name}", unit="seq", disable=args.quiet or None)
+    res = evaluate_split(model, meta, iter_eval_blocks(tokens, L, args.batch_size, max_blocks=n_blocks),
+                         t_samples=args.t_samples, seed=args.seed, energy=energy, energy_kind=kind,
+                         logz_samples=args.logz_samples, device=device, bar=bar)
+    bar.close()
+    ntok = res["tokens"]
+    char = meta.get("tokenizer") == "char"
+    out = {"model": name, "split": args.split, "tokens": ntok, "ckpt": str(args.ckpt), "data": meta["data"]}
+    sums = res["sums"]
+    if "nll" in sums:
+        out["nll"] = sums["nll"] / ntok
+        out["bound"] = "exact" if name == "ar" else ("upper (NELBO)" if kind in (None, "coar") else None)
+    else:
+        out["nll_lower"], out["nll_upper"] = sums["nll_lower"] / ntok, sums["nll_upper"] / ntok
+        out["nll"] = out["nll_upper"]
+        out["bound"] = "nll = nll_upper (asymptotic upper bound); nll_lower uses E[T_n] <= log Z (optimistic)"
+        out["logz_samples"] = args.logz_samples
+    out["ppl"] = math.exp(out["nll"])
+    out["bpc"] = out["nll"] / math.log(2) if char else None
+    out["t_samples"] = args.t_samples
+    return out

@@ -1,11 +1,61 @@
-"""`edlm train`: not built yet."""
+"""`edlm train`: options are derived from the TrainConfig and TransformerConfig dataclasses."""
 
-from edlm.errors import EdlmError
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import typing
+from dataclasses import replace
+
+from edlm.models.transformer import TransformerConfig
+from edlm.presets import PRESETS, get_preset
+from edlm.train.config import TrainConfig
+
+MODEL_FIELDS = ("n_layers", "d_model", "n_heads", "cond_dim", "mlp_ratio", "max_len", "dropout",
+                "time_conditioning")
+
+
+def _add_fields(g, cls, names=None):
+    hints = typing.get_type_hints(cls)
+    for f in dataclasses.fields(cls):
+        if names is not None and f.name not in names:
+            continue
+        typ = hints[f.name]
+        kw = {"default": None, "help": f.metadata.get("help", f.name) + " (preset default if not given)"}
+        if typ is bool:
+            kw["action"] = argparse.BooleanOptionalAction
+        elif typing.get_origin(typ) is tuple:
+            kw.update(type=float, nargs=2, metavar=("B1", "B2"))
+        else:
+            kw["type"] = {int: int, float: float}.get(typ, str)
+        g.add_argument("--" + f.name, **kw)
 
 
 def add_parser(sub, name, help_):
-    return sub.add_parser(name, help=help_ + " [not built yet]", description=help_)
+    p = sub.add_parser(name, help=help_, description=help_ + ". Options not given come from --preset.",
+                       formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument("--preset", default="tiny", choices=list(PRESETS), help="model + training preset")
+    p.add_argument("--out", required=True, help="run folder (checkpoints, metrics.jsonl, run.json)")
+    p.add_argument("--resume", action="store_true", help="continue the run in --out exactly where it stopped")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    _add_fields(p.add_argument_group("training (TrainConfig)"), TrainConfig)
+    _add_fields(p.add_argument_group("model (TransformerConfig)"), TransformerConfig, MODEL_FIELDS)
+    return p
+
+
+def configs_from_args(args) -> tuple[TrainConfig, TransformerConfig]:
+    model_cfg, train_cfg = get_preset(args.preset)
+    tr = {f.name: getattr(args, f.name) for f in dataclasses.fields(TrainConfig) if getattr(args, f.name, None) is not None}
+    if "betas" in tr:
+        tr["betas"] = tuple(tr["betas"])
+    md = {n: getattr(args, n) for n in MODEL_FIELDS if getattr(args, n, None) is not None}
+    return replace(train_cfg, **tr), replace(model_cfg, **md)
 
 
 def run(args):
-    raise EdlmError("`edlm train` is not built yet in this version")
+    from edlm.train.loop import train
+
+    cfg, model_cfg = configs_from_args(args)
+    if args.seq_len is not None and args.max_len is None:
+        model_cfg = replace(model_cfg, max_len=max(model_cfg.max_len, cfg.seq_len))
+    return train(cfg, model_cfg, args.out, resume=args.resume, max_steps=args.max_steps, quiet=args.quiet)

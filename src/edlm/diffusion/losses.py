@@ -14,16 +14,17 @@ from edlm.diffusion.schedules import nelbo_weight
 from edlm.diffusion.subs import gather_masked_log_probs, subs_log_probs
 
 
-def mdlm_nelbo(model, x0: torch.Tensor, schedule, mask_id: int, *, generator=None, t=None,
+def mdlm_nelbo(model, x0: torch.Tensor, schedule, mask_id: int, *, generator=None, t=None, u=None,
                t_eps: float = 1e-3, antithetic: bool = True) -> torch.Tensor:
-    """Per-sequence NELBO estimate (B,) in nats (sum over positions, one t per sequence)."""
+    """Per-sequence NELBO estimate (B,) in nats (sum over positions, one t per sequence).
+    t (B,) and u (B, L) may be given (pre-drawn noise); otherwise they are drawn from `generator`."""
     B = x0.shape[0]
     if t is None:
         if antithetic:
             t = antithetic_times(B, eps=t_eps, generator=generator, device=x0.device)
         else:
             t = torch.rand(B, generator=generator, device=x0.device) * (1 - t_eps) + t_eps
-    x_t = mask_tokens(x0, schedule.alpha(t), mask_id, generator)
+    x_t = mask_tokens(x0, schedule.alpha(t), mask_id, generator, u)
     logp = subs_log_probs(model(x_t, t), x_t, mask_id)
     return nelbo_weight(schedule, t).float() * gather_masked_log_probs(logp, x0, x_t, mask_id)
 

@@ -12,10 +12,12 @@ def antithetic_times(batch: int, *, eps: float = 1e-3, generator=None, device=No
     return t * (1 - eps) + eps
 
 
-def mask_tokens(x0: torch.Tensor, alpha_t: torch.Tensor, mask_id: int, generator=None) -> torch.Tensor:
-    """Each token independently becomes MASK with probability 1 - alpha_t. alpha_t: (B,) or scalar."""
+def mask_tokens(x0: torch.Tensor, alpha_t: torch.Tensor, mask_id: int, generator=None, u=None) -> torch.Tensor:
+    """Each token independently becomes MASK with probability 1 - alpha_t. alpha_t: (B,) or scalar.
+    u: optional pre-drawn uniforms (B, L) (lets every DDP rank slice one global draw)."""
     alpha_t = torch.as_tensor(alpha_t, device=x0.device, dtype=torch.float32)
     if alpha_t.dim() == 1:
         alpha_t = alpha_t[:, None]
-    u = torch.rand(x0.shape, generator=generator, device=x0.device)
+    if u is None:
+        u = torch.rand(x0.shape, generator=generator, device=x0.device)
     return torch.where(u < 1 - alpha_t, torch.full_like(x0, mask_id), x0)

@@ -44,7 +44,7 @@ def model_denoiser(model, mask_id: int):
     """Wrap a DiT into denoise(x_t, t) -> SUBS log-probs."""
 
     def denoise(x_t, t):
-        tt = torch.full((x_t.shape[0],), float(t), device=x_t.device)
+        tt = t if torch.is_tensor(t) else torch.full((x_t.shape[0],), float(t), device=x_t.device)
         return subs_log_probs(model(x_t, tt), x_t, mask_id)
 
     denoise.time_conditioning = bool(getattr(model.cfg, "time_conditioning", False))

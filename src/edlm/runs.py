@@ -1,0 +1,55 @@
+"""Open a run folder and rebuild its model: the one entry point for sampling, eval and the energies.
+
+    model, meta = load_model("runs/mdlm")       # EMA weights, eval mode
+    meta["objective"]  -> "mdlm" | "ar" | "nce";  meta["mask_id"], meta["data"], meta["model"] (config)
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+from edlm.errors import EdlmError
+from edlm.models.transformer import Transformer, TransformerConfig
+from edlm.train.checkpoint import load_weights, read_run
+
+
+def build_model(objective: str, model_cfg: TransformerConfig):
+    if objective == "nce":
+        from edlm.energy.nce import EnergyNet
+
+        return EnergyNet(model_cfg)
+    return Transformer(model_cfg)
+
+
+def load_model(run: str | Path, device="cpu", *, ema: bool = True, expect: str | None = None):
+    meta = read_run(Path(run))
+    obj = meta.get("objective")
+    if expect is not None and obj not in expect.split("|"):
+        raise EdlmError(f"{run} is a {obj!r} run, but a {expect!r} run is needed here")
+    model = build_model(obj, TransformerConfig.from_dict(meta["model"]))
+    sd, state = load_weights(Path(run), ema=ema, device="cpu")
+    missing, unexpected = model.load_state_dict(sd, strict=False)
+    if missing or unexpected:
+        raise EdlmError(f"checkpoint of {run} does not match its config: missing {missing[:5]}, "
+                        f"unexpected {unexpected[:5]}; it was written by another version or edited")
+    model.to(device).eval()
+    meta = {**meta, "step": state.get("step")}
+    return model, meta
+
+
+def check_compatible(meta: dict, other: dict, what: str):
+    """Two runs used together (proposal + energy) must share the vocabulary and the length."""
+    if meta["mask_id"] != other["mask_id"]:
+        raise EdlmError(f"{what}: vocabularies differ (mask id {meta['mask_id']} vs {other['mask_id']}); "
+                        "use runs trained on the same corpus/tokenizer")
+    if other["model"]["max_len"] < meta["train"]["seq_len"]:
+        raise EdlmError(f"{what}: the energy model handles {other['model']['max_len']} tokens, "
+                        f"fewer than the proposal's {meta['train']['seq_len']}")
+
+
+@torch.no_grad()
+def copy_into(dst: dict, src_module) -> None:
+    for k, v in src_module.state_dict().items():
+        dst[k].copy_(v)

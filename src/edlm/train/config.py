@@ -1,0 +1,54 @@
+"""The typed training configuration. Every field becomes a `edlm train --FIELD` option (help from metadata)."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+
+
+def _f(default, help_: str):
+    return field(default=default, metadata={"help": help_})
+
+
+@dataclass
+class TrainConfig:
+    objective: str = _f("mdlm", "what to train: mdlm (masked diffusion), ar (autoregressive), nce (energy)")
+    data: str = _f("synthetic", "corpus name (see `edlm data --help`)")
+    seq_len: int = _f(64, "tokens per training sequence")
+    batch_size: int = _f(64, "sequences per device per micro-step")
+    grad_accum: int = _f(1, "micro-steps per optimizer step")
+    lr: float = _f(2e-3, "peak learning rate (AdamW)")
+    min_lr_ratio: float = _f(0.1, "cosine schedule floor, as a fraction of lr")
+    lr_schedule: str = _f("constant", "constant or cosine, after linear warm-up")
+    warmup_steps: int = _f(50, "linear warm-up steps")
+    max_steps: int = _f(500, "optimizer steps to train for")
+    weight_decay: float = _f(0.0, "AdamW weight decay")
+    betas: tuple[float, float] = _f((0.9, 0.98), "AdamW betas")
+    grad_clip: float = _f(1.0, "clip the global gradient norm (0 = off)")
+    ema: float = _f(0.999, "EMA decay of the weights used for eval and sampling (0 = off)")
+    eval_every: int = _f(250, "validate every N steps (0 = only at the end)")
+    eval_batches: int = _f(16, "validation batches per evaluation")
+    save_every: int = _f(250, "checkpoint every N steps (always at the end)")
+    keep_checkpoints: int = _f(2, "how many checkpoint folders to keep")
+    log_every: int = _f(10, "write a metrics row every N steps")
+    seed: int = _f(0, "seed for data order, noise and initialisation")
+    schedule: str = _f("loglinear", "noise schedule: loglinear, cosine, linear")
+    antithetic: bool = _f(True, "stratified (antithetic) t across the global batch")
+    t_eps: float = _f(1e-3, "smallest t drawn in training")
+    precision: str = _f("auto", "auto (bf16 autocast on GPU, fp32 on CPU), bf16 or fp32")
+    compile: bool = _f(False, "torch.compile the model")
+    device: str = _f("auto", "auto, cpu, cuda, cuda:N")
+    diffusion: str = _f("", "NCE only: the trained MDLM run used as frozen proposal and initialisation")
+    nce_negatives: int = _f(1, "NCE only: negatives drawn from the MDLM per positive")
+    parallel: str = _f("ddp", "under torchrun: ddp or fsdp (FSDP2 fully_shard)")
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        d["betas"] = list(self.betas)
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict) -> TrainConfig:
+        d = {k: v for k, v in d.items() if k in cls.__dataclass_fields__}
+        if "betas" in d:
+            d["betas"] = tuple(d["betas"])
+        return cls(**d)

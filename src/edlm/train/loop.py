@@ -1,0 +1,235 @@
+"""The one training loop, for MDLM, AR and NCE, on 1 device or N (torchrun: DDP or FSDP2).
+
+    edlm train --objective mdlm --preset tiny --data synthetic --out runs/mdlm
+    torchrun --nproc_per_node 2 $(which edlm) train ... (same flags)
+
+Losses are summed locally, all-reduced, and divided once by the global count, so neither
+gradient accumulation nor world size changes a result. A non-finite loss stops training and
+leaves the last good checkpoint in place.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from contextlib import nullcontext
+from pathlib import Path
+
+import torch
+
+from edlm.data import corpora
+from edlm.data.loader import BlockLoader, iter_eval_blocks
+from edlm.diffusion.schedules import get_schedule
+from edlm.errors import EdlmError
+from edlm.models.transformer import TransformerConfig
+from edlm.runs import build_model, load_model
+from edlm.sampling.loop import model_denoiser
+from edlm.train import checkpoint as ckpt
+from edlm.train.config import TrainConfig
+from edlm.train.distributed import all_reduce_sum, barrier, cleanup, init_distributed, wrap_model
+from edlm.train.objectives import ARObjective, MDLMObjective, NCEObjective
+from edlm.train.optim import EMA, lr_at, make_optimizer
+from edlm.utils import atomic_write_json, pick_device, progress
+
+
+def _autocast(cfg: TrainConfig, device):
+    use_bf16 = cfg.precision == "bf16" or (cfg.precision == "auto" and device.type == "cuda")
+    return torch.autocast(device.type, dtype=torch.bfloat16) if use_bf16 else nullcontext()
+
+
+def _objective(cfg, mask_id, device):
+    if cfg.objective == "mdlm":
+        return MDLMObjective(get_schedule(cfg.schedule), mask_id, cfg), None
+    if cfg.objective == "ar":
+        return ARObjective(mask_id), None
+    if cfg.objective == "nce":
+        if not cfg.diffusion:
+            raise EdlmError("--objective nce needs --diffusion MDLM_RUN (the trained MDLM to correct)")
+        mdlm, _ = load_model(cfg.diffusion, device, expect="mdlm")
+        for p in mdlm.parameters():
+            p.requires_grad_(False)
+        # The frozen proposal always sees the real t (harmless when it ignores t).
+        return NCEObjective(lambda x, t: mdlm(x, t), get_schedule(cfg.schedule), mask_id, cfg), mdlm
+    raise EdlmError(f"unknown objective {cfg.objective!r}: choose mdlm, ar or nce")
+
+
+def prepare_run(out: Path, cfg: TrainConfig, model_cfg: TransformerConfig, resume: bool,
+                max_steps: int | None = None):
+    """Create or reopen RUN/run.json. Never overwrites an existing run unless resuming it."""
+    out = Path(out)
+    meta_path = out / "run.json"
+    if meta_path.exists():
+        if not resume:
+            raise EdlmError(f"{out} already holds a run: pass --resume to continue it, or choose another --out")
+        meta = ckpt.read_run(out)
+        saved = TrainConfig.from_dict(meta["train"])
+        if max_steps is not None:  # only the length of training may change on resume
+            saved.max_steps = max_steps
+            meta["train"]["max_steps"] = max_steps
+        return meta, saved, TransformerConfig.from_dict(meta["model"])
+    man = corpora.manifest(cfg.data)
+    vocab = man["mask_id"] + 1
+    if model_cfg.max_len < cfg.seq_len:
+        raise EdlmError(f"--seq_len {cfg.seq_len} is longer than the model allows ({model_cfg.max_len}); "
+                        "lower --seq_len or raise --max_len")
+    model_cfg = TransformerConfig.from_dict({**model_cfg.to_dict(), "vocab_size": vocab, "out_vocab": vocab,
+                                             "causal": cfg.objective == "ar"})
+    if cfg.objective == "nce":
+        pm = ckpt.read_run(Path(cfg.diffusion))
+        if pm["mask_id"] != man["mask_id"]:
+            raise EdlmError(f"the MDLM run {cfg.diffusion} was trained on another vocabulary than --data {cfg.data}")
+        model_cfg = TransformerConfig.from_dict(pm["model"])
+    meta = {"objective": cfg.objective, "data": cfg.data, "mask_id": man["mask_id"], "vocab_size": man["vocab_size"],
+            "tokenizer": man.get("tokenizer"), "model": model_cfg.to_dict(), "train": cfg.to_dict(),
+            "diffusion": cfg.diffusion or None, "edlm_version": __import__("edlm").__version__}
+    return meta, cfg, model_cfg
+
+
+def train(cfg: TrainConfig, model_cfg: TransformerConfig, out: str | Path, *, resume: bool = False,
+          max_steps: int | None = None, quiet: bool = False) -> dict:
+    """Train (or resume, keeping the saved config; `max_steps` may extend it). Returns the summary."""
+    out = Path(out)
+    d = init_distributed(pick_device(cfg.device))
+    device = d.device
+    meta, cfg, model_cfg = prepare_run(out, cfg, model_cfg, resume, max_steps)
+    torch.manual_seed(cfg.seed)
+    mask_id = meta["mask_id"]
+    objective, frozen = _objective(cfg, mask_id, device)
+    model = build_model(cfg.objective, model_cfg)
+    if cfg.objective == "nce" and not resume:
+        model.backbone.load_state_dict(frozen.state_dict())
+    model.to(device)
+    n_params = sum(p.numel() for p in model.parameters())
+    train_tokens = corpora.load_split(cfg.data, "train")
+    loader = BlockLoader(train_tokens, cfg.seq_len, cfg.batch_size, seed=cfg.seed, rank=d.rank,
+                         world_size=d.world_size)
+    if len(train_tokens) < cfg.seq_len * cfg.batch_size * d.world_size:
+        raise EdlmError(f"corpus {cfg.data} has {len(train_tokens)} training tokens, fewer than one global batch")
+    wrapped = wrap_model(model, d, cfg.parallel)
+    opt = make_optimizer(model, cfg, device)
+    ema = EMA(model, cfg.ema) if cfg.ema > 0 else None
+    gen = torch.Generator(device=device)
+    gen.manual_seed(cfg.seed + 12345)
+    step = 0
+    if resume and ckpt.latest_dir(out) is not None:
+        cdir = ckpt.checkpoint_dir(out)
+        sd, _ = ckpt.load_weights(out, ema=False)
+        model.load_state_dict(sd)
+        if ema is not None and (cdir / "ema.safetensors").exists():
+            ema.load_state_dict(ckpt.load_weights(out, ema=True)[0])
+        state, rng = ckpt.load_training_state(cdir, opt)
+        gen.set_state(rng["noise"])
+        loader.load_state_dict(state["loader"])
+        step = state["step"]
+    if d.is_main:
+        out.mkdir(parents=True, exist_ok=True)
+        atomic_write_json(out / "run.json", meta)
+    fwd = torch.compile(wrapped) if cfg.compile else wrapped
+    metrics_f = open(out / "metrics.jsonl", "a") if d.is_main else None
+    val_tokens = corpora.load_split(cfg.data, "valid")
+
+    def save(at_step):
+        ema_sd = ema.state_dict() if ema is not None else None
+        if d.is_main:
+            ckpt.save_checkpoint(out, at_step, model, ema_sd, opt,
+                                 {"loader": loader.state_dict(), "objective": cfg.objective},
+                                 keep=cfg.keep_checkpoints, rng_extra={"noise": gen.get_state()})
+        barrier(d)
+
+    tokens_per_step = cfg.batch_size * cfg.seq_len * cfg.grad_accum * d.world_size
+    bar = progress(total=cfg.max_steps, initial=step, desc=f"train {cfg.objective}", unit="step",
+                   disable=quiet or not d.is_main or None)
+    t0, last_val, result = time.time(), None, {}
+    tok_since, time_since = 0, time.time()
+    while step < cfg.max_steps:
+        for g in opt.param_groups:
+            g["lr"] = lr_at(step, cfg)
+        sums = torch.zeros(2, device=device)  # loss sum, count
+        extra_sums: dict = {}
+        model.train()
+        for micro in range(cfg.grad_accum):
+            x0 = loader.next_batch().to(device, non_blocking=True)
+            sync = nullcontext()
+            if d.enabled and cfg.parallel == "ddp" and micro < cfg.grad_accum - 1:
+                sync = wrapped.no_sync()
+            with sync, _autocast(cfg, device):
+                loss_sum, count, extra = objective(fwd, x0, gen, d.rank, d.world_size)
+                # count is identical on every rank and micro-step: divide once by the global count.
+                (loss_sum / (count * cfg.grad_accum)).backward()
+            sums += torch.stack([loss_sum.detach().float(), torch.tensor(float(count), device=device)])
+            for k, v in extra.items():
+                extra_sums[k] = extra_sums.get(k, 0.0) + torch.as_tensor(v, device=device, dtype=torch.float32)
+        all_reduce_sum(sums, d)
+        loss = (sums[0] / sums[1]).item()
+        if not math.isfinite(loss):
+            raise EdlmError(f"loss became {loss} at step {step}; training stopped. The last good checkpoint "
+                            f"in {out} is intact: lower --lr or raise --warmup_steps and --resume")
+        gnorm = torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip if cfg.grad_clip > 0 else 1e9)
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+        if ema is not None:
+            ema.update(model)
+        step += 1
+        tok_since += tokens_per_step
+        if d.is_main:
+            bar.update(1)
+        if step % cfg.log_every == 0 or step == cfg.max_steps:
+            now = time.time()
+            row = {"step": step, "loss": loss, "lr": lr_at(step - 1, cfg), "grad_norm": float(gnorm),
+                   "tokens_per_second": tok_since / max(now - time_since, 1e-9), "elapsed": now - t0}
+            if extra_sums:
+                ex = {k: all_reduce_sum(v.clone(), d).item() for k, v in extra_sums.items()}
+                row["nce_accuracy"] = ex["correct"] / ex["decisions"]
+                row["e_pos"], row["e_neg"] = ex["e_pos"] / sums[1].item(), ex["e_neg"] / sums[1].item()
+            tok_since, time_since = 0, now
+            if d.is_main:
+                bar.set_postfix(loss=f"{loss:.4f}", tok_s=f"{row['tokens_per_second']:.0f}")
+                metrics_f.write(json.dumps(row) + "\n")
+                metrics_f.flush()
+            result = row
+        if (cfg.eval_every and step % cfg.eval_every == 0) or step == cfg.max_steps:
+            last_val = validate(model, ema, objective, val_tokens, cfg, d, device)
+            if d.is_main:
+                metrics_f.write(json.dumps({"step": step, "val": last_val}) + "\n")
+                metrics_f.flush()
+        if step % cfg.save_every == 0 or step == cfg.max_steps:
+            save(step)
+    if d.is_main:
+        bar.close()
+        metrics_f.close()
+    summary = {"run": str(out), "objective": cfg.objective, "data": cfg.data, "steps": step,
+               "params": n_params, "loss": result.get("loss"), "val": last_val,
+               "tokens_per_second": result.get("tokens_per_second"), "seconds": time.time() - t0,
+               "world_size": d.world_size, "device": str(device)}
+    cleanup(d)
+    return summary
+
+
+@torch.no_grad()
+def validate(model, ema, objective, tokens, cfg, d, device) -> dict:
+    """Validation loss with the EMA weights (what eval and sampling use), fixed noise seed."""
+    backup = None
+    if ema is not None:
+        backup = {k: v.detach().clone() for k, v in model.state_dict().items()}
+        model.load_state_dict({k: v.to(device) for k, v in ema.state_dict().items()}, strict=False)
+    model.eval()
+    gen = torch.Generator(device=device)
+    gen.manual_seed(1234)
+    sums = torch.zeros(2, device=device)
+    extra = torch.zeros(2, device=device)
+    for i, x0 in enumerate(iter_eval_blocks(tokens, cfg.seq_len, cfg.batch_size, rank=d.rank,
+                                            world_size=d.world_size, max_blocks=cfg.eval_batches * cfg.batch_size)):
+        with _autocast(cfg, device):
+            s, c, ex = objective(model, x0.to(device), gen)
+        sums += torch.stack([s.float(), torch.tensor(float(c), device=device)])
+        if ex:
+            extra += torch.stack([ex["correct"].float(), torch.tensor(ex["decisions"], device=device)])
+    all_reduce_sum(sums, d)
+    all_reduce_sum(extra, d)
+    if backup is not None:
+        model.load_state_dict(backup)
+    out = {"loss": (sums[0] / sums[1].clamp(min=1)).item()}
+    if extra[1] > 0:
+        out["nce_accuracy"] = (extra[0] / extra[1]).item()
+    return out

@@ -1,0 +1,77 @@
+"""What each objective computes on one micro-batch: (loss SUM, count, extra sums).
+
+Noise (t, masking uniforms) is drawn for the GLOBAL batch from a generator seeded identically on every
+rank, and each rank takes its slice: N ranks then compute exactly what one process would on the same
+global batch. Callers divide the reduced sums once by the global count.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from edlm.diffusion.losses import ar_nll, mdlm_nelbo
+from edlm.diffusion.masking import antithetic_times, mask_tokens
+from edlm.diffusion.subs import subs_log_probs
+from edlm.energy.nce import nce_loss
+from edlm.sampling.importance import draw_candidates
+
+
+def global_noise(B: int, L: int, rank: int, world: int, generator, device, *, t_eps: float, antithetic: bool):
+    Bg = B * world
+    if antithetic:
+        t = antithetic_times(Bg, eps=t_eps, generator=generator, device=device)
+    else:
+        t = torch.rand(Bg, generator=generator, device=device) * (1 - t_eps) + t_eps
+    u = torch.rand(Bg, L, generator=generator, device=device)
+    sl = slice(rank * B, (rank + 1) * B)
+    return t[sl], u[sl]
+
+
+class MDLMObjective:
+    unit = "token"
+
+    def __init__(self, schedule, mask_id: int, cfg):
+        self.schedule, self.mask_id, self.cfg = schedule, mask_id, cfg
+
+    def __call__(self, model, x0, generator, rank=0, world=1):
+        t, u = global_noise(*x0.shape, rank, world, generator, x0.device, t_eps=self.cfg.t_eps,
+                            antithetic=self.cfg.antithetic)
+        nelbo = mdlm_nelbo(model, x0, self.schedule, self.mask_id, t=t, u=u)
+        return nelbo.sum(), x0.numel(), {}
+
+
+class ARObjective:
+    unit = "token"
+
+    def __init__(self, mask_id: int):
+        self.mask_id = mask_id
+
+    def __call__(self, model, x0, generator, rank=0, world=1):
+        return ar_nll(model, x0, self.mask_id).sum(), x0.numel(), {}
+
+
+class NCEObjective:
+    """Positives: data x0 at x_t ~ q(x_t|x0). Negatives: draws from the frozen MDLM at the same x_t."""
+
+    unit = "sequence"
+
+    def __init__(self, proposal, schedule, mask_id: int, cfg):
+        self.proposal, self.schedule, self.mask_id, self.cfg = proposal, schedule, mask_id, cfg
+
+    def __call__(self, net, x0, generator, rank=0, world=1):
+        B, L = x0.shape
+        n = self.cfg.nce_negatives
+        t, u = global_noise(B, L, rank, world, generator, x0.device, t_eps=self.cfg.t_eps,
+                            antithetic=self.cfg.antithetic)
+        x_t = mask_tokens(x0, self.schedule.alpha(t), self.mask_id, u=u)
+        with torch.no_grad():
+            logp = subs_log_probs(self.proposal(x_t, t), x_t, self.mask_id)
+            neg, _ = draw_candidates(logp, x_t, n, self.mask_id, generator)  # (B, n, L)
+        # one forward for positives and negatives together
+        x0_all = torch.cat([x0, neg.reshape(B * n, L)])
+        xt_all = torch.cat([x_t, x_t.repeat_interleave(n, 0)])
+        t_all = torch.cat([t, t.repeat_interleave(n, 0)])
+        e = net(x0_all, xt_all, t_all)
+        loss, correct = nce_loss(e[:B], e[B:].view(B, n))
+        return loss.sum(), B, {"correct": correct.sum().detach(), "decisions": float(B * (1 + n)),
+                               "e_pos": e[:B].sum().detach(), "e_neg": e[B:].sum().detach() / n}

@@ -1,0 +1,58 @@
+"""AdamW, the learning-rate schedule and the EMA of the weights."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+
+def make_optimizer(model, cfg, device) -> torch.optim.Optimizer:
+    decay, no_decay = [], []
+    for n, p in model.named_parameters():
+        if not p.requires_grad:
+            continue
+        (decay if p.dim() >= 2 and "embed" not in n else no_decay).append(p)
+    groups = [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+    return torch.optim.AdamW(groups, lr=cfg.lr, betas=tuple(cfg.betas), fused=device.type == "cuda")
+
+
+def lr_at(step: int, cfg) -> float:
+    """Linear warm-up to cfg.lr, then constant or cosine down to min_lr_ratio * lr at max_steps."""
+    if step < cfg.warmup_steps:
+        return cfg.lr * (step + 1) / cfg.warmup_steps
+    if cfg.lr_schedule == "cosine":
+        frac = min(1.0, (step - cfg.warmup_steps) / max(1, cfg.max_steps - cfg.warmup_steps))
+        lo = cfg.min_lr_ratio
+        return cfg.lr * (lo + (1 - lo) * 0.5 * (1 + math.cos(math.pi * frac)))
+    return cfg.lr
+
+
+class EMA:
+    """Exponential moving average of the parameters (float32 shadow copies)."""
+
+    def __init__(self, model, decay: float):
+        self.decay = decay
+        self.shadow = {k: v.detach().float().clone() for k, v in _full_state(model).items()}
+
+    @torch.no_grad()
+    def update(self, model):
+        for k, v in _full_state(model).items():
+            s = self.shadow[k]
+            if v.dtype.is_floating_point:
+                s.lerp_(v.detach().float(), 1 - self.decay)
+            else:
+                s.copy_(v)
+
+    def state_dict(self):
+        return self.shadow
+
+    def load_state_dict(self, sd):
+        for k, v in sd.items():
+            self.shadow[k].copy_(v)
+
+
+def _full_state(model):
+    # Local tensors are enough for the EMA (each rank keeps the EMA of what it holds).
+    sd = model.state_dict()
+    return {k: (v.to_local() if hasattr(v, "to_local") else v) for k, v in sd.items()}

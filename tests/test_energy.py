@@ -1,0 +1,112 @@
+"""Energies: coAR is normalised exactly, the AR residual has the right form, NCE learns on `synthetic`."""
+
+import itertools
+from dataclasses import replace
+
+import pytest
+import torch
+
+from conftest import micro_configs
+from edlm.diffusion.losses import ar_token_log_probs
+from edlm.energy.ar import AREnergy
+from edlm.energy.nce import EnergyNet, nce_loss
+from edlm.models.transformer import Transformer, TransformerConfig
+
+
+def _random_ar(V, L, seed=0):
+    torch.manual_seed(seed)
+    m = Transformer(TransformerConfig(vocab_size=V + 1, n_layers=2, d_model=16, n_heads=2, cond_dim=8,
+                                      max_len=L, causal=True))
+    for p in m.parameters():  # move off the zero init so the AR is far from uniform
+        torch.nn.init.normal_(p, std=0.5)
+    return m.eval()
+
+
+def test_coar_normaliser_is_exactly_one():
+    V, L = 3, 4
+    ar = _random_ar(V, L)
+    e = AREnergy(ar, None, mask_id=V, carry_over=True)
+    x_t = torch.tensor([[V, 1, V, 0]])
+    masked = (x_t[0] == V).nonzero().squeeze(-1)
+    x0 = x_t.repeat(V ** len(masked), 1)
+    for row, vals in enumerate(itertools.product(range(V), repeat=len(masked))):
+        x0[row, masked] = torch.tensor(vals)
+    with torch.no_grad():
+        total = torch.logsumexp(e.ar_log_prob(x0, x_t.expand_as(x0)).double(), 0)
+    assert abs(total.item()) < 1e-5
+    # the full joint restricted to the same x_t is NOT normalised (it is p_AR(agreeing with x_t))
+    with torch.no_grad():
+        full = torch.logsumexp(AREnergy(ar, None, V).ar_log_prob(x0, x_t.expand_as(x0)).double(), 0)
+    assert full.item() < -0.01
+
+
+def test_ar_model_is_a_normalised_joint():
+    V, L = 3, 3
+    ar = _random_ar(V, L, seed=1)
+    x = torch.tensor(list(itertools.product(range(V), repeat=L)))
+    with torch.no_grad():
+        total = torch.logsumexp(ar_token_log_probs(ar, x, bos_id=V).sum(-1).double(), 0)
+    assert abs(total.item()) < 1e-5
+
+
+def test_ar_energy_target_is_ar_restricted_to_x_t():
+    # mu * exp(-E) = p_AR(x0) exactly (the mu terms cancel), for any proposal log-probs.
+    V, L = 3, 4
+    ar = _random_ar(V, L, seed=2)
+    x0 = torch.randint(0, V, (5, L))
+    x_t = x0.clone()
+    x_t[:, 1:3] = V
+    log_mu = torch.randn(5)
+    e = AREnergy(ar, None, V).energy(x0, x_t, torch.ones(5), log_mu=log_mu)
+    with torch.no_grad():
+        lp_ar = ar_token_log_probs(ar, x0, V).sum(-1)
+    assert torch.allclose(log_mu - e, lp_ar, atol=1e-5)
+
+
+def test_energy_net_starts_constant_and_nce_loss_optimum():
+    cfg = TransformerConfig(vocab_size=7, n_layers=1, d_model=16, n_heads=2, cond_dim=8, max_len=8)
+    net = EnergyNet(cfg)
+    x = torch.randint(0, 7, (4, 8))
+    assert torch.equal(net(x, x, torch.rand(4)), torch.zeros(4))
+    # with n negatives the logit is -E - log n: E = 0 and n = 1 gives loss 2 log 2 per positive
+    loss, correct = nce_loss(torch.zeros(3), torch.zeros(3, 1))
+    assert torch.allclose(loss, torch.full((3,), 2 * torch.log(torch.tensor(2.0))))
+
+
+@pytest.mark.slow
+def test_nce_learns_on_synthetic(synthetic_data, tmp_path):
+    from edlm.data import corpora
+    from edlm.data.synthetic import load_language
+    from edlm.diffusion.masking import mask_tokens
+    from edlm.diffusion.subs import subs_log_probs
+    from edlm.runs import load_model
+    from edlm.sampling.importance import draw_candidates
+    from edlm.train.loop import train
+
+    m, t = micro_configs("mdlm", max_steps=150, lr=3e-3, warmup_steps=10, batch_size=32, log_every=50)
+    m = replace(m, d_model=64, n_heads=4)
+    train(t, m, tmp_path / "mdlm", quiet=True)
+    _, tn = micro_configs("nce", max_steps=150, lr=1e-3, warmup_steps=10, batch_size=32, log_every=50,
+                          diffusion=str(tmp_path / "mdlm"))
+    train(tn, m, tmp_path / "nce", quiet=True)
+    mdlm, meta = load_model(tmp_path / "mdlm")
+    net, _ = load_model(tmp_path / "nce")
+    lang, mask = load_language(), meta["mask_id"]
+    g = torch.Generator().manual_seed(0)
+    x0 = torch.from_numpy(corpora.load_split("synthetic", "test")[: 256 * 16].astype("int64")).view(256, 16)
+    tt = torch.rand(256, generator=g) * 0.8 + 0.2
+    x_t = mask_tokens(x0, 1 - tt, mask, g)
+    with torch.no_grad():
+        logp = subs_log_probs(mdlm(x_t, tt), x_t, mask)
+        neg, lmu_neg = draw_candidates(logp, x_t, 1, mask, g)
+        neg, lmu_neg = neg[:, 0], lmu_neg[:, 0]
+        lmu_pos = logp.gather(-1, x0[..., None]).squeeze(-1).masked_fill(x_t != mask, 0).sum(-1)
+        e_pos, e_neg = net(x0, x_t, tt), net(neg, x_t, tt)
+    acc = ((e_pos < 0).float().mean() + (e_neg > 0).float().mean()).item() / 2
+    assert acc > 0.6, acc
+    # -E should track the exact log-ratio log p_true(x0|x_t) - log mu(x0|x_t)
+    ratio = torch.cat([lang.conditional_log_prob(x0, x_t, mask) - lmu_pos.double(),
+                       lang.conditional_log_prob(neg, x_t, mask) - lmu_neg.double()])
+    negE = torch.cat([-e_pos, -e_neg]).double()
+    corr = torch.corrcoef(torch.stack([negE, ratio]))[0, 1].item()
+    assert corr > 0.4, corr
