@@ -434,10 +434,10 @@ def get_evaluator(name: str | Evaluator, device="cpu") -> Evaluator:
     dev = pick_device(device)
     kind, arg = _resolve(name)
     key = (f"{kind}:{arg}", str(dev) if kind != "true" else "cpu")
-    if kind == "true":  # the language lives in the data cache, which tests and users may switch
+    if kind in ("true", "gguf-builtin"):  # these live in the data cache, which tests and users may switch
         from edlm.utils import cache_root
 
-        key = (f"true:{cache_root()}", "cpu")
+        key = (f"{kind}:{arg}:{cache_root()}", key[1])
     elif kind == "edlm":  # a retrained run in the same folder must not hit the old model
         latest = Path(arg) / "latest.json"
         key = (f"edlm:{arg}:{latest.stat().st_mtime_ns if latest.exists() else 0}", str(dev))
