@@ -305,3 +305,9 @@ def test_real_smollm2_prefers_natural_text():
     a = evaluate_rows(rows_of(nat), "smollm2-135m")["gen_ppl"]
     b = evaluate_rows(rows_of(shuf), "smollm2-135m")["gen_ppl"]
     assert a < 100 and b > 10 * a
+
+
+def test_unreachable_hub_name_fails_fast_with_valid_choices(monkeypatch):
+    monkeypatch.setattr(evaluators, "_hub_reachable", lambda timeout=3.0: False)
+    with pytest.raises(EdlmError, match="unknown evaluator 'no-such-org/no-such-model'.*smollm2-135m"):
+        get_evaluator("no-such-org/no-such-model")

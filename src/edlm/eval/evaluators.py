@@ -200,6 +200,24 @@ def require_hf(name: str, gguf: bool = False):
     return transformers
 
 
+def _hub_reachable(timeout: float = 3.0) -> bool:
+    """Can we open a connection to the Hugging Face hub (or a proxy is configured)?"""
+    import os
+    import socket
+    from urllib.parse import urlparse
+
+    if os.environ.get("HF_HUB_OFFLINE", "") not in ("", "0"):
+        return False
+    if any(os.environ.get(k) for k in ("HTTPS_PROXY", "https_proxy", "ALL_PROXY", "all_proxy")):
+        return True
+    host = urlparse(os.environ.get("HF_ENDPOINT") or "https://huggingface.co").hostname or "huggingface.co"
+    try:
+        socket.create_connection((host, 443), timeout=timeout).close()
+        return True
+    except OSError:
+        return False
+
+
 def _dtype_kw(transformers) -> dict:
     major, minor = (int(x) for x in re.findall(r"\d+", transformers.__version__)[:2])
     return {"dtype": torch.float32} if (major, minor) >= (4, 56) else {"torch_dtype": torch.float32}
@@ -239,6 +257,9 @@ class HFEvaluator(Evaluator):
         transformers = require_hf(name, gguf=gguf_file is not None)
         t = time.perf_counter()
         kw = {"gguf_file": gguf_file} if gguf_file else {}
+        if not gguf_file and not Path(source).is_dir() and not _hub_reachable():
+            # offline: use the local HF cache only, instead of retrying the network for ~50 s
+            kw["local_files_only"] = True
         try:
             tok = transformers.AutoTokenizer.from_pretrained(source, **kw)
             model = transformers.AutoModelForCausalLM.from_pretrained(source, **kw, **_dtype_kw(transformers))
