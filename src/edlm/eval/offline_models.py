@@ -128,6 +128,7 @@ def _stream_members(pieces: list[tuple[Path, str, str | None]], target: Path) ->
                     )
             out.flush()
             os.fsync(out.fileno())
+        os.chmod(tmp, 0o644)  # mkstemp makes 0600; the cache may be shared
         os.replace(tmp, target)
     finally:
         if os.path.exists(tmp):
