@@ -1,11 +1,71 @@
-"""`edlm bench`: not built yet."""
+"""`edlm bench`: sweep steps / k / window for MDLM, EDLM and AR; JSON + PNG plots."""
 
+from __future__ import annotations
+
+import argparse
+import sys
+
+from edlm.commands.sample import parse_window
 from edlm.errors import EdlmError
 
 
+def _ints(s):
+    return [int(v) for v in s.split(",")]
+
+
 def add_parser(sub, name, help_):
-    return sub.add_parser(name, help=help_ + " [not built yet]", description=help_)
+    p = sub.add_parser(name, help=help_, formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+                       description=help_ + ". Methods run for every run given: mdlm always; edlm-ar and "
+                       "edlm-coar with --ar; edlm-nce with --nce; ar with --ar.")
+    p.add_argument("--mdlm", required=True, help="MDLM run folder (the proposal)")
+    p.add_argument("--ar", default=None, help="AR run folder (energy for EDLM-AR, and the AR baseline)")
+    p.add_argument("--nce", default=None, help="NCE energy run folder")
+    p.add_argument("--methods", default=None, help="comma-separated subset of mdlm,edlm-ar,edlm-coar,edlm-nce,ar")
+    p.add_argument("--steps", type=_ints, default=[8, 16, 32, 64], help="comma-separated step counts")
+    p.add_argument("--k", type=_ints, default=[2, 8], help="comma-separated EDLM candidate counts")
+    p.add_argument("--window", type=parse_window, action="append", default=None, metavar="T_LO,T_HI",
+                   help="EDLM window (repeat for several); default 0,1")
+    p.add_argument("--num", type=int, default=64, help="samples per setting")
+    p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument("--evaluator", default="true", help="sample scorer (see `edlm eval samples --help`)")
+    p.add_argument("--out", default="bench", help="output folder (results.json, plots, samples/)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--device", default="auto")
+    p.add_argument("--quiet", action="store_true")
+    return p
 
 
 def run(args):
-    raise EdlmError("`edlm bench` is not built yet in this version")
+    from edlm.bench import format_table, settings_for, sweep, write_results
+    from edlm.utils import pick_device
+
+    methods = args.methods.split(",") if args.methods else (
+        ["mdlm"] + (["edlm-ar"] if args.ar else []) + (["edlm-nce"] if args.nce else []) + (["ar"] if args.ar else []))
+    for m in methods:
+        if m not in ("mdlm", "edlm-ar", "edlm-coar", "edlm-nce", "ar"):
+            raise EdlmError(f"unknown method {m!r}: choose from mdlm, edlm-ar, edlm-coar, edlm-nce, ar")
+        if m in ("edlm-ar", "edlm-coar", "ar") and not args.ar:
+            raise EdlmError(f"method {m} needs --ar AR_RUN")
+        if m == "edlm-nce" and not args.nce:
+            raise EdlmError("method edlm-nce needs --nce NCE_RUN")
+    windows = args.window or [(0.0, 1.0)]
+    runs = {"mdlm": args.mdlm, "ar": args.ar, "nce": args.nce}
+    device = pick_device(args.device)
+    settings = settings_for(methods, args.steps, args.k, windows)
+    rows = sweep(settings, runs, num=args.num, batch_size=args.batch_size, seed=args.seed, device=device,
+                 evaluator=args.evaluator, out=args.out, quiet=args.quiet)
+    from edlm.runs import read_run
+
+    meta = {"data": read_run(args.mdlm)["data"], "evaluator": args.evaluator, "device": str(device),
+            "device_name": _device_name(device), "runs": runs}
+    res = write_results(args.out, meta, rows)
+    print(format_table(rows), file=sys.stderr)
+    return {**meta, "out": args.out, "plots": res["plots"], "rows": rows}
+
+
+def _device_name(device):
+    import platform
+
+    import torch
+
+    return torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or "cpu"

@@ -169,7 +169,7 @@ def train(cfg: TrainConfig, model_cfg: TransformerConfig, out: str | Path, *, re
         opt.step()
         opt.zero_grad(set_to_none=True)
         if ema is not None:
-            ema.update(model)
+            ema.update(model, step)
         step += 1
         tok_since += tokens_per_step
         if d.is_main:

@@ -35,12 +35,18 @@ class EMA:
         self.decay = decay
         self.shadow = {k: v.detach().float().clone() for k, v in _full_state(model).items()}
 
+    def decay_at(self, step: int) -> float:
+        """Warm-up of the decay, (1 + step) / (10 + step) capped at `decay`: a short run's EMA must not stay
+        near the initial weights (0.999 ** 400 still gives them weight 0.67)."""
+        return min(self.decay, (1 + step) / (10 + step))
+
     @torch.no_grad()
-    def update(self, model):
+    def update(self, model, step: int):
+        d = self.decay_at(step)
         for k, v in _full_state(model).items():
             s = self.shadow[k]
             if v.dtype.is_floating_point:
-                s.lerp_(v.detach().float(), 1 - self.decay)
+                s.lerp_(v.detach().float(), 1 - d)
             else:
                 s.copy_(v)
 

@@ -1,0 +1,102 @@
+"""The quality/speed sweep behind the paper's Table 3 and Figure 1, and its plots.
+
+For each method (mdlm, edlm-ar, edlm-coar, edlm-nce, ar) and setting (steps, k, window) it samples,
+scores the samples with one evaluator, and records gen-PPL, entropy and seconds per sequence.
+
+    edlm bench --mdlm RUN --ar AR_RUN --nce NCE_RUN --steps 8,16,32 --k 2,8 --window 0,1 --out bench/
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+from edlm.sampling.generate import GenerateRequest, generate
+from edlm.utils import atomic_write_bytes, atomic_write_json
+
+
+@dataclass
+class Setting:
+    method: str  # mdlm | edlm-ar | edlm-coar | edlm-nce | ar
+    steps: int
+    k: int = 1
+    window: tuple[float, float] | None = None
+
+
+def settings_for(methods, steps, ks, windows) -> list[Setting]:
+    out = []
+    for m in methods:
+        if m == "ar":
+            out.append(Setting("ar", 0))
+            continue
+        for s in steps:
+            if m == "mdlm":
+                out.append(Setting("mdlm", s))
+            else:
+                out.extend(Setting(m, s, k, w) for k in ks for w in windows)
+    return out
+
+
+def run_setting(st: Setting, runs: dict, models: dict, *, num, batch_size, seed, device, evaluator,
+                samples_dir: Path | None, quiet=False) -> dict:
+    from edlm.eval.genppl import evaluate_rows
+
+    energy = None
+    if st.method.startswith("edlm-"):
+        kind = st.method.split("-", 1)[1]
+        energy = f"{kind}:{runs['nce' if kind == 'nce' else 'ar']}"
+    ckpt = runs["ar"] if st.method == "ar" else runs["mdlm"]
+    req = GenerateRequest(ckpt=ckpt, num=num, steps=max(st.steps, 1), batch_size=batch_size, seed=seed,
+                          energy=energy, k=st.k, window=st.window)
+    rows, summ = generate(req, device, models=models.get(ckpt), quiet=quiet)
+    if samples_dir is not None:
+        name = f"{st.method}_s{st.steps}_k{st.k}" + (f"_w{st.window[0]:g}-{st.window[1]:g}" if st.window else "")
+        atomic_write_bytes(samples_dir / f"{name}.jsonl", "".join(json.dumps(r) + "\n" for r in rows).encode())
+    ev = evaluate_rows(rows, evaluator, device=device)
+    return {"method": st.method, "steps": st.steps, "k": st.k, "window": list(st.window) if st.window else None,
+            "gen_ppl": ev["gen_ppl"], "gen_nll": ev["gen_nll"], "entropy_nats": ev["entropy_nats"],
+            "entropy_bits": ev["entropy_bits"], "distinct_2": ev.get("distinct_2"),
+            "seconds": summ["seconds_per_sample"], "mean_ess": summ["mean_ess"], "num": summ["num"]}
+
+
+def sweep(settings, runs: dict, *, num=64, batch_size=64, seed=0, device="cpu", evaluator="true",
+          out: Path | None = None, quiet=False, on_row=None) -> list[dict]:
+    from edlm.runs import load_model
+
+    models = {p: load_model(p, device) for p in {runs.get("mdlm"), runs.get("ar")} if p}
+    samples_dir = None
+    if out is not None:
+        samples_dir = Path(out) / "samples"
+        samples_dir.mkdir(parents=True, exist_ok=True)
+    rows = []
+    for st in settings:
+        row = run_setting(st, runs, models, num=num, batch_size=batch_size, seed=seed, device=device,
+                          evaluator=evaluator, samples_dir=samples_dir, quiet=quiet)
+        rows.append(row)
+        if on_row:
+            on_row(row)
+    return rows
+
+
+def write_results(out: Path, meta: dict, rows: list[dict]) -> dict:
+    from edlm.plots import plot_sweep
+
+    out = Path(out)
+    res = {**meta, "rows": rows}
+    atomic_write_json(out / "results.json", res)
+    res["plots"] = plot_sweep(rows, out, title=f"{meta.get('data', '')} ({meta.get('evaluator', '')})")
+    atomic_write_json(out / "results.json", res)
+    return res
+
+
+def format_table(rows: list[dict]) -> str:
+    head = f"{'method':<10} {'steps':>5} {'k':>3} {'window':>9} {'gen_ppl':>9} {'entropy':>8} {'sec/seq':>8} {'ESS':>5}"
+    lines = [head, "-" * len(head)]
+    for r in rows:
+        w = "-" if not r.get("window") else f"{r['window'][0]:g}-{r['window'][1]:g}"
+        ess = "-" if r.get("mean_ess") is None else f"{r['mean_ess']:.2f}"
+        steps = "-" if r["method"] == "ar" else r["steps"]
+        lines.append(f"{r['method']:<10} {steps:>5} {r['k']:>3} {w:>9} {r['gen_ppl']:>9.3f} "
+                     f"{r['entropy_nats']:>8.3f} {r['seconds']:>8.4f} {ess:>5}")
+    return "\n".join(lines)
