@@ -38,15 +38,15 @@ def owt() -> tuple[TransformerConfig, TrainConfig]:
 
 
 def gpu_char() -> tuple[TransformerConfig, TrainConfig]:
-    """~25M parameters at length 256 for wiki-char: a few minutes on one H100."""
-    return (TransformerConfig(n_layers=8, d_model=512, n_heads=8, cond_dim=128, max_len=256),
+    """~29M parameters at length 256 for wiki-char: 3000 steps in 155 s on one H200 (measured)."""
+    return (TransformerConfig(n_layers=8, d_model=512, n_heads=8, cond_dim=128, max_len=256, dropout=0.1),
             TrainConfig(seq_len=256, batch_size=128, lr=1e-3, warmup_steps=300, max_steps=4000,
                         lr_schedule="cosine", ema=0.999, eval_every=1000, save_every=1000, data="wiki-char"))
 
 
 def gpu_bpe() -> tuple[TransformerConfig, TrainConfig]:
     """~40M parameters (without embeddings) at length 256 for prose-bpe."""
-    return (TransformerConfig(n_layers=8, d_model=512, n_heads=8, cond_dim=128, max_len=256),
+    return (TransformerConfig(n_layers=8, d_model=512, n_heads=8, cond_dim=128, max_len=256, dropout=0.1),
             TrainConfig(seq_len=256, batch_size=128, lr=1e-3, warmup_steps=300, max_steps=4000,
                         lr_schedule="cosine", ema=0.999, eval_every=1000, save_every=1000, data="prose-bpe"))
 

@@ -24,7 +24,8 @@ class AREnergy:
 
     def ar_log_prob(self, x0: torch.Tensor, x_t: torch.Tensor) -> torch.Tensor:
         """log p_AR(x0) (full joint) or log p_coAR(x0 | x_t) (carry-over), (B,) float32."""
-        n = self.batch_size or x0.shape[0]
+        # Chunk so one chunk's float32 logits stay under ~4 GiB (B*k*L*V can reach 100 GB at OWT scale).
+        n = self.batch_size or max(1, (1 << 30) // max(1, x0.shape[1] * self.mask_id))
         out = []
         for i in range(0, x0.shape[0], n):
             lp = ar_token_log_probs(self.ar, x0[i:i + n], bos_id=self.mask_id)
