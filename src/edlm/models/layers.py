@@ -114,18 +114,24 @@ class TimestepEmbedder(nn.Module):
 class Block(nn.Module):
     """Pre-norm transformer block with adaLN modulation (shift, scale, gate) from the conditioning vector."""
 
-    def __init__(self, dim: int, n_heads: int, cond_dim: int, mlp_ratio: int = 4, dropout: float = 0.0):
+    def __init__(self, dim: int, n_heads: int, cond_dim: int, mlp_ratio: int = 4, dropout: float = 0.0,
+                 adaln: bool = True):
         super().__init__()
         self.norm1 = LayerNorm(dim)
         self.attn = Attention(dim, n_heads, dropout)
         self.norm2 = LayerNorm(dim)
         self.mlp = MLP(dim, mlp_ratio)
         self.drop = nn.Dropout(dropout)
-        self.adaLN = nn.Linear(cond_dim, 6 * dim)
-        nn.init.zeros_(self.adaLN.weight)
-        nn.init.zeros_(self.adaLN.bias)
+        # adaln=False: a plain pre-norm block (no modulation, unit gates), as MDLM's AR baseline.
+        self.adaLN = nn.Linear(cond_dim, 6 * dim) if adaln else None
+        if adaln:
+            nn.init.zeros_(self.adaLN.weight)
+            nn.init.zeros_(self.adaLN.bias)
 
     def forward(self, x, c, cos, sin, causal: bool, kv_cache=None):
+        if self.adaLN is None:
+            x = x + self.drop(self.attn(self.norm1(x), cos, sin, causal, kv_cache))
+            return x + self.drop(self.mlp(self.norm2(x)))
         # c: (B, cond_dim) -> six (B, 1, D) modulation vectors
         sh1, sc1, g1, sh2, sc2, g2 = self.adaLN(c)[:, None].chunk(6, dim=-1)
         h = self.attn(modulate(self.norm1(x), sh1, sc1), cos, sin, causal, kv_cache)

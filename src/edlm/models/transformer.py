@@ -33,6 +33,18 @@ class TransformerConfig:
     dropout: float = 0.0
     causal: bool = False
     time_conditioning: bool = False
+    # The three fields below exist to load checkpoints of other codebases faithfully (`edlm convert`,
+    # docs/convert.md); their defaults are edlm's own architecture.
+    adaln: bool = True
+    """adaLN conditioning in every block and the final layer (False: plain pre-norm blocks with unit
+    gates and no time path, as MDLM's AR baseline)"""
+    time_input: str = "t"
+    """what the time embedding reads when time_conditioning: 't', or 'mdlm_sigma' = MDLM's log-linear
+    total noise -log(1 - (1 - 1e-3) t), which MDLM's DiT was conditioned on"""
+    prefix_token: int | None = None
+    """a token the original model always saw at position 0 (MDLM: <|endoftext|> as BOS). Non-causal: it
+    is prepended to every input and its output row dropped; causal: it is fed in edlm's BOS slot.
+    max_len still counts the visible tokens only"""
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -48,16 +60,19 @@ class TransformerConfig:
 
 
 class FinalLayer(nn.Module):
-    def __init__(self, dim: int, cond_dim: int, n_out: int):
+    def __init__(self, dim: int, cond_dim: int, n_out: int, adaln: bool = True):
         super().__init__()
         self.norm = LayerNorm(dim)
-        self.adaLN = nn.Linear(cond_dim, 2 * dim)
+        self.adaLN = nn.Linear(cond_dim, 2 * dim) if adaln else None
         self.linear = nn.Linear(dim, n_out)
         for lin in (self.adaLN, self.linear):
-            nn.init.zeros_(lin.weight)
-            nn.init.zeros_(lin.bias)
+            if lin is not None:
+                nn.init.zeros_(lin.weight)
+                nn.init.zeros_(lin.bias)
 
     def features(self, x, c):
+        if self.adaLN is None:
+            return self.norm(x)
         shift, scale = self.adaLN(c)[:, None].chunk(2, dim=-1)
         return modulate(self.norm(x), shift, scale)
 
@@ -71,25 +86,34 @@ class Transformer(nn.Module):
         self.cfg = cfg
         self.embed = nn.Embedding(cfg.vocab_size, cfg.d_model)
         nn.init.kaiming_uniform_(self.embed.weight, a=5 ** 0.5)
-        self.t_embed = TimestepEmbedder(cfg.cond_dim)
+        if cfg.time_input not in ("t", "mdlm_sigma"):
+            raise ValueError(f"time_input {cfg.time_input!r}: use 't' or 'mdlm_sigma'")
+        self.t_embed = TimestepEmbedder(cfg.cond_dim) if cfg.adaln else None
         self.rotary = Rotary(cfg.d_model // cfg.n_heads, cfg.max_len)
         self.blocks = nn.ModuleList(
-            Block(cfg.d_model, cfg.n_heads, cfg.cond_dim, cfg.mlp_ratio, cfg.dropout) for _ in range(cfg.n_layers)
+            Block(cfg.d_model, cfg.n_heads, cfg.cond_dim, cfg.mlp_ratio, cfg.dropout, cfg.adaln)
+            for _ in range(cfg.n_layers)
         )
-        self.final = FinalLayer(cfg.d_model, cfg.cond_dim, cfg.n_out)
+        self.final = FinalLayer(cfg.d_model, cfg.cond_dim, cfg.n_out, cfg.adaln)
+        # A prepended prefix token (non-causal prefix_token) takes one position beyond max_len.
+        self._extra = 1 if cfg.prefix_token is not None and not cfg.causal else 0
 
     def num_params(self) -> int:
         return sum(p.numel() for p in self.parameters())
 
-    def cond(self, t: torch.Tensor | None, batch: int, device) -> torch.Tensor:
+    def cond(self, t: torch.Tensor | None, batch: int, device) -> torch.Tensor | None:
+        if self.t_embed is None:
+            return None
         if t is None or not self.cfg.time_conditioning:
             t = torch.zeros(batch, device=device)
+        elif self.cfg.time_input == "mdlm_sigma":
+            t = -torch.log1p(-(1 - 1e-3) * t.float())
         return torch.nn.functional.silu(self.t_embed(t))
 
     def hidden(self, h: torch.Tensor, c: torch.Tensor, start: int = 0, kv_caches=None) -> torch.Tensor:
         """Run the blocks on embeddings h (B, L, D) with conditioning c (B, cond_dim)."""
         L = h.shape[1]
-        if start + L > self.cfg.max_len:
+        if start + L > self.cfg.max_len + self._extra:
             raise ValueError(f"sequence of length {start + L} exceeds the model's max_len {self.cfg.max_len}")
         cos, sin = self.rotary.cos_sin(torch.arange(start, start + L, device=h.device))
         for i, blk in enumerate(self.blocks):
@@ -98,8 +122,14 @@ class Transformer(nn.Module):
 
     def forward(self, x: torch.Tensor, t: torch.Tensor | None = None, *, start: int = 0, kv_caches=None):
         """x: (B, L) ids -> logits (B, L, n_out). `start`/`kv_caches` are for causal incremental decoding."""
+        p = self.cfg.prefix_token
+        if p is not None and (start == 0 or not self.cfg.causal):
+            first = x.new_full((x.shape[0], 1), p)
+            x = torch.cat([first, x if self._extra else x[:, 1:]], dim=1)
         c = self.cond(t, x.shape[0], x.device)
         h = self.hidden(self.embed(x), c, start, kv_caches)
+        if self._extra:
+            h = h[:, 1:]
         return self.final(h, c)
 
     def new_kv_caches(self) -> list[dict]:
