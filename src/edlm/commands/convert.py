@@ -1,11 +1,37 @@
-"""`edlm convert`: not built yet."""
+"""`edlm convert`: turn a public MDLM checkpoint (kuleshov-group/mdlm format) into an edlm run folder."""
 
-from edlm.errors import EdlmError
+from __future__ import annotations
+
+import argparse
 
 
 def add_parser(sub, name, help_):
-    return sub.add_parser(name, help=help_ + " [not built yet]", description=help_)
+    p = sub.add_parser(
+        name, help=help_, formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        description=help_ + ". mdlm-hf: the DiT of the kuleshov-group/mdlm-owt hub repository (folder with "
+        "config.json and model.safetensors or pytorch_model.bin); mdlm-ar-lightning: the AR baseline's "
+        "Lightning .ckpt (EMA weights kept as the run's EMA). Any missing, unexpected or mis-shaped tensor "
+        "is an error naming the keys. See docs/convert.md.")
+    p.add_argument("--from", dest="fmt", required=True, choices=["mdlm-hf", "mdlm-ar-lightning"],
+                   help="source format")
+    p.add_argument("--src", required=True,
+                   help="hub folder or weights file (mdlm-hf), .ckpt file (mdlm-ar-lightning)")
+    p.add_argument("--out", required=True, help="run folder to create (must not exist or be empty)")
+    p.add_argument("--data", default="prose-bpe",
+                   help="corpus the run names (tokenizer for decoding, splits for `edlm eval`); must "
+                        "share the checkpoint's vocabulary")
+    p.add_argument("--seq-len", type=int, default=None,
+                   help="tokens per sequence (default: block length - 1 = 1023, since slot 0 of MDLM's "
+                        "blocks is the BOS)")
+    p.add_argument("--n-heads", type=int, default=None,
+                   help="attention heads when the source does not say (default: hidden size / 64, as MDLM)")
+    p.add_argument("--bos-id", type=int, default=None,
+                   help="the token MDLM's data put first in every block (default: GPT-2 <|endoftext|> 50256)")
+    return p
 
 
 def run(args):
-    raise EdlmError("`edlm convert` is not built yet in this version")
+    from edlm.convert import convert
+
+    return convert(args.fmt, args.src, args.out, data=args.data, seq_len=args.seq_len,
+                   n_heads=args.n_heads, bos_id=args.bos_id)
