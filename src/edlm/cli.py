@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import sys
 
 from edlm import __version__
@@ -59,6 +60,8 @@ def main(argv: list[str] | None = None) -> int:
         return 130
     if result is None:
         result = {}
+    if int(os.environ.get("RANK", "0")) != 0:
+        return 0  # under torchrun only rank 0 reports
     if args.json_out:
         atomic_write_json(args.json_out, result)
     print(summary_line(result), flush=True)
