@@ -28,7 +28,7 @@ def run(n, batch, out, a):
     if r.returncode:
         print(r.stderr[-4000:])
         raise SystemExit(f"run failed: {' '.join(cmd)}")
-    rows = [json.loads(x) for x in open(out / "metrics.jsonl") if '"loss"' in x]
+    rows = [r for r in map(json.loads, open(out / "metrics.jsonl")) if "tokens_per_second" in r]
     tok = statistics.median(r["tokens_per_second"] for r in rows[2:]) if len(rows) > 3 else rows[-1]["tokens_per_second"]
     return {"gpus": n, "per_device_batch": batch, "losses": [r["loss"] for r in rows], "tokens_per_second": tok}
 

@@ -34,3 +34,35 @@ def test_ddp_two_processes_match_one(synthetic_data, tmp_path, objective):
     assert a == pytest.approx(b, abs=1e-4)
     summary = json.loads(r.stdout.strip().splitlines()[-1])
     assert summary["world_size"] == 2
+
+
+def _fsdp_available():
+    try:
+        from torch.distributed.fsdp import fully_shard  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+@pytest.mark.distributed
+@pytest.mark.skipif(not _fsdp_available(), reason="this torch has no FSDP2 (fully_shard)")
+def test_fsdp2_save_and_resume_on_another_world_size(synthetic_data, tmp_path):
+    # FSDP2 on 2 CPU processes (gloo) for 2 steps, saved as full tensors, resumed by ONE process to 4 steps:
+    # the losses equal an uninterrupted single-process run (same global batch, noise from one global draw).
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "EDLM_NO_PROGRESS": "1"}
+    common = ARGS[:ARGS.index("--max_steps")] + ARGS[ARGS.index("--log_every"):ARGS.index("--save_every")] + \
+        ARGS[ARGS.index("--data"):]
+    one, two = tmp_path / "one", tmp_path / "two"
+    subprocess.run([sys.executable, "-m", "edlm", "train", "--objective", "mdlm", "--out", str(one),
+                    "--batch_size", "8", "--max_steps", "4", "--save_every", "2", *common],
+                   check=True, env=env, capture_output=True)
+    r = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2",
+                        "--master_port", str(30500 + os.getpid() % 1000), "-m", "edlm", "train",
+                        "--objective", "mdlm", "--out", str(two), "--batch_size", "4", "--max_steps", "2",
+                        "--save_every", "2", "--parallel", "fsdp", *common],
+                       env=env, capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr[-3000:]
+    r = subprocess.run([sys.executable, "-m", "edlm", "train", "--out", str(two), "--resume", "--max_steps", "4",
+                        "--quiet"], env=env, capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert _losses(one) == pytest.approx(_losses(two), abs=1e-4)

@@ -85,7 +85,8 @@ def write_results(out: Path, meta: dict, rows: list[dict]) -> dict:
     out = Path(out)
     res = {**meta, "rows": rows}
     atomic_write_json(out / "results.json", res)
-    res["plots"] = plot_sweep(rows, out, title=f"{meta.get('data', '')} ({meta.get('evaluator', '')})")
+    res["plots"] = plot_sweep(rows, out, title=f"{meta.get('data', '')} ({meta.get('evaluator', '')})",
+                              reference=meta.get("reference"))
     atomic_write_json(out / "results.json", res)
     return res
 

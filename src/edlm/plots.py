@@ -16,7 +16,8 @@ def _series(rows):
     return {k: sorted(v, key=lambda r: r["steps"]) for k, v in groups.items()}
 
 
-def plot_sweep(rows: list[dict], out: Path, title: str = "") -> list[str]:
+def plot_sweep(rows: list[dict], out: Path, title: str = "", reference: dict | None = None) -> list[str]:
+    """reference: {"label", "gen_ppl"} drawn as a dotted line on the perplexity plots (e.g. the data's own)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -39,6 +40,8 @@ def plot_sweep(rows: list[dict], out: Path, title: str = "") -> list[str]:
                 ax.axhline(r[y_key], color="gray", ls="--", label="ar")
             else:
                 ax.scatter([r[x_key]], [r[y_key]], color="gray", marker="*", s=80, label="ar")
+        if reference and y_key == "gen_ppl":
+            ax.axhline(reference["gen_ppl"], color="black", ls=":", label=reference["label"])
         ax.set_xscale("log")
         if y_key == "gen_ppl":
             ax.set_yscale("log")

@@ -1,5 +1,6 @@
 """Model and training presets, written as functions (no string-evaluated config).
 
+    micro  seconds-long smoke runs and plumbing tests
     tiny   CPU tests and the demo: ~0.8M parameters, length 64, trains in about 2 minutes on 2 cores
     small  the paper's size: 12 layers, 768 hidden, 12 heads, cond dim 128
     text8  `small` at length 256 (the paper's text8 setup)
@@ -13,6 +14,13 @@ from dataclasses import replace
 
 from edlm.models.transformer import TransformerConfig
 from edlm.train.config import TrainConfig
+
+
+def micro() -> tuple[TransformerConfig, TrainConfig]:
+    """Seconds-long smoke runs and plumbing tests (not meant to learn much)."""
+    return (TransformerConfig(n_layers=2, d_model=32, n_heads=2, cond_dim=16, max_len=16),
+            TrainConfig(seq_len=16, batch_size=8, lr=3e-3, warmup_steps=2, max_steps=10, ema=0.9,
+                        eval_every=0, save_every=10, eval_batches=2, log_every=1))
 
 
 def tiny() -> tuple[TransformerConfig, TrainConfig]:
@@ -51,7 +59,7 @@ def gpu_bpe() -> tuple[TransformerConfig, TrainConfig]:
                         lr_schedule="cosine", ema=0.999, eval_every=1000, save_every=1000, data="prose-bpe"))
 
 
-PRESETS = {"tiny": tiny, "small": small, "text8": text8, "owt": owt, "gpu-char": gpu_char, "gpu-bpe": gpu_bpe}
+PRESETS = {"micro": micro, "tiny": tiny, "small": small, "text8": text8, "owt": owt, "gpu-char": gpu_char, "gpu-bpe": gpu_bpe}
 
 
 def get_preset(name: str) -> tuple[TransformerConfig, TrainConfig]:

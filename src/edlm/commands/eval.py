@@ -84,6 +84,12 @@ def nelbo_command(args):
         out["nll"] = out["nll_upper"]
         out["bound"] = "nll = nll_upper (asymptotic upper bound); nll_lower uses E[T_n] <= log Z (optimistic)"
         out["logz_samples"] = args.logz_samples
+        out["bound_gap"] = out["nll_upper"] - out["nll_lower"]
+        if out["bound_gap"] > 0.05:
+            # A wide bracket means the n proposal draws did not cover the energy's mass: neither end is a
+            # usable estimate (the upper end is only asymptotically an upper bound).
+            out["warning"] = (f"log Z bracket is {out['bound_gap']:.3f} nats/token wide at n={args.logz_samples}: "
+                              "the estimate is unreliable; raise --logz-samples or use coar:AR_RUN (exact)")
     out["ppl"] = math.exp(out["nll"])
     out["bpc"] = out["nll"] / math.log(2) if char else None
     out["t_samples"] = args.t_samples

@@ -25,16 +25,42 @@ from edlm.utils import atomic_write_json
 FILES = ("model.safetensors", "state.json")
 
 
-def _cpu_state(module_or_sd) -> dict:
+def full_cpu_state(module_or_sd) -> dict:
+    """Full (unsharded) CPU tensors. FSDP2 holds DTensors: gathering them is a collective, so EVERY rank
+    must call this, even though only rank 0 writes."""
     sd = module_or_sd.state_dict() if hasattr(module_or_sd, "state_dict") else module_or_sd
-    # FSDP2 parameters are DTensors: gather the full tensor (a collective: every rank must call this).
     return {k: (v.full_tensor() if hasattr(v, "full_tensor") else v).detach().to("cpu").contiguous()
             for k, v in sd.items()}
 
 
-def save_checkpoint(run: Path, step: int, model, ema: dict | None, optimizer, state: dict, keep: int = 2,
-                    rng_extra: dict | None = None) -> Path:
+def full_optimizer_state(model, optimizer) -> dict:
+    """The optimizer state keyed by parameter NAME with full tensors (collective under FSDP2), so a
+    checkpoint resumes on any number of devices and with or without sharding."""
+    from torch.distributed.checkpoint.state_dict import StateDictOptions, get_optimizer_state_dict
+
+    return get_optimizer_state_dict(model, optimizer, options=StateDictOptions(full_state_dict=True))
+
+
+def load_optimizer_state(model, optimizer, osd: dict) -> None:
+    from torch.distributed.checkpoint.state_dict import StateDictOptions, set_optimizer_state_dict
+
+    set_optimizer_state_dict(model, optimizer, optim_state_dict=osd, options=StateDictOptions(full_state_dict=True))
+
+
+def load_full_model_state(model, sd: dict) -> None:
+    """Load full tensors into a plain, DDP or FSDP2 model (each rank keeps its own shard)."""
+    from torch.distributed.checkpoint.state_dict import StateDictOptions, set_model_state_dict
+
+    set_model_state_dict(model, sd, options=StateDictOptions(full_state_dict=True))
+
+
+def save_checkpoint(run: Path, step: int, model_sd: dict, ema_sd: dict | None, optim_sd: dict | None,
+                    state: dict, keep: int = 2, rng_extra: dict | None = None) -> Path:
+    """Write already-gathered state (see full_cpu_state / full_optimizer_state); call on rank 0 only.
+    A module or a device state dict is accepted too (single process)."""
     run = Path(run)
+    model_sd = full_cpu_state(model_sd)
+    ema_sd = full_cpu_state(ema_sd) if ema_sd is not None else None
     ckdir = run / "checkpoints"
     ckdir.mkdir(parents=True, exist_ok=True)
     name = f"step_{step:07d}"
@@ -42,11 +68,11 @@ def save_checkpoint(run: Path, step: int, model, ema: dict | None, optimizer, st
     if tmp.exists():
         shutil.rmtree(tmp)
     tmp.mkdir()
-    save_file(_cpu_state(model), str(tmp / "model.safetensors"))
-    if ema is not None:
-        save_file(_cpu_state(ema), str(tmp / "ema.safetensors"))
-    if optimizer is not None:
-        torch.save(optimizer.state_dict(), tmp / "optim.pt")
+    save_file(model_sd, str(tmp / "model.safetensors"))
+    if ema_sd is not None:
+        save_file(ema_sd, str(tmp / "ema.safetensors"))
+    if optim_sd is not None:
+        torch.save(optim_sd, tmp / "optim.pt")
     rng = {"torch": torch.get_rng_state()}
     if torch.cuda.is_available():
         rng["cuda"] = torch.cuda.get_rng_state_all()
@@ -112,9 +138,9 @@ def load_weights(run: Path, *, ema: bool = True, device="cpu") -> tuple[dict, di
     return sd, json.loads((d / "state.json").read_text())
 
 
-def load_training_state(d: Path, optimizer):
+def load_training_state(d: Path, model, optimizer):
     if optimizer is not None and (d / "optim.pt").exists():
-        optimizer.load_state_dict(torch.load(d / "optim.pt", map_location="cpu", weights_only=True))
+        load_optimizer_state(model, optimizer, torch.load(d / "optim.pt", map_location="cpu", weights_only=True))
     rng = torch.load(d / "rng.pt", map_location="cpu", weights_only=False)
     torch.set_rng_state(rng["torch"])
     if "cuda" in rng and torch.cuda.is_available():

@@ -55,8 +55,11 @@ def _objective(cfg, mask_id, device):
 
 
 def prepare_run(out: Path, cfg: TrainConfig, model_cfg: TransformerConfig, resume: bool,
-                max_steps: int | None = None):
-    """Create or reopen RUN/run.json. Never overwrites an existing run unless resuming it."""
+                max_steps: int | None = None, world_size: int = 1):
+    """Create or reopen RUN/run.json. Never overwrites an existing run unless resuming it.
+
+    On resume the saved config wins; only the length of training may change, and the per-device batch is
+    re-derived from the saved GLOBAL batch, so a run can continue on another number of devices."""
     out = Path(out)
     meta_path = out / "run.json"
     if meta_path.exists():
@@ -64,9 +67,15 @@ def prepare_run(out: Path, cfg: TrainConfig, model_cfg: TransformerConfig, resum
             raise EdlmError(f"{out} already holds a run: pass --resume to continue it, or choose another --out")
         meta = ckpt.read_run(out)
         saved = TrainConfig.from_dict(meta["train"])
-        if max_steps is not None:  # only the length of training may change on resume
+        if max_steps is not None:
             saved.max_steps = max_steps
             meta["train"]["max_steps"] = max_steps
+        global_batch = meta.get("global_batch", saved.batch_size * saved.grad_accum)
+        per = global_batch // (world_size * saved.grad_accum)
+        if per * world_size * saved.grad_accum != global_batch:
+            raise EdlmError(f"the run's global batch {global_batch} does not split over {world_size} devices x "
+                            f"{saved.grad_accum} accumulation steps; resume on a device count that divides it")
+        saved.batch_size = meta["train"]["batch_size"] = per
         return meta, saved, TransformerConfig.from_dict(meta["model"])
     man = corpora.manifest(cfg.data)
     vocab = man["mask_id"] + 1
@@ -82,7 +91,8 @@ def prepare_run(out: Path, cfg: TrainConfig, model_cfg: TransformerConfig, resum
         model_cfg = TransformerConfig.from_dict(pm["model"])
     meta = {"objective": cfg.objective, "data": cfg.data, "mask_id": man["mask_id"], "vocab_size": man["vocab_size"],
             "tokenizer": man.get("tokenizer"), "model": model_cfg.to_dict(), "train": cfg.to_dict(),
-            "diffusion": cfg.diffusion or None, "edlm_version": __import__("edlm").__version__}
+            "diffusion": cfg.diffusion or None, "edlm_version": __import__("edlm").__version__,
+            "global_batch": cfg.batch_size * cfg.grad_accum * world_size}
     return meta, cfg, model_cfg
 
 
@@ -92,7 +102,7 @@ def train(cfg: TrainConfig, model_cfg: TransformerConfig, out: str | Path, *, re
     out = Path(out)
     d = init_distributed(pick_device(cfg.device))
     device = d.device
-    meta, cfg, model_cfg = prepare_run(out, cfg, model_cfg, resume, max_steps)
+    meta, cfg, model_cfg = prepare_run(out, cfg, model_cfg, resume, max_steps, d.world_size)
     torch.manual_seed(cfg.seed)
     mask_id = meta["mask_id"]
     objective, frozen = _objective(cfg, mask_id, device)
@@ -114,11 +124,12 @@ def train(cfg: TrainConfig, model_cfg: TransformerConfig, out: str | Path, *, re
     step = 0
     if resume and ckpt.latest_dir(out) is not None:
         cdir = ckpt.checkpoint_dir(out)
-        sd, _ = ckpt.load_weights(out, ema=False)
-        model.load_state_dict(sd)
         if ema is not None and (cdir / "ema.safetensors").exists():
-            ema.load_state_dict(ckpt.load_weights(out, ema=True)[0])
-        state, rng = ckpt.load_training_state(cdir, opt)
+            # load the EMA through the model so it gets the model's sharding, then the real weights
+            ckpt.load_full_model_state(model, ckpt.load_weights(out, ema=True)[0])
+            ema.load_state_dict(model.state_dict())
+        ckpt.load_full_model_state(model, ckpt.load_weights(out, ema=False)[0])
+        state, rng = ckpt.load_training_state(cdir, model, opt)
         gen.set_state(rng["noise"])
         loader.load_state_dict(state["loader"])
         step = state["step"]
@@ -130,11 +141,15 @@ def train(cfg: TrainConfig, model_cfg: TransformerConfig, out: str | Path, *, re
     val_tokens = corpora.load_split(cfg.data, "valid")
 
     def save(at_step):
-        ema_sd = ema.state_dict() if ema is not None else None
+        # gathering is collective (FSDP2): every rank takes part, rank 0 writes
+        model_sd = ckpt.full_cpu_state(model)
+        ema_sd = ckpt.full_cpu_state(ema.state_dict()) if ema is not None else None
+        optim_sd = ckpt.full_optimizer_state(model, opt)
         if d.is_main:
-            ckpt.save_checkpoint(out, at_step, model, ema_sd, opt,
-                                 {"loader": loader.state_dict(), "objective": cfg.objective},
-                                 keep=cfg.keep_checkpoints, rng_extra={"noise": gen.get_state()})
+            ckpt.save_checkpoint(out, at_step, model_sd, ema_sd, optim_sd,
+                                 {"loader": loader.state_dict(), "objective": cfg.objective,
+                                  "world_size": d.world_size}, keep=cfg.keep_checkpoints,
+                                 rng_extra={"noise": gen.get_state()})
         barrier(d)
 
     tokens_per_step = cfg.batch_size * cfg.seq_len * cfg.grad_accum * d.world_size

@@ -59,6 +59,6 @@ class EMA:
 
 
 def _full_state(model):
-    # Local tensors are enough for the EMA (each rank keeps the EMA of what it holds).
-    sd = model.state_dict()
-    return {k: (v.to_local() if hasattr(v, "to_local") else v) for k, v in sd.items()}
+    # Under FSDP2 these are DTensors: the EMA keeps the same sharding (elementwise updates stay local),
+    # and checkpointing gathers them like the weights.
+    return model.state_dict()
