@@ -29,7 +29,8 @@ def run(n, batch, out, a):
         print(r.stderr[-4000:])
         raise SystemExit(f"run failed: {' '.join(cmd)}")
     rows = [r for r in map(json.loads, open(out / "metrics.jsonl")) if "tokens_per_second" in r]
-    tok = statistics.median(r["tokens_per_second"] for r in rows[2:]) if len(rows) > 3 else rows[-1]["tokens_per_second"]
+    speeds = [r["tokens_per_second"] for r in rows]
+    tok = statistics.median(speeds[2:]) if len(speeds) > 3 else speeds[-1]  # skip warm-up rows
     return {"gpus": n, "per_device_batch": batch, "losses": [r["loss"] for r in rows], "tokens_per_second": tok}
 
 
@@ -49,9 +50,10 @@ def main():
     ref = run(1, a.batch * a.gpus, root / "one_global", a)
     one = run(1, a.batch, root / "one_local", a)
     many = run(a.gpus, a.batch, root / "many", a)
-    diffs = [abs(x - y) for x, y in zip(ref["losses"], many["losses"])]
+    diffs = [abs(x - y) for x, y in zip(ref["losses"], many["losses"], strict=True)]
     write_json(a.out, {**device_info(), "args": vars(a), "one_gpu_global_batch": ref, "one_gpu_local_batch": one,
-                       "n_gpus": many, "max_abs_loss_diff": max(diffs), "mean_abs_loss_diff": sum(diffs) / len(diffs),
+                       "n_gpus": many, "max_abs_loss_diff": max(diffs),
+                       "mean_abs_loss_diff": sum(diffs) / len(diffs),
                        "scaling_efficiency": many["tokens_per_second"] / (a.gpus * one["tokens_per_second"])})
 
 

@@ -130,8 +130,9 @@ def main():
             rows, summ = generate(req, dev, models=models[ck], quiet=True)
             all_rows += rows
             st = sample_stats(rows)
-            table.append({"method": method, "steps": steps, "k": summ["k"], "seconds_per_seq": summ["seconds_per_sample"],
-                          "mean_ess": summ["mean_ess"], **{k: st[k] for k in st if k.startswith(("entropy", "distinct"))}})
+            quality = {k: st[k] for k in st if k.startswith(("entropy", "distinct"))}
+            table.append({"method": method, "steps": steps, "k": summ["k"],
+                          "seconds_per_seq": summ["seconds_per_sample"], "mean_ess": summ["mean_ess"], **quality})
             save("samples", table)
             with gzip.open(out / "samples.jsonl.gz", "wt") as f:
                 f.writelines(json.dumps(r) + "\n" for r in all_rows)

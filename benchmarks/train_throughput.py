@@ -40,7 +40,8 @@ def bench(name, s, compile_, steps):
 
     def step():
         with torch.autocast("cuda", dtype=torch.bfloat16):
-            loss = (ar_nll(fwd, x, s["vocab"] - 1) if cfg.causal else mdlm_nelbo(fwd, x, sched, s["vocab"] - 1, generator=g)).mean()
+            mask = s["vocab"] - 1
+            loss = (ar_nll(fwd, x, mask) if cfg.causal else mdlm_nelbo(fwd, x, sched, mask, generator=g)).mean()
         loss.backward()
         opt.step()
         opt.zero_grad(set_to_none=True)

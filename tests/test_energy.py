@@ -92,6 +92,17 @@ def test_nce_learns_on_synthetic(synthetic_data, tmp_path):
     mdlm, meta = load_model(tmp_path / "mdlm")
     net, _ = load_model(tmp_path / "nce")
     lang, mask = load_language(), meta["mask_id"]
+
+    # The trained MDLM's NELBO is an upper bound: >= the exact block entropy, within Monte-Carlo error.
+    from edlm.data.loader import iter_eval_blocks
+    from edlm.eval.likelihood import evaluate_split
+
+    test_tokens = corpora.load_split("synthetic", "test")
+    per_t = [evaluate_split(mdlm, meta, iter_eval_blocks(test_tokens, 16, 256, max_blocks=1024), seed=s)
+             for s in range(4)]
+    nll = torch.tensor([r["sums"]["nll"] / r["tokens"] for r in per_t], dtype=torch.float64)
+    assert nll.mean() >= lang.block_entropy(16) - 3 * nll.std() / 2
+    assert nll.mean() < 2.0 * lang.block_entropy(16)  # and it learned something (unigram entropy is ~3.1)
     g = torch.Generator().manual_seed(0)
     x0 = torch.from_numpy(corpora.load_split("synthetic", "test")[: 256 * 16].astype("int64")).view(256, 16)
     tt = torch.rand(256, generator=g) * 0.8 + 0.2

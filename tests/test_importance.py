@@ -21,7 +21,8 @@ def _codes(x):
 def _target_and_energy():
     probs = torch.tensor([[0.6, 0.3, 0.1], [0.2, 0.2, 0.6], [0.34, 0.33, 0.33]], dtype=torch.float64)
     outcomes = torch.tensor(list(itertools.product(range(3), repeat=3)))
-    e_table = torch.linspace(-1.5, 1.5, 27, dtype=torch.float64)[torch.randperm(27, generator=torch.Generator().manual_seed(0))]
+    order = torch.randperm(27, generator=torch.Generator().manual_seed(0))
+    e_table = torch.linspace(-1.5, 1.5, 27, dtype=torch.float64)[order]
     mu = probs[0, outcomes[:, 0]] * probs[1, outcomes[:, 1]] * probs[2, outcomes[:, 2]]
     target = mu * torch.exp(-e_table)
     energy = TableEnergy(lambda x0: e_table[_codes(x0)].float())

@@ -50,7 +50,7 @@ def test_unmasked_tokens_never_change_and_mask_never_emitted():
     x = torch.full((64, 8), MASK)
     x[:, ::2] = torch.randint(0, 3, (64, 4), generator=g)
     grid = time_grid(10)
-    for t, s in zip(grid[:-1], grid[1:]):
+    for t, s in zip(grid[:-1], grid[1:], strict=True):
         nxt = ancestral_step(den(x, t), x, LogLinear().alpha(t), LogLinear().alpha(s) if s > 0 else 1.0, MASK, g)
         keep = x != MASK
         assert torch.equal(nxt[keep], x[keep])

@@ -66,3 +66,17 @@ def test_gradient_accumulation_matches_big_batch(synthetic_data, tmp_path):
     train(replace(t, batch_size=4, grad_accum=2), m, tmp_path / "acc", quiet=True)
     a, b = _losses(tmp_path / "big"), _losses(tmp_path / "acc")
     assert a == pytest.approx(b, abs=2e-5)
+
+
+def test_ema_decay_warms_up():
+    # With a fixed 0.999 decay a 400-step run's EMA would still hold 67% of the initial weights.
+    from edlm.train.optim import EMA
+
+    model = torch.nn.Linear(3, 3)
+    ema = EMA(model, 0.999)
+    assert ema.decay_at(0) == pytest.approx(0.1) and ema.decay_at(10 ** 6) == 0.999
+    with torch.no_grad():
+        model.weight.fill_(1.0)
+    for step in range(400):
+        ema.update(model, step)
+    assert (ema.state_dict()["weight"] - 1.0).abs().max() < 0.05

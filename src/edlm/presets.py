@@ -59,7 +59,8 @@ def gpu_bpe() -> tuple[TransformerConfig, TrainConfig]:
                         lr_schedule="cosine", ema=0.999, eval_every=1000, save_every=1000, data="prose-bpe"))
 
 
-PRESETS = {"micro": micro, "tiny": tiny, "small": small, "text8": text8, "owt": owt, "gpu-char": gpu_char, "gpu-bpe": gpu_bpe}
+PRESETS = {"micro": micro, "tiny": tiny, "small": small, "text8": text8, "owt": owt, "gpu-char": gpu_char,
+           "gpu-bpe": gpu_bpe}
 
 
 def get_preset(name: str) -> tuple[TransformerConfig, TrainConfig]:

@@ -45,10 +45,11 @@ def add_parser(sub, name, help_):
 
 def configs_from_args(args) -> tuple[TrainConfig, TransformerConfig]:
     model_cfg, train_cfg = get_preset(args.preset)
-    tr = {f.name: getattr(args, f.name) for f in dataclasses.fields(TrainConfig) if getattr(args, f.name, None) is not None}
+    given = lambda name: getattr(args, name, None) is not None
+    tr = {f.name: getattr(args, f.name) for f in dataclasses.fields(TrainConfig) if given(f.name)}
     if "betas" in tr:
         tr["betas"] = tuple(tr["betas"])
-    md = {n: getattr(args, n) for n in MODEL_FIELDS if getattr(args, n, None) is not None}
+    md = {n: getattr(args, n) for n in MODEL_FIELDS if given(n)}
     return replace(train_cfg, **tr), replace(model_cfg, **md)
 
 

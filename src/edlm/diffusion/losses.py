@@ -7,7 +7,6 @@ MDLM continuous-time NELBO per sequence:
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 
 from edlm.diffusion.masking import antithetic_times, mask_tokens
 from edlm.diffusion.schedules import nelbo_weight

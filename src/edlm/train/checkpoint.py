@@ -134,7 +134,8 @@ def load_weights(run: Path, *, ema: bool = True, device="cpu") -> tuple[dict, di
     try:
         sd = load_file(str(f), device=str(device))
     except Exception as e:  # safetensors raises several types for truncated files
-        raise EdlmError(f"cannot read {f} ({e}): the checkpoint is truncated or corrupt; retrain or restore it") from None
+        raise EdlmError(f"cannot read {f} ({e}): the checkpoint is truncated or corrupt; "
+                        "retrain or restore it") from None
     return sd, json.loads((d / "state.json").read_text())
 
 

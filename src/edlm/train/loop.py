@@ -24,7 +24,6 @@ from edlm.diffusion.schedules import get_schedule
 from edlm.errors import EdlmError
 from edlm.models.transformer import TransformerConfig
 from edlm.runs import build_model, load_model
-from edlm.sampling.loop import model_denoiser
 from edlm.train import checkpoint as ckpt
 from edlm.train.config import TrainConfig
 from edlm.train.distributed import all_reduce_sum, barrier, cleanup, init_distributed, wrap_model
@@ -77,6 +76,8 @@ def prepare_run(out: Path, cfg: TrainConfig, model_cfg: TransformerConfig, resum
                             f"{saved.grad_accum} accumulation steps; resume on a device count that divides it")
         saved.batch_size = meta["train"]["batch_size"] = per
         return meta, saved, TransformerConfig.from_dict(meta["model"])
+    if cfg.objective == "nce" and not cfg.diffusion:
+        raise EdlmError("--objective nce needs --diffusion MDLM_RUN (the trained MDLM to correct)")
     man = corpora.manifest(cfg.data)
     vocab = man["mask_id"] + 1
     if model_cfg.max_len < cfg.seq_len:
@@ -233,8 +234,8 @@ def validate(model, ema, objective, tokens, cfg, d, device) -> dict:
     gen.manual_seed(1234)
     sums = torch.zeros(2, device=device)
     extra = torch.zeros(2, device=device)
-    for i, x0 in enumerate(iter_eval_blocks(tokens, cfg.seq_len, cfg.batch_size, rank=d.rank,
-                                            world_size=d.world_size, max_blocks=cfg.eval_batches * cfg.batch_size)):
+    for x0 in iter_eval_blocks(tokens, cfg.seq_len, cfg.batch_size, rank=d.rank, world_size=d.world_size,
+                               max_blocks=cfg.eval_batches * cfg.batch_size):
         with _autocast(cfg, device):
             s, c, ex = objective(model, x0.to(device), gen)
         sums += torch.stack([s.float(), torch.tensor(float(c), device=device)])
