@@ -26,6 +26,25 @@ def test_resume_continues_exactly(synthetic_data, tmp_path, objective):
     assert full == pytest.approx(half, rel=0, abs=1e-6)
 
 
+def test_resume_after_crash_between_log_and_save(synthetic_data, tmp_path):
+    # Steps 4-5 were logged but never checkpointed (a crash): resuming from step 3 replays them, and the
+    # metrics read as one uninterrupted run.
+    m, t = micro_configs("mdlm", max_steps=6, save_every=3)
+    train(t, m, tmp_path / "full", quiet=True)
+    run = tmp_path / "crash"
+    train(replace(t, max_steps=5, save_every=3), m, run, quiet=True)
+    import shutil
+
+    latest = json.loads((run / "latest.json").read_text())
+    shutil.rmtree(run / latest["dir"])  # lose the step-5 checkpoint, as if we crashed before writing it
+    (run / "latest.json").write_text(json.dumps({"step": 3, "dir": "checkpoints/step_0000003"}))
+    assert (run / "checkpoints" / "step_0000003").exists()
+    train(t, m, run, resume=True, max_steps=6, quiet=True)
+    full, crash = _losses(tmp_path / "full"), _losses(run)
+    assert len(crash) == 6
+    assert full == pytest.approx(crash, rel=0, abs=1e-6)
+
+
 def test_existing_run_is_never_overwritten(synthetic_data, tmp_path):
     m, t = micro_configs(max_steps=2)
     train(t, m, tmp_path / "r", quiet=True)

@@ -29,7 +29,7 @@ from edlm.train.config import TrainConfig
 from edlm.train.distributed import all_reduce_sum, barrier, cleanup, init_distributed, wrap_model
 from edlm.train.objectives import ARObjective, MDLMObjective, NCEObjective
 from edlm.train.optim import EMA, lr_at, make_optimizer
-from edlm.utils import atomic_write_json, pick_device, progress
+from edlm.utils import atomic_write_bytes, atomic_write_json, pick_device, progress
 
 
 def _autocast(cfg: TrainConfig, device):
@@ -134,6 +134,8 @@ def train(cfg: TrainConfig, model_cfg: TransformerConfig, out: str | Path, *, re
         gen.set_state(rng["noise"])
         loader.load_state_dict(state["loader"])
         step = state["step"]
+        if d.is_main:
+            _truncate_metrics(out / "metrics.jsonl", step)
     if d.is_main:
         out.mkdir(parents=True, exist_ok=True)
         atomic_write_json(out / "run.json", meta)
@@ -220,6 +222,15 @@ def train(cfg: TrainConfig, model_cfg: TransformerConfig, out: str | Path, *, re
                "world_size": d.world_size, "device": str(device)}
     cleanup(d)
     return summary
+
+
+def _truncate_metrics(path: Path, step: int) -> None:
+    """Drop rows logged after the checkpoint we resume from (a crash between a log and a save), so the
+    resumed run's metrics read as one uninterrupted run."""
+    if not path.exists():
+        return
+    keep = [line for line in path.read_text().splitlines() if line.strip() and json.loads(line)["step"] <= step]
+    atomic_write_bytes(path, "".join(line + "\n" for line in keep).encode())
 
 
 @torch.no_grad()
