@@ -28,6 +28,8 @@ def _add_fields(g, cls, names=None):
             kw.update(type=float, nargs=2, metavar=("B1", "B2"))
         else:
             kw["type"] = {int: int, float: float}.get(typ, str)
+            if f.metadata.get("choices"):
+                kw["choices"] = f.metadata["choices"]
         g.add_argument("--" + f.name, **kw)
 
 

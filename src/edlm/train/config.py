@@ -5,20 +5,21 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 
 
-def _f(default, help_: str):
-    return field(default=default, metadata={"help": help_})
+def _f(default, help_: str, choices: tuple | None = None):
+    return field(default=default, metadata={"help": help_, "choices": choices})
 
 
 @dataclass
 class TrainConfig:
-    objective: str = _f("mdlm", "what to train: mdlm (masked diffusion), ar (autoregressive), nce (energy)")
+    objective: str = _f("mdlm", "what to train: mdlm (masked diffusion), ar (autoregressive), nce (energy)",
+                        ("mdlm", "ar", "nce"))
     data: str = _f("synthetic", "corpus name (see `edlm data --help`)")
     seq_len: int = _f(64, "tokens per training sequence")
     batch_size: int = _f(64, "sequences per device per micro-step")
     grad_accum: int = _f(1, "micro-steps per optimizer step")
     lr: float = _f(2e-3, "peak learning rate (AdamW)")
     min_lr_ratio: float = _f(0.1, "cosine schedule floor, as a fraction of lr")
-    lr_schedule: str = _f("constant", "constant or cosine, after linear warm-up")
+    lr_schedule: str = _f("constant", "constant or cosine, after linear warm-up", ("constant", "cosine"))
     warmup_steps: int = _f(50, "linear warm-up steps")
     max_steps: int = _f(500, "optimizer steps to train for")
     weight_decay: float = _f(0.0, "AdamW weight decay")
@@ -31,15 +32,15 @@ class TrainConfig:
     keep_checkpoints: int = _f(2, "how many checkpoint folders to keep")
     log_every: int = _f(10, "write a metrics row every N steps")
     seed: int = _f(0, "seed for data order, noise and initialisation")
-    schedule: str = _f("loglinear", "noise schedule: loglinear, cosine, linear")
+    schedule: str = _f("loglinear", "noise schedule: loglinear, cosine, linear", ("loglinear", "cosine", "linear"))
     antithetic: bool = _f(True, "stratified (antithetic) t across the global batch")
     t_eps: float = _f(1e-3, "smallest t drawn in training")
-    precision: str = _f("auto", "auto (bf16 autocast on GPU, fp32 on CPU), bf16 or fp32")
+    precision: str = _f("auto", "auto (bf16 autocast on GPU, fp32 on CPU), bf16 or fp32", ("auto", "bf16", "fp32"))
     compile: bool = _f(False, "torch.compile the model")
     device: str = _f("auto", "auto, cpu, cuda, cuda:N")
     diffusion: str = _f("", "NCE only: the trained MDLM run used as frozen proposal and initialisation")
     nce_negatives: int = _f(1, "NCE only: negatives drawn from the MDLM per positive")
-    parallel: str = _f("ddp", "under torchrun: ddp or fsdp (FSDP2 fully_shard)")
+    parallel: str = _f("ddp", "under torchrun: ddp or fsdp (FSDP2 fully_shard)", ("ddp", "fsdp"))
 
     def to_dict(self) -> dict:
         d = asdict(self)
