@@ -99,3 +99,12 @@ def test_ema_decay_warms_up():
     for step in range(400):
         ema.update(model, step)
     assert (ema.state_dict()["weight"] - 1.0).abs().max() < 0.05
+
+
+def test_resume_without_training_state_is_a_clear_error(synthetic_data, tmp_path):
+    m, t = micro_configs(max_steps=2)
+    train(t, m, tmp_path / "r", quiet=True)
+    d = tmp_path / "r" / json.loads((tmp_path / "r" / "latest.json").read_text())["dir"]
+    (d / "state.json").write_text(json.dumps({"step": 2, "converted_from": "mdlm-hf"}))  # as `edlm convert` writes
+    with pytest.raises(EdlmError, match="no training state to resume"):
+        train(t, m, tmp_path / "r", resume=True, max_steps=4, quiet=True)

@@ -125,6 +125,9 @@ def train(cfg: TrainConfig, model_cfg: TransformerConfig, out: str | Path, *, re
     step = 0
     if resume and ckpt.latest_dir(out) is not None:
         cdir = ckpt.checkpoint_dir(out)
+        if "loader" not in json.loads((cdir / "state.json").read_text()):
+            raise EdlmError(f"{out} has no training state to resume (a converted or hand-made run): train a new "
+                            "run from it instead (e.g. --objective nce --diffusion RUN)")
         if ema is not None and (cdir / "ema.safetensors").exists():
             # load the EMA through the model so it gets the model's sharding, then the real weights
             ckpt.load_full_model_state(model, ckpt.load_weights(out, ema=True)[0])
