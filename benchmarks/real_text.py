@@ -122,12 +122,13 @@ def main():
         settings += [("mdlm", None, s), ("edlm-ar", f"ar:{paths['ar']}", s)]
         if (paths["nce"] / "run.json").exists():
             settings.append(("edlm-nce", f"nce:{paths['nce']}", s))
+    energies: dict = {}  # each energy run loaded once for the whole sweep
     with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=dev.type == "cuda"):
         for method, energy, steps in settings:
             ck = str(paths["ar"] if method == "ar" else paths["mdlm"])
             req = GenerateRequest(ckpt=ck, num=a.num, steps=max(steps, 1), batch_size=a.num, seed=0, energy=energy,
                                   k=a.k, window=(lo, hi))
-            rows, summ = generate(req, dev, models=models[ck], quiet=True)
+            rows, summ = generate(req, dev, models=models[ck], energies=energies, quiet=True)
             all_rows += rows
             st = sample_stats(rows)
             quality = {k: st[k] for k in st if k.startswith(("entropy", "distinct"))}

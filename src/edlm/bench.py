@@ -39,7 +39,7 @@ def settings_for(methods, steps, ks, windows) -> list[Setting]:
 
 
 def run_setting(st: Setting, runs: dict, models: dict, *, num, batch_size, seed, device, evaluator,
-                samples_dir: Path | None, quiet=False) -> dict:
+                samples_dir: Path | None, quiet=False, energies: dict | None = None) -> dict:
     from edlm.eval.genppl import evaluate_rows
 
     energy = None
@@ -49,7 +49,7 @@ def run_setting(st: Setting, runs: dict, models: dict, *, num, batch_size, seed,
     ckpt = runs["ar"] if st.method == "ar" else runs["mdlm"]
     req = GenerateRequest(ckpt=ckpt, num=num, steps=max(st.steps, 1), batch_size=batch_size, seed=seed,
                           energy=energy, k=st.k, window=st.window)
-    rows, summ = generate(req, device, models=models.get(ckpt), quiet=quiet)
+    rows, summ = generate(req, device, models=models.get(ckpt), energies=energies, quiet=quiet)
     if samples_dir is not None:
         name = f"{st.method}_s{st.steps}_k{st.k}" + (f"_w{st.window[0]:g}-{st.window[1]:g}" if st.window else "")
         atomic_write_bytes(samples_dir / f"{name}.jsonl", "".join(json.dumps(r) + "\n" for r in rows).encode())
@@ -69,10 +69,10 @@ def sweep(settings, runs: dict, *, num=64, batch_size=64, seed=0, device="cpu", 
     if out is not None:
         samples_dir = Path(out) / "samples"
         samples_dir.mkdir(parents=True, exist_ok=True)
-    rows = []
+    rows, energies = [], {}
     for st in settings:
         row = run_setting(st, runs, models, num=num, batch_size=batch_size, seed=seed, device=device,
-                          evaluator=evaluator, samples_dir=samples_dir, quiet=quiet)
+                          evaluator=evaluator, samples_dir=samples_dir, quiet=quiet, energies=energies)
         rows.append(row)
         if on_row:
             on_row(row)

@@ -8,8 +8,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import torch
-
 from edlm.errors import EdlmError
 from edlm.models.transformer import Transformer, TransformerConfig
 from edlm.train.checkpoint import load_weights, read_run
@@ -48,8 +46,3 @@ def check_compatible(meta: dict, other: dict, what: str):
         raise EdlmError(f"{what}: the energy model handles {other['model']['max_len']} tokens, "
                         f"fewer than the proposal's {meta['train']['seq_len']}")
 
-
-@torch.no_grad()
-def copy_into(dst: dict, src_module) -> None:
-    for k, v in src_module.state_dict().items():
-        dst[k].copy_(v)

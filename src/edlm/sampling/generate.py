@@ -37,8 +37,9 @@ def _sync(device):
         torch.cuda.synchronize(device)
 
 
-def generate(req: GenerateRequest, device, *, models=None, quiet: bool = False):
-    """Returns (rows, summary). `models` = (model, meta) to reuse an already loaded run."""
+def generate(req: GenerateRequest, device, *, models=None, energies: dict | None = None, quiet: bool = False):
+    """Returns (rows, summary). `models` = (model, meta) to reuse an already loaded run; `energies` = a dict
+    that caches built energies by spec across calls (a sweep then loads each energy run once)."""
     model, meta = models or load_model(req.ckpt, device)
     obj = meta["objective"]
     if obj == "nce":
@@ -58,7 +59,10 @@ def generate(req: GenerateRequest, device, *, models=None, quiet: bool = False):
         if req.energy:
             from edlm.energy.factory import build_energy
 
-            energy, method = build_energy(req.energy, denoise, meta, device)
+            cache = energies if energies is not None else {}
+            if req.energy not in cache:
+                cache[req.energy] = build_energy(req.energy, denoise, meta, device)
+            energy, method = cache[req.energy]
     elif req.energy:
         raise EdlmError("--energy applies to an MDLM run (--ckpt MDLM_RUN); this run is autoregressive")
     scfg = SamplerConfig(steps=req.steps, k=req.k if energy is not None else 1, window=req.window,

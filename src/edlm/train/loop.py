@@ -42,9 +42,7 @@ def _objective(cfg, mask_id, device):
         return MDLMObjective(get_schedule(cfg.schedule), mask_id, cfg), None
     if cfg.objective == "ar":
         return ARObjective(mask_id), None
-    if cfg.objective == "nce":
-        if not cfg.diffusion:
-            raise EdlmError("--objective nce needs --diffusion MDLM_RUN (the trained MDLM to correct)")
+    if cfg.objective == "nce":  # prepare_run has checked that --diffusion is given
         mdlm, _ = load_model(cfg.diffusion, device, expect="mdlm")
         for p in mdlm.parameters():
             p.requires_grad_(False)
