@@ -23,10 +23,12 @@ def device_info() -> dict:
 
 
 def train_flops_per_token(cfg, seq_len: int) -> float:
-    """6 * (non-embedding parameters incl. the output layer) + attention: 12 * layers * d_model * seq_len
-    (forward + backward; the PaLM appendix-B convention)."""
+    """6 * (per-token weights: blocks + output layer) + attention: 12 * layers * d_model * seq_len
+    (forward + backward; the PaLM appendix-B convention). adaLN is not counted: it runs once per sequence
+    on the conditioning vector, not per token. Neither are the embeddings (lookups) nor the output
+    layer's padding rows (padding buys speed, not model FLOPs)."""
     d, n_l = cfg.d_model, cfg.n_layers
-    per_layer = 12 * d * d + 6 * d * cfg.cond_dim  # qkv+out (4d^2) + MLP (8d^2) + adaLN
+    per_layer = 12 * d * d  # qkv + out (4 d^2) + MLP (8 d^2)
     n = n_l * per_layer + d * cfg.n_out
     return 6 * n + 12 * n_l * d * seq_len
 
@@ -44,8 +46,9 @@ def timed(fn, *, warmup=3, iters=10, sync=True):
     return (time.perf_counter() - t0) / iters
 
 
-def write_json(path, obj):
+def write_json(path, obj, quiet: bool = False):
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(obj, indent=2) + "\n")
-    print(json.dumps(obj))
+    if not quiet:
+        print(json.dumps(obj))

@@ -1,7 +1,15 @@
-"""Training throughput and MFU of the DiT / causal model (one optimizer step = fwd + bwd + AdamW).
+"""Training throughput, MFU and peak memory of the DiT (MDLM) and causal model (AR).
 
-    python benchmarks/train_throughput.py --out results/bench_train.json [--compile] [--steps 20]
-Writes JSON with the device, torch version, configs, tokens/s, MFU and peak memory.
+    python benchmarks/train_throughput.py --out results/bench_train.json [--variants eager,blocks,trunk]
+One step = the library's loss + backward + grad clipping + fused AdamW, bf16 autocast, random tokens.
+Variants: eager; `blocks` = each block torch.compiled (what `edlm train --compile` does); `trunk` = the
+whole trunk in one graph; `full-logits` = eager MDLM with the vocabulary projection at every position
+(the plain path: the speed-up of projecting masked rows only, measured in the same run).
+
+FLOPs per token, stated: 6 * (block weights + adaLN + output layer) + 12 * layers * d * L (attention),
+PaLM appendix-B convention, against the card's dense bf16 peak (989 TFLOP/s for H100/H200 SXM).
+`mfu` counts the output layer at every position, as that convention does; for MDLM, which projects
+only the masked positions (half of them on average), `mfu_executed` counts the FLOPs really done.
 """
 
 from __future__ import annotations
@@ -15,63 +23,123 @@ import torch
 sys.path.insert(0, str(Path(__file__).parent))
 from common import device_info, timed, train_flops_per_token, write_json  # noqa: E402
 
-from edlm.diffusion.losses import ar_nll, mdlm_nelbo  # noqa: E402
+from edlm.diffusion.losses import ar_nll, masked_log_likelihood, mdlm_nelbo  # noqa: E402
 from edlm.diffusion.schedules import LogLinear  # noqa: E402
 from edlm.models.transformer import Transformer, TransformerConfig  # noqa: E402
 
+SMALL = dict(n_layers=12, d_model=768, n_heads=12, cond_dim=128)
 SETUPS = {
-    "small-owt-mdlm": dict(n_layers=12, d_model=768, n_heads=12, cond_dim=128, max_len=1024, vocab=50258, L=1024, B=32),
-    "small-owt-ar": dict(n_layers=12, d_model=768, n_heads=12, cond_dim=128, max_len=1024, vocab=50258, L=1024, B=32,
-                         causal=True),
-    "small-text8-mdlm": dict(n_layers=12, d_model=768, n_heads=12, cond_dim=128, max_len=256, vocab=28, L=256, B=128),
+    "small-owt-mdlm": dict(**SMALL, vocab=50258, L=1024, B=32),
+    "small-owt-ar": dict(**SMALL, vocab=50258, L=1024, B=32, causal=True),
+    "small-text8-mdlm": dict(**SMALL, vocab=28, L=256, B=128),
 }
 
 
-def bench(name, s, compile_, steps):
-    cfg = TransformerConfig(vocab_size=s["vocab"], n_layers=s["n_layers"], d_model=s["d_model"], n_heads=s["n_heads"],
-                            cond_dim=s["cond_dim"], max_len=s["max_len"], causal=s.get("causal", False))
-    dev = torch.device("cuda")
-    model = Transformer(cfg).to(dev)
+def build(s):
+    cfg = TransformerConfig(vocab_size=s["vocab"], n_layers=s["n_layers"], d_model=s["d_model"],
+                            n_heads=s["n_heads"], cond_dim=s["cond_dim"], max_len=s["L"],
+                            causal=s.get("causal", False))
+    return Transformer(cfg).cuda()
+
+
+def loss_parity(s):
+    """Same batch and noise, bf16: masked-rows loss vs full-logits loss (the two paths must agree)."""
+    torch.manual_seed(0)
+    model = build(s)
+    torch.nn.init.normal_(model.final.linear.weight, std=0.02)
+    mask = s["vocab"] - 1
+    x = torch.randint(0, mask, (8, s["L"]), device="cuda")
+    x_t = torch.where(torch.rand(x.shape, device="cuda") < 0.5, mask, x)
+    t = torch.full((8,), 0.5, device="cuda")
+    with torch.no_grad(), torch.autocast("cuda", dtype=torch.bfloat16):
+        rows = masked_log_likelihood(model, x, x_t, t, mask)
+        full = masked_log_likelihood(lambda a, b: model(a, b), x, x_t, t, mask)
+    return float(((rows - full).abs() / full.abs()).max())
+
+
+def fused_loss_parity():
+    """The fused (compiled) token log-probs against the plain ones on bf16 logits: values and gradients."""
+    import os
+
+    from edlm.diffusion.losses import token_log_probs
+
+    g = torch.Generator(device="cuda").manual_seed(0)
+    logits = (torch.randn(4096, 50304, device="cuda", generator=g) * 3).to(torch.bfloat16).requires_grad_()
+    y = torch.randint(0, 50257, (4096,), device="cuda", generator=g)
+    out = []
+    for off in ("0", "1"):
+        os.environ["EDLM_NO_FUSED"] = off
+        lp = token_log_probs(logits, y, 50257)
+        (gr,) = torch.autograd.grad(lp.sum(), logits)
+        out.append((lp.detach(), gr.float()))
+    os.environ.pop("EDLM_NO_FUSED")
+    (a, ga), (b, gb) = out
+    return {"fused_loss_max_abs_diff": float((a - b).abs().max()),
+            "fused_grad_max_abs_diff": float((ga - gb).abs().max())}
+
+
+def bench(name, s, variant, steps):
+    torch.manual_seed(0)
+    model = build(s)
+    cfg = model.cfg
+    if variant in ("blocks", "trunk"):
+        model.compile_trunk(per_block=variant == "blocks")
+    fwd = (lambda a, b: model(a, b)) if variant == "full-logits" else model  # a lambda hides rows=
     opt = torch.optim.AdamW(model.parameters(), lr=1e-4, fused=True)
-    fwd = torch.compile(model) if compile_ else model
-    x = torch.randint(0, s["vocab"] - 1, (s["B"], s["L"]), device=dev)
-    g = torch.Generator(device=dev).manual_seed(0)
-    sched = LogLinear()
+    x = torch.randint(0, s["vocab"] - 1, (s["B"], s["L"]), device="cuda")
+    g = torch.Generator(device="cuda").manual_seed(0)
+    mask = s["vocab"] - 1
 
     def step():
         with torch.autocast("cuda", dtype=torch.bfloat16):
-            mask = s["vocab"] - 1
-            loss = (ar_nll(fwd, x, mask) if cfg.causal else mdlm_nelbo(fwd, x, sched, mask, generator=g)).mean()
+            loss = (ar_nll(fwd, x, mask) if cfg.causal else mdlm_nelbo(fwd, x, LogLinear(), mask, generator=g)).mean()
         loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         opt.step()
         opt.zero_grad(set_to_none=True)
 
     torch.cuda.reset_peak_memory_stats()
-    dt = timed(step, warmup=5 if compile_ else 3, iters=steps)
+    dt = timed(step, warmup=5 if variant in ("blocks", "trunk") else 3, iters=steps)
     tok_s = s["B"] * s["L"] / dt
     fpt = train_flops_per_token(cfg, s["L"])
-    info = device_info()
-    mfu = tok_s * fpt / info["peak_bf16_flops"] if info.get("peak_bf16_flops") else None
-    return {"setup": name, "compile": compile_, "batch": s["B"], "seq_len": s["L"], "params": model.num_params(),
-            "flops_per_token": fpt, "step_seconds": dt, "tokens_per_second": tok_s, "mfu": mfu,
+    # MDLM projects the masked positions only: 1 - alpha_t of them, 1/2 on average under antithetic t.
+    head = 6 * cfg.d_model * cfg.n_out
+    fpt_exec = fpt if (cfg.causal or variant == "full-logits") else fpt - head * 0.5
+    peak = device_info().get("peak_bf16_flops")
+    return {"setup": name, "variant": variant, "batch": s["B"], "seq_len": s["L"], "params": model.num_params(),
+            "flops_per_token": fpt, "flops_per_token_executed": fpt_exec, "step_seconds": dt,
+            "tokens_per_second": tok_s, "mfu": tok_s * fpt / peak if peak else None,
+            "mfu_executed": tok_s * fpt_exec / peak if peak else None,
             "peak_memory_gb": torch.cuda.max_memory_allocated() / 1e9}
 
 
 def main():
-    ap = argparse.ArgumentParser(description=__doc__)
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--out", default="results/bench_train.json")
     ap.add_argument("--steps", type=int, default=15)
-    ap.add_argument("--compile", action="store_true")
+    ap.add_argument("--variants", default="eager,blocks,trunk")
     ap.add_argument("--setups", default=",".join(SETUPS))
+    ap.add_argument("--batch", type=int, default=0, help="override every setup's batch size")
     a = ap.parse_args()
+    if a.batch:
+        for s in SETUPS.values():
+            s["B"] = a.batch
     torch.backends.cuda.matmul.allow_tf32 = True
     rows = []
+    head = {**device_info(), "flop_convention": __doc__.split("FLOPs per token, stated: ")[1].split("\n\n")[0],
+            "loss_parity_max_rel_diff_bf16": loss_parity(SETUPS["small-owt-mdlm"]), **fused_loss_parity()}
     for name in a.setups.split(","):
-        for c in ([False, True] if a.compile else [False]):
-            rows.append(bench(name, SETUPS[name], c, a.steps))
+        for v in a.variants.split(","):
+            if v == "full-logits" and SETUPS[name].get("causal"):
+                continue
+            try:
+                rows.append(bench(name, SETUPS[name], v, a.steps))
+            except torch.OutOfMemoryError:
+                rows.append({"setup": name, "variant": v, "oom": True})
+            torch.cuda.empty_cache()
             print(rows[-1], flush=True)
-    write_json(a.out, {**device_info(), "flop_convention": "6N + 12*layers*d*L per token, N without input embedding",
-                       "rows": rows})
+            write_json(a.out, {**head, "rows": rows}, quiet=True)
+    write_json(a.out, {**head, "rows": rows})
 
 
 if __name__ == "__main__":

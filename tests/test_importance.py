@@ -34,7 +34,7 @@ def _one_step_tv(k, n=20000, seed=0):
     g = torch.Generator().manual_seed(seed)
     x_t = torch.full((n, 3), MASK)
     logp = iid_denoiser(probs.float(), MASK)(x_t, 1.0)
-    x, ess = importance_step(logp, x_t, 1.0, 0.0, 1.0, energy, k, MASK, generator=g)  # one step: all unmasked
+    x, ess, _ = importance_step(logp, x_t, 1.0, 0.0, 1.0, energy, k, MASK, generator=g)  # one step: all unmasked
     emp = torch.bincount(_codes(x), minlength=27).double() / n
     return 0.5 * (emp - target).abs().sum().item(), ess
 
@@ -81,7 +81,7 @@ def test_candidates_never_cross_sequences():
             seen.append(x0.clone())
             return torch.randn(x0.shape[0], generator=g)
 
-    x_s, _ = importance_step(logp, x_t, 1.0, 0.0, 1.0, Checking(), k, mask, generator=g)
+    x_s, _, _ = importance_step(logp, x_t, 1.0, 0.0, 1.0, Checking(), k, mask, generator=g)
     assert seen and torch.equal(x_s, torch.arange(B)[:, None].expand(B, L))
 
 
@@ -92,10 +92,13 @@ def test_chosen_candidate_drives_the_posterior_step():
     logp = torch.log(torch.full((B, L, 2), 0.5))
     x_t = torch.full((B, L), 2)
     energy = TableEnergy(lambda x0: torch.where(x0.sum(-1) == 0, 0.0, 50.0))
+    torch.rand(x_t.shape, generator=g)  # importance_step draws which positions unmask first
     cand, _ = draw_candidates(logp, x_t, k, 2, g)
     has_zero = (cand.sum(-1) == 0).any(-1)
-    x_s, _ = importance_step(logp, x_t, 1.0, 0.0, 1.0, energy, k, 2, generator=torch.Generator().manual_seed(0))
+    x_s, _, moved = importance_step(logp, x_t, 1.0, 0.0, 1.0, energy, k, 2, generator=torch.Generator().manual_seed(0))
+    assert moved == B * L  # alpha_s = 1: every position unmasks
     g2 = torch.Generator().manual_seed(0)
+    torch.rand(x_t.shape, generator=g2)
     cand2, _ = draw_candidates(logp, x_t, k, 2, g2)  # the same candidates importance_step drew
     assert torch.equal(cand, cand2)
     assert torch.equal(x_s.sum(-1) == 0, has_zero)

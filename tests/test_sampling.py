@@ -51,7 +51,7 @@ def test_unmasked_tokens_never_change_and_mask_never_emitted():
     x[:, ::2] = torch.randint(0, 3, (64, 4), generator=g)
     grid = time_grid(10)
     for t, s in zip(grid[:-1], grid[1:], strict=True):
-        nxt = ancestral_step(den(x, t), x, LogLinear().alpha(t), LogLinear().alpha(s) if s > 0 else 1.0, MASK, g)
+        nxt, _ = ancestral_step(den(x, t), x, LogLinear().alpha(t), LogLinear().alpha(s) if s > 0 else 1.0, MASK, g)
         keep = x != MASK
         assert torch.equal(nxt[keep], x[keep])
         assert ((nxt == MASK) <= (x == MASK)).all()  # masked can only become unmasked

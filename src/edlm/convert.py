@@ -413,7 +413,7 @@ def convert(fmt: str, src, out, *, data: str = "prose-bpe", seq_len: int | None 
                             cond_dim=cond_dim, mlp_ratio=4, max_len=max_len,
                             dropout=float(stated.get("dropout", 0.1)), causal=not dit,
                             time_conditioning=time_cond, adaln=dit,
-                            time_input="mdlm_sigma" if time_cond else "t", prefix_token=bos_id)
+                            time_input="mdlm_sigma" if time_cond else "t", prefix_token=bos_id, out_pad=1)
     model = Transformer(cfg)
     model_sd = model.state_dict()
     _check_shapes(bb, names, model_sd, fmt)

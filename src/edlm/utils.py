@@ -68,3 +68,31 @@ def pick_device(name: str | None = None) -> torch.device:
 def cache_root() -> Path:
     """Where corpora and fetched packages live: $EDLM_DATA, default ~/.cache/edlm."""
     return Path(os.environ.get("EDLM_DATA") or Path.home() / ".cache" / "edlm")
+
+
+def fused_on_gpu(fn):
+    """fn, torch.compiled (dynamic shapes) when its first argument is a CUDA tensor, plain on the CPU.
+
+    For small pointwise + reduction functions over (N, V) logits, where the compiled kernel reads the
+    logits once instead of materialising float32 copies. Same math either way (the CPU tests check the
+    plain one against references). EDLM_NO_FUSED=1 turns it off; if compiling fails (no Triton, say) it
+    warns once and stays plain."""
+    state = {"compiled": None}
+
+    def call(*args, **kwargs):
+        if args[0].device.type != "cuda" or os.environ.get("EDLM_NO_FUSED") == "1" or state["compiled"] is False:
+            return fn(*args, **kwargs)
+        if state["compiled"] is None:
+            state["compiled"] = torch.compile(fn, dynamic=True)
+        try:
+            return state["compiled"](*args, **kwargs)
+        except Exception as e:  # noqa: BLE001 - any compiler failure falls back to the same plain math
+            import warnings
+
+            warnings.warn(f"compiled {fn.__name__} unavailable ({type(e).__name__}: {e}); running it eagerly",
+                          stacklevel=2)
+            state["compiled"] = False
+            return fn(*args, **kwargs)
+
+    call.__name__, call.__doc__ = fn.__name__, fn.__doc__
+    return call

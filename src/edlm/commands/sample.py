@@ -39,6 +39,10 @@ def add_parser(sub, name, help_):
     p.add_argument("--temperature", type=float, default=1.0, help="EDLM weights softmax(-E/tau); 1 = exact")
     p.add_argument("--prefix", default=None, help="text to keep fixed at the start of every sample")
     p.add_argument("--no-cache", action="store_true", help="recompute the denoiser even when x_t did not change")
+    p.add_argument("--precision", default="auto", choices=("auto", "bf16", "fp32"),
+                   help="network precision: auto = bf16 autocast on a GPU, fp32 on the CPU (draws are float64)")
+    p.add_argument("--compile", action="store_true",
+                   help="torch.compile the denoiser trunk (CUDA graphs on a GPU): faster after a one-off compile")
     p.add_argument("--device", default="auto")
     p.add_argument("--quiet", action="store_true")
     return p
@@ -58,7 +62,8 @@ def run(args):
     prefix = tokenizer_for(models[1]["data"]).encode(args.prefix) if args.prefix else None
     req = GenerateRequest(ckpt=args.ckpt, num=args.num, steps=args.steps, batch_size=args.batch_size,
                           length=args.length, seed=args.seed, energy=args.energy, k=args.k, window=args.window,
-                          temperature=args.temperature, prefix=prefix, cache=not args.no_cache)
+                          temperature=args.temperature, prefix=prefix, cache=not args.no_cache,
+                          precision=args.precision, compile=args.compile)
     rows, summary = generate(req, device, models=models, quiet=args.quiet)
     atomic_write_bytes(args.out, "".join(json.dumps(r) + "\n" for r in rows).encode())
     summary["out"] = str(args.out)

@@ -7,10 +7,51 @@ MDLM continuous-time NELBO per sequence:
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 
 from edlm.diffusion.masking import antithetic_times, mask_tokens
 from edlm.diffusion.schedules import nelbo_weight
-from edlm.diffusion.subs import gather_masked_log_probs, subs_log_probs
+from edlm.utils import fused_on_gpu
+
+
+def _token_log_probs(logits: torch.Tensor, targets: torch.Tensor, V: int) -> torch.Tensor:
+    lf = logits[..., :V].float()
+    return lf.gather(-1, targets[..., None]).squeeze(-1) - torch.logsumexp(lf, -1)
+
+
+_token_log_probs_fused = fused_on_gpu(_token_log_probs)
+
+
+def token_log_probs(logits: torch.Tensor, targets: torch.Tensor, V: int | None = None) -> torch.Tensor:
+    """log softmax(logits[..., :V])[target] per row, float32, differentiable; logits in any float dtype.
+    On a GPU one fused kernel reads the (bf16, padded) logits once, forward and backward, where the
+    plain version writes float32 copies of the whole (N, V) tensor."""
+    V = V or logits.shape[-1]
+    if logits.device.type == "cuda":
+        return _token_log_probs_fused(logits, targets, V)
+    lf = logits[..., :V].float().flatten(0, -2)
+    return -F.cross_entropy(lf, targets.flatten(), reduction="none").view(targets.shape)
+
+
+def accepts_rows(model) -> bool:
+    """Does model(x, t, rows=mask) compute logits only at the masked rows? (looks through DDP/compile)"""
+    for attr in ("module", "_orig_mod"):
+        model = getattr(model, attr, model)
+    return bool(getattr(model, "accepts_rows", False))
+
+
+def masked_log_likelihood(model, x0: torch.Tensor, x_t: torch.Tensor, t, mask_id: int) -> torch.Tensor:
+    """sum over masked positions of log x_theta(x0^l | x_t), (B,) float32.
+
+    Only masked positions enter the MDLM loss (SUBS carries the others over with probability 1), so a
+    model that accepts rows= computes its vocabulary projection there alone: about half the positions
+    on average, and no (B, L, V) float32 tensor. Same value as the full softmax: the MASK column is
+    dropped before normalising either way."""
+    masked = x_t == mask_id
+    logits = model(x_t, t, rows=masked) if accepts_rows(model) else model(x_t, t)[masked]
+    lp = token_log_probs(logits, x0[masked], mask_id)
+    # Scatter back to (B, L) and sum per row: deterministic, unlike an atomic index_add.
+    return torch.zeros(x0.shape, dtype=lp.dtype, device=lp.device).masked_scatter(masked, lp).sum(-1)
 
 
 def mdlm_nelbo(model, x0: torch.Tensor, schedule, mask_id: int, *, generator=None, t=None, u=None,
@@ -24,8 +65,7 @@ def mdlm_nelbo(model, x0: torch.Tensor, schedule, mask_id: int, *, generator=Non
         else:
             t = torch.rand(B, generator=generator, device=x0.device) * (1 - t_eps) + t_eps
     x_t = mask_tokens(x0, schedule.alpha(t), mask_id, generator, u)
-    logp = subs_log_probs(model(x_t, t), x_t, mask_id)
-    return nelbo_weight(schedule, t).float() * gather_masked_log_probs(logp, x0, x_t, mask_id)
+    return nelbo_weight(schedule, t).float() * masked_log_likelihood(model, x0, x_t, t, mask_id)
 
 
 def mdlm_discrete_nelbo(model, x0, schedule, mask_id: int, num_steps: int, *, generator=None):
@@ -34,9 +74,8 @@ def mdlm_discrete_nelbo(model, x0, schedule, mask_id: int, num_steps: int, *, ge
     i = torch.randint(1, num_steps + 1, (B,), generator=generator, device=x0.device)
     t, s = i / num_steps, (i - 1) / num_steps
     x_t = mask_tokens(x0, schedule.alpha(t), mask_id, generator)
-    logp = subs_log_probs(model(x_t, t), x_t, mask_id)
     w = num_steps * (schedule.alpha(s) - schedule.alpha(t)) / (1 - schedule.alpha(t))
-    return -w.float() * gather_masked_log_probs(logp, x0, x_t, mask_id)
+    return -w.float() * masked_log_likelihood(model, x0, x_t, t, mask_id)
 
 
 def ar_token_log_probs(model, x: torch.Tensor, bos_id: int) -> torch.Tensor:
@@ -44,8 +83,7 @@ def ar_token_log_probs(model, x: torch.Tensor, bos_id: int) -> torch.Tensor:
     so the first token is scored too and sum(-1) is the exact log p_AR(x) of the whole sequence.
     BOS reuses the MASK id, which an AR model never sees otherwise."""
     inp = torch.cat([torch.full_like(x[:, :1], bos_id), x[:, :-1]], dim=1)
-    logits = model(inp)[..., :bos_id].float()
-    return torch.log_softmax(logits, -1).gather(-1, x[..., None]).squeeze(-1)
+    return token_log_probs(model(inp), x, bos_id)
 
 
 def ar_nll(model, x: torch.Tensor, bos_id: int) -> torch.Tensor:

@@ -25,19 +25,32 @@ class LayerNorm(nn.Module):
 
 
 class Rotary(nn.Module):
-    """Rotary position embedding, 'rotate half' convention; cos/sin cached in float32."""
+    """Rotary position embedding, 'rotate half' convention. cos/sin tables are built once, in float32,
+    and stay float32 when the model is cast (bf16 angles are off by whole radians past a few hundred
+    positions)."""
 
     def __init__(self, head_dim: int, max_len: int, base: float = 10000.0):
         super().__init__()
-        inv_freq = 1.0 / (base ** (torch.arange(0, head_dim, 2, dtype=torch.float32) / head_dim))
-        self.register_buffer("inv_freq", inv_freq, persistent=False)
-        self.max_len = max_len
+        self.head_dim, self.max_len, self.base = head_dim, max_len, base
+        cos, sin = self._tables(torch.device("cpu"))
+        self.register_buffer("cos", cos, persistent=False)
+        self.register_buffer("sin", sin, persistent=False)
 
-    def cos_sin(self, positions: torch.Tensor):
-        # positions: (L,) -> cos, sin: (1, 1, L, Dh)
-        freqs = positions.float()[:, None] * self.inv_freq[None, :]
+    def _tables(self, device):
+        inv_freq = 1.0 / (self.base ** (torch.arange(0, self.head_dim, 2, dtype=torch.float64) / self.head_dim))
+        freqs = torch.arange(self.max_len, dtype=torch.float64)[:, None] * inv_freq[None, :]
         emb = torch.cat([freqs, freqs], dim=-1)
-        return emb.cos()[None, None], emb.sin()[None, None]
+        return emb.cos().float().to(device), emb.sin().float().to(device)
+
+    def _apply(self, fn, recurse=True):
+        super()._apply(fn, recurse)
+        if self.cos.dtype != torch.float32:  # a dtype cast: rebuild in float32 where the tables now live
+            self.cos, self.sin = self._tables(self.cos.device)
+        return self
+
+    def cos_sin(self, start: int, length: int):
+        """-> cos, sin: (1, 1, length, Dh) float32 for positions start .. start+length-1."""
+        return self.cos[None, None, start:start + length], self.sin[None, None, start:start + length]
 
 
 def apply_rotary(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:

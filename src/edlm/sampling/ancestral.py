@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import torch
 
-from edlm.sampling.categorical import sample_categorical
+from edlm.sampling.categorical import sample_rows
+from edlm.sampling.denoiser import as_posterior
 
 
 def time_grid(steps: int, t_max: float = 1.0, t_min: float = 0.0) -> list[float]:
@@ -25,14 +26,18 @@ def unmask_prob(alpha_t: float, alpha_s: float) -> float:
     return min(1.0, max(0.0, (alpha_s - alpha_t) / max(1.0 - alpha_t, 1e-12)))
 
 
-def ancestral_step(logp: torch.Tensor, x_t: torch.Tensor, alpha_t: float, alpha_s: float, mask_id: int,
-                   generator=None) -> torch.Tensor:
-    """logp: (B, L, V) SUBS log-probs at x_t; returns x_s (B, L)."""
+def ancestral_step(post, x_t: torch.Tensor, alpha_t: float, alpha_s: float, mask_id: int, generator=None):
+    """post: a posterior at x_t (sampling/denoiser.py) or (B, L, V) SUBS log-probs. Returns (x_s, moved):
+    x_s (B, L) and how many positions unmasked (a Python int: the one host sync of the step, which
+    sizes the rows the vocabulary projection runs on)."""
+    post = as_posterior(post)
     move = (x_t == mask_id) & (torch.rand(x_t.shape, generator=generator, device=x_t.device)
                                < unmask_prob(alpha_t, alpha_s))
+    rows = move.flatten().nonzero().squeeze(1)
     x_s = x_t.clone()
-    x_s[move] = sample_categorical(logp[move], 1, generator).squeeze(-1)
-    return x_s
+    if rows.numel():
+        x_s.view(-1)[rows] = sample_rows(post, rows, mask_id, 1, generator)[0].squeeze(1)
+    return x_s, int(rows.numel())
 
 
 def posterior_step(x0: torch.Tensor, x_t: torch.Tensor, alpha_t: float, alpha_s: float, mask_id: int,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from contextlib import nullcontext
 from dataclasses import dataclass
 
 import torch
@@ -30,11 +31,33 @@ class GenerateRequest:
     temperature: float = 1.0
     prefix: list[int] | None = None
     cache: bool = True
+    precision: str = "auto"
+    """auto = bf16 autocast on a GPU, fp32 on the CPU; bf16; fp32. Categorical draws are float64 always"""
+    compile: bool = False
+    """torch.compile the denoiser's trunk (with CUDA graphs on a GPU); the first batch pays the compile"""
+
+
+def precision_context(precision: str, device):
+    """The autocast context for a precision name (the models' forwards run in it; draws stay float64)."""
+    if precision not in ("auto", "bf16", "fp32"):
+        raise EdlmError(f"precision {precision!r}: use auto, bf16 or fp32")
+    if precision == "bf16" or (precision == "auto" and device.type == "cuda"):
+        return torch.autocast(device.type, dtype=torch.bfloat16)
+    return nullcontext()
 
 
 def _sync(device):
     if device.type == "cuda":
         torch.cuda.synchronize(device)
+
+
+def _one_batch(obj, model, denoise, schedule, mask_id, scfg, energy, gen, b, length, prefix, device):
+    if obj == "ar":
+        return ar_sample(model, b, length, mask_id, prefix=prefix, generator=gen, device=device), None
+    x_init = torch.full((b, length), mask_id, dtype=torch.long, device=device)
+    if prefix is not None:
+        x_init[:, :prefix.shape[1]] = prefix
+    return sample(denoise, schedule, mask_id, scfg, x_init=x_init, energy=energy, generator=gen)
 
 
 def generate(req: GenerateRequest, device, *, models=None, energies: dict | None = None, quiet: bool = False):
@@ -54,6 +77,9 @@ def generate(req: GenerateRequest, device, *, models=None, energies: dict | None
     gen.manual_seed(req.seed)
     energy, method = None, ("ar" if obj == "ar" else "mdlm")
     denoise = None
+    amp = precision_context(req.precision, device)
+    if req.compile and model._compiled_features is None:
+        model.compile_trunk(mode="reduce-overhead" if device.type == "cuda" else None)
     if obj == "mdlm":
         denoise = model_denoiser(model, mask_id)
         if req.energy:
@@ -63,6 +89,9 @@ def generate(req: GenerateRequest, device, *, models=None, energies: dict | None
             if req.energy not in cache:
                 cache[req.energy] = build_energy(req.energy, denoise, meta, device)
             energy, method = cache[req.energy]
+            ar = getattr(energy, "ar", None)  # the AR energy's network: compiled alongside the denoiser
+            if req.compile and ar is not None and ar._compiled_features is None:
+                ar.compile_trunk(mode="reduce-overhead" if device.type == "cuda" else None)
     elif req.energy:
         raise EdlmError("--energy applies to an MDLM run (--ckpt MDLM_RUN); this run is autoregressive")
     scfg = SamplerConfig(steps=req.steps, k=req.k if energy is not None else 1, window=req.window,
@@ -75,14 +104,9 @@ def generate(req: GenerateRequest, device, *, models=None, energies: dict | None
         prefix = torch.tensor([req.prefix] * b, device=device) if req.prefix else None
         _sync(device)
         t0 = time.perf_counter()
-        if obj == "ar":
-            x = ar_sample(model, b, length, mask_id, prefix=prefix, generator=gen, device=device)
-            stats = None
-        else:
-            x_init = torch.full((b, length), mask_id, dtype=torch.long, device=device)
-            if prefix is not None:
-                x_init[:, :prefix.shape[1]] = prefix
-            x, stats = sample(denoise, schedule, mask_id, scfg, x_init=x_init, energy=energy, generator=gen)
+        with amp:
+            x, stats = _one_batch(obj, model, denoise, schedule, mask_id, scfg, energy, gen, b, length, prefix,
+                                  device)
         _sync(device)
         dt = time.perf_counter() - t0
         t_total += dt

@@ -12,19 +12,23 @@ from __future__ import annotations
 
 import torch
 
-from edlm.sampling.ancestral import posterior_step
-from edlm.sampling.categorical import sample_categorical
+from edlm.sampling.ancestral import unmask_prob
+from edlm.sampling.categorical import sample_rows
+from edlm.sampling.denoiser import as_posterior
 
 
-def draw_candidates(logp: torch.Tensor, x_t: torch.Tensor, k: int, mask_id: int, generator=None):
-    """-> candidates (B, k, L) and their log mu_theta(x0|x_t) (B, k) (masked positions only)."""
-    B, L, V = logp.shape
-    masked = x_t == mask_id
-    cand = x_t[..., None].expand(B, L, k).clone()  # (B, L, k)
-    if masked.any():
-        cand[masked] = sample_categorical(logp[masked], k, generator)
-    lp = logp.gather(-1, cand).masked_fill(~masked[..., None], 0.0).sum(1)  # (B, k)
-    return cand.permute(0, 2, 1), lp
+def draw_candidates(post, x_t: torch.Tensor, k: int, mask_id: int, generator=None):
+    """post: a posterior at x_t (sampling/denoiser.py) or (B, L, V) SUBS log-probs.
+    -> candidates (B, k, L) and their log mu_theta(x0|x_t) (B, k) (masked positions only).
+    Log-probs exist one chunk of rows at a time (float64 for the draw), never for all of (B, L, V)."""
+    B, L = x_t.shape
+    post = as_posterior(post)
+    rows = (x_t == mask_id).flatten().nonzero().squeeze(1)
+    cand = x_t.reshape(-1, 1).repeat(1, k)  # (B*L, k)
+    lp = torch.zeros(B * L, k, dtype=torch.float32, device=x_t.device)
+    if rows.numel():
+        cand[rows], lp[rows] = sample_rows(post, rows, mask_id, k, generator)
+    return cand.view(B, L, k).permute(0, 2, 1), lp.view(B, L, k).sum(1)
 
 
 def select(energies: torch.Tensor, temperature: float = 1.0, generator=None):
@@ -35,15 +39,22 @@ def select(energies: torch.Tensor, temperature: float = 1.0, generator=None):
     return j, w, ess
 
 
-def importance_step(logp: torch.Tensor, x_t: torch.Tensor, t: float, alpha_t: float, alpha_s: float,
+def importance_step(post, x_t: torch.Tensor, t: float, alpha_t: float, alpha_s: float,
                     energy, k: int, mask_id: int, temperature: float = 1.0, generator=None):
-    """One EDLM step. logp: (B, L, V) proposal SUBS log-probs at x_t. Returns x_s (B, L), ess (B,)."""
-    B, L, _ = logp.shape
-    cand, log_mu = draw_candidates(logp, x_t, k, mask_id, generator)
+    """One EDLM step. post: the proposal's posterior at x_t (or (B, L, V) SUBS log-probs).
+    Returns x_s (B, L), ess (B,) on the device, and how many positions unmasked (int).
+
+    Which positions unmask does not depend on the chosen x0, so it is drawn first: its count then rides
+    on the step's one host sync (the masked rows the candidates are drawn at)."""
+    B, L = x_t.shape
+    masked = x_t == mask_id
+    move = masked & (torch.rand(x_t.shape, generator=generator, device=x_t.device) < unmask_prob(alpha_t, alpha_s))
+    n_move = move.sum()
+    cand, log_mu = draw_candidates(post, x_t, k, mask_id, generator)  # syncs once (nonzero)
     x0_flat = cand.reshape(B * k, L)
     xt_flat = x_t.repeat_interleave(k, dim=0)  # row b*k+j is sequence b
     t_flat = torch.full((B * k,), t, device=x_t.device)
     e = energy.energy(x0_flat, xt_flat, t_flat, log_mu=log_mu.reshape(B * k)).view(B, k)
     j, _, ess = select(e, temperature, generator)
     x0 = cand[torch.arange(B, device=x_t.device), j]
-    return posterior_step(x0, x_t, alpha_t, alpha_s, mask_id, generator), ess
+    return torch.where(move, x0, x_t), ess, int(n_move)

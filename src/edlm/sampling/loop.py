@@ -1,9 +1,10 @@
 """The one loop that drives every masked-diffusion sampler (MDLM, EDLM), from all-MASK to clean text.
 
-`denoise(x_t, t) -> (B, L, V)` SUBS log-probs is any callable (see `model_denoiser`); samplers never
-own models. Steps whose current time t lies in `window` use importance sampling with `energy`;
-all others are plain MDLM steps (and consume the random stream identically, so an empty window
-reproduces MDLM exactly for the same seed).
+`denoise(x_t, t) -> (B, L, V)` SUBS log-probs is any callable, or a ModelDenoiser (sampling/denoiser.py),
+which computes log-probs only at the positions a step draws; samplers never own models. Steps whose
+current time t lies in `window` use importance sampling with `energy`; all others are plain MDLM steps
+(and consume the random stream identically, so an empty window reproduces MDLM exactly for the same
+seed).
 """
 
 from __future__ import annotations
@@ -12,8 +13,8 @@ from dataclasses import dataclass, field
 
 import torch
 
-from edlm.diffusion.subs import subs_log_probs
 from edlm.sampling.ancestral import ancestral_step, time_grid
+from edlm.sampling.denoiser import ModelDenoiser, posterior_of
 from edlm.sampling.importance import importance_step
 
 
@@ -40,15 +41,9 @@ class SampleStats:
         return float(torch.cat(self.ess).mean()) if self.ess else None
 
 
-def model_denoiser(model, mask_id: int):
-    """Wrap a DiT into denoise(x_t, t) -> SUBS log-probs."""
-
-    def denoise(x_t, t):
-        tt = t if torch.is_tensor(t) else torch.full((x_t.shape[0],), float(t), device=x_t.device)
-        return subs_log_probs(model(x_t, tt), x_t, mask_id)
-
-    denoise.time_conditioning = bool(getattr(model.cfg, "time_conditioning", False))
-    return denoise
+def model_denoiser(model, mask_id: int) -> ModelDenoiser:
+    """Wrap a DiT into a denoiser: denoise(x_t, t) -> SUBS log-probs, plus the lazy posterior samplers use."""
+    return ModelDenoiser(model, mask_id)
 
 
 def in_window(t: float, window) -> bool:
@@ -58,29 +53,42 @@ def in_window(t: float, window) -> bool:
 @torch.no_grad()
 def sample(denoise, schedule, mask_id: int, cfg: SamplerConfig, *, batch: int = 1, length: int | None = None,
            x_init: torch.Tensor | None = None, energy=None, generator=None, device=None, callback=None):
-    """Returns (x0 (B, L) int64, SampleStats). x_init: start state (MASK where to generate, tokens to keep)."""
+    """Returns (x0 (B, L) int64, SampleStats). x_init: start state (MASK where to generate, tokens to keep).
+
+    Host syncs: one per step (plain: the positions that unmask, which size the projection; EDLM: the
+    masked positions the candidates are drawn at). The denoiser output is reused while x_t does not
+    change (cfg.cache), and a step that unmasks nothing runs no network at all."""
     if x_init is None:
         x = torch.full((batch, length), mask_id, dtype=torch.long, device=device)
     else:
         x = x_init.clone()
-    stats = SampleStats()
+    stats, ess = SampleStats(), []
     grid = time_grid(cfg.steps)
-    logp, cached_for = None, None
+    posterior = posterior_of(denoise)
     can_cache = cfg.cache and not getattr(denoise, "time_conditioning", False)
+    remaining = int((x == mask_id).sum())
+    post = None
     for i in range(cfg.steps):
-        t, s = grid[i], grid[i + 1]
-        if not (x == mask_id).any():
+        if remaining == 0:
             break
-        if logp is None or not can_cache or not torch.equal(cached_for, x):
-            logp, cached_for = denoise(x, t), x
-            stats.forwards += 1
+        t, s = grid[i], grid[i + 1]
+        if post is None or not can_cache:
+            stats.forwards += post.forwards if post is not None else 0
+            post = posterior(x, t)
         a_t, a_s = float(schedule.alpha(t)), float(schedule.alpha(s)) if s > 0 else 1.0
         if energy is not None and cfg.k > 1 and in_window(t, cfg.window):
-            x, ess = importance_step(logp, x, t, a_t, a_s, energy, cfg.k, mask_id, cfg.temperature, generator)
+            x, e, moved = importance_step(post, x, t, a_t, a_s, energy, cfg.k, mask_id, cfg.temperature,
+                                          generator)
             stats.energy_steps += 1
-            stats.ess.append(ess.float().cpu())
+            ess.append(e)
         else:
-            x = ancestral_step(logp, x, a_t, a_s, mask_id, generator)
+            x, moved = ancestral_step(post, x, a_t, a_s, mask_id, generator)
+        remaining -= moved
+        if moved:
+            stats.forwards += post.forwards
+            post = None
         if callback is not None:
             callback(i, x)
+    stats.forwards += post.forwards if post is not None else 0
+    stats.ess = [e.float().cpu() for e in ess]
     return x, stats

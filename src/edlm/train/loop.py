@@ -11,7 +11,6 @@ leaves the last good checkpoint in place.
 from __future__ import annotations
 
 import json
-import math
 import time
 from contextlib import nullcontext
 from pathlib import Path
@@ -115,6 +114,10 @@ def train(cfg: TrainConfig, model_cfg: TransformerConfig, out: str | Path, *, re
                          world_size=d.world_size)
     if len(train_tokens) < cfg.seq_len * cfg.batch_size * d.world_size:
         raise EdlmError(f"corpus {cfg.data} has {len(train_tokens)} training tokens, fewer than one global batch")
+    if cfg.compile:
+        # Each block compiled on its own (static shapes; what FSDP2 wants); the vocabulary projection,
+        # whose rows vary with the mask, stays eager.
+        getattr(model, "backbone", model).compile_trunk(per_block=True)
     wrapped = wrap_model(model, d, cfg.parallel)
     opt = make_optimizer(model, cfg, device)
     ema = EMA(model, cfg.ema) if cfg.ema > 0 else None
@@ -140,7 +143,7 @@ def train(cfg: TrainConfig, model_cfg: TransformerConfig, out: str | Path, *, re
     if d.is_main:
         out.mkdir(parents=True, exist_ok=True)
         atomic_write_json(out / "run.json", meta)
-    fwd = torch.compile(wrapped) if cfg.compile else wrapped
+    fwd = wrapped
     metrics_f = open(out / "metrics.jsonl", "a") if d.is_main else None
     val_tokens = corpora.load_split(cfg.data, "valid")
 
@@ -160,6 +163,7 @@ def train(cfg: TrainConfig, model_cfg: TransformerConfig, out: str | Path, *, re
     bar = progress(total=cfg.max_steps, initial=step, desc=f"train {cfg.objective}", unit="step",
                    disable=quiet or not d.is_main or None)
     t0, last_val, result = time.time(), None, {}
+    first_bad = torch.tensor([-1.0, 0.0], device=device)  # (step, loss) of the first non-finite loss
     tok_since, time_since = 0, time.time()
     while step < cfg.max_steps:
         for g in opt.param_groups:
@@ -176,14 +180,21 @@ def train(cfg: TrainConfig, model_cfg: TransformerConfig, out: str | Path, *, re
                 loss_sum, count, extra = objective(fwd, x0, gen, d.rank, d.world_size)
                 # count is identical on every rank and micro-step: divide once by the global count.
                 (loss_sum / (count * cfg.grad_accum)).backward()
-            sums += torch.stack([loss_sum.detach().float(), torch.tensor(float(count), device=device)])
+            # torch.full, not torch.tensor: a fill kernel instead of a host-to-device copy (no sync)
+            sums += torch.stack([loss_sum.detach().float(), torch.full((), float(count), device=device)])
             for k, v in extra.items():
                 extra_sums[k] = extra_sums.get(k, 0.0) + torch.as_tensor(v, device=device, dtype=torch.float32)
         all_reduce_sum(sums, d)
-        loss = (sums[0] / sums[1]).item()
-        if not math.isfinite(loss):
-            raise EdlmError(f"loss became {loss} at step {step}; training stopped. The last good checkpoint "
-                            f"in {out} is intact: lower --lr or raise --warmup_steps and --resume")
+        # Remember the first non-finite loss on the device; it is read (a host sync) only when logging or
+        # saving, so steps queue back to back and no bad state is ever written.
+        bad_now = ~torch.isfinite(sums[0]) & (first_bad[0] < 0)
+        first_bad = torch.where(bad_now, torch.stack([torch.full((), float(step), device=device), sums[0]]),
+                                first_bad)
+        loss = None
+        if step + 1 == cfg.max_steps or (step + 1) % cfg.log_every == 0 or (step + 1) % cfg.save_every == 0 or \
+                (cfg.eval_every and (step + 1) % cfg.eval_every == 0):
+            loss = (sums[0] / sums[1]).item()
+            check_finite(first_bad, out)
         gnorm = torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip if cfg.grad_clip > 0 else 1e9)
         opt.step()
         opt.zero_grad(set_to_none=True)
@@ -223,6 +234,13 @@ def train(cfg: TrainConfig, model_cfg: TransformerConfig, out: str | Path, *, re
                "world_size": d.world_size, "device": str(device)}
     cleanup(d)
     return summary
+
+
+def check_finite(first_bad: torch.Tensor, out) -> None:
+    step, value = first_bad.tolist()
+    if step >= 0:
+        raise EdlmError(f"loss became {value} at step {int(step)}; training stopped. The last good checkpoint "
+                        f"in {out} is intact: lower --lr or raise --warmup_steps and --resume")
 
 
 def _truncate_metrics(path: Path, step: int) -> None:

@@ -1,0 +1,153 @@
+"""Parity of the optimised paths with the plain ones (CPU, same seeds). Tolerances are stated per test.
+
+The GPU benchmarks repeat the draw and loss checks on the device (results/bench_*.json record them).
+"""
+
+import pytest
+import torch
+
+from edlm.diffusion.losses import ar_token_log_probs, masked_log_likelihood, mdlm_nelbo, token_log_probs
+from edlm.diffusion.schedules import LogLinear
+from edlm.energy.ar import AREnergy
+from edlm.models.transformer import Transformer, TransformerConfig
+from edlm.sampling.categorical import _draw_plain, sample_categorical_reference, uniforms
+from edlm.sampling.loop import SamplerConfig, model_denoiser, sample
+
+V = 150  # not a multiple of the draw's block (64) nor of the output padding (128)
+
+
+def _models(seed=0, L=24):
+    torch.manual_seed(seed)
+    dit = Transformer(TransformerConfig(vocab_size=V + 1, max_len=L)).eval()
+    ar = Transformer(TransformerConfig(vocab_size=V + 1, max_len=L, causal=True)).eval()
+    for m in (dit, ar):  # adaLN gates and the output layer start at zero (every block the identity):
+        for p in m.parameters():  # give every zero-initialised weight real values, so position matters
+            if p.dim() == 2 and not p.any():
+                torch.nn.init.normal_(p, std=0.3)
+        torch.nn.init.normal_(m.final.linear.weight, std=0.7)
+    return dit, ar
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_two_level_draw_equals_flat_float64_draw(dtype):
+    # Same logits, same uniforms: the blockwise inverse-CDF picks exactly the token a flat float64
+    # softmax + CDF search picks. Tolerance: identical tokens; log-probs within 1e-5.
+    g = torch.Generator().manual_seed(0)
+    n, W = 3000, V + 40  # 40 padding columns that must never be drawn
+    logits = torch.randn(n, W, generator=g) * torch.tensor([0.5, 3.0, 12.0]).repeat(n // 3)[:, None]
+    logits[:, V:] = 50.0  # huge padding logits: drawing one would be a visible bug
+    logits = logits.to(dtype)
+    u = uniforms(n, 4, g)
+    tok, lp = _draw_plain(logits, u, V)
+    ref_tok, ref_lp = sample_categorical_reference(logits, u, V)
+    assert tok.max() < V
+    assert torch.equal(tok, ref_tok)
+    torch.testing.assert_close(lp, ref_lp, atol=1e-5, rtol=0)
+
+
+def test_two_level_draw_keeps_tiny_probabilities():
+    # A token at p = 5e-13 between two at ~0.5 owns its sliver of the float64 CDF: uniforms just inside
+    # it draw it, uniforms just outside draw its neighbours (float32 CDFs have steps of 6e-8 there).
+    eps = torch.exp(torch.tensor(-27.631021, dtype=torch.float64))  # ~1e-12
+    logits = torch.tensor([[0.0, -27.631021, 0.0]], dtype=torch.float64)
+    p0, p1 = 1 / (2 + eps), eps / (2 + eps)
+    u = torch.stack([p0 - 0.5 * p1, p0 + 0.25 * p1, p0 + 0.75 * p1, p0 + 1.5 * p1])[None]
+    tok, lp = _draw_plain(logits, u, 3)
+    assert tok.tolist() == [[0, 1, 1, 2]]
+    assert abs(lp[0, 1].item() - p1.log().item()) < 1e-4
+
+
+def test_lazy_denoiser_samples_exactly_what_the_full_one_does():
+    # The trunk-once / project-only-unmasking-rows path against full (B, L, V) log-probs every step,
+    # MDLM and EDLM (AR energy, k = 3): identical samples for the same seed (fp32, CPU).
+    dit, ar = _models()
+    lazy = model_denoiser(dit, V)
+
+    def full(x, t):
+        return lazy(x, t)
+
+    energy = AREnergy(ar, lazy, V)
+    for e in (None, energy):
+        out = []
+        for den in (full, lazy):
+            g = torch.Generator().manual_seed(3)
+            x, st = sample(den, LogLinear(), V, SamplerConfig(steps=12, k=3, window=(0.5, 1.0)), batch=6, length=24,
+                           energy=e, generator=g)
+            out.append((x, st))
+        assert torch.equal(out[0][0], out[1][0])
+        assert not (out[1][0] == V).any()
+        assert out[1][1].forwards <= out[0][1].forwards  # the lazy path never runs more
+
+
+def test_lazy_denoiser_skips_steps_where_nothing_unmasks():
+    dit, _ = _models()
+    g = torch.Generator().manual_seed(0)
+    x, st = sample(model_denoiser(dit, V), LogLinear(), V, SamplerConfig(steps=200), batch=1, length=8, generator=g)
+    assert not (x == V).any()
+    assert st.forwards <= 8  # at most one trunk run per unmasking step: 8 tokens, 200 steps
+
+
+def test_masked_rows_loss_equals_full_logits_loss_and_gradients():
+    # rows= projects only masked positions; the value and every gradient match the full projection.
+    dit, _ = _models()
+    dit.train()
+    x0 = torch.randint(0, V, (4, 24), generator=torch.Generator().manual_seed(1))
+    losses, grads = [], []
+    for model in (dit, lambda a, b: dit(a, b)):  # a lambda hides rows=: the full (B, L, V) path
+        dit.zero_grad()
+        loss = mdlm_nelbo(model, x0, LogLinear(), V, generator=torch.Generator().manual_seed(2)).sum()
+        loss.backward()
+        losses.append(loss.detach())
+        grads.append(torch.cat([p.grad.flatten() for p in dit.parameters() if p.grad is not None]))
+    torch.testing.assert_close(losses[0], losses[1], rtol=1e-6, atol=1e-5)
+    torch.testing.assert_close(grads[0], grads[1], rtol=1e-5, atol=1e-6)
+
+
+def test_token_log_probs_equal_log_softmax():
+    g = torch.Generator().manual_seed(0)
+    logits = torch.randn(5, 7, V + 10, generator=g) * 4
+    y = torch.randint(0, V, (5, 7), generator=g)
+    ref = torch.log_softmax(logits[..., :V].double(), -1).gather(-1, y[..., None]).squeeze(-1)
+    torch.testing.assert_close(token_log_probs(logits, y, V).double(), ref, atol=1e-5, rtol=0)
+    _, ar = _models()
+    x = torch.randint(0, V, (3, 24), generator=g)
+    lp = ar_token_log_probs(ar, x, V)
+    inp = torch.cat([torch.full((3, 1), V), x[:, :-1]], 1)
+    ref = torch.log_softmax(ar(inp)[..., :V].double(), -1).gather(-1, x[..., None]).squeeze(-1)
+    torch.testing.assert_close(lp.double(), ref, atol=1e-5, rtol=0)
+
+
+def test_masked_log_likelihood_accepts_plain_callables():
+    dit, _ = _models()
+    x0 = torch.randint(0, V, (2, 24))
+    x_t = torch.where(torch.rand(2, 24) < 0.5, V, x0)
+    t = torch.full((2,), 0.5)
+    a = masked_log_likelihood(dit, x0, x_t, t, V)
+    b = masked_log_likelihood(lambda u, s: dit(u, s), x0, x_t, t, V)
+    torch.testing.assert_close(a, b, atol=1e-5, rtol=0)
+
+
+@pytest.mark.parametrize("per_block", [False, True])
+def test_compiled_trunk_computes_the_same_function(per_block):
+    # Dynamo's trace of the trunk (aot_eager: no C++ compiler needed) gives the eager outputs.
+    dit, _ = _models()
+    x = torch.randint(0, V + 1, (3, 24))
+    t = torch.rand(3)
+    ref = dit(x, t)
+    dit.compile_trunk(per_block=per_block, backend="aot_eager")
+    torch.testing.assert_close(dit(x, t), ref, atol=1e-5, rtol=1e-5)
+
+
+def test_rotary_tables_stay_float32_when_the_model_is_cast():
+    dit, _ = _models()
+    cos = dit.rotary.cos.clone()
+    dit.to(torch.bfloat16)
+    assert dit.rotary.cos.dtype == torch.float32
+    torch.testing.assert_close(dit.rotary.cos, cos)
+
+
+def test_output_layer_padding_and_old_configs():
+    cfg = TransformerConfig(vocab_size=V + 1)
+    assert cfg.n_out_padded == 256 and Transformer(cfg).final.linear.out_features == 256
+    old = {k: v for k, v in cfg.to_dict().items() if k != "out_pad"}  # saved before padding existed
+    assert TransformerConfig.from_dict(old).n_out_padded == V + 1
