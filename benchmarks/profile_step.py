@@ -1,18 +1,19 @@
-"""Where the time goes: profile one training step and one sampling step of the `small` model on the GPU.
+"""Where the time goes: torch.profiler tables for a training step or an EDLM sampling run of `small`.
 
-    python benchmarks/profile_step.py --out /tmp/profile [--compile]
-Prints the top CUDA kernels by time for each, and the speed of each SDPA backend at the training shape
-(fwd + bwd). Writes the profiler tables as text files under --out.
+    python benchmarks/profile_step.py train --compile [--batch 64] [--mode max-autotune-no-cudagraphs]
+    python benchmarks/profile_step.py edlm [--k 2 --window 0.2]
+Prints (and writes under --out) the top kernels by CUDA time, plus the wall time per step / run, so
+the kernel total can be compared with the wall clock (the gap is launch latency and host syncs).
 """
 
 from __future__ import annotations
 
 import argparse
 import sys
+import time
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
 from torch.profiler import ProfilerActivity, profile
 
 sys.path.insert(0, str(Path(__file__).parent))
@@ -20,6 +21,7 @@ from common import timed  # noqa: E402
 
 from edlm.diffusion.losses import mdlm_nelbo  # noqa: E402
 from edlm.diffusion.schedules import LogLinear  # noqa: E402
+from edlm.energy.ar import AREnergy  # noqa: E402
 from edlm.models.transformer import Transformer, TransformerConfig  # noqa: E402
 from edlm.sampling.loop import SamplerConfig, model_denoiser, sample  # noqa: E402
 
@@ -27,89 +29,78 @@ V = 50257
 
 
 def small(causal=False):
-    return TransformerConfig(vocab_size=V + 1, n_layers=12, d_model=768, n_heads=12, cond_dim=128, max_len=1024,
-                             causal=causal)
+    return Transformer(TransformerConfig(vocab_size=V + 1, n_layers=12, d_model=768, n_heads=12, cond_dim=128,
+                                         max_len=1024, causal=causal)).cuda()
 
 
 def table(prof, n=25):
     return prof.key_averages().table(sort_by="cuda_time_total", row_limit=n, max_name_column_width=70)
 
 
-def sdpa_backends():
-    from torch.nn.attention import SDPBackend, sdpa_kernel
-
-    q, k, v = (torch.randn(32, 12, 1024, 64, device="cuda", dtype=torch.bfloat16, requires_grad=True)
-               for _ in range(3))
-    out = {}
-    for name in ("FLASH_ATTENTION", "CUDNN_ATTENTION", "EFFICIENT_ATTENTION"):
-        try:
-            with sdpa_kernel(getattr(SDPBackend, name)):
-                def f():
-                    F.scaled_dot_product_attention(q, k, v).sum().backward()
-                out[name] = timed(f, warmup=3, iters=10)
-        except Exception as e:  # noqa: BLE001
-            out[name] = f"failed: {type(e).__name__}: {str(e)[:80]}"
-    with torch.no_grad():
-        try:
-            out["default_fwd"] = timed(lambda: F.scaled_dot_product_attention(q, k, v), warmup=3, iters=10)
-        except Exception as e:  # noqa: BLE001
-            out["default_fwd"] = str(e)[:80]
-    return out
-
-
-def main():
-    ap = argparse.ArgumentParser(description=__doc__)
-    ap.add_argument("--out", default="/tmp/profile")
-    ap.add_argument("--compile", action="store_true")
-    ap.add_argument("--train-only", action="store_true")
-    a = ap.parse_args()
-    out = Path(a.out)
-    out.mkdir(parents=True, exist_ok=True)
-    torch.backends.cuda.matmul.allow_tf32 = True
-    print("sdpa fwd+bwd seconds (32x12x1024x64 bf16):", sdpa_backends(), flush=True)
-
-    model = Transformer(small()).cuda()
+def train(a):
+    model = small()
     opt = torch.optim.AdamW(model.parameters(), lr=1e-4, fused=True)
     if a.compile:
-        model.compile_trunk(per_block=True)
-    fwd = model
-    x = torch.randint(0, V, (32, 1024), device="cuda")
+        model.compile_trunk(per_block=True, **({"mode": a.mode} if a.mode else {}))
+    x = torch.randint(0, V, (a.batch, 1024), device="cuda")
     g = torch.Generator(device="cuda").manual_seed(0)
 
     def step():
         with torch.autocast("cuda", dtype=torch.bfloat16):
-            loss = mdlm_nelbo(fwd, x, LogLinear(), V, generator=g).mean()
+            loss = mdlm_nelbo(model, x, LogLinear(), V, generator=g).mean()
         loss.backward()
         opt.step()
         opt.zero_grad(set_to_none=True)
 
     dt = timed(step, warmup=4, iters=5)
-    print(f"train step {dt * 1e3:.1f} ms ({32 * 1024 / dt:.0f} tok/s)", flush=True)
+    print(f"train step {dt * 1e3:.1f} ms ({a.batch * 1024 / dt:.0f} tok/s)", flush=True)
     with profile(activities=[ProfilerActivity.CUDA]) as prof:
         for _ in range(2):
             step()
         torch.cuda.synchronize()
-    t = table(prof)
-    (out / f"train{'_compiled' if a.compile else ''}.txt").write_text(t)
-    print(t, flush=True)
+    return table(prof)
 
-    if a.train_only:
-        return
-    model.eval().to(torch.bfloat16)
-    den = model_denoiser(model, V)
-    for B in (16, 1):
-        def run(steps=8, B=B):
-            with torch.no_grad():
-                sample(den, LogLinear(), V, SamplerConfig(steps=steps), batch=B, length=1024, device="cuda",
-                       generator=torch.Generator(device="cuda").manual_seed(0))
-        dt = timed(run, warmup=1, iters=2) / 8
-        print(f"sampling batch {B}: {dt * 1e3:.1f} ms/step", flush=True)
-        with profile(activities=[ProfilerActivity.CUDA, ProfilerActivity.CPU]) as prof:
-            run()
-            torch.cuda.synchronize()
-        t = table(prof, 20)
-        (out / f"sample_b{B}.txt").write_text(t)
-        print(t, flush=True)
+
+def edlm(a):
+    dit, ar = small().eval(), small(causal=True).eval()
+    for m in (dit, ar):
+        torch.nn.init.normal_(m.final.linear.weight, std=0.02)
+        m.compile_trunk(mode="reduce-overhead")
+    den = model_denoiser(dit, V)
+    energy = AREnergy(ar, den, V)
+    cfg = SamplerConfig(steps=128, k=a.k, window=(1 - a.window, 1.0))
+
+    def run():
+        with torch.no_grad(), torch.autocast("cuda", dtype=torch.bfloat16):
+            sample(den, LogLinear(), V, cfg, batch=a.batch, length=1024, energy=energy, device="cuda",
+                   generator=torch.Generator(device="cuda").manual_seed(0))
+        torch.cuda.synchronize()
+
+    run()
+    t0 = time.perf_counter()
+    run()
+    print(f"edlm k={a.k} window={a.window} batch={a.batch}: {time.perf_counter() - t0:.3f} s", flush=True)
+    with profile(activities=[ProfilerActivity.CUDA, ProfilerActivity.CPU]) as prof:
+        run()
+    return table(prof, 30)
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("what", choices=("train", "edlm"))
+    ap.add_argument("--out", default="/tmp/profile")
+    ap.add_argument("--compile", action="store_true", help="train: compile each block")
+    ap.add_argument("--mode", default=None, help="train: torch.compile mode")
+    ap.add_argument("--batch", type=int, default=None, help="default: 32 (train), 16 (edlm)")
+    ap.add_argument("--k", type=int, default=2)
+    ap.add_argument("--window", type=float, default=0.2)
+    a = ap.parse_args()
+    a.batch = a.batch or (32 if a.what == "train" else 16)
+    torch.backends.cuda.matmul.allow_tf32 = True
+    t = train(a) if a.what == "train" else edlm(a)
+    Path(a.out).mkdir(parents=True, exist_ok=True)
+    (Path(a.out) / f"{a.what}.txt").write_text(t)
+    print(t, flush=True)
 
 
 if __name__ == "__main__":
