@@ -63,6 +63,16 @@ def test_edlm_sample_records_method_k_window_ess(runs, tmp_path, capsys):
     assert r["method"] == "edlm-ar" and r["k"] == 3
 
 
+def test_bf16_precision_samples_valid_tokens(runs, tmp_path, capsys):
+    # --precision bf16 (the GPU default) runs the networks under autocast; draws stay float64 and exact.
+    out = tmp_path / "b.jsonl"
+    for ckpt, extra in ((runs / "mdlm", ["--energy", f"ar:{runs / 'ar'}", "--k", "2"]), (runs / "ar", [])):
+        assert main(["sample", "--ckpt", str(ckpt), "--num", "3", "--steps", "4", "--precision", "bf16", *extra,
+                     "--out", str(out), "--quiet"]) == 0
+        rows = [json.loads(x) for x in out.read_text().splitlines()]
+        assert len(rows) == 3 and all(len(r["ids"]) == 16 and max(r["ids"]) < 32 for r in rows)
+
+
 def test_bad_inputs_give_one_clear_error(runs, tmp_path, capsys):
     cases = [
         (["sample", "--ckpt", str(tmp_path / "nope"), "--out", str(tmp_path / "x.jsonl")], "no run at"),
