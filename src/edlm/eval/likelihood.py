@@ -15,10 +15,11 @@ import math
 
 import torch
 
-from edlm.diffusion.losses import ar_nll
+from edlm.diffusion.losses import accepts_rows, ar_nll, masked_log_likelihood
 from edlm.diffusion.masking import antithetic_times, mask_tokens
 from edlm.diffusion.schedules import get_schedule, nelbo_weight
-from edlm.diffusion.subs import gather_masked_log_probs, subs_log_probs
+from edlm.diffusion.subs import subs_log_probs
+from edlm.sampling.denoiser import FullPosterior, ModelDenoiser
 from edlm.sampling.importance import draw_candidates
 
 
@@ -41,15 +42,16 @@ def nelbo_batch(model, x0, schedule, mask_id, gen, *, energy=None, energy_kind=N
     B = x0.shape[0]
     t = antithetic_times(B, eps=t_eps, generator=gen, device=x0.device)
     x_t = mask_tokens(x0, schedule.alpha(t), mask_id, gen)
-    logp = subs_log_probs(model(x_t, t), x_t, mask_id)
     w = -nelbo_weight(schedule, t).double()  # positive weight
-    log_mu = gather_masked_log_probs(logp, x0, x_t, mask_id).double()
+    log_mu = masked_log_likelihood(model, x0, x_t, t, mask_id).double()  # projects masked rows only
     if energy is None:
         return {"nll": -w * log_mu}
     if energy_kind == "coar":
         return {"nll": -w * energy.ar_log_prob(x0, x_t).double()}
     e0 = energy.energy(x0, x_t, t, log_mu=log_mu.float()).double()
-    cand, lmu = draw_candidates(logp, x_t, logz_samples, mask_id, gen)  # (B, n, L), (B, n)
+    post = (ModelDenoiser(model, mask_id).posterior(x_t, t) if accepts_rows(model)
+            else FullPosterior(subs_log_probs(model(x_t, t), x_t, mask_id)))
+    cand, lmu = draw_candidates(post, x_t, logz_samples, mask_id, gen)  # (B, n, L), (B, n)
     n = logz_samples
     en = energy.energy(cand.reshape(B * n, -1), x_t.repeat_interleave(n, 0), t.repeat_interleave(n, 0),
                        log_mu=lmu.reshape(-1)).double().view(B, n)

@@ -1,7 +1,7 @@
 """The one transformer behind every network here: bidirectional DiT (MDLM) or causal (AR).
 
     model = Transformer(TransformerConfig(vocab_size=28, causal=False))
-    logits = model(x, t)            # x: (B, L) int64, t: (B,) in [0, 1] or None -> (B, L, V)
+    logits = model(x, t)            # x: (B, L) int64, t: (B,) in [0, 1] or None -> (B, L, n_out_padded)
 
 `vocab_size` counts every input id (the MASK id included for diffusion). Time conditioning goes
 through adaLN; with `time_conditioning=False` (MDLM's default) the model sees t = 0 always, so the

@@ -23,6 +23,7 @@ from edlm.diffusion.schedules import get_schedule
 from edlm.errors import EdlmError
 from edlm.models.transformer import TransformerConfig
 from edlm.runs import build_model, load_model
+from edlm.sampling.denoiser import ModelDenoiser
 from edlm.train import checkpoint as ckpt
 from edlm.train.config import TrainConfig
 from edlm.train.distributed import all_reduce_sum, barrier, cleanup, init_distributed, wrap_model
@@ -45,8 +46,9 @@ def _objective(cfg, mask_id, device):
         mdlm, _ = load_model(cfg.diffusion, device, expect="mdlm")
         for p in mdlm.parameters():
             p.requires_grad_(False)
-        # The frozen proposal always sees the real t (harmless when it ignores t).
-        return NCEObjective(lambda x, t: mdlm(x, t), get_schedule(cfg.schedule), mask_id, cfg), mdlm
+        # The frozen proposal always sees the real t (harmless when it ignores t); as a ModelDenoiser it
+        # projects onto the vocabulary only at the masked positions the negatives are drawn at.
+        return NCEObjective(ModelDenoiser(mdlm, mask_id), get_schedule(cfg.schedule), mask_id, cfg), mdlm
     raise EdlmError(f"unknown objective {cfg.objective!r}: choose mdlm, ar or nce")
 
 

@@ -11,8 +11,8 @@ import torch
 
 from edlm.diffusion.losses import ar_nll, mdlm_nelbo
 from edlm.diffusion.masking import antithetic_times, mask_tokens
-from edlm.diffusion.subs import subs_log_probs
 from edlm.energy.nce import nce_loss
+from edlm.sampling.denoiser import posterior_of
 from edlm.sampling.importance import draw_candidates
 
 
@@ -51,7 +51,8 @@ class ARObjective:
 
 
 class NCEObjective:
-    """Positives: data x0 at x_t ~ q(x_t|x0). Negatives: draws from the frozen MDLM at the same x_t."""
+    """Positives: data x0 at x_t ~ q(x_t|x0). Negatives: draws from the frozen MDLM at the same x_t.
+    proposal: a denoiser (sampling/denoiser.py), e.g. ModelDenoiser(mdlm, mask_id)."""
 
     unit = "sequence"
 
@@ -65,8 +66,7 @@ class NCEObjective:
                             antithetic=self.cfg.antithetic)
         x_t = mask_tokens(x0, self.schedule.alpha(t), self.mask_id, u=u)
         with torch.no_grad():
-            logp = subs_log_probs(self.proposal(x_t, t), x_t, self.mask_id)
-            neg, _ = draw_candidates(logp, x_t, n, self.mask_id, generator)  # (B, n, L)
+            neg, _ = draw_candidates(posterior_of(self.proposal)(x_t, t), x_t, n, self.mask_id, generator)
         # one forward for positives and negatives together
         x0_all = torch.cat([x0, neg.reshape(B * n, L)])
         xt_all = torch.cat([x_t, x_t.repeat_interleave(n, 0)])
