@@ -36,8 +36,10 @@ def _models(seed=0, L=24):
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
 def test_two_level_draw_equals_flat_float64_draw(dtype):
-    # Same logits, same uniforms: the blockwise inverse-CDF picks exactly the token a flat float64
-    # softmax + CDF search picks. Tolerance: identical tokens; log-probs within 1e-5.
+    # Same logits, same uniforms: the blockwise inverse-CDF picks the token a flat float64 softmax + CDF
+    # search picks. Tolerance: the weights are float32 exps (relative error ~1e-6 on some CPUs' vector
+    # exp), so a uniform within 1e-5 of a CDF boundary may land on the neighbour; any other
+    # difference fails. Log-probs of the same tokens agree within 1e-5.
     g = torch.Generator().manual_seed(0)
     n, W = 3000, V + 40  # 40 padding columns that must never be drawn
     logits = torch.randn(n, W, generator=g) * torch.tensor([0.5, 3.0, 12.0]).repeat(n // 3)[:, None]
@@ -47,8 +49,13 @@ def test_two_level_draw_equals_flat_float64_draw(dtype):
     tok, lp = _draw_plain(logits, u, V)
     ref_tok, ref_lp = sample_categorical_reference(logits, u, V)
     assert tok.max() < V
-    assert torch.equal(tok, ref_tok)
-    torch.testing.assert_close(lp, ref_lp, atol=1e-5, rtol=0)
+    same = tok == ref_tok
+    cdf = torch.softmax(logits[:, :V].double(), -1).cumsum(-1)
+    lo = torch.minimum(tok, ref_tok)
+    boundary = cdf.gather(1, lo)  # the CDF value between the two candidates (tokens in between: ~0 mass)
+    assert bool(((boundary - u).abs() < 1e-5)[~same].all()), "a draw differs away from a CDF boundary"
+    assert int((~same).sum()) <= 3
+    torch.testing.assert_close(lp[same], ref_lp[same], atol=1e-5, rtol=0)
 
 
 def test_two_level_draw_keeps_tiny_probabilities():
