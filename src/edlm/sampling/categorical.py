@@ -74,23 +74,24 @@ def _draw_plain(logits: torch.Tensor, u: torch.Tensor, V: int):
 _draw_fused = fused_on_gpu(_draw_plain)
 
 
-def _draw(logits, u, V, fast=True):
-    return (_draw_fused if fast else _draw_plain)(logits, u, V)
+def _draw_in_chunks(n: int, step: int, chunk_logits, V: int, num_samples: int, generator, device):
+    """Rows 0..n-1 in chunks of `step`; chunk_logits(i, j) gives rows i..j-1's logits (one chunk exists
+    at a time), each chunk draws its own float64 uniforms. -> tokens (n, k) int64, log-probs (n, k)."""
+    tok = torch.empty(n, num_samples, dtype=torch.long, device=device)
+    lp = torch.empty(n, num_samples, dtype=torch.float32, device=device)
+    for i in range(0, n, step):
+        j = min(i + step, n)
+        u = uniforms(j - i, num_samples, generator, device)
+        tok[i:j], lp[i:j] = _draw_fused(chunk_logits(i, j), u, V)
+    return tok, lp
 
 
-def sample_categorical(logits: torch.Tensor, num_samples: int = 1, generator=None, *, V: int | None = None,
-                       return_log_probs: bool = False, fast: bool = True):
+def sample_categorical(logits: torch.Tensor, num_samples: int = 1, generator=None, *, V: int | None = None):
     """logits: (N, W) unnormalised log-probs (any float dtype); only the first V columns (default W) are
-    classes. -> (N, num_samples) int64 draws [, their normalised log-probs (N, num_samples) float32]."""
+    classes. -> (N, num_samples) int64 draws."""
     N, W = logits.shape
-    V = V or W
-    tok = torch.empty(N, num_samples, dtype=torch.long, device=logits.device)
-    lp = torch.empty(N, num_samples, dtype=torch.float32, device=logits.device)
-    step = chunk_rows(W)
-    for i in range(0, N, step):
-        u = uniforms(min(step, N - i), num_samples, generator, logits.device)
-        tok[i:i + step], lp[i:i + step] = _draw(logits[i:i + step], u, V, fast)
-    return (tok, lp) if return_log_probs else tok
+    return _draw_in_chunks(N, chunk_rows(W), lambda i, j: logits[i:j], V or W, num_samples, generator,
+                           logits.device)[0]
 
 
 def sample_categorical_reference(logits: torch.Tensor, u: torch.Tensor, V: int | None = None):
@@ -102,15 +103,8 @@ def sample_categorical_reference(logits: torch.Tensor, u: torch.Tensor, V: int |
     return tok, p.gather(1, tok).log().float()
 
 
-def sample_rows(post, rows: torch.Tensor, V: int, num_samples: int = 1, generator=None, fast: bool = True):
+def sample_rows(post, rows: torch.Tensor, V: int, num_samples: int = 1, generator=None):
     """Draw num_samples tokens at flat positions `rows` from a posterior (see sampling/denoiser.py), one
     chunk of rows at a time (logits exist for one chunk only). -> draws (N, k) int64, log-probs (N, k)."""
-    n = rows.shape[0]
-    draws = torch.empty(n, num_samples, dtype=torch.long, device=rows.device)
-    lp = torch.empty(n, num_samples, dtype=torch.float32, device=rows.device)
-    step = chunk_rows(V)
-    for i in range(0, n, step):
-        r = rows[i:i + step]
-        u = uniforms(r.shape[0], num_samples, generator, rows.device)
-        draws[i:i + step], lp[i:i + step] = _draw(post.logits(r), u, V, fast)
-    return draws, lp
+    return _draw_in_chunks(rows.shape[0], chunk_rows(V), lambda i, j: post.logits(rows[i:j]), V, num_samples,
+                           generator, rows.device)
