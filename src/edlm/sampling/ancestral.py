@@ -26,13 +26,18 @@ def unmask_prob(alpha_t: float, alpha_s: float) -> float:
     return min(1.0, max(0.0, (alpha_s - alpha_t) / max(1.0 - alpha_t, 1e-12)))
 
 
+def unmask_draw(x_t: torch.Tensor, alpha_t: float, alpha_s: float, mask_id: int, generator=None):
+    """Which positions unmask from t to s: each masked one independently with unmask_prob. (B, L) bool."""
+    return (x_t == mask_id) & (torch.rand(x_t.shape, generator=generator, device=x_t.device)
+                               < unmask_prob(alpha_t, alpha_s))
+
+
 def ancestral_step(post, x_t: torch.Tensor, alpha_t: float, alpha_s: float, mask_id: int, generator=None):
     """post: a posterior at x_t (sampling/denoiser.py) or (B, L, V) SUBS log-probs. Returns (x_s, moved):
     x_s (B, L) and how many positions unmasked (a Python int: the one host sync of the step, which
     sizes the rows the vocabulary projection runs on)."""
     post = as_posterior(post)
-    move = (x_t == mask_id) & (torch.rand(x_t.shape, generator=generator, device=x_t.device)
-                               < unmask_prob(alpha_t, alpha_s))
+    move = unmask_draw(x_t, alpha_t, alpha_s, mask_id, generator)
     rows = move.flatten().nonzero().squeeze(1)
     x_s = x_t.clone()
     if rows.numel():
@@ -43,6 +48,4 @@ def ancestral_step(post, x_t: torch.Tensor, alpha_t: float, alpha_s: float, mask
 def posterior_step(x0: torch.Tensor, x_t: torch.Tensor, alpha_t: float, alpha_s: float, mask_id: int,
                    generator=None) -> torch.Tensor:
     """x_s ~ q(x_s | x_t, x0): unmask each masked position with the same probability, taking x0's token."""
-    move = (x_t == mask_id) & (torch.rand(x_t.shape, generator=generator, device=x_t.device)
-                               < unmask_prob(alpha_t, alpha_s))
-    return torch.where(move, x0, x_t)
+    return torch.where(unmask_draw(x_t, alpha_t, alpha_s, mask_id, generator), x0, x_t)

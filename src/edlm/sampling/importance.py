@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import torch
 
-from edlm.sampling.ancestral import unmask_prob
+from edlm.sampling.ancestral import unmask_draw
 from edlm.sampling.categorical import sample_rows
 from edlm.sampling.denoiser import as_posterior
 
@@ -47,8 +47,7 @@ def importance_step(post, x_t: torch.Tensor, t: float, alpha_t: float, alpha_s: 
     Which positions unmask does not depend on the chosen x0, so it is drawn first: its count then rides
     on the step's one host sync (the masked rows the candidates are drawn at)."""
     B, L = x_t.shape
-    masked = x_t == mask_id
-    move = masked & (torch.rand(x_t.shape, generator=generator, device=x_t.device) < unmask_prob(alpha_t, alpha_s))
+    move = unmask_draw(x_t, alpha_t, alpha_s, mask_id, generator)
     n_move = move.sum()
     cand, log_mu = draw_candidates(post, x_t, k, mask_id, generator)  # syncs once (nonzero)
     x0_flat = cand.reshape(B * k, L)
