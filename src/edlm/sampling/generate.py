@@ -46,6 +46,12 @@ def precision_context(precision: str, device):
     return nullcontext()
 
 
+def _compile_once(model, device):
+    """Compile a network's trunk for sampling (CUDA graphs on a GPU), unless a sweep already did."""
+    if model._compiled_features is None:
+        model.compile_trunk(mode="reduce-overhead" if device.type == "cuda" else None)
+
+
 def _sync(device):
     if device.type == "cuda":
         torch.cuda.synchronize(device)
@@ -78,8 +84,8 @@ def generate(req: GenerateRequest, device, *, models=None, energies: dict | None
     energy, method = None, ("ar" if obj == "ar" else "mdlm")
     denoise = None
     amp = precision_context(req.precision, device)
-    if req.compile and model._compiled_features is None:
-        model.compile_trunk(mode="reduce-overhead" if device.type == "cuda" else None)
+    if req.compile:
+        _compile_once(model, device)
     if obj == "mdlm":
         denoise = model_denoiser(model, mask_id)
         if req.energy:
@@ -90,8 +96,8 @@ def generate(req: GenerateRequest, device, *, models=None, energies: dict | None
                 cache[req.energy] = build_energy(req.energy, denoise, meta, device)
             energy, method = cache[req.energy]
             ar = getattr(energy, "ar", None)  # the AR energy's network: compiled alongside the denoiser
-            if req.compile and ar is not None and ar._compiled_features is None:
-                ar.compile_trunk(mode="reduce-overhead" if device.type == "cuda" else None)
+            if req.compile and ar is not None:
+                _compile_once(ar, device)
     elif req.energy:
         raise EdlmError("--energy applies to an MDLM run (--ckpt MDLM_RUN); this run is autoregressive")
     scfg = SamplerConfig(steps=req.steps, k=req.k if energy is not None else 1, window=req.window,
