@@ -192,9 +192,11 @@ def train(cfg: TrainConfig, model_cfg: TransformerConfig, out: str | Path, *, re
         bad_now = ~torch.isfinite(sums[0]) & (first_bad[0] < 0)
         first_bad = torch.where(bad_now, torch.stack([torch.full((), float(step), device=device), sums[0]]),
                                 first_bad)
-        loss = None
-        if step + 1 == cfg.max_steps or (step + 1) % cfg.log_every == 0 or (step + 1) % cfg.save_every == 0 or \
-                (cfg.eval_every and (step + 1) % cfg.eval_every == 0):
+        nxt, loss = step + 1, None
+        log_now = nxt % cfg.log_every == 0 or nxt == cfg.max_steps
+        eval_now = bool(cfg.eval_every and nxt % cfg.eval_every == 0) or nxt == cfg.max_steps
+        save_now = nxt % cfg.save_every == 0 or nxt == cfg.max_steps
+        if log_now or eval_now or save_now:
             loss = (sums[0] / sums[1]).item()
             check_finite(first_bad, out)
         gnorm = torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip if cfg.grad_clip > 0 else 1e9)
@@ -206,7 +208,7 @@ def train(cfg: TrainConfig, model_cfg: TransformerConfig, out: str | Path, *, re
         tok_since += tokens_per_step
         if d.is_main:
             bar.update(1)
-        if step % cfg.log_every == 0 or step == cfg.max_steps:
+        if log_now:
             now = time.time()
             row = {"step": step, "loss": loss, "lr": lr_at(step - 1, cfg), "grad_norm": float(gnorm),
                    "tokens_per_second": tok_since / max(now - time_since, 1e-9), "elapsed": now - t0}
@@ -220,12 +222,12 @@ def train(cfg: TrainConfig, model_cfg: TransformerConfig, out: str | Path, *, re
                 metrics_f.write(json.dumps(row) + "\n")
                 metrics_f.flush()
             result = row
-        if (cfg.eval_every and step % cfg.eval_every == 0) or step == cfg.max_steps:
+        if eval_now:
             last_val = validate(model, ema, objective, val_tokens, cfg, d, device)
             if d.is_main:
                 metrics_f.write(json.dumps({"step": step, "val": last_val}) + "\n")
                 metrics_f.flush()
-        if step % cfg.save_every == 0 or step == cfg.max_steps:
+        if save_now:
             save(step)
     if d.is_main:
         bar.close()
