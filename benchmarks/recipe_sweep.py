@@ -97,6 +97,18 @@ def grid(which: str) -> list[dict]:
             out.append(job(f"mdlm_{d}_{k}", d, "mdlm", 1500, v.get("model"), {**b128, **v.get("train", {})}, g,
                            v.get("weight", "flat")))
         return out
+    if which == "small2":  # smaller second-order languages for a CPU test
+        out = []
+        for V, rate in ((8, 1.0), (8, 0.8), (6, 1.0), (12, 1.0)):
+            lang = {"order": 2, "vocab_size": V, "successors": (2, 3), "target_entropy": rate}
+            for steps in (600,):
+                j = job(f"mdlm_m2v{V}r{rate}", "markov2", "mdlm", steps)
+                j["lang"] = lang
+                out.append(j)
+                j = job(f"ar_m2v{V}r{rate}", "markov2", "ar", steps)
+                j["lang"] = lang
+                out.append(j)
+        return out
     if which == "final":  # the new `tiny` (init_std 0.02, flat loss) on every language, MDLM and AR
         return [job(f"{o}_{d}_new", d, o, n) for d in langs for o, n in (("mdlm", 2500), ("ar", 2000))]
     raise SystemExit(f"unknown grid {which}")
@@ -169,7 +181,18 @@ def _flat_weight():
 
 
 def run_job(j: dict, out: str, device: str, threads: int, eval_every: int) -> dict:
+    import os
+
     import torch
+
+    if j.get("lang"):  # a smaller member of the family, prepared as `markov2` in its own data cache
+        import edlm.data.languages as langs
+
+        os.environ["EDLM_DATA"] = str(Path(out) / "data" / j["name"])
+        langs.FAMILY["markov2"] = lambda: langs.MarkovLanguage(langs.MarkovConfig(**j["lang"]))
+        from edlm.data import corpora
+
+        corpora.prepare("markov2")
 
     torch.set_num_threads(threads)
     import edlm.train.loop as loop
@@ -248,7 +271,7 @@ def main():
     Path(a.out).mkdir(parents=True, exist_ok=True)
     from edlm.data import corpora
 
-    for d in sorted({j["data"] for j in jobs}):
+    for d in sorted({j["data"] for j in jobs if not j.get("lang")}):
         corpora.prepare(d)
     args = [(j, a.out, a.device, a.threads, a.eval_every) for j in jobs]
     if a.jobs == 1:
