@@ -31,13 +31,13 @@ class DemoConfig:
     data: str = "markov2"
     out: str = "edlm-demo"
     preset: str = "tiny"
-    steps: list[int] = field(default_factory=lambda: [4, 8, 16])
+    steps: list[int] = field(default_factory=lambda: [2, 4, 8])
     num: int = 128
-    k: int = 8
+    k: int = 4
     window: tuple[float, float] = (0.0, 1.0)
     mdlm_steps: int = 400
-    ar_steps: int = 250
-    nce_steps: int = 400
+    ar_steps: int = 200
+    nce_steps: int = 300
     evaluator: str | None = None
     device: str = "auto"
     seed: int = 0
