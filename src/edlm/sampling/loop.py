@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 
 import torch
 
+from edlm.diffusion.schedules import pinned_alpha
 from edlm.sampling.ancestral import ancestral_step, time_grid
 from edlm.sampling.denoiser import ModelDenoiser, posterior_of
 from edlm.sampling.importance import importance_step
@@ -27,13 +28,15 @@ class SamplerConfig:
     """EDLM is used at steps whose current t is in [t_lo, t_hi]; None = never"""
     temperature: float = 1.0
     cache: bool = True
-    """reuse the denoiser output when x_t did not change (only valid without time conditioning)"""
+    """reuse the denoiser output when x_t did not change, for denoisers that declare themselves
+    time-independent (time_conditioning = False); a plain callable is assumed to depend on t"""
 
 
 @dataclass
 class SampleStats:
     forwards: int = 0
     energy_steps: int = 0
+    """steps on which the energy ran (steps where nothing unmasks skip it)"""
     ess: list = field(default_factory=list)
 
     @property
@@ -65,7 +68,7 @@ def sample(denoise, schedule, mask_id: int, cfg: SamplerConfig, *, batch: int = 
     stats, ess = SampleStats(), []
     grid = time_grid(cfg.steps)
     posterior = posterior_of(denoise)
-    can_cache = cfg.cache and not getattr(denoise, "time_conditioning", False)
+    can_cache = cfg.cache and getattr(denoise, "time_conditioning", True) is False
     remaining = int((x == mask_id).sum())
     post = None
     for i in range(cfg.steps):
@@ -75,12 +78,13 @@ def sample(denoise, schedule, mask_id: int, cfg: SamplerConfig, *, batch: int = 
         if post is None or not can_cache:
             stats.forwards += post.forwards if post is not None else 0
             post = posterior(x, t)
-        a_t, a_s = float(schedule.alpha(t)), float(schedule.alpha(s)) if s > 0 else 1.0
+        a_t, a_s = pinned_alpha(schedule, t), pinned_alpha(schedule, s)
         if energy is not None and cfg.k > 1 and in_window(t, cfg.window):
             x, e, moved = importance_step(post, x, t, a_t, a_s, energy, cfg.k, mask_id, cfg.temperature,
                                           generator)
-            stats.energy_steps += 1
-            ess.append(e)
+            if e.numel():  # the energy ran (some sequence unmasked something)
+                stats.energy_steps += 1
+                ess.append(e)
         else:
             x, moved = ancestral_step(post, x, a_t, a_s, mask_id, generator)
         remaining -= moved
