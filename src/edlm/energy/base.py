@@ -13,6 +13,8 @@ import torch
 
 
 class Energy(Protocol):
+    """Optionally `normalised = True`: mu * exp(-E) sums to 1 over x0 for every x_t (log Z = 0)."""
+
     def energy(self, x0: torch.Tensor, x_t: torch.Tensor, t: torch.Tensor, *,
                log_mu: torch.Tensor | None = None) -> torch.Tensor: ...
 
