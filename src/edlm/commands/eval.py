@@ -1,4 +1,4 @@
-"""`edlm eval nelbo` (labelled likelihoods on a split: bounds, exact, estimates) and `edlm eval samples` (sample quality)."""
+"""`edlm eval nelbo` (labelled likelihoods on a split: bounds, exact, estimates) and `edlm eval samples`."""
 
 from __future__ import annotations
 
