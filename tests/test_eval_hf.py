@@ -15,7 +15,7 @@ import pytest
 import torch
 
 from edlm.errors import EdlmError
-from edlm.eval import evaluators, offline_models
+from edlm.eval import evaluators, hf_evaluator, offline_models
 from edlm.eval.evaluators import HFEvaluator, get_evaluator
 from edlm.eval.genppl import evaluate_rows
 
@@ -284,8 +284,8 @@ def test_gemma_parts_are_assembled_in_order_and_checked(data_root, monkeypatch):
 
 
 def test_missing_eval_extra_is_named(monkeypatch):
-    real = evaluators.importlib.util.find_spec
-    monkeypatch.setattr(evaluators.importlib.util, "find_spec", lambda m: None if m == "gguf" else real(m))
+    real = hf_evaluator.importlib.util.find_spec
+    monkeypatch.setattr(hf_evaluator.importlib.util, "find_spec", lambda m: None if m == "gguf" else real(m))
     with pytest.raises(EdlmError, match=r"needs gguf.*pip install 'edlm\[eval\]'"):
         evaluators.require_hf("smollm2-135m", gguf=True)
 
@@ -313,6 +313,6 @@ def test_real_smollm2_prefers_natural_text():
 
 
 def test_unreachable_hub_name_fails_fast_with_valid_choices(monkeypatch):
-    monkeypatch.setattr(evaluators, "_hub_reachable", lambda timeout=3.0: False)
+    monkeypatch.setattr(hf_evaluator, "_hub_reachable", lambda timeout=3.0: False)
     with pytest.raises(EdlmError, match="unknown evaluator 'no-such-org/no-such-model'.*smollm2-135m"):
         get_evaluator("no-such-org/no-such-model")
