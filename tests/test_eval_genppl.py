@@ -203,6 +203,34 @@ def test_edlm_ar_cuts_each_sample_after_its_first_eos_id(lang_samples, tmp_path,
     old = evaluate_rows(rows, f"edlm:{tmp_path / 'ar'}", eos="all")
     assert old["tokens_scored"] == 72 and old["samples_cut_at_eos"] == 0
     assert old["gen_nll"] == pytest.approx(ar_window_nll(model, bos, x, 0, 24, 0).sum().item() / 72, rel=1e-5)
+    # MDLM's mask: every id is scored but the EOS after a first one (x[0, 15])
+    mdlm = evaluate_rows(rows, f"edlm:{tmp_path / 'ar'}", eos="mdlm")
+    skip = -ar_window_nll(model, bos, x[:1], 15, 16, 15).item()  # -log p of x[0, 15] given x[0, :15]
+    assert (mdlm["tokens_scored"], mdlm["eos_tokens_skipped"], mdlm["samples_cut_at_eos"]) == (71, 1, 0)
+    assert mdlm["gen_nll"] == pytest.approx((old["gen_nll"] * 72 + skip) / 71, rel=1e-5)
+
+
+def test_edlm_ar_mdlm_mask_and_windows_compose(lang_samples, tmp_path, monkeypatch):
+    model, bos = save_tiny_ar_run(tmp_path / "ar")
+    monkeypatch.setattr(scoring, "corpus_eos", lambda c: (5, None))
+    x = lang_samples[1][:1, :64].clone()
+    x[x == 5] = 6
+    x[0, [5, 20, 40]] = 5
+    per = {}  # position -> NLL, from the window that scores it (default stride 16)
+    for b, e, s in [(0, 32, 0), (16, 48, 32), (32, 64, 48)]:
+        w = x[:, b:e]
+        inp = torch.cat([torch.full((1, 1), bos), w[:, :-1]], 1)
+        with torch.no_grad():
+            lp = torch.log_softmax(model(inp)[..., :bos].double(), -1).gather(-1, w[..., None])[0, :, 0]
+        per.update({p: -lp[p - b].item() for p in range(s, e)})
+    counted = [p for p in range(64) if p not in (20, 40)]
+    got = get_evaluator(f"edlm:{tmp_path / 'ar'}").score(
+        scoring.apply_eos(rows_of(x), get_evaluator(f"edlm:{tmp_path / 'ar'}"), "mdlm")[0], max_tokens=30
+    )[0]
+    assert got.tokens == 30 and got.nll == pytest.approx(sum(per[p] for p in counted[:30]), rel=1e-5)
+    res = evaluate_rows(rows_of(x), f"edlm:{tmp_path / 'ar'}", eos="mdlm")
+    assert (res["tokens_scored"], res["eos_tokens_skipped"], res["samples_windowed"]) == (62, 2, 1)
+    assert res["nll_per_sequence"] == pytest.approx(sum(per[p] for p in counted), rel=1e-5)
 
 
 def test_windows_predict_every_position_once_with_enough_context():
@@ -221,7 +249,8 @@ def test_samples_help_documents_eos_and_stride(capsys):
     with pytest.raises(SystemExit):
         main(["eval", "samples", "--help"])
     out = " ".join(capsys.readouterr().out.split())
-    assert "--eos {first,all}" in out and "up to and including its first EOS" in out and "MDLM" in out
+    assert "--eos {first,mdlm,all}" in out and "up to and including its first EOS" in out
+    assert "mdlm: as MDLM's gen-PPL does" in out
     assert "--stride N" in out and "sliding windows" in out and "context - N" in out
 
 

@@ -151,8 +151,58 @@ def test_text_is_scored_up_to_its_first_eos(tiny_hf):
         assert res["gen_nll"] == pytest.approx(window_nll(model, ids[:-1], 0, 4, 1) / 3, rel=1e-6)
     finally:
         ev.set_eos("</s>")
-    with pytest.raises(EdlmError, match="--eos 'last' is not one of first, all"):
+    with pytest.raises(EdlmError, match="--eos 'last' is not one of first, mdlm, all"):
         evaluate_rows(rows, ev, eos="last")
+
+
+def test_mdlm_mode_scores_every_document_and_the_first_eos_only(tiny_hf):
+    """eos="mdlm" (MDLM's mask): the documents are joined by the evaluator's EOS; every text token and the
+    first EOS are predicted, the later EOS (a run of them too) are context."""
+    d, model, tok = tiny_hf
+    ev = get_evaluator(str(d))
+    E, w = ev.eos, lambda t: tok(t, add_special_tokens=False)["input_ids"]
+    rows = rows_of([f"cat{GPT2_EOS}dog{GPT2_EOS}{GPT2_EOS}ran", "a dog ran"])
+    ids = [ev.bos, *w("cat"), E, *w("dog"), E, E, *w("ran")]
+    x = torch.tensor([ids])
+    with torch.no_grad():
+        lp = torch.log_softmax(model(x).logits[0, :-1].double(), -1).gather(-1, x[0, 1:, None])[:, 0]
+    want = -(lp[0] + lp[1] + lp[2] + lp[5]).item() + direct_nll(model, tok, "a dog ran")[0]  # positions 1, 2, 3, 6
+    res = evaluate_rows(rows, ev, eos="mdlm")
+    assert res["tokens_scored"] == 4 + 3 and (res["eos_tokens_skipped"], res["samples_cut_at_eos"]) == (2, 0)
+    assert res["gen_nll"] == pytest.approx(want / 7, rel=1e-6)
+    # with windows: 19 words in 4 documents (the 20-token text of the windows test, plus 3 EOS), context 8
+    text = GPT2_EOS.join(" ".join((WORDS * 4)[a:b]) for a, b in ((0, 5), (5, 9), (9, 15), (15, 19)))
+    toks = [ev.bos]
+    for k, (a, b) in enumerate(((0, 5), (5, 9), (9, 15), (15, 19))):
+        toks += ([E] if k else []) + w(" ".join((WORDS * 4)[a:b]))
+    assert len(toks) == 23
+    eos_at = [p for p, t in enumerate(toks) if t == E]
+    assert eos_at == [6, 11, 18]
+    counted = [p for p in range(1, 23) if p not in eos_at[1:]]  # the 2nd and 3rd EOS are context
+    spans = [(0, 8, 1), (4, 12, 8), (8, 16, 12), (12, 20, 16), (15, 23, 20)]
+
+    def per_position(seq, spans):  # position -> NLL, from the window that scores it
+        per = {}
+        for b, e, s0 in spans:
+            xw = torch.tensor([seq[b:e]])
+            with torch.no_grad():
+                lpw = torch.log_softmax(model(xw).logits[0, :-1].double(), -1).gather(-1, xw[0, 1:, None])[:, 0]
+            per.update({p: -lpw[p - b - 1].item() for p in range(s0, e)})
+        return per
+
+    per = per_position(toks, spans)
+    got = ev.score(scoring.apply_eos(rows_of([text]), ev, "mdlm")[0])[0]
+    assert (got.tokens, got.windows) == (20, 5) and got.nll == pytest.approx(sum(per[p] for p in counted), rel=1e-6)
+    # --max-tokens 10: the sequence ends after its 10th scored prediction (position 10), then windows
+    per = per_position(toks[:11], [(0, 8, 1), (3, 11, 8)])
+    capped = ev.score(scoring.apply_eos(rows_of([text]), ev, "mdlm")[0], max_tokens=10)[0]
+    assert capped.tokens == 10 and capped.nll == pytest.approx(sum(per[p] for p in counted[:10]), rel=1e-6)
+    ev.set_eos(None)
+    try:
+        with pytest.raises(EdlmError, match="no EOS token to put between a sample's documents.*--eos first"):
+            evaluate_rows(rows, ev, eos="mdlm")
+    finally:
+        ev.set_eos("</s>")
 
 
 def test_long_text_is_scored_in_windows(tiny_hf):

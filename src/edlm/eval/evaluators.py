@@ -31,12 +31,14 @@ from edlm.errors import EdlmError
 from edlm.eval.hf_evaluator import HFEvaluator, _hub_reachable, require_hf  # noqa: F401 (re-exported)
 from edlm.eval.scoring import (  # noqa: F401 (re-exported)
     BUILTIN_HELP,
+    COUNTED,
     EVAL_EXTRA,
     LOGIT_BUDGET,
     Evaluator,
     RowsDone,
     Score,
-    windows,
+    cap_predictions,
+    window_items,
 )
 from edlm.utils import pick_device
 
@@ -55,6 +57,12 @@ def _by_length(seqs: list[list[int]], batch_size: int):
 def _cut(ids, max_tokens: int | None) -> list[int]:
     ids = [int(i) for i in ids]
     return ids if max_tokens is None else ids[:max_tokens]
+
+
+def _ids_counted(row: dict, max_tokens: int | None) -> tuple[list[int], list[bool]]:
+    """A row's ids and which of them are scored (all, or per COUNTED), cut after max_tokens scored ones."""
+    ids = [int(i) for i in row["ids"]]
+    return cap_predictions(ids, row.get(COUNTED) or [True] * len(ids), max_tokens)
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -157,21 +165,22 @@ class EdlmAREvaluator(Evaluator):
 
         self.check_rows(rows)
         stride = self.stride_for(stride)
-        seqs = [_cut(r["ids"], max_tokens) for r in rows]
-        # windows of max_len ids, each read after the BOS (as training chunks are): the first id of a window is
-        # predicted from the BOS alone, so only the ids from s on count (start=0: the first id of a sample too)
-        wins = [(i, b, e, s) for i, q in enumerate(seqs) for b, e, s in windows(len(q), self.max_len, stride, 0)]
+        # COUNTED (eos="mdlm"): the EOS ids after a sample's first one are context, not scored
+        enc = [_ids_counted(r, max_tokens) for r in rows]
+        # windows of max_len ids, each read after the BOS (as training chunks are): a window's first id is
+        # predicted from the BOS alone, so its overlap with the previous window is context only (start=0:
+        # the BOS predicts a sample's first id too)
+        wins = window_items([q for q, _ in enc], [c for _, c in enc], self.max_len, stride, 0)
         nll, nwin = [0.0] * len(rows), [0] * len(rows)
         done = RowsDone([w[0] for w in wins], len(rows), bar)
-        for idx, x in _by_length([seqs[i][b:e] for i, b, e, _ in wins], batch_size):
+        for idx, x in _by_length([w[1] for w in wins], batch_size):
             lp = ar_token_log_probs(self.model, x.to(self.device), self.bos).double()
-            first = torch.tensor([wins[j][3] - wins[j][1] for j in idx], device=lp.device)
-            keep = torch.arange(lp.shape[1], device=lp.device)[None] >= first[:, None]
+            keep = torch.tensor([wins[j][2] for j in idx], device=lp.device)
             for j, v in zip(idx, torch.where(keep, lp, 0.0).sum(-1).tolist(), strict=True):
                 nll[wins[j][0]] -= v
                 nwin[wins[j][0]] += 1
             done.done([wins[j][0] for j in idx])
-        return [Score(nll[i], len(q), nwin[i]) for i, q in enumerate(seqs)]
+        return [Score(nll[i], sum(c), nwin[i]) for i, (_, c) in enumerate(enc)]
 
 
 # ---------------------------------------------------------------------------------------------------

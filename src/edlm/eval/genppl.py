@@ -12,9 +12,10 @@ gen_ppl = exp(total NLL / total scored tokens) over all samples (token-weighted)
 summed NLL of a sample. Entropy, distinct-n and timing come from the rows' own ids (edlm.eval.stats), whole.
 
 What is scored (edlm.eval.scoring): each sample up to and including its first EOS (``eos="first"``, the
-default; ``"all"`` scores every token), and text longer than the evaluator's context in sliding windows that
-advance by ``stride`` tokens (default: half the context). The summary says both: ``eos``,
-``samples_cut_at_eos``, ``stride`` and ``samples_windowed``.
+default; ``"mdlm"``: MDLM's rule, every document but only the first EOS; ``"all"``: every token), and
+text longer than the evaluator's context in sliding windows that advance by ``stride`` tokens (default:
+half the context). The summary says both: ``eos``, ``samples_cut_at_eos``, ``eos_tokens_skipped``,
+``stride`` and ``samples_windowed``.
 """
 
 from __future__ import annotations
@@ -108,7 +109,7 @@ def evaluate_rows(
     ev = get_evaluator(evaluator, pick_device(device))
     ev.check_rows(rows)
     used_stride = ev.stride_for(stride)  # checked before any scoring
-    todo, cut = scoring.cut_at_first_eos(rows, ev) if eos == "first" else (rows, 0)
+    todo, eos_done = scoring.apply_eos(rows, ev, eos)
     bar = progress(
         total=len(rows), desc=f"gen-ppl {ev.name}", unit="sample", disable=(not show_progress) or None
     )
@@ -155,7 +156,7 @@ def evaluate_rows(
     out.update({k: v for k, v in ev.describe().items() if k != "evaluator"})
     out["samples_unscored"] = sum(1 for s in scores if s.tokens == 0)
     out["eos"] = eos
-    out["samples_cut_at_eos"] = cut
+    out.update(eos_done)
     out["stride"] = used_stride
     out["samples_windowed"] = sum(1 for s in scores if s.windows > 1)
     out["load_seconds"] = ev.load_seconds
@@ -195,10 +196,12 @@ def add_samples_parser(subparsers):
         "--eos",
         choices=scoring.EOS_MODES,
         default="first",
-        help="first: score each sample up to and including its first EOS (the end of the document; the "
-        "evaluator predicts the end, and what the sampler wrote after it is not scored), as MDLM's gen-PPL "
-        "counts only the first EOS (MDLM still scores the non-EOS text after it). all: every token, every "
-        "EOS included. Samples of corpora without an EOS (char, synthetic) are whole either way",
+        help="first: score each sample up to and including its first EOS, as one document (the evaluator "
+        "predicts its end; what the sampler wrote after it is not scored). mdlm: as MDLM's gen-PPL does, score "
+        "every document of the sample and only the first EOS (later EOS tokens are context); right for models "
+        "trained on blocks of a document stream, whose text after an EOS is the next document. all: every "
+        "token, every EOS included. Samples of corpora without an EOS (char, synthetic) are scored whole in "
+        "every mode",
     )
     p.add_argument(
         "--stride",
@@ -207,7 +210,7 @@ def add_samples_parser(subparsers):
         metavar="N",
         help="a sample longer than the evaluator's context is scored in sliding windows of the context that "
         "advance N tokens: every token is predicted once, each with at least context - N tokens before it "
-        "(default: half the context; 1 <= N < context)",
+        "(None: half the context; 1 <= N < context)",
     )
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     return p

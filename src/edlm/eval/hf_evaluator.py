@@ -2,7 +2,8 @@
 
 They score the rows' decoded text re-tokenised with their own tokenizer (``space == "text"``): their BOS
 (if any) first, then the text's tokens, then their EOS when the sample was cut at its own EOS
-(edlm.eval.scoring.ENDED). Text longer than the model's context is scored in sliding windows.
+(edlm.eval.scoring.ENDED), or the sample's documents joined by their EOS (edlm.eval.scoring.DOCS). Text
+longer than the model's context is scored in sliding windows.
 """
 
 from __future__ import annotations
@@ -15,7 +16,18 @@ from pathlib import Path
 import torch
 
 from edlm.errors import EdlmError
-from edlm.eval.scoring import BUILTIN_HELP, ENDED, EVAL_EXTRA, LOGIT_BUDGET, Evaluator, RowsDone, Score, windows
+from edlm.eval.scoring import (
+    BUILTIN_HELP,
+    DOCS,
+    ENDED,
+    EVAL_EXTRA,
+    LOGIT_BUDGET,
+    Evaluator,
+    RowsDone,
+    Score,
+    cap_predictions,
+    window_items,
+)
 from edlm.utils import pick_device
 
 
@@ -159,6 +171,27 @@ class HFEvaluator(Evaluator):
             ids.append(int(self.eos))
         return ids if max_tokens is None else ids[: max_tokens + 1]
 
+    def _encode_row(self, row: dict, text: str, max_tokens: int | None) -> tuple[list[int], list[bool]]:
+        """(tokens, is each position's prediction scored): the first token is context (the BOS, or the
+        text's first token without one); under eos="mdlm" only the first EOS between documents is scored."""
+        docs = row.get(DOCS)
+        if docs is None:
+            ids = self.encode(text, ended=bool(row.get(ENDED)))
+            return cap_predictions(ids, [False] + [True] * (len(ids) - 1), max_tokens)
+        if self.eos is None:
+            raise EdlmError(
+                f"evaluator {self.name!r} has no EOS token to put between a sample's documents under "
+                "--eos mdlm; use --eos first or --eos all"
+            )
+        ids = self.encode(docs[0])
+        counted = [True] * len(ids)
+        for k, d in enumerate(docs[1:]):
+            more = [int(self.eos)] + (list(self.tok(d, add_special_tokens=False)["input_ids"]) if d else [])
+            ids += more
+            counted += [k == 0] + [True] * (len(more) - 1)
+        counted[:1] = [False] * min(1, len(counted))
+        return cap_predictions(ids, counted, max_tokens)
+
     def _texts(self, rows) -> list[str]:
         out = []
         for r in rows:
@@ -193,19 +226,19 @@ class HFEvaluator(Evaluator):
         return logits
 
     @torch.no_grad()
-    def _nll_batch(self, seqs: list[list[int]], firsts: list[int] | None = None) -> list[float]:
-        """Summed NLL of each sequence's tokens from position firsts[i] (default 1: all but the first) on;
-        the earlier ones are context (a window's overlap with the previous one)."""
+    def _nll_batch(self, seqs: list[list[int]], counted: list[list[bool]] | None = None) -> list[float]:
+        """Summed NLL of the predictions of each sequence's positions where counted[i] is True (default: all
+        but the first); the others are context (e.g. a window's overlap with the previous one)."""
         T = max(len(s) for s in seqs)
         x = torch.zeros(len(seqs), T, dtype=torch.long)
-        am = torch.zeros(len(seqs), T, dtype=torch.long)
+        am = torch.zeros(len(seqs), T, dtype=torch.long)  # attention: the real tokens (right padding)
+        sc = torch.zeros(len(seqs), T, dtype=torch.bool)  # scored positions
         for i, s in enumerate(seqs):
             x[i, : len(s)] = torch.tensor(s)
             am[i, : len(s)] = 1
+            sc[i, : len(s)] = torch.tensor(counted[i]) if counted else True
         x, am = x.to(self.device), am.to(self.device)
-        first = torch.tensor(firsts or [1] * len(seqs), device=self.device)
-        tgt = x[:, 1:]
-        valid = am[:, 1:].bool() & (torch.arange(1, T, device=self.device)[None] >= first[:, None])
+        tgt, valid = x[:, 1:], sc[:, 1:].to(self.device)
         if self._chunked:
             h = self.model.get_decoder()(input_ids=x, attention_mask=am).last_hidden_state[:, :-1]
             hv, tv = h[valid], tgt[valid]  # only the predicted positions
@@ -227,11 +260,8 @@ class HFEvaluator(Evaluator):
 
     def score(self, rows, *, batch_size=16, max_tokens=None, stride=None, bar=None):
         stride = self.stride_for(stride)
-        seqs = [
-            self.encode(t, max_tokens, ended=bool(r.get(ENDED))) for r, t in zip(rows, self._texts(rows), strict=True)
-        ]
-        # (row, window tokens, first counted position in the window); the first token of a sample is context
-        wins = [(i, q[b:e], s - b) for i, q in enumerate(seqs) for b, e, s in windows(len(q), self.context, stride)]
+        enc = [self._encode_row(r, t, max_tokens) for r, t in zip(rows, self._texts(rows), strict=True)]
+        wins = window_items([q for q, _ in enc], [c for _, c in enc], self.context, stride, 1)
         nll, nwin = [0.0] * len(rows), [0] * len(rows)
         done = RowsDone([w[0] for w in wins], len(rows), bar)
         order = sorted(range(len(wins)), key=lambda k: -len(wins[k][1]))
@@ -247,7 +277,7 @@ class HFEvaluator(Evaluator):
                 nwin[wins[k][0]] += 1
             done.done([wins[k][0] for k in idx])
             j += b
-        return [Score(nll[i], max(len(q) - 1, 0), nwin[i]) for i, q in enumerate(seqs)]
+        return [Score(nll[i], sum(c), nwin[i]) for i, (_, c) in enumerate(enc)]
 
     def describe(self):
         name = lambda i: self.tok.convert_ids_to_tokens(i) if i is not None else None

@@ -4,15 +4,18 @@ Each evaluator (edlm.eval.evaluators: the exact ones; edlm.eval.hf_evaluator: Hu
 scores rows of a samples file as ``Score(nll, tokens, windows)``: the summed NLL in nats of the predicted
 tokens, how many there were, and how many forward passes (windows) the sample took.
 
-Two rules decide what is scored:
+Two rules decide what is scored (:func:`apply_eos` marks the rows, in their own token space):
 
-- **First EOS** (``eos="first"``, the default of ``edlm eval samples``): a sample is a document up to and
-  including its first EOS; whatever the sampler wrote after it is not text of that document, so it is not
-  scored. :func:`cut_at_first_eos` cuts each row there, in the row's own token space: ids-space evaluators
-  keep the ids up to and including the EOS id (predicting the end is part of the text's likelihood); text
-  evaluators get the text before the EOS marker and predict their own EOS token last (``ENDED``).
-  ``eos="all"`` scores every token, every EOS included. (MDLM's gen-PPL also counts only the first EOS, but
-  keeps scoring the non-EOS text after it.)
+- **EOS** (``eos``): ``"first"`` (the default of ``edlm eval samples``): a sample is one document, up to and
+  including its first EOS; what the sampler wrote after it is not scored. Ids-space evaluators keep the ids
+  up to and including the EOS id (predicting the end is part of the text's likelihood); text evaluators get
+  the text before the EOS marker and predict their own EOS token last (``ENDED``).
+  ``"mdlm"``: MDLM's gen-PPL mask (kuleshov-group/mdlm, ``compute_generative_perplexity``): every token of
+  every document in the sample is scored, and of the EOS tokens only the first; the later ones are context
+  (``COUNTED`` for ids, ``DOCS`` for text: the documents, joined by the evaluator's own EOS). This is the
+  rule for samples of a model trained on blocks of a document stream (edlm's wrap mode), where the text
+  after an EOS is the next document; it keeps runs of EOS from deflating the perplexity.
+  ``"all"``: every token, every EOS included.
 - **Sliding windows**: a sequence longer than the evaluator's ``context`` is scored in windows of
   ``context`` tokens that advance by ``stride`` (:func:`windows`): every token is predicted exactly once,
   each from at least ``context - stride`` tokens of left context, instead of being cut at the context.
@@ -33,8 +36,11 @@ BUILTIN_HELP = (
 )
 EVAL_EXTRA = "pip install 'edlm[eval]'"
 LOGIT_BUDGET = 1 << 25  # floats of logits computed at once (128 MB)
-EOS_MODES = ("first", "all")
-ENDED = "_ended_at_eos"  # set on a text-space row cut at its EOS: the evaluator predicts its own EOS last
+EOS_MODES = ("first", "mdlm", "all")
+# private keys apply_eos sets on (copies of) the rows for the evaluators
+ENDED = "_ended_at_eos"  # text cut at its first EOS: the evaluator predicts its own EOS last
+COUNTED = "_counted"  # ids space: per id, is its prediction scored (False: an EOS after the first)
+DOCS = "_documents"  # text space: the documents between EOS markers (the evaluator scores its EOS once)
 
 
 class Score(NamedTuple):
@@ -92,7 +98,7 @@ class Evaluator:
         return f"{type(self).__name__}({self.name!r})"
 
 
-# -- first EOS ---------------------------------------------------------------------------------------
+# -- EOS ---------------------------------------------------------------------------------------------
 _EOS: dict[tuple[str | None, str], tuple[int | None, str | None]] = {}
 
 
@@ -116,27 +122,58 @@ def corpus_eos(corpus: str | None) -> tuple[int | None, str | None]:
     return _EOS[key]
 
 
-def cut_at_first_eos(rows: Sequence[dict], ev: Evaluator) -> tuple[list[dict], int]:
-    """The rows to score under ``eos="first"`` (copies; the input is untouched) and how many were cut."""
-    out, cut = [], 0
+def apply_eos(rows: Sequence[dict], ev: Evaluator, mode: str) -> tuple[list[dict], dict]:
+    """The rows to score under ``mode`` (copies where changed; the input is untouched) and what was done:
+    {"samples_cut_at_eos": rows cut at their first EOS, "eos_tokens_skipped": EOS after a first, unscored}."""
+    if mode not in EOS_MODES:
+        raise EdlmError(f"--eos {mode!r} is not one of {', '.join(EOS_MODES)}")
+    done = {"samples_cut_at_eos": 0, "eos_tokens_skipped": 0}
+    if mode == "all":
+        return list(rows), done
+    out = []
     for r in rows:
         eid, marker = ev.eos_of(r.get("corpus"))
         ids, text = r["ids"], r.get("text")
         if eid is None:
+            has = False
+        elif ev.space == "ids" or not isinstance(text, str):
+            has = eid in ids
+        else:
+            has = bool(marker) and marker in text
+        if not has:
             out.append(r)
+            continue
+        if ev.space == "text" and not isinstance(text, str):  # the evaluator would decode the ids: do it here
+            from edlm.data.tokenizers import tokenizer_for
+
+            text = tokenizer_for(r.get("corpus") or ev.default_corpus).decode(ids)
+        if mode == "first":
+            done["samples_cut_at_eos"] += 1
+            if ev.space == "ids":
+                out.append({**r, "ids": ids[: ids.index(eid) + 1]})
+            else:
+                out.append({**r, "text": text[: text.find(marker)], ENDED: True})
         elif ev.space == "ids":
-            k = ids.index(eid) if eid in ids else -1
-            out.append({**r, "ids": ids[: k + 1]} if k >= 0 else r)
-            cut += k >= 0
-        elif isinstance(text, str):
-            k = text.find(marker) if marker else -1
-            out.append({**r, "text": text[:k], ENDED: True} if k >= 0 else r)
-            cut += k >= 0
-        else:  # no text: the evaluator decodes the ids, so cut those before the EOS
-            k = ids.index(eid) if eid in ids else -1
-            out.append({**r, "ids": ids[:k], ENDED: True} if k >= 0 else r)
-            cut += k >= 0
-    return out, cut
+            first = ids.index(eid)
+            counted = [t != eid or k == first for k, t in enumerate(ids)]
+            done["eos_tokens_skipped"] += counted.count(False)
+            out.append({**r, COUNTED: counted})
+        else:
+            docs = text.split(marker)
+            done["eos_tokens_skipped"] += len(docs) - 2
+            out.append({**r, DOCS: docs})
+    return out, done
+
+
+def cap_predictions(ids: list[int], counted: list[bool], max_tokens: int | None) -> tuple[list[int], list[bool]]:
+    """Cut a sequence after its ``max_tokens``-th scored prediction."""
+    if max_tokens is None or sum(counted) <= max_tokens:
+        return ids, counted
+    n, k = 0, 0
+    while n < max_tokens:
+        n += counted[k]
+        k += 1
+    return ids[:k], counted[:k]
 
 
 # -- windows -----------------------------------------------------------------------------------------
@@ -160,6 +197,20 @@ def windows(n: int, context: int, stride: int, start: int = 1) -> list[tuple[int
         if e == n:
             return out
         b, s = min(b + stride, n - context), e
+
+
+def window_items(
+    seqs: Sequence[list[int]], counted: Sequence[list[bool]], context: int, stride: int, start: int
+) -> list[tuple[int, list[int], list[bool]]]:
+    """(row, window tokens, which window positions are scored) for the windows of every sequence; a window's
+    overlap with the previous one is context only, and so are the positions ``counted`` leaves out."""
+    out = []
+    for i, (q, c) in enumerate(zip(seqs, counted, strict=True)):
+        for b, e, s in windows(len(q), context, stride, start):
+            m = [False] * (s - b) + list(c[s:e])
+            if any(m):
+                out.append((i, q[b:e], m))
+    return out
 
 
 class RowsDone:
