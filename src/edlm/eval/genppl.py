@@ -9,7 +9,13 @@
 
 gen_ppl = exp(total NLL / total scored tokens) over all samples (token-weighted); ``gen_nll`` is its log,
 ``nll_per_sample`` the mean over samples of each sample's per-token NLL, ``nll_per_sequence`` the mean
-summed NLL of a sample. Entropy, distinct-n and timing come from the rows' own ids (edlm.eval.stats).
+summed NLL of a sample. Entropy, distinct-n and timing come from the rows' own ids (edlm.eval.stats), whole.
+
+What is scored (edlm.eval.scoring): each sample up to and including its first EOS (``eos="first"``, the
+default; ``"mdlm"``: MDLM's rule, every document but only the first EOS; ``"all"``: every token), and
+text longer than the evaluator's context in sliding windows that advance by ``stride`` tokens (default:
+half the context). The summary says both: ``eos``, ``samples_cut_at_eos``, ``eos_tokens_skipped``,
+``stride`` and ``samples_windowed``.
 """
 
 from __future__ import annotations
@@ -21,6 +27,7 @@ import time
 from pathlib import Path
 
 from edlm.errors import EdlmError
+from edlm.eval import scoring
 from edlm.eval.evaluators import BUILTIN_HELP, Evaluator, get_evaluator, perplexity
 from edlm.eval.stats import sample_stats
 from edlm.utils import pick_device, progress
@@ -84,6 +91,8 @@ def evaluate_rows(
     device="cpu",
     batch_size: int = 16,
     max_tokens: int | None = None,
+    eos: str = "first",
+    stride: int | None = None,
     show_progress: bool = False,
 ) -> dict:
     """The summary of ``edlm eval samples`` for rows already in memory (see module doc)."""
@@ -95,24 +104,28 @@ def evaluate_rows(
         raise EdlmError("--batch-size must be >= 1")
     if max_tokens is not None and max_tokens < 1:
         raise EdlmError("--max-tokens must be >= 1")
+    if eos not in scoring.EOS_MODES:
+        raise EdlmError(f"--eos {eos!r} is not one of {', '.join(scoring.EOS_MODES)}")
     ev = get_evaluator(evaluator, pick_device(device))
     ev.check_rows(rows)
+    used_stride = ev.stride_for(stride)  # checked before any scoring
+    todo, eos_done = scoring.apply_eos(rows, ev, eos)
     bar = progress(
         total=len(rows), desc=f"gen-ppl {ev.name}", unit="sample", disable=(not show_progress) or None
     )
     t = time.perf_counter()
     try:
-        scores = ev.score(rows, batch_size=batch_size, max_tokens=max_tokens, bar=bar)
+        scores = ev.score(todo, batch_size=batch_size, max_tokens=max_tokens, stride=stride, bar=bar)
     finally:
         bar.close()
     score_s = time.perf_counter() - t
-    total = sum(s for s, _ in scores)
-    ntok = sum(n for _, n in scores)
+    total = sum(s.nll for s in scores)
+    ntok = sum(s.tokens for s in scores)
     if ntok == 0:
         raise EdlmError(
             f"evaluator {ev.name!r} found no token to score in {len(rows)} samples (empty texts?)"
         )
-    per = [s / n for s, n in scores if n > 0]
+    per = [s.nll / s.tokens for s in scores if s.tokens > 0]
     out = {
         "evaluator": ev.name,
         "num": len(rows),
@@ -141,7 +154,11 @@ def evaluate_rows(
     ):
         out[k] = st[k]
     out.update({k: v for k, v in ev.describe().items() if k != "evaluator"})
-    out["samples_unscored"] = sum(1 for _, n in scores if n == 0)
+    out["samples_unscored"] = sum(1 for s in scores if s.tokens == 0)
+    out["eos"] = eos
+    out.update(eos_done)
+    out["stride"] = used_stride
+    out["samples_windowed"] = sum(1 for s in scores if s.windows > 1)
     out["load_seconds"] = ev.load_seconds
     out["score_seconds"] = score_s
     if out["gen_ppl"] is not None and math.isinf(out["gen_ppl"]):
@@ -175,6 +192,26 @@ def add_samples_parser(subparsers):
         default=None,
         help="score at most this many tokens per sample (evaluator tokens)",
     )
+    p.add_argument(
+        "--eos",
+        choices=scoring.EOS_MODES,
+        default="first",
+        help="first: score each sample up to and including its first EOS, as one document (the evaluator "
+        "predicts its end; what the sampler wrote after it is not scored). mdlm: as MDLM's gen-PPL does, score "
+        "every document of the sample and only the first EOS (later EOS tokens are context); right for models "
+        "trained on blocks of a document stream, whose text after an EOS is the next document. all: every "
+        "token, every EOS included. Samples of corpora without an EOS (char, synthetic) are scored whole in "
+        "every mode",
+    )
+    p.add_argument(
+        "--stride",
+        type=int,
+        default=None,
+        metavar="N",
+        help="a sample longer than the evaluator's context is scored in sliding windows of the context that "
+        "advance N tokens: every token is predicted once, each with at least context - N tokens before it "
+        "(None: half the context; 1 <= N < context)",
+    )
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     return p
 
@@ -187,6 +224,8 @@ def samples_command(args) -> dict:
         device=args.device,
         batch_size=args.batch_size,
         max_tokens=args.max_tokens,
+        eos=args.eos,
+        stride=args.stride,
         show_progress=not args.quiet,
     )
     out["samples"] = str(args.samples)
