@@ -92,7 +92,7 @@ def test_token_weighted_ppl_and_per_sample_nll(lang_samples):
     cut = evaluate_rows(rows, "true", max_tokens=4)
     assert cut["tokens_scored"] == 12
     # the exact language has no EOS and no context limit
-    assert (res["eos"], res["samples_cut_at_eos"], res["stride"], res["samples_windowed"]) == ("first", 0, None, 0)
+    assert (res["eos"], res["samples_cut_at_eos"], res["stride"], res["samples_windowed"]) == ("mdlm", 0, None, 0)
 
 
 def test_evaluator_is_cached(synthetic_data):
@@ -194,7 +194,7 @@ def test_edlm_ar_cuts_each_sample_after_its_first_eos_id(lang_samples, tmp_path,
     x[0, 10] = x[0, 15] = eos  # scored: ids 0..10, the first EOS included
     x[1, 0] = eos  # scored: the EOS alone
     rows = rows_of(x)
-    res = evaluate_rows(rows, f"edlm:{tmp_path / 'ar'}")
+    res = evaluate_rows(rows, f"edlm:{tmp_path / 'ar'}", eos="first")
     want = sum(ar_window_nll(model, bos, x[i : i + 1, :n], 0, n, 0).item() for i, n in enumerate((11, 1, 24)))
     assert res["tokens_scored"] == 11 + 1 + 24 and (res["eos"], res["samples_cut_at_eos"]) == ("first", 2)
     assert res["gen_nll"] == pytest.approx(want / 36, rel=1e-5)
@@ -250,7 +250,7 @@ def test_samples_help_documents_eos_and_stride(capsys):
         main(["eval", "samples", "--help"])
     out = " ".join(capsys.readouterr().out.split())
     assert "--eos {first,mdlm,all}" in out and "up to and including its first EOS" in out
-    assert "mdlm: as MDLM's gen-PPL does" in out
+    assert "mdlm (default): as MDLM's gen-PPL does" in out
     assert "--stride N" in out and "sliding windows" in out and "context - N" in out
 
 

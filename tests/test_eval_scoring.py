@@ -44,7 +44,7 @@ def test_text_is_scored_up_to_its_first_eos(tiny_hf):
     assert (ev.bos, ev.eos) == (2, tok.convert_tokens_to_ids("</s>"))
     head, tail = "the cat sat", f"dog ran{GPT2_EOS}mat on a mat"
     rows = rows_of([head + GPT2_EOS + tail, "a dog ran"])
-    res = evaluate_rows(rows, ev)
+    res = evaluate_rows(rows, ev, eos="first")
     ids = [ev.bos] + tok(head, add_special_tokens=False)["input_ids"] + [ev.eos]
     cut_nll = window_nll(model, ids, 0, len(ids), 1)
     plain_nll, _ = direct_nll(model, tok, "a dog ran")
@@ -57,7 +57,7 @@ def test_text_is_scored_up_to_its_first_eos(tiny_hf):
     # an evaluator without an EOS token scores the text before the marker only
     ev.set_eos(None)
     try:
-        res = evaluate_rows(rows[:1], ev)
+        res = evaluate_rows(rows[:1], ev, eos="first")
         assert res["tokens_scored"] == 3 and res["evaluator_eos"] is None
         assert res["gen_nll"] == pytest.approx(window_nll(model, ids[:-1], 0, 4, 1) / 3, rel=1e-6)
     finally:

@@ -11,9 +11,10 @@ gen_ppl = exp(total NLL / total scored tokens) over all samples (token-weighted)
 ``nll_per_sample`` the mean over samples of each sample's per-token NLL, ``nll_per_sequence`` the mean
 summed NLL of a sample. Entropy, distinct-n and timing come from the rows' own ids (edlm.eval.stats), whole.
 
-What is scored (edlm.eval.scoring): each sample up to and including its first EOS (``eos="first"``, the
-default; ``"mdlm"``: MDLM's rule, every document but only the first EOS; ``"all"``: every token), and
-text longer than the evaluator's context in sliding windows that advance by ``stride`` tokens (default:
+What is scored (edlm.eval.scoring): ``eos="mdlm"`` (the default) is MDLM's rule: every document of the
+sample and only its first EOS (later EOS tokens are context, not scored); ``"first"``: only up to and
+including the first EOS; ``"all"``: every token. Text longer than the evaluator's context is scored in
+sliding windows that advance by ``stride`` tokens (default:
 half the context). The summary says both: ``eos``, ``samples_cut_at_eos``, ``eos_tokens_skipped``,
 ``stride`` and ``samples_windowed``.
 """
@@ -91,7 +92,7 @@ def evaluate_rows(
     device="cpu",
     batch_size: int = 16,
     max_tokens: int | None = None,
-    eos: str = "first",
+    eos: str = "mdlm",
     stride: int | None = None,
     show_progress: bool = False,
 ) -> dict:
@@ -195,11 +196,11 @@ def add_samples_parser(subparsers):
     p.add_argument(
         "--eos",
         choices=scoring.EOS_MODES,
-        default="first",
-        help="first: score each sample up to and including its first EOS, as one document (the evaluator "
-        "predicts its end; what the sampler wrote after it is not scored). mdlm: as MDLM's gen-PPL does, score "
-        "every document of the sample and only the first EOS (later EOS tokens are context); right for models "
-        "trained on blocks of a document stream, whose text after an EOS is the next document. all: every "
+        default="mdlm",
+        help="mdlm (default): as MDLM's gen-PPL does, score every document of the sample and only the first "
+        "EOS (later EOS tokens are context, never scored); right for models trained on blocks of a document "
+        "stream, whose text after an EOS is the next document. first: score each sample up to and including its first EOS, as one document (the evaluator "
+        "predicts its end; what the sampler wrote after it is not scored). all: every "
         "token, every EOS included. Samples of corpora without an EOS (char, synthetic) are scored whole in "
         "every mode",
     )
