@@ -199,7 +199,8 @@ def add_samples_parser(subparsers):
         default="mdlm",
         help="mdlm (default): as MDLM's gen-PPL does, score every document of the sample and only the first "
         "EOS (later EOS tokens are context, never scored); right for models trained on blocks of a document "
-        "stream, whose text after an EOS is the next document. first: score each sample up to and including its first EOS, as one document (the evaluator "
+        "stream, whose text after an EOS is the next document. first: score each sample up to and including "
+        "its first EOS, as one document (the evaluator "
         "predicts its end; what the sampler wrote after it is not scored). all: every "
         "token, every EOS included. Samples of corpora without an EOS (char, synthetic) are scored whole in "
         "every mode",
