@@ -7,7 +7,8 @@ tokens, how many there were, and how many forward passes (windows) the sample to
 Two rules decide what is scored (:func:`apply_eos` marks the rows, in their own token space):
 
 - **EOS** (``eos``): ``"mdlm"`` is the default of ``edlm eval samples`` (below). ``"first"``: a sample
-  is one document, up to and including its first EOS; what the sampler wrote after it is not scored. Ids-space evaluators keep the ids
+  is one document, up to and including its first EOS; what the sampler wrote after it is not scored.
+  Ids-space evaluators keep the ids
   up to and including the EOS id (predicting the end is part of the text's likelihood); text evaluators get
   the text before the EOS marker and predict their own EOS token last (``ENDED``).
   ``"mdlm"``: MDLM's gen-PPL mask (kuleshov-group/mdlm, ``compute_generative_perplexity``): every token of
