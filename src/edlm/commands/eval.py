@@ -32,6 +32,9 @@ def add_parser(sub, name, help_):
     n.add_argument("--window", type=parse_window, default=(0.0, 1.0), metavar="T_LO,T_HI",
                    help="EDLM sampler's window (for the --steps bound)")
     n.add_argument("--temperature", type=float, default=1.0, help="EDLM sampler's temperature (--steps bound)")
+    n.add_argument("--bound-draws", type=int, default=8, metavar="R",
+                   help="EDLM --steps bound: average its correction over R draws (any R is a bound; larger R "
+                   "is tighter and costs R x k energy forwards per sequence)")
     n.add_argument("--logz-samples", type=int, default=8, help="proposal draws n for the estimate's log Z")
     n.add_argument("--t-eps", type=float, default=None,
                    help="smallest t of the continuous integral (default: the run's own train.t_eps)")
@@ -72,8 +75,8 @@ def nelbo_command(args):
         raise EdlmError("--logz-samples must be >= 2 (the estimate's upper end needs leave-one-out terms)")
     if args.steps is not None and args.steps < 1:
         raise EdlmError("--steps must be >= 1")
-    if args.k < 1 or args.t_samples < 1 or args.batch_size < 1:
-        raise EdlmError("--k, --t-samples and --batch-size must be >= 1")
+    if args.k < 1 or args.t_samples < 1 or args.batch_size < 1 or args.bound_draws < 1:
+        raise EdlmError("--k, --t-samples, --batch-size and --bound-draws must be >= 1")
     if not args.temperature > 0 or not math.isfinite(args.temperature):
         raise EdlmError("--temperature must be a finite number > 0")
     if args.max_blocks is not None and args.max_blocks < 1:
@@ -92,7 +95,8 @@ def nelbo_command(args):
         from edlm.sampling.loop import model_denoiser
 
         energy, name = build_energy(args.energy, model_denoiser(model, meta["mask_id"]), meta, device)
-        plan.sampler = EDLMSampler(energy, k=args.k, window=args.window, temperature=args.temperature)
+        plan.sampler = EDLMSampler(energy, k=args.k, window=args.window, temperature=args.temperature,
+                                   bound_draws=args.bound_draws)
     tokens = corpora.load_split(meta["data"], args.split)
     L = meta["train"]["seq_len"]
     n_blocks = len(tokens) // L if args.max_blocks is None else min(args.max_blocks, len(tokens) // L)
@@ -103,6 +107,8 @@ def nelbo_command(args):
     rep = likelihood_report(res, objective=meta["objective"], char=meta.get("tokenizer") == "char",
                             steps=args.steps, energy=args.energy, k=args.k, window=args.window,
                             temperature=args.temperature, logz_samples=args.logz_samples)
+    if "edlm_steps" in rep["results"]:
+        rep["results"]["edlm_steps"]["bound_draws"] = args.bound_draws
     for w in rep["warnings"]:
         print(f"edlm eval nelbo: warning: {w}", file=sys.stderr)
     return {"model": name, "split": args.split, "tokens": res["tokens"], "ckpt": str(args.ckpt),

@@ -23,6 +23,9 @@ class EnergyNet(nn.Module):
         cfg = TransformerConfig.from_dict({**cfg.to_dict(), "time_conditioning": True, "causal": False})
         self.cfg = cfg
         self.backbone = Transformer(cfg)
+        # The backbone's vocabulary projection is never used by the energy (it stays so that an MDLM state
+        # dict loads whole); frozen, so DDP does not wait for gradients it will never get.
+        self.backbone.final.linear.requires_grad_(False)
         D = cfg.d_model
         self.fuse = nn.Linear(2 * D, D, bias=False)
         with torch.no_grad():  # start as the mean of the two embeddings

@@ -17,10 +17,12 @@ from edlm.sampling.categorical import sample_rows
 from edlm.sampling.denoiser import as_posterior
 
 
-def draw_candidates(post, x_t: torch.Tensor, k: int, mask_id: int, generator=None, seqs=None):
+def draw_candidates(post, x_t: torch.Tensor, k: int, mask_id: int, generator=None, seqs=None, u=None):
     """post: a posterior at x_t (sampling/denoiser.py) or (B, L, V) SUBS log-probs.
     -> candidates (B, k, L) and their log mu_theta(x0|x_t) (B, k) (masked positions only).
     seqs: indices of the sequences to draw for (default all); the outputs then have len(seqs) rows.
+    u: optional pre-drawn float64 uniforms (B, L, k), one per position and candidate: the draw then uses
+    no generator, so how many positions are masked cannot shift anyone's random stream (DDP ranks).
     Log-probs exist one chunk of rows at a time (float64 for the draw), never for all of (B, L, V)."""
     B, L = x_t.shape
     post = as_posterior(post)
@@ -33,7 +35,8 @@ def draw_candidates(post, x_t: torch.Tensor, k: int, mask_id: int, generator=Non
     cand = x_t.reshape(-1, 1).repeat(1, k)  # (B*L, k)
     lp = torch.zeros(B * L, k, dtype=torch.float32, device=x_t.device)
     if rows.numel():
-        cand[rows], lp[rows] = sample_rows(post, rows, mask_id, k, generator)
+        ur = None if u is None else u.reshape(B * L, k)[rows]
+        cand[rows], lp[rows] = sample_rows(post, rows, mask_id, k, generator, u=ur)
     cand, lp = cand.view(B, L, k).permute(0, 2, 1), lp.view(B, L, k).sum(1)
     return (cand, lp) if seqs is None else (cand[seqs], lp[seqs])
 
