@@ -162,3 +162,22 @@ def test_leave_one_out_logz_terms_match_high_precision_when_one_candidate_domina
         got_t, got_u = logz_bounds(torch.tensor([vals], dtype=torch.float64))
         assert got_t.item() == pytest.approx(float(t_n), rel=1e-12, abs=1e-12)
         assert got_u.item() == pytest.approx(u_ref, rel=1e-12, abs=1e-9), (lead, got_u.item(), u_ref)
+
+
+def test_energy_net_reads_the_backbone_prefix_token():
+    # A backbone converted from MDLM always saw its BOS (prefix_token) at position 0; the energy net must
+    # feed it too (and keep the real tokens at positions 1..L), or it runs the backbone off-distribution.
+    torch.manual_seed(0)
+    cfg = TransformerConfig(vocab_size=9, n_layers=1, d_model=16, n_heads=2, cond_dim=8, max_len=6,
+                            prefix_token=7)
+    net = EnergyNet(cfg)
+    for prm in net.parameters():  # zero-initialised gates and output layer would hide everything
+        torch.nn.init.normal_(prm, std=0.3)
+    x0 = torch.randint(0, 7, (3, 6))
+    x_t = torch.where(torch.rand(3, 6) < 0.5, torch.full_like(x0, 8), x0)
+    t = torch.rand(3)
+    with torch.no_grad():
+        e = net(x0, x_t, t)
+        net.backbone.cfg.prefix_token = 5  # another BOS must change the energy: it is read
+        e_other = net(x0, x_t, t)
+    assert e.shape == (3,) and not torch.allclose(e, e_other)
