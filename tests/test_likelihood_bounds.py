@@ -310,3 +310,16 @@ def test_without_the_end_jumps_the_continuous_formula_is_not_a_bound():
         old = (exact_continuous_bound(model, schedule, x0, t_eps) - top - bottom) / (1 - t_eps)
         gaps.append(old - exact_continuous_nll(model, schedule, x0, t_eps))
     assert min(gaps) < -0.1, min(gaps)
+
+
+def test_evaluation_uses_the_runs_own_t_eps_and_schedule():
+    from edlm.eval.likelihood import evaluate_split
+
+    model = Toy(0)
+    x0 = torch.tensor([[0, 1, 2], [2, 2, 1]] * 8)
+    meta = {"mask_id": MASK, "objective": "mdlm", "train": {"schedule": "cosine", "t_eps": 0.3}}
+    got = evaluate_split(model, meta, [x0], seed=5)["sums"]["mdlm"]
+    want = mdlm_nelbo(model, x0, Cosine(), MASK, torch.Generator().manual_seed(5), t_eps=0.3).sum().item()
+    assert got == pytest.approx(want, rel=1e-9)
+    meta["train"]["t_eps"] = 1e-3
+    assert evaluate_split(model, meta, [x0], seed=5)["sums"]["mdlm"] != pytest.approx(got, rel=1e-6)
