@@ -1,4 +1,4 @@
-"""EDLM-NCE: a learned sequence energy E_phi(x0, x_t, t) and its noise-contrastive loss (method.md 3b).
+"""EDLM-NCE: a learned sequence energy E_phi(x0, x_t, t) and its noise-contrastive loss (docs/method.md 3b).
 
 The network is the MDLM backbone (weights copied from a trained MDLM) reading BOTH sequences:
 embed(x_t) and embed(x0) are concatenated per position and projected back to the hidden size,
