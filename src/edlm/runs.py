@@ -8,6 +8,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import torch
+
 from edlm.errors import EdlmError
 from edlm.models.transformer import Transformer, TransformerConfig
 from edlm.train.checkpoint import load_weights, read_run
@@ -26,9 +28,12 @@ def load_model(run: str | Path, device="cpu", *, ema: bool = True, expect: str |
     obj = meta.get("objective")
     if expect is not None and obj not in expect.split("|"):
         raise EdlmError(f"{run} is a {obj!r} run, but a {expect!r} run is needed here")
-    model = build_model(obj, TransformerConfig.from_dict(meta["model"]))
+    # Built without storage and given the checkpoint's tensors (assign=True): no random initialisation of
+    # weights that are overwritten anyway (1.7 s + a 0.9 s copy for `small` on a 2-core CPU: cold start).
+    with torch.device("meta"):
+        model = build_model(obj, TransformerConfig.from_dict(meta["model"]))
     sd, state = load_weights(Path(run), ema=ema, device="cpu")
-    missing, unexpected = model.load_state_dict(sd, strict=False)
+    missing, unexpected = model.load_state_dict(sd, strict=False, assign=True)
     if missing or unexpected:
         raise EdlmError(f"checkpoint of {run} does not match its config: missing {missing[:5]}, "
                         f"unexpected {unexpected[:5]}; it was written by another version or edited")
