@@ -64,8 +64,9 @@ def timed_process(cmd: list[str], env: dict) -> dict:
     t0 = time.perf_counter()
     p = subprocess.run(cmd, env=env, capture_output=True, text=True)
     wall = time.perf_counter() - t0
-    if p.returncode != 0:
-        raise RuntimeError(f"{' '.join(cmd)} failed ({p.returncode}):\n{p.stderr[-3000:]}")
+    if p.returncode != 0:  # recorded, not raised: the other measurements still run
+        print(f"{' '.join(cmd)} failed ({p.returncode}):\n{p.stderr[-3000:]}", flush=True)
+        return {"wall_s": float("nan"), "error": p.stderr[-1500:]}
     out = {"wall_s": wall}
     last = p.stdout.strip().splitlines()[-1] if p.stdout.strip() else ""
     if last.startswith("{"):
