@@ -110,6 +110,7 @@ def main():
     ap.add_argument("--repeats", type=int, default=3, help="bare start-ups and default one-sample runs")
     ap.add_argument("--skip-compile-job", action="store_true", help="leave out the --compile job (~1 min)")
     ap.add_argument("--job", default="16:128", help="NUM:STEPS of the job runs (batch = NUM)")
+    ap.add_argument("--skip-calibration", action="store_true", help="leave out the fused-kernel timings (~30 s)")
     a = ap.parse_args()
     tmp = Path(tempfile.mkdtemp(prefix="edlm_cold_"))
     run = make_run(tmp)
@@ -139,6 +140,10 @@ def main():
     bare = [py, "-c", "import torch; torch.ones(1, device='cuda' if torch.cuda.is_available() else 'cpu').sum()"
                       ".item(); import edlm.cli"]
     res["bare"] = [timed_process(bare, env()[0]) for _ in range(a.repeats)]
+    # bare + loading the run's model onto the device: what loading costs
+    load = [py, "-c", "import torch; from edlm.runs import load_model; from edlm.utils import pick_device; "
+            f"d = pick_device(); load_model({str(run)!r}, d); torch.ones(1, device=d).sum().item(); import edlm.cli"]
+    res["bare_and_load"] = [timed_process(load, env()[0]) for _ in range(a.repeats)]
     emit()
     one = [py, "-m", "edlm", "sample", "--ckpt", str(run), "--out", str(tmp / "o.jsonl"), "--num", "1", "--steps",
            "1", "--batch-size", "1", "--quiet"]
@@ -157,12 +162,13 @@ def main():
     if not a.skip_compile_job:
         res[f"job_{num}x{steps}_compile_fresh_cache"] = timed_process(job + ["--compile"], env()[0])
         emit()
-    if "cuda" in head["device"]:
+    if "cuda" in head["device"] and not a.skip_calibration:
         p = subprocess.run([py, "-c", CALIBRATE], env=env()[0], capture_output=True, text=True)
         res["calibration"] = json.loads(p.stdout.strip().splitlines()[-1]) if p.returncode == 0 else p.stderr[-2000:]
     b = statistics.median(r["wall_s"] for r in res["bare"])
     s1 = statistics.median(r["wall_s"] for r in res["one_sample_auto"])
     res["summary"] = {"bare_s": b, "one_sample_s": s1, "one_sample_beyond_bare_s": s1 - b,
+                      "load_beyond_bare_s": statistics.median(r["wall_s"] for r in res["bare_and_load"]) - b,
                       "one_sample_beyond_bare_max_s": max(r["wall_s"] for r in res["one_sample_auto"]) - b,
                       "one_sample_fused_on_fresh_cache_beyond_bare_s": res["one_sample_on_fresh_cache"]["wall_s"] - b,
                       "one_sample_fused_on_warm_cache_beyond_bare_s": res["one_sample_on_warm_cache"]["wall_s"] - b,

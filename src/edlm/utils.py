@@ -82,11 +82,15 @@ def cache_root() -> Path:
 # (EDLM_FUSED=auto|on|off; EDLM_NO_FUSED=1 is off); else what the code asked for with fused_policy()
 # (training and `--compile` runs ask for "on": they have chosen to pay compile time); else auto.
 FUSED_COMPILE_S = 10.0
-"""estimated seconds to compile one fused function in a fresh process (cold caches)"""
-FUSED_CALL_S = 2e-4
-"""estimated seconds a plain call loses to its fused version: launches (~25 small kernels)..."""
-FUSED_ELEMENT_S = 5e-12
-"""...plus this per logit (float32 copies the fused kernel never writes)"""
+"""estimated seconds to compile one fused function in a fresh process (cold caches). Measured on an H200
+(results/cold_start_h200.json, `calibration`): 13.5 s for the first (Dynamo + Inductor imports, compile
+workers), 2.2 s for the next"""
+FUSED_CALL_S = 3e-4
+"""estimated seconds a plain call loses to its fused version: launches (the draw: 0.55 vs 0.13 ms at 16-128
+rows; the log-normaliser: none)..."""
+FUSED_ELEMENT_S = 1e-11
+"""...plus this per logit (float32 copies the fused kernel never writes; at 16384 x 50304 bf16 logits the
+draw loses 1.8e-11 s a logit, the log-normaliser 0.7e-11)"""
 _fused_mode: list[str | None] = [None]
 
 
