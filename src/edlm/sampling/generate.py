@@ -132,6 +132,8 @@ def generate(req: GenerateRequest, device, *, models=None, energies: dict | None
     rows, ess_all, t_total = [], [], 0.0
     bar = progress(total=req.num, desc=f"sample {method}", unit="seq", disable=quiet or None)
     clock = StepClock()
+    with fused_policy("on" if req.compile else None):
+        fused = fused_mode()  # what the fused kernels do in this call (the environment wins over --compile)
     _sync(device)
     startup_s = process_seconds()  # imports, CUDA start-up, loading the model(s): everything before batch 1
     for start in range(0, req.num, req.batch_size):
@@ -167,5 +169,5 @@ def generate(req: GenerateRequest, device, *, models=None, energies: dict | None
                # fixed cost vs per-step cost: startup_s (process start to the first batch) + sampling_s
                # (all batches) = fixed_s + per_step_s x steps_run
                "startup_s": startup_s, "sampling_s": t_total, **clock.summary(startup_s, t_total),
-               "fused": fused_mode() if not req.compile else "on"}
+               "fused": fused}
     return rows, summary
