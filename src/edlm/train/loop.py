@@ -29,7 +29,7 @@ from edlm.train.config import TrainConfig
 from edlm.train.distributed import all_reduce_sum, barrier, cleanup, init_distributed, wrap_model
 from edlm.train.objectives import ARObjective, MDLMObjective, NCEObjective
 from edlm.train.optim import EMA, lr_at, make_optimizer
-from edlm.utils import atomic_write_bytes, atomic_write_json, pick_device, progress
+from edlm.utils import atomic_write_bytes, atomic_write_json, pick_device, progress, set_fused_default
 
 
 def _autocast(cfg: TrainConfig, device):
@@ -120,6 +120,7 @@ def train(cfg: TrainConfig, model_cfg: TransformerConfig, out: str | Path, *, re
         # Each block compiled on its own (static shapes; what FSDP2 wants); the vocabulary projection,
         # whose rows vary with the mask, stays eager.
         getattr(model, "backbone", model).compile_trunk(per_block=True)
+        set_fused_default("on")  # a compiled run pays compile time up front: the fused loss kernels too
     wrapped = wrap_model(model, d, cfg.parallel)
     opt = make_optimizer(model, cfg, device)
     ema = EMA(model, cfg.ema) if cfg.ema > 0 else None
