@@ -4,8 +4,12 @@
     torchrun --nproc_per_node 2 $(which edlm) train ... (same flags)
 
 Losses are summed locally, all-reduced, and divided once by the global count, so neither
-gradient accumulation nor world size changes a result. A non-finite loss stops training and
-leaves the last good checkpoint in place.
+gradient accumulation nor world size changes a result.
+
+Guards: a non-finite loss, or weights/EMA/optimizer state that turned NaN/inf, stops training before
+anything is saved; so does a diverging loss, one read after warm-up above --diverge_factor (default 10)
+times the first step's loss. The last checkpoint, finite by construction, stays in place. One training
+at a time writes a run folder (train.lock).
 """
 
 from __future__ import annotations
@@ -25,11 +29,13 @@ from edlm.models.transformer import TransformerConfig
 from edlm.runs import build_model, load_model
 from edlm.sampling.denoiser import ModelDenoiser
 from edlm.train import checkpoint as ckpt
-from edlm.train.config import TrainConfig
+from edlm.train.config import RESUME_OVERRIDABLE, TrainConfig, check_config
 from edlm.train.distributed import all_reduce_sum, barrier, cleanup, init_distributed, wrap_model
+from edlm.train.lock import RunLock
 from edlm.train.objectives import ARObjective, MDLMObjective, NCEObjective
 from edlm.train.optim import EMA, lr_at, make_optimizer
 from edlm.utils import atomic_write_bytes, atomic_write_json, pick_device, progress
+from edlm.validate import out_dir
 
 
 def _autocast(cfg: TrainConfig, device):
@@ -53,21 +59,28 @@ def _objective(cfg, mask_id, device):
 
 
 def prepare_run(out: Path, cfg: TrainConfig, model_cfg: TransformerConfig, resume: bool,
-                max_steps: int | None = None, world_size: int = 1):
+                max_steps: int | None = None, world_size: int = 1, overrides: dict | None = None):
     """Create or reopen RUN/run.json. Never overwrites an existing run unless resuming it.
 
-    On resume the saved config wins; only the length of training may change, and the per-device batch is
+    On resume the saved config wins, except for the options in `overrides` that RESUME_OVERRIDABLE lists
+    (learning rate and schedule, clipping, logging/saving cadence, length of training, device); any other
+    option given with a value that differs from the saved one is an error. The per-device batch is
     re-derived from the saved GLOBAL batch, so a run can continue on another number of devices."""
     out = Path(out)
     meta_path = out / "run.json"
+    if not meta_path.exists() and (ckpt.has_run_state(out)):
+        raise EdlmError(f"{out} holds checkpoints but no run.json (the run's config): restore run.json from a "
+                        "backup; it cannot be rebuilt from the preset safely")
     if meta_path.exists():
         if not resume:
             raise EdlmError(f"{out} already holds a run: pass --resume to continue it, or choose another --out")
         meta = ckpt.read_run(out)
         saved = TrainConfig.from_dict(meta["train"])
+        overrides = dict(overrides or {})
         if max_steps is not None:
-            saved.max_steps = max_steps
-            meta["train"]["max_steps"] = max_steps
+            overrides["max_steps"] = max_steps
+        _apply_overrides(out, meta, saved, overrides)
+        check_config(saved, hint=f" (the value in {meta_path}; pass that option to override it on --resume)")
         global_batch = meta.get("global_batch", saved.batch_size * saved.grad_accum)
         per = global_batch // (world_size * saved.grad_accum)
         if per * world_size * saved.grad_accum != global_batch:
@@ -75,6 +88,7 @@ def prepare_run(out: Path, cfg: TrainConfig, model_cfg: TransformerConfig, resum
                             f"{saved.grad_accum} accumulation steps; resume on a device count that divides it")
         saved.batch_size = meta["train"]["batch_size"] = per
         return meta, saved, TransformerConfig.from_dict(meta["model"])
+    check_config(cfg, model_cfg)
     if cfg.objective == "nce" and not cfg.diffusion:
         raise EdlmError("--objective nce needs --diffusion MDLM_RUN (the trained MDLM to correct)")
     man = corpora.manifest(cfg.data)
@@ -96,13 +110,61 @@ def prepare_run(out: Path, cfg: TrainConfig, model_cfg: TransformerConfig, resum
     return meta, cfg, model_cfg
 
 
+def _apply_overrides(out: Path, meta: dict, saved: TrainConfig, overrides: dict) -> None:
+    """Options given on --resume: the overridable ones replace the saved values (recorded in run.json under
+    "resumed"); a run-defining option may only repeat its saved value."""
+    changed = {}
+    for k, v in overrides.items():
+        if v is None:
+            continue
+        if k in RESUME_OVERRIDABLE:
+            old = getattr(saved, k)
+            v = tuple(v) if k == "betas" else v
+            if v != old:
+                setattr(saved, k, v)
+                changed[k] = [list(old) if k == "betas" else old, list(v) if k == "betas" else v]
+            continue
+        old = meta["train"].get(k, meta["model"].get(k))
+        if k in TrainConfig.__dataclass_fields__ or k in meta["model"]:
+            if (list(v) if isinstance(v, tuple) else v) != old:
+                raise EdlmError(f"--{k} cannot change on --resume (the run was made with {old}, you gave {v}): "
+                                f"drop --{k}, or start a new run; only {', '.join(RESUME_OVERRIDABLE)} may change")
+    if changed:
+        meta["train"].update({k: new for k, (_, new) in changed.items()})
+        meta.setdefault("resumed", []).append({"changed": changed})
+
+
 def train(cfg: TrainConfig, model_cfg: TransformerConfig, out: str | Path, *, resume: bool = False,
-          max_steps: int | None = None, quiet: bool = False) -> dict:
-    """Train (or resume, keeping the saved config; `max_steps` may extend it). Returns the summary."""
+          max_steps: int | None = None, quiet: bool = False, overrides: dict | None = None) -> dict:
+    """Train (or resume, keeping the saved config except for `overrides` of RESUME_OVERRIDABLE options and
+    `max_steps`). Returns the summary. Holds RUN/train.lock throughout."""
     out = Path(out)
+    out_dir("--out", out)
+    if not (out / "run.json").exists():
+        check_config(cfg, model_cfg)  # before the folder is created
     d = init_distributed(pick_device(cfg.device))
+    created = not out.exists()
+    lock = None
+    try:
+        if d.is_main:
+            out.mkdir(parents=True, exist_ok=True)
+            lock = RunLock(out).acquire()
+        return _train(cfg, model_cfg, out, d, resume, max_steps, quiet, overrides)
+    except BaseException:
+        if lock is not None:
+            lock.release()
+            lock = None
+        if created and d.is_main and out.is_dir() and not any(out.iterdir()):
+            out.rmdir()  # a command that failed before writing anything leaves nothing behind
+        raise
+    finally:
+        if lock is not None:
+            lock.release()
+
+
+def _train(cfg, model_cfg, out: Path, d, resume: bool, max_steps, quiet: bool, overrides) -> dict:
     device = d.device
-    meta, cfg, model_cfg = prepare_run(out, cfg, model_cfg, resume, max_steps, d.world_size)
+    meta, cfg, model_cfg = prepare_run(out, cfg, model_cfg, resume, max_steps, d.world_size, overrides)
     torch.manual_seed(cfg.seed)
     mask_id = meta["mask_id"]
     objective, frozen = _objective(cfg, mask_id, device)
@@ -125,25 +187,12 @@ def train(cfg: TrainConfig, model_cfg: TransformerConfig, out: str | Path, *, re
     ema = EMA(model, cfg.ema) if cfg.ema > 0 else None
     gen = torch.Generator(device=device)
     gen.manual_seed(cfg.seed + 12345)
-    step = 0
-    if resume and ckpt.latest_dir(out) is not None:
-        cdir = ckpt.checkpoint_dir(out)
-        if "loader" not in json.loads((cdir / "state.json").read_text()):
-            raise EdlmError(f"{out} has no training state to resume (a converted or hand-made run): train a new "
-                            "run from it instead (e.g. --objective nce --diffusion RUN)")
-        if ema is not None and (cdir / "ema.safetensors").exists():
-            # load the EMA through the model so it gets the model's sharding, then the real weights
-            ckpt.load_full_model_state(model, ckpt.load_weights(out, ema=True)[0])
-            ema.load_state_dict(model.state_dict())
-        ckpt.load_full_model_state(model, ckpt.load_weights(out, ema=False)[0])
-        state, rng = ckpt.load_training_state(cdir, model, opt)
-        gen.set_state(rng["noise"])
-        loader.load_state_dict(state["loader"])
-        step = state["step"]
-        if d.is_main:
-            _truncate_metrics(out / "metrics.jsonl", step)
+    step, initial_loss = 0, None
+    if resume and ckpt.has_checkpoint(out):
+        step, initial_loss = _resume(out, model, ema, opt, gen, loader, cfg)
+    if resume and d.is_main:  # rows past the checkpoint (or all of them, if none was saved) are replayed
+        _truncate_metrics(out / "metrics.jsonl", step)
     if d.is_main:
-        out.mkdir(parents=True, exist_ok=True)
         atomic_write_json(out / "run.json", meta)
     fwd = wrapped
     metrics_f = open(out / "metrics.jsonl", "a") if d.is_main else None
@@ -154,10 +203,12 @@ def train(cfg: TrainConfig, model_cfg: TransformerConfig, out: str | Path, *, re
         model_sd = ckpt.full_cpu_state(model)
         ema_sd = ckpt.full_cpu_state(ema.state_dict()) if ema is not None else None
         optim_sd = ckpt.full_optimizer_state(model, opt)
+        ckpt.check_finite_state(out, at_step, model_sd, ema_sd, optim_sd)  # on every rank: all stop together
         if d.is_main:
             ckpt.save_checkpoint(out, at_step, model_sd, ema_sd, optim_sd,
                                  {"loader": loader.state_dict(), "objective": cfg.objective,
-                                  "world_size": d.world_size}, keep=cfg.keep_checkpoints,
+                                  "world_size": d.world_size, "initial_loss": initial_loss},
+                                 keep=cfg.keep_checkpoints,
                                  rng_extra={"noise": gen.get_state()})
         barrier(d)
 
@@ -196,9 +247,12 @@ def train(cfg: TrainConfig, model_cfg: TransformerConfig, out: str | Path, *, re
         log_now = nxt % cfg.log_every == 0 or nxt == cfg.max_steps
         eval_now = bool(cfg.eval_every and nxt % cfg.eval_every == 0) or nxt == cfg.max_steps
         save_now = nxt % cfg.save_every == 0 or nxt == cfg.max_steps
-        if log_now or eval_now or save_now:
+        if log_now or eval_now or save_now or initial_loss is None:
             loss = (sums[0] / sums[1]).item()
             check_finite(first_bad, out)
+            if initial_loss is None:  # the divergence rule's reference: the first step's loss (kept on resume)
+                initial_loss = loss
+            check_diverging(loss, nxt, initial_loss, cfg, out)
         gnorm = torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip if cfg.grad_clip > 0 else 1e9)
         opt.step()
         opt.zero_grad(set_to_none=True)
@@ -243,16 +297,65 @@ def train(cfg: TrainConfig, model_cfg: TransformerConfig, out: str | Path, *, re
 def check_finite(first_bad: torch.Tensor, out) -> None:
     step, value = first_bad.tolist()
     if step >= 0:
-        raise EdlmError(f"loss became {value} at step {int(step)}; training stopped. The last good checkpoint "
-                        f"in {out} is intact: lower --lr or raise --warmup_steps and --resume")
+        raise EdlmError(f"loss became {value} at step {int(step)}; training stopped and nothing was saved. "
+                        f"{ckpt.last_good_note(Path(out))}")
+
+
+def check_diverging(loss: float, step: int, initial: float, cfg: TrainConfig, out) -> None:
+    """The divergence rule: after warm-up, a loss above diverge_factor x the first step's loss stops the run
+    (it cannot come back from there: measured --lr 1e6 went on to a loss of 8e20 with exit 0)."""
+    if cfg.diverge_factor and step >= cfg.warmup_steps and initial > 0 and loss > cfg.diverge_factor * initial:
+        raise EdlmError(f"loss {loss:.4g} at step {step} is over {cfg.diverge_factor:g}x the first step's "
+                        f"{initial:.4g}: the run is diverging (rule: --diverge_factor, checked after "
+                        f"--warmup_steps); training stopped and nothing was saved. {ckpt.last_good_note(Path(out))}")
+
+
+def _resume(out: Path, model, ema, opt, gen, loader, cfg) -> tuple[int, float | None]:
+    """Load a verified checkpoint: weights, EMA, optimizer, RNGs, data position. Every piece the run needs
+    must be there; the optimizer takes the (possibly overridden) config's betas and weight decay."""
+    cdir, state = ckpt.checked_state(out)
+    if "loader" not in state:
+        raise EdlmError(f"{out} has no training state to resume (a converted or hand-made run): train a new "
+                        "run from it instead (e.g. --objective nce --diffusion RUN)")
+    if ema is not None:
+        if not ckpt.has_ema(cdir, state):
+            raise EdlmError(f"checkpoint {cdir} has no ema.safetensors, but this run keeps an EMA: "
+                            f"{ckpt.fallback_advice(cdir)}")
+        # load the EMA through the model so it gets the model's sharding, then the real weights
+        ckpt.load_full_model_state(model, ckpt.load_tensors(cdir, state, "ema.safetensors"))
+        ema.load_state_dict(model.state_dict())
+    ckpt.load_full_model_state(model, ckpt.load_tensors(cdir, state, "model.safetensors"))
+    rng = ckpt.load_training_state(cdir, model, opt, state)
+    for g in opt.param_groups:
+        g["betas"] = tuple(cfg.betas)
+    opt.param_groups[0]["weight_decay"] = cfg.weight_decay  # group 0 decays, group 1 never does
+    if "noise" not in rng:
+        raise EdlmError(f"the RNG state of {cdir} lacks the noise generator: {ckpt.fallback_advice(cdir)}")
+    gen.set_state(rng["noise"])
+    loader.load_state_dict(state["loader"])
+    return state["step"], state.get("initial_loss")
 
 
 def _truncate_metrics(path: Path, step: int) -> None:
     """Drop rows logged after the checkpoint we resume from (a crash between a log and a save), so the
-    resumed run's metrics read as one uninterrupted run."""
+    resumed run's metrics read as one uninterrupted run. A torn LAST line is a row cut off by the crash: it
+    is always later than the checkpoint (each row is written before its step's save), so it goes too. A
+    damaged line anywhere else is an error."""
     if not path.exists():
         return
-    keep = [line for line in path.read_text().splitlines() if line.strip() and json.loads(line)["step"] <= step]
+    lines = [ln for ln in path.read_text(errors="replace").splitlines() if ln.strip()]
+    keep = []
+    for i, line in enumerate(lines):
+        try:
+            row = json.loads(line)
+            row_step = row["step"]
+        except (json.JSONDecodeError, KeyError, TypeError):
+            if i == len(lines) - 1:
+                break
+            raise EdlmError(f"{path} line {i + 1} is damaged (not a metrics row): remove or repair that line, "
+                            "then --resume again") from None
+        if row_step <= step:
+            keep.append(line)
     atomic_write_bytes(path, "".join(line + "\n" for line in keep).encode())
 
 
