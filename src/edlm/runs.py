@@ -10,7 +10,7 @@ from pathlib import Path
 
 from edlm.errors import EdlmError
 from edlm.models.transformer import Transformer, TransformerConfig
-from edlm.train.checkpoint import load_weights, read_run
+from edlm.train.checkpoint import check_identity, load_weights, read_run
 
 
 def build_model(objective: str, model_cfg: TransformerConfig):
@@ -26,9 +26,14 @@ def load_model(run: str | Path, device="cpu", *, ema: bool = True, expect: str |
     obj = meta.get("objective")
     if expect is not None and obj not in expect.split("|"):
         raise EdlmError(f"{run} is a {obj!r} run, but a {expect!r} run is needed here")
-    model = build_model(obj, TransformerConfig.from_dict(meta["model"]))
     sd, state = load_weights(Path(run), ema=ema, device="cpu")
-    missing, unexpected = model.load_state_dict(sd, strict=False)
+    check_identity(meta, state, Path(run))
+    model = build_model(obj, TransformerConfig.from_dict(meta["model"]))
+    try:
+        missing, unexpected = model.load_state_dict(sd, strict=False)
+    except RuntimeError as e:  # shapes differ: strict=False does not cover those
+        raise EdlmError(f"checkpoint of {run} does not fit the model run.json describes "
+                        f"({str(e).splitlines()[-1].strip()[:160]}): run.json or the weights were edited") from None
     if missing or unexpected:
         raise EdlmError(f"checkpoint of {run} does not match its config: missing {missing[:5]}, "
                         f"unexpected {unexpected[:5]}; it was written by another version or edited")

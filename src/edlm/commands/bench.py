@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import sys
-
 from pathlib import Path
 
 from edlm.commands.sample import parse_window
@@ -65,6 +64,9 @@ def run(args):
     data = _check_runs(runs, methods)
     windows = args.window or [(0.0, 1.0)]
     device = pick_device(args.device)
+    from edlm.eval.genppl import get_evaluator
+
+    get_evaluator(args.evaluator, device)  # a bad --evaluator fails here, not after the first setting (cached)
     settings = settings_for(methods, args.steps, args.k, windows)
     out = Path(args.out)
     created = not out.exists()

@@ -91,9 +91,11 @@ def manifest(name: str, root: str | Path | None = None) -> dict:
     d = corpus_dir(name, root)
     m = _read_manifest(d)
     if m is None:
-        state = "is damaged or incomplete" if d.exists() else "is not prepared"
+        if d.exists():
+            raise EdlmError(f"corpus {name!r} is damaged or incomplete in {d.parent} (manifest.json unreadable); "
+                            f"rebuild it with `edlm data prepare {name} --force{_root_flag(root)}`")
         raise EdlmError(
-            f"corpus {name!r} {state} in {d.parent}; run `edlm data prepare {name}{_root_flag(root)}`"
+            f"corpus {name!r} is not prepared in {d.parent}; run `edlm data prepare {name}{_root_flag(root)}`"
         )
     return m
 

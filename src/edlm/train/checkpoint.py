@@ -151,54 +151,79 @@ def read_run(run: Path) -> dict:
 
 def read_state(d: Path, expect_sha: str | None = None) -> dict:
     """state.json of a checkpoint folder, checked against latest.json's hash when given."""
+    state, problem = _state_problem(d, expect_sha)
+    if problem:
+        raise EdlmError(f"{problem}: {fallback_advice(d)}")
+    return state
+
+
+def _state_problem(d: Path, expect_sha: str | None = None) -> tuple[dict | None, str | None]:
     p = d / "state.json"
     if not p.exists():
-        raise EdlmError(f"checkpoint {d} is incomplete (missing state.json): {fallback_advice(d)}")
+        return None, f"checkpoint {d} is incomplete (missing state.json)"
     try:
         state = json.loads(p.read_text())
         ok = isinstance(state, dict) and isinstance(state.get("step"), int)
     except (json.JSONDecodeError, UnicodeDecodeError):
         ok = False
-    if ok and expect_sha and sha256_file(p) != expect_sha:
-        ok = False
     if not ok:
-        raise EdlmError(f"{p} is damaged (not the state.json this checkpoint was saved with): "
-                        f"{fallback_advice(d)}")
-    return state
+        return None, f"{p} is damaged (not readable as a checkpoint state)"
+    if expect_sha and sha256_file(p) != expect_sha:
+        return None, f"{p} does not match the sha256 latest.json holds for it (one of the two is damaged)"
+    return state, None
+
+
+IDENTITY = ("objective", "data", "mask_id", "model")  # what a checkpoint's weights only fit
+
+
+def identity(meta: dict) -> dict:
+    return {k: meta.get(k) for k in IDENTITY}
+
+
+def check_identity(meta: dict, state: dict, run: Path) -> None:
+    """run.json still describes the network this checkpoint holds (checkpoints since format 2 keep a copy)."""
+    saved = state.get("identity")
+    if saved is None:
+        return
+    now = json.loads(json.dumps(identity(meta)))
+    diff = [k for k in IDENTITY if now.get(k) != saved.get(k)]
+    if diff:
+        raise EdlmError(f"{Path(run) / 'run.json'} no longer matches its checkpoint of step {state['step']} "
+                        f"({', '.join(diff)} differ): it was edited or damaged; restore it from a backup")
 
 
 def verify_files(d: Path, state: dict, names) -> None:
     """Each named file exists with the size and sha256 recorded in state.json (format 2), or at least
     exists (older checkpoints, which recorded nothing)."""
-    recorded = state.get("files")
     for name in names:
-        p = d / name
-        if recorded is None:
-            if not p.exists():
-                raise EdlmError(f"checkpoint {d} is incomplete (missing {name}): {fallback_advice(d)}")
-            continue
-        rec = recorded.get(name)
-        if rec is None:
-            raise EdlmError(f"checkpoint {d} has no {name} (it was saved without it): {fallback_advice(d)}")
-        if not p.exists():
-            raise EdlmError(f"checkpoint {d} is incomplete (missing {name}): {fallback_advice(d)}")
-        size = p.stat().st_size
-        if size != rec["bytes"]:
-            raise EdlmError(f"{p} is truncated or corrupt ({size} bytes, saved with {rec['bytes']}): "
-                            f"{fallback_advice(d)}")
-        if sha256_file(p) != rec["sha256"]:
-            raise EdlmError(f"{p} is damaged (its sha256 differs from the one saved in state.json): "
-                            f"{fallback_advice(d)}")
+        problem = _file_problem(d, state, name)
+        if problem:
+            raise EdlmError(f"{problem}: {fallback_advice(d)}")
+
+
+def _file_problem(d: Path, state: dict, name: str) -> str | None:
+    recorded, p = state.get("files"), d / name
+    if recorded is not None and name not in recorded:
+        return f"checkpoint {d} has no {name} (it was saved without it)"
+    if not p.exists():
+        return f"checkpoint {d} is incomplete (missing {name})"
+    if recorded is None:
+        return None
+    rec, size = recorded[name], p.stat().st_size
+    if size != rec["bytes"]:
+        return f"{p} is truncated or corrupt ({size} bytes, saved with {rec['bytes']})"
+    if sha256_file(p) != rec["sha256"]:
+        return f"{p} is damaged (its sha256 differs from the one saved in state.json)"
+    return None
 
 
 def _complete(d: Path) -> bool:
     """A checkpoint folder whose state.json reads and whose files all match it (used to find fallbacks)."""
     try:
-        state = read_state(d)
-        verify_files(d, state, state.get("files") or FILES[:1])
-    except (EdlmError, OSError):
+        state, problem = _state_problem(d)
+        return problem is None and not any(_file_problem(d, state, n) for n in state.get("files") or FILES[:1])
+    except OSError:
         return False
-    return True
 
 
 def newest_complete(run: Path, before: Path | None = None) -> Path | None:
@@ -228,10 +253,11 @@ def last_good_note(run: Path) -> str:
     except (EdlmError, OSError, Exception):  # noqa: BLE001 - any failure means "not known good"
         finite = False
     if not finite:
-        return ("No usable checkpoint was saved: start again (new --out) with a lower --lr or more "
-                "--warmup_steps")
-    return (f"The last good checkpoint (step {state['step']}, finite weights) in {run} is intact: resume it "
-            f"with a lower --lr, e.g. `edlm train --out {run} --resume --lr LR` (or raise --warmup_steps)")
+        return (f"No usable checkpoint was saved: restart from step 0 with a lower --lr, e.g. `edlm train --out "
+                f"{run} --resume --lr LR` (or more --warmup_steps)")
+    checked = f", validation loss {state['save_loss']:.4g} when saved" if state.get("save_loss") is not None else ""
+    return (f"The last good checkpoint (step {state['step']}: finite weights{checked}) in {run} is intact: "
+            f"resume it with a lower --lr, e.g. `edlm train --out {run} --resume --lr LR` (or more --warmup_steps)")
 
 
 def latest_dir(run: Path) -> Path | None:

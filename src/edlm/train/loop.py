@@ -29,12 +29,14 @@ from edlm.models.transformer import TransformerConfig
 from edlm.runs import build_model, load_model
 from edlm.sampling.denoiser import ModelDenoiser
 from edlm.train import checkpoint as ckpt
-from edlm.train.config import RESUME_OVERRIDABLE, TrainConfig, check_config
+from edlm.train.config import TrainConfig, check_config
 from edlm.train.distributed import all_reduce_sum, barrier, cleanup, init_distributed, wrap_model
+from edlm.train.guards import check_before_save, check_diverging, check_finite, probe_loss
 from edlm.train.lock import RunLock
 from edlm.train.objectives import ARObjective, MDLMObjective, NCEObjective
 from edlm.train.optim import EMA, lr_at, make_optimizer
-from edlm.utils import atomic_write_bytes, atomic_write_json, pick_device, progress
+from edlm.train.resume import apply_overrides, resume_from, truncate_metrics
+from edlm.utils import atomic_write_json, pick_device, progress
 from edlm.validate import out_dir
 
 
@@ -79,7 +81,7 @@ def prepare_run(out: Path, cfg: TrainConfig, model_cfg: TransformerConfig, resum
         overrides = dict(overrides or {})
         if max_steps is not None:
             overrides["max_steps"] = max_steps
-        _apply_overrides(out, meta, saved, overrides)
+        apply_overrides(out, meta, saved, overrides)
         check_config(saved, hint=f" (the value in {meta_path}; pass that option to override it on --resume)")
         global_batch = meta.get("global_batch", saved.batch_size * saved.grad_accum)
         per = global_batch // (world_size * saved.grad_accum)
@@ -108,30 +110,6 @@ def prepare_run(out: Path, cfg: TrainConfig, model_cfg: TransformerConfig, resum
             "diffusion": cfg.diffusion or None, "edlm_version": __import__("edlm").__version__,
             "global_batch": cfg.batch_size * cfg.grad_accum * world_size}
     return meta, cfg, model_cfg
-
-
-def _apply_overrides(out: Path, meta: dict, saved: TrainConfig, overrides: dict) -> None:
-    """Options given on --resume: the overridable ones replace the saved values (recorded in run.json under
-    "resumed"); a run-defining option may only repeat its saved value."""
-    changed = {}
-    for k, v in overrides.items():
-        if v is None:
-            continue
-        if k in RESUME_OVERRIDABLE:
-            old = getattr(saved, k)
-            v = tuple(v) if k == "betas" else v
-            if v != old:
-                setattr(saved, k, v)
-                changed[k] = [list(old) if k == "betas" else old, list(v) if k == "betas" else v]
-            continue
-        old = meta["train"].get(k, meta["model"].get(k))
-        if k in TrainConfig.__dataclass_fields__ or k in meta["model"]:
-            if (list(v) if isinstance(v, tuple) else v) != old:
-                raise EdlmError(f"--{k} cannot change on --resume (the run was made with {old}, you gave {v}): "
-                                f"drop --{k}, or start a new run; only {', '.join(RESUME_OVERRIDABLE)} may change")
-    if changed:
-        meta["train"].update({k: new for k, (_, new) in changed.items()})
-        meta.setdefault("resumed", []).append({"changed": changed})
 
 
 def train(cfg: TrainConfig, model_cfg: TransformerConfig, out: str | Path, *, resume: bool = False,
@@ -189,9 +167,9 @@ def _train(cfg, model_cfg, out: Path, d, resume: bool, max_steps, quiet: bool, o
     gen.manual_seed(cfg.seed + 12345)
     step, initial_loss = 0, None
     if resume and ckpt.has_checkpoint(out):
-        step, initial_loss = _resume(out, model, ema, opt, gen, loader, cfg)
+        step, initial_loss = resume_from(out, meta, model, ema, opt, gen, loader, cfg)
     if resume and d.is_main:  # rows past the checkpoint (or all of them, if none was saved) are replayed
-        _truncate_metrics(out / "metrics.jsonl", step)
+        truncate_metrics(out / "metrics.jsonl", step)
     if d.is_main:
         atomic_write_json(out / "run.json", meta)
     fwd = wrapped
@@ -203,11 +181,15 @@ def _train(cfg, model_cfg, out: Path, d, resume: bool, max_steps, quiet: bool, o
         model_sd = ckpt.full_cpu_state(model)
         ema_sd = ckpt.full_cpu_state(ema.state_dict()) if ema is not None else None
         optim_sd = ckpt.full_optimizer_state(model, opt)
-        ckpt.check_finite_state(out, at_step, model_sd, ema_sd, optim_sd)  # on every rank: all stop together
+        # every rank checks (all stop together): finite state, and weights whose loss is not diverging
+        ckpt.check_finite_state(out, at_step, model_sd, ema_sd, optim_sd)
+        probe = probe_loss(model, objective, val_tokens, cfg, d, device, _autocast(cfg, device))
+        check_before_save(probe, at_step, initial_loss, cfg, out)
         if d.is_main:
             ckpt.save_checkpoint(out, at_step, model_sd, ema_sd, optim_sd,
                                  {"loader": loader.state_dict(), "objective": cfg.objective,
-                                  "world_size": d.world_size, "initial_loss": initial_loss},
+                                  "world_size": d.world_size, "initial_loss": initial_loss, "save_loss": probe,
+                                  "identity": ckpt.identity(meta)},
                                  keep=cfg.keep_checkpoints,
                                  rng_extra={"noise": gen.get_state()})
         barrier(d)
@@ -292,71 +274,6 @@ def _train(cfg, model_cfg, out: Path, d, resume: bool, max_steps, quiet: bool, o
                "world_size": d.world_size, "device": str(device)}
     cleanup(d)
     return summary
-
-
-def check_finite(first_bad: torch.Tensor, out) -> None:
-    step, value = first_bad.tolist()
-    if step >= 0:
-        raise EdlmError(f"loss became {value} at step {int(step)}; training stopped and nothing was saved. "
-                        f"{ckpt.last_good_note(Path(out))}")
-
-
-def check_diverging(loss: float, step: int, initial: float, cfg: TrainConfig, out) -> None:
-    """The divergence rule: after warm-up, a loss above diverge_factor x the first step's loss stops the run
-    (it cannot come back from there: measured --lr 1e6 went on to a loss of 8e20 with exit 0)."""
-    if cfg.diverge_factor and step >= cfg.warmup_steps and initial > 0 and loss > cfg.diverge_factor * initial:
-        raise EdlmError(f"loss {loss:.4g} at step {step} is over {cfg.diverge_factor:g}x the first step's "
-                        f"{initial:.4g}: the run is diverging (rule: --diverge_factor, checked after "
-                        f"--warmup_steps); training stopped and nothing was saved. {ckpt.last_good_note(Path(out))}")
-
-
-def _resume(out: Path, model, ema, opt, gen, loader, cfg) -> tuple[int, float | None]:
-    """Load a verified checkpoint: weights, EMA, optimizer, RNGs, data position. Every piece the run needs
-    must be there; the optimizer takes the (possibly overridden) config's betas and weight decay."""
-    cdir, state = ckpt.checked_state(out)
-    if "loader" not in state:
-        raise EdlmError(f"{out} has no training state to resume (a converted or hand-made run): train a new "
-                        "run from it instead (e.g. --objective nce --diffusion RUN)")
-    if ema is not None:
-        if not ckpt.has_ema(cdir, state):
-            raise EdlmError(f"checkpoint {cdir} has no ema.safetensors, but this run keeps an EMA: "
-                            f"{ckpt.fallback_advice(cdir)}")
-        # load the EMA through the model so it gets the model's sharding, then the real weights
-        ckpt.load_full_model_state(model, ckpt.load_tensors(cdir, state, "ema.safetensors"))
-        ema.load_state_dict(model.state_dict())
-    ckpt.load_full_model_state(model, ckpt.load_tensors(cdir, state, "model.safetensors"))
-    rng = ckpt.load_training_state(cdir, model, opt, state)
-    for g in opt.param_groups:
-        g["betas"] = tuple(cfg.betas)
-    opt.param_groups[0]["weight_decay"] = cfg.weight_decay  # group 0 decays, group 1 never does
-    if "noise" not in rng:
-        raise EdlmError(f"the RNG state of {cdir} lacks the noise generator: {ckpt.fallback_advice(cdir)}")
-    gen.set_state(rng["noise"])
-    loader.load_state_dict(state["loader"])
-    return state["step"], state.get("initial_loss")
-
-
-def _truncate_metrics(path: Path, step: int) -> None:
-    """Drop rows logged after the checkpoint we resume from (a crash between a log and a save), so the
-    resumed run's metrics read as one uninterrupted run. A torn LAST line is a row cut off by the crash: it
-    is always later than the checkpoint (each row is written before its step's save), so it goes too. A
-    damaged line anywhere else is an error."""
-    if not path.exists():
-        return
-    lines = [ln for ln in path.read_text(errors="replace").splitlines() if ln.strip()]
-    keep = []
-    for i, line in enumerate(lines):
-        try:
-            row = json.loads(line)
-            row_step = row["step"]
-        except (json.JSONDecodeError, KeyError, TypeError):
-            if i == len(lines) - 1:
-                break
-            raise EdlmError(f"{path} line {i + 1} is damaged (not a metrics row): remove or repair that line, "
-                            "then --resume again") from None
-        if row_step <= step:
-            keep.append(line)
-    atomic_write_bytes(path, "".join(line + "\n" for line in keep).encode())
 
 
 @torch.no_grad()
