@@ -101,11 +101,11 @@ def _killed_run(run, stage, **over):
 
                 real, calls = objectives.MDLMObjective.__call__, {"n": 0}
 
-                def call(self, *a, **k):
-                    calls["n"] += 1
+                def call(self, model, *a, **k):
+                    calls["n"] += model.training  # training steps only (the save check scores in eval mode)
                     if calls["n"] == KILL_AT + 1:
                         _die()
-                    return real(self, *a, **k)
+                    return real(self, model, *a, **k)
 
                 objectives.MDLMObjective.__call__ = call
             else:
