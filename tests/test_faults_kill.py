@@ -149,7 +149,7 @@ def test_kill_before_first_save_resumes_without_duplicate_rows(reference, tmp_pa
 
 def test_resume_after_torn_last_metrics_line_replays_it(reference, tmp_path, one_thread):
     run = tmp_path / "run"
-    assert _killed_run(run, "before-save") == signal.SIGKILL
+    assert _killed_run(run, "mid-step") == signal.SIGKILL
     with open(run / "metrics.jsonl", "a") as f:
         f.write('{"step": 5, "loss": 3.1')  # a row cut off by the kill
     m, t = micro_configs(max_steps=STEPS, save_every=SAVE_EVERY)

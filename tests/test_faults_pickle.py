@@ -1,6 +1,6 @@
 """No pickle runs code when a run folder is read: a shared run whose rng.pt or optim.pt would execute code on
 unpickling is refused WITHOUT executing it (even when its hashes were forged to match); an older run folder
-with a plain rng.pt still resumes exactly."""
+with a plain rng.pt still resumes exactly (and one that lost its EMA weights is refused, not sampled raw)."""
 
 import hashlib
 import json
@@ -122,3 +122,10 @@ def test_library_refusal_is_an_edlm_error(run, tmp_path):
     with pytest.raises(EdlmError, match="refusing to load"):
         train(t, m, run, resume=True, quiet=True)
     assert not (tmp_path / "x").exists()
+
+
+def test_old_format_run_that_lost_its_ema_is_an_error_for_sample(run, tmp_path, capsys):
+    d = _as_legacy(run)
+    (d / "ema.safetensors").unlink()
+    rc, err = cli(capsys, ["sample", "--ckpt", run, "--out", tmp_path / "s.jsonl", "--num", "1", "--steps", "2"])
+    assert_one_clear_error(rc, err, "missing ema.safetensors")

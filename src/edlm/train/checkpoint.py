@@ -324,7 +324,16 @@ def checked_state(run: Path) -> tuple[Path, dict]:
 
 
 def has_ema(d: Path, state: dict) -> bool:
-    return "ema.safetensors" in state["files"] if "files" in state else (d / "ema.safetensors").exists()
+    """Whether the checkpoint holds EMA weights: its file list says so; older checkpoints listed nothing,
+    but one written by the training loop (it has a loader state) of a run with --ema > 0 always had them."""
+    if "files" in state:
+        return "ema.safetensors" in state["files"]
+    if (d / "ema.safetensors").exists():
+        return True
+    try:
+        return "loader" in state and read_run(d.parent.parent)["train"].get("ema", 0) > 0
+    except EdlmError:
+        return False
 
 
 def load_weights(run: Path, *, ema: bool = True, device="cpu") -> tuple[dict, dict]:
