@@ -72,3 +72,23 @@ def test_sampled_block_hash_catches_a_zeroed_big_file(corpus, monkeypatch):
     damage(corpus / "train.bin", "zeroed")
     with pytest.raises(EdlmError, match="checksum differs"):
         corpora.load_split("synthetic", "train")
+
+
+def test_old_manifest_gets_sampled_checksums_from_prepare_without_a_rebuild(corpus, capsys, monkeypatch):
+    import json
+
+    from edlm.data import corpora
+
+    m = json.loads((corpus / "manifest.json").read_text())
+    for sp in m["splits"].values():
+        sp.pop("sample_sha256")
+    (corpus / "manifest.json").write_text(json.dumps(m))
+    monkeypatch.setattr(corpora, "FULL_HASH_MAX", 0)  # as if the files were big
+    corpora.load_split("synthetic", "valid")
+    assert "checked by size only" in capsys.readouterr().err
+    before = (corpus / "train.bin").stat().st_mtime_ns
+    assert corpora.prepare("synthetic")["cached"] is True
+    assert (corpus / "train.bin").stat().st_mtime_ns == before  # not rebuilt
+    damage(corpus / "valid.bin", "zeroed")
+    with pytest.raises(Exception, match="checksum differs"):
+        corpora.load_split("synthetic", "valid")

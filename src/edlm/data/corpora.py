@@ -24,6 +24,7 @@ import hashlib
 import json
 import os
 import shutil
+import sys
 import tempfile
 import time
 from collections.abc import Callable
@@ -165,10 +166,14 @@ def check_split(name: str, p: Path, sp: dict, itemsize: int, root=None) -> None:
     key = (str(p), st.st_size, st.st_mtime_ns, st.st_ino)
     if key in _verified:
         return
-    if st.st_size <= FULL_HASH_MAX or "sample_sha256" not in sp:
+    if st.st_size <= FULL_HASH_MAX:
         ok = F.sha256_file(p) == sp["sha256"]
-    else:
+    elif "sample_sha256" in sp:
         ok = sample_sha256(p) == sp["sample_sha256"]
+    else:  # a big file of a manifest written before sampled checksums: hashing it all would take minutes
+        print(f"edlm: note: {p} is checked by size only; run `edlm data prepare {name}{_root_flag(root)}` once to "
+              "add sampled checksums to its manifest (no rebuild)", file=sys.stderr)
+        ok = True
     if not ok:
         raise EdlmError(f"corpus file {p} is damaged (its checksum differs from the manifest's): {fix}")
     _verified.add(key)
@@ -288,6 +293,10 @@ def prepare(name: str, *, root: str | Path | None = None, force: bool = False,
     if not force:
         m = _read_manifest(d)
         if m is not None and _files_ok(d, m, verify_hash=True) and builders.same_request(m, request):
+            if any("sample_sha256" not in m["splits"][s] for s in SPLITS):  # built before sampled checksums
+                for s in SPLITS:
+                    m["splits"][s]["sample_sha256"] = sample_sha256(d / m["splits"][s]["file"])
+                atomic_write_json(d / "manifest.json", m)
             return {**summary(m, d), "cached": True, "seconds": round(time.time() - t0, 3)}
     tmp = _staging(root_path, name)
     try:
