@@ -76,15 +76,6 @@ def non_finite(tree, prefix: str = "") -> str | None:
     return None
 
 
-def check_finite_state(run: Path, step: int, model_sd, ema_sd=None, optim_sd=None) -> None:
-    """The guard before every save: NaN/inf weights, EMA or optimizer moments stop training unsaved."""
-    for what, sd in (("weights", model_sd), ("EMA weights", ema_sd), ("optimizer state", optim_sd)):
-        bad = non_finite(sd) if sd is not None else None
-        if bad:
-            raise EdlmError(f"after step {step} the {what} hold NaN/inf ({bad}); training stopped and nothing "
-                            f"was saved. {last_good_note(run)}")
-
-
 def save_checkpoint(run: Path, step: int, model_sd: dict, ema_sd: dict | None, optim_sd: dict | None,
                     state: dict, keep: int = 2, rng_extra: dict | None = None) -> Path:
     """Write already-gathered state (see full_cpu_state / full_optimizer_state); call on rank 0 only.
@@ -92,7 +83,10 @@ def save_checkpoint(run: Path, step: int, model_sd: dict, ema_sd: dict | None, o
     run = Path(run)
     model_sd = full_cpu_state(model_sd)
     ema_sd = full_cpu_state(ema_sd) if ema_sd is not None else None
-    check_finite_state(run, step, model_sd, ema_sd, optim_sd)
+    for what, sd in (("weights", model_sd), ("EMA weights", ema_sd), ("optimizer state", optim_sd)):
+        bad = non_finite(sd) if sd is not None else None
+        if bad:  # the training loop's guard (guards.check_finite_state) says more; this one never lets it by
+            raise EdlmError(f"refusing to save step {step}: the {what} hold NaN/inf ({bad})")
     ckdir = run / "checkpoints"
     ckdir.mkdir(parents=True, exist_ok=True)
     name = f"step_{step:07d}"
@@ -240,24 +234,6 @@ def fallback_advice(d: Path) -> str:
         return "no other complete checkpoint exists; restore this one from a backup or retrain"
     return (f"move {d.name} and latest.json out of {run}; --resume, sample and eval then use "
             f"checkpoints/{other.name} (the newest complete checkpoint)")
-
-
-def last_good_note(run: Path) -> str:
-    """A sentence on the run's last checkpoint that is TRUE: only a verified, finite checkpoint is called good."""
-    try:
-        d = checkpoint_dir(run)
-        state = read_state(d)
-        name = "ema.safetensors" if "ema.safetensors" in (state.get("files") or {}) else "model.safetensors"
-        verify_files(d, state, [name])
-        finite = non_finite(load_file(str(d / name))) is None
-    except (EdlmError, OSError, Exception):  # noqa: BLE001 - any failure means "not known good"
-        finite = False
-    if not finite:
-        return (f"No usable checkpoint was saved: restart from step 0 with a lower --lr, e.g. `edlm train --out "
-                f"{run} --resume --lr LR` (or more --warmup_steps)")
-    checked = f", validation loss {state['save_loss']:.4g} when saved" if state.get("save_loss") is not None else ""
-    return (f"The last good checkpoint (step {state['step']}: finite weights{checked}) in {run} is intact: "
-            f"resume it with a lower --lr, e.g. `edlm train --out {run} --resume --lr LR` (or more --warmup_steps)")
 
 
 def latest_dir(run: Path) -> Path | None:

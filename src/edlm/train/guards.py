@@ -14,6 +14,7 @@ import math
 from pathlib import Path
 
 import torch
+from safetensors.torch import load_file
 
 from edlm.data.loader import iter_eval_blocks
 from edlm.errors import EdlmError
@@ -26,7 +27,7 @@ def check_finite(first_bad: torch.Tensor, out) -> None:
     step, value = first_bad.tolist()
     if step >= 0:
         raise EdlmError(f"loss became {value} at step {int(step)}; training stopped and nothing was saved. "
-                        f"{ckpt.last_good_note(Path(out))}")
+                        f"{last_good_note(Path(out))}")
 
 
 def check_diverging(loss: float, step: int, initial: float, cfg: TrainConfig, out) -> None:
@@ -35,7 +36,7 @@ def check_diverging(loss: float, step: int, initial: float, cfg: TrainConfig, ou
     if cfg.diverge_factor and step >= cfg.warmup_steps and initial > 0 and loss > cfg.diverge_factor * initial:
         raise EdlmError(f"loss {loss:.4g} at step {step} is over {cfg.diverge_factor:g}x the first step's "
                         f"{initial:.4g}: the run is diverging (rule: --diverge_factor, checked after "
-                        f"--warmup_steps); training stopped and nothing was saved. {ckpt.last_good_note(Path(out))}")
+                        f"--warmup_steps); training stopped and nothing was saved. {last_good_note(Path(out))}")
 
 
 @torch.no_grad()
@@ -64,4 +65,34 @@ def check_before_save(probe: float | None, step: int, initial: float | None, cfg
     if bad:
         raise EdlmError(f"after step {step} the weights score a validation loss of {probe:.4g} (first step's loss "
                         f"{initial:.4g}, rule: --diverge_factor {cfg.diverge_factor:g}): the run is diverging, so "
-                        f"they were not saved and training stopped. {ckpt.last_good_note(Path(out))}")
+                        f"they were not saved and training stopped. {last_good_note(Path(out))}")
+
+
+def check_finite_state(run: Path, step: int, model_sd, ema_sd=None, optim_sd=None) -> None:
+    """The guard before every save: NaN/inf weights, EMA or optimizer moments stop training unsaved."""
+    for what, sd in (("weights", model_sd), ("EMA weights", ema_sd), ("optimizer state", optim_sd)):
+        bad = ckpt.non_finite(sd) if sd is not None else None
+        if bad:
+            raise EdlmError(f"after step {step} the {what} hold NaN/inf ({bad}); training stopped and nothing "
+                            f"was saved. {last_good_note(Path(run))}")
+
+
+def last_good_note(run: Path) -> str:
+    """A sentence on the run's last checkpoint that is TRUE: only a verified, finite checkpoint is called good."""
+    restart = f"restart from step 0 with a lower --lr, e.g. `edlm train --out {run} --resume --lr LR`"
+    if not ckpt.has_checkpoint(run):
+        return f"No checkpoint was saved: {restart} (or more --warmup_steps)"
+    try:
+        d = ckpt.checkpoint_dir(run)
+        state = ckpt.read_state(d)
+        name = "ema.safetensors" if ckpt.has_ema(d, state) else "model.safetensors"
+        ckpt.verify_files(d, state, [name])
+        bad = ckpt.non_finite(load_file(str(d / name)))
+    except EdlmError as e:
+        return f"The run's latest checkpoint is not usable either: {e}"
+    if bad:
+        return (f"The run's latest checkpoint (step {state['step']}, saved by an edlm without this guard) holds "
+                f"NaN/inf weights too: retrain in a new folder")
+    checked = f", validation loss {state['save_loss']:.4g} when saved" if state.get("save_loss") is not None else ""
+    return (f"The last good checkpoint (step {state['step']}: finite weights{checked}) in {run} is intact: "
+            f"resume it with a lower --lr, e.g. `edlm train --out {run} --resume --lr LR` (or more --warmup_steps)")

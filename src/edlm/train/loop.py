@@ -31,7 +31,7 @@ from edlm.sampling.denoiser import ModelDenoiser
 from edlm.train import checkpoint as ckpt
 from edlm.train.config import TrainConfig, check_config
 from edlm.train.distributed import all_reduce_sum, barrier, cleanup, init_distributed, wrap_model
-from edlm.train.guards import check_before_save, check_diverging, check_finite, probe_loss
+from edlm.train.guards import check_before_save, check_diverging, check_finite, check_finite_state, probe_loss
 from edlm.train.lock import RunLock
 from edlm.train.objectives import ARObjective, MDLMObjective, NCEObjective
 from edlm.train.optim import EMA, lr_at, make_optimizer
@@ -182,7 +182,7 @@ def _train(cfg, model_cfg, out: Path, d, resume: bool, max_steps, quiet: bool, o
         ema_sd = ckpt.full_cpu_state(ema.state_dict()) if ema is not None else None
         optim_sd = ckpt.full_optimizer_state(model, opt)
         # every rank checks (all stop together): finite state, and weights whose loss is not diverging
-        ckpt.check_finite_state(out, at_step, model_sd, ema_sd, optim_sd)
+        check_finite_state(out, at_step, model_sd, ema_sd, optim_sd)
         probe = probe_loss(model, objective, val_tokens, cfg, d, device, _autocast(cfg, device))
         check_before_save(probe, at_step, initial_loss, cfg, out)
         if d.is_main:
