@@ -117,6 +117,7 @@ def test_bad_value_given_on_resume_is_refused_and_run_is_unchanged(runs, tmp_pat
     before = snapshot(run)
     rc, err = cli(capsys, ["train", "--out", run, "--resume", "--save_every", "0", "--quiet"])
     assert_one_clear_error(rc, err, "--save_every must be an integer >= 1")
+    assert "saved in" not in err  # the user gave it: not blamed on run.json
     assert snapshot(run) == before
 
 
@@ -129,7 +130,7 @@ def test_a_saved_zero_save_every_can_be_overridden_on_resume(runs, tmp_path, cap
     meta["train"]["save_every"] = 0
     (run / "run.json").write_text(json.dumps(meta))
     rc, err = cli(capsys, ["train", "--out", run, "--resume", "--max_steps", "3", "--quiet"])
-    assert_one_clear_error(rc, err, "--save_every must be an integer >= 1", "pass that option to override it")
+    assert_one_clear_error(rc, err, "--save_every must be an integer >= 1", "pass --save_every to override it")
     rc, err = cli(capsys, ["train", "--out", run, "--resume", "--max_steps", "3", "--save_every", "1", "--quiet"])
     assert rc == 0, err
     assert json.loads((run / "run.json").read_text())["train"]["save_every"] == 1

@@ -6,10 +6,10 @@
 Losses are summed locally, all-reduced, and divided once by the global count, so neither
 gradient accumulation nor world size changes a result.
 
-Guards: a non-finite loss, or weights/EMA/optimizer state that turned NaN/inf, stops training before
-anything is saved; so does a diverging loss, one read after warm-up above --diverge_factor (default 10)
-times the first step's loss. The last checkpoint, finite by construction, stays in place. One training
-at a time writes a run folder (train.lock).
+Guards (guards.py): a non-finite loss, weights/EMA/optimizer state that turned NaN/inf, or a diverging
+loss (above --diverge_factor x the first step's loss) stop training before anything more is saved, and
+every save first scores the weights it is about to write; so each checkpoint is finite and checked, and
+stays in place. One training at a time writes a run folder (train.lock).
 """
 
 from __future__ import annotations
@@ -71,8 +71,8 @@ def prepare_run(out: Path, cfg: TrainConfig, model_cfg: TransformerConfig, resum
     out = Path(out)
     meta_path = out / "run.json"
     if not meta_path.exists() and (ckpt.has_run_state(out)):
-        raise EdlmError(f"{out} holds checkpoints but no run.json (the run's config): restore run.json from a "
-                        "backup; it cannot be rebuilt from the preset safely")
+        raise EdlmError(f"{out} holds training state (checkpoints or metrics.jsonl) but no run.json (the run's "
+                        "config): restore run.json from a backup; it cannot be rebuilt from the preset safely")
     if meta_path.exists():
         if not resume:
             raise EdlmError(f"{out} already holds a run: pass --resume to continue it, or choose another --out")
@@ -82,7 +82,13 @@ def prepare_run(out: Path, cfg: TrainConfig, model_cfg: TransformerConfig, resum
         if max_steps is not None:
             overrides["max_steps"] = max_steps
         apply_overrides(out, meta, saved, overrides)
-        check_config(saved, hint=f" (the value in {meta_path}; pass that option to override it on --resume)")
+        try:
+            check_config(saved)
+        except EdlmError as e:  # a bad value saved by an older edlm (given ones were checked already)
+            opt = str(e).split()[0]
+            if opt.lstrip("-") in overrides:
+                raise
+            raise EdlmError(f"{e} (the value saved in {meta_path}; pass {opt} to override it on --resume)") from None
         global_batch = meta.get("global_batch", saved.batch_size * saved.grad_accum)
         per = global_batch // (world_size * saved.grad_accum)
         if per * world_size * saved.grad_accum != global_batch:
