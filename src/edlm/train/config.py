@@ -28,8 +28,9 @@ class TrainConfig:
     weight_decay: float = _f(0.0, "AdamW weight decay")
     betas: tuple[float, float] = _f((0.9, 0.98), "AdamW betas")
     grad_clip: float = _f(1.0, "clip the global gradient norm (0 = off)")
-    diverge_factor: float = _f(10.0, "stop when a loss read after warm-up exceeds this multiple of the first "
-                               "step's loss: the run is diverging (0 = off)")
+    diverge_factor: float = _f(10.0, "the run is diverging, and stops unsaved, when the training loss after "
+                               "warm-up or the loss of weights about to be saved (one validation batch) exceeds "
+                               "this multiple of the first step's loss (0 = off)")
     ema: float = _f(0.999, "EMA decay of the weights used for eval and sampling (0 = off)")
     eval_every: int = _f(250, "validate every N steps (0 = only at the end)")
     eval_batches: int = _f(16, "validation batches per evaluation")
