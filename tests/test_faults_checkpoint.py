@@ -138,3 +138,15 @@ def test_all_checkpoints_damaged_and_no_latest_is_an_error_not_a_restart(run, ca
     rc, err = cli(capsys, [*RESUME, run])
     assert_one_clear_error(rc, err, "none of its checkpoint folders is complete")
     assert snapshot(run) == before
+
+
+def test_state_json_with_a_malformed_file_list_is_one_error(run, capsys):
+    # no latest.json, so nothing vouches for state.json: its own shape is checked
+    (run / "latest.json").unlink()
+    d = run / "checkpoints" / "step_0000004"
+    state = json.loads((d / "state.json").read_text())
+    state["files"] = ["model.safetensors"]
+    (d / "state.json").write_text(json.dumps(state))
+    (run / "checkpoints" / "step_0000002").rename(run / "elsewhere")
+    rc, err = cli(capsys, [*RESUME, run])
+    assert_one_clear_error(rc, err, "none of its checkpoint folders is complete")

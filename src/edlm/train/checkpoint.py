@@ -157,8 +157,11 @@ def _state_problem(d: Path, expect_sha: str | None = None) -> tuple[dict | None,
         return None, f"checkpoint {d} is incomplete (missing state.json)"
     try:
         state = json.loads(p.read_text())
-        ok = isinstance(state, dict) and isinstance(state.get("step"), int)
-    except (json.JSONDecodeError, UnicodeDecodeError):
+        files = state.get("files", {}) if isinstance(state, dict) else None
+        ok = isinstance(state.get("step"), int) and isinstance(files, dict) and all(
+            isinstance(v, dict) and isinstance(v.get("bytes"), int) and isinstance(v.get("sha256"), str)
+            for v in files.values())
+    except (json.JSONDecodeError, UnicodeDecodeError, AttributeError):
         ok = False
     if not ok:
         return None, f"{p} is damaged (not readable as a checkpoint state)"
