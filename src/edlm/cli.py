@@ -57,6 +57,9 @@ def main(argv: list[str] | None = None) -> int:
         parser.print_help()
         return 0
     try:
+        from edlm.validate import out_file
+
+        out_file("--json-out", getattr(args, "json_out", None))
         result = args._run(args)
     except EdlmError as e:
         print(f"edlm {args.command}: error: {e}", file=sys.stderr)

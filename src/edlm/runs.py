@@ -13,7 +13,7 @@ import torch
 
 from edlm.errors import EdlmError
 from edlm.models.transformer import Transformer, TransformerConfig
-from edlm.train.checkpoint import load_weights, read_run
+from edlm.train.checkpoint import check_identity, load_weights, read_run
 
 
 def build_model(objective: str, model_cfg: TransformerConfig):
@@ -50,10 +50,15 @@ def load_model(run: str | Path, device="cpu", *, ema: bool = True, expect: str |
     # No random initialisation of weights the checkpoint overwrites, and the checkpoint's tensors taken as
     # they are (assign=True): for `small` on a 2-core CPU that saves 1.7 s of init and a 0.9 s copy
     # (cold start). Not the meta device: initialising meta tensors imports torch._dynamo (~2 s).
+    sd, state = load_weights(Path(run), ema=ema, device="cpu")
+    check_identity(meta, state, Path(run))
     with _skip_init():
         model = build_model(obj, TransformerConfig.from_dict(meta["model"]))
-    sd, state = load_weights(Path(run), ema=ema, device="cpu")
-    missing, unexpected = model.load_state_dict(sd, strict=False, assign=True)
+    try:
+        missing, unexpected = model.load_state_dict(sd, strict=False, assign=True)
+    except RuntimeError as e:  # shapes differ: strict=False does not cover those
+        raise EdlmError(f"checkpoint of {run} does not fit the model run.json describes "
+                        f"({str(e).splitlines()[-1].strip()[:160]}): run.json or the weights were edited") from None
     if missing or unexpected:
         raise EdlmError(f"checkpoint of {run} does not match its config: missing {missing[:5]}, "
                         f"unexpected {unexpected[:5]}; it was written by another version or edited")

@@ -8,6 +8,7 @@ import math
 from edlm.commands.sample import parse_window
 from edlm.errors import EdlmError
 from edlm.utils import pick_device, progress
+from edlm.validate import at_least, existing_path
 
 
 def add_parser(sub, name, help_):
@@ -55,11 +56,21 @@ def add_parser(sub, name, help_):
 
 
 def run(args):
+    at_least("--batch-size", args.batch_size, 1)
     if args.eval_what == "samples":
         from edlm.eval.genppl import samples_command
 
+        at_least("--max-tokens", getattr(args, "max_tokens", None), 1, optional=True)
+        existing_path("--samples", args.samples)
         return samples_command(args)
-    return nelbo_command(args)
+    at_least("--t-samples", args.t_samples, 1)
+    at_least("--max-blocks", args.max_blocks, 1, optional=True)
+    at_least("--seed", args.seed, 0)
+    out = nelbo_command(args)
+    if not math.isfinite(out["nll"]):  # a finite checkpoint can still overflow: never report NaN as a result
+        raise EdlmError(f"the NLL bound of {args.ckpt} came out {out['nll']} (the model's outputs overflow): "
+                        "this checkpoint cannot be evaluated; use an earlier one or retrain with a lower --lr")
+    return out
 
 
 def nelbo_command(args):

@@ -92,9 +92,11 @@ class StepClock:
         return {"steps_run": len(self.times), "per_step_s": per_step, "fixed_s": fixed}
 
 
-def generate(req: GenerateRequest, device, *, models=None, energies: dict | None = None, quiet: bool = False):
+def generate(req: GenerateRequest, device, *, models=None, energies: dict | None = None, quiet: bool = False,
+             on_batch=None):
     """Returns (rows, summary). `models` = (model, meta) to reuse an already loaded run; `energies` = a dict
-    that caches built energies by spec across calls (a sweep then loads each energy run once)."""
+    that caches built energies by spec across calls (a sweep then loads each energy run once); `on_batch`
+    is called with each batch's finished rows as soon as they exist (`edlm sample` streams them to disk)."""
     model, meta = models or load_model(req.ckpt, device)
     obj = meta["objective"]
     if obj == "nce":
@@ -136,6 +138,7 @@ def generate(req: GenerateRequest, device, *, models=None, energies: dict | None
         fused = fused_mode()  # what the fused kernels do in this call (the environment wins over --compile)
     _sync(device)
     startup_s = process_seconds()  # imports, CUDA start-up, loading the model(s): everything before batch 1
+    tok = tokenizer_for(meta["data"])
     for start in range(0, req.num, req.batch_size):
         b = min(req.batch_size, req.num - start)
         prefix = torch.tensor([req.prefix] * b, device=device) if req.prefix else None
@@ -150,16 +153,17 @@ def generate(req: GenerateRequest, device, *, models=None, energies: dict | None
         t_total += dt
         if stats is not None and stats.ess:
             ess_all.extend(stats.ess)
-        for i in range(b):
-            rows.append({"ids": x[i].tolist(), "seconds": dt / b, "method": method, "steps": req.steps,
-                         "k": scfg.k, "window": list(req.window) if req.window else None,
-                         "corpus": meta["data"], "seed": req.seed})
+        batch_rows = [{"ids": x[i].tolist(), "seconds": dt / b, "method": method, "steps": req.steps,
+                       "k": scfg.k, "window": list(req.window) if req.window else None,
+                       "corpus": meta["data"], "seed": req.seed} for i in range(b)]
+        for r in batch_rows:
+            r["text"] = tok.decode(r["ids"])
+        rows.extend(batch_rows)
+        if on_batch is not None:
+            on_batch(batch_rows)
         bar.update(b)
         bar.set_postfix(tok_s=f"{len(rows) * length / max(t_total, 1e-9):.0f}")
     bar.close()
-    tok = tokenizer_for(meta["data"])
-    for r in rows:
-        r["text"] = tok.decode(r["ids"])
     mean_ess = float(torch.cat(ess_all).mean()) if ess_all else None
     summary = {"num": len(rows), "steps": req.steps, "seconds": t_total,
                "seconds_per_sample": t_total / max(len(rows), 1),
