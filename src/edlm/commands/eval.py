@@ -67,9 +67,10 @@ def run(args):
     at_least("--max-blocks", args.max_blocks, 1, optional=True)
     at_least("--seed", args.seed, 0)
     out = nelbo_command(args)
-    if not math.isfinite(out["nll"]):  # a finite checkpoint can still overflow: never report NaN as a result
-        raise EdlmError(f"the NLL bound of {args.ckpt} came out {out['nll']} (the model's outputs overflow): "
-                        "this checkpoint cannot be evaluated; use an earlier one or retrain with a lower --lr")
+    for name, entry in out["results"].items():  # a finite checkpoint can still overflow: never report NaN
+        if entry["nll"] is not None and not math.isfinite(entry["nll"]):
+            raise EdlmError(f"the {name} NLL of {args.ckpt} came out {entry['nll']} (the outputs overflow): "
+                            "this checkpoint cannot be evaluated; use an earlier one or retrain with a lower --lr")
     return out
 
 
