@@ -276,6 +276,8 @@ def evaluate_split(model, meta, blocks, plan: LikelihoodPlan | None = None, *, s
                                         logz_samples=plan.logz_samples)
                     draw.update({"edlm_estimate_lo": est["lo"], "edlm_estimate_hi": est["hi"],
                                  "logz_ess": est["logz_ess"]})
+                if "edlm_steps" in draw:  # paired: same x_t and moves, so the difference has its own small error
+                    draw["edlm_minus_mdlm_steps"] = draw["edlm_steps"] - draw["mdlm_steps"]
                 for k, v in draw.items():
                     parts[k] = parts.get(k, 0) + v / plan.t_samples
         for k, v in parts.items():

@@ -54,10 +54,12 @@ def likelihood_report(res: dict, *, objective: str, char: bool, steps: int | Non
                                      stderr=se, steps=steps)
         if "edlm_steps" in sums:
             v, se = _per_token(res, "edlm_steps")
+            d, dse = _per_token(res, "edlm_minus_mdlm_steps")
             r["edlm_steps"] = _entry(
                 "upper bound", f"NELBO of the {steps}-step EDLM sampler ({energy}, k={k}, window={window}, "
                 f"temperature={temperature}); docs/likelihood.md", v, char=char, stderr=se, steps=steps, k=k,
-                window=list(window) if window else None, temperature=temperature)
+                window=list(window) if window else None, temperature=temperature, minus_mdlm_steps=d,
+                minus_mdlm_steps_stderr=dse)
             primary = "edlm_steps"
         if "edlm_estimate_lo" in sums:
             r["edlm_estimate"] = _estimate(res, char, energy, logz_samples, out["warnings"])
