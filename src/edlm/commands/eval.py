@@ -7,7 +7,7 @@ import math
 
 from edlm.commands.sample import parse_window
 from edlm.errors import EdlmError
-from edlm.utils import pick_device, progress
+from edlm.utils import pick_device
 from edlm.validate import at_least, existing_path
 
 
@@ -74,13 +74,10 @@ def run(args):
 
 
 def nelbo_command(args):
+    """A thin layer over edlm.Run.nelbo: the flags checked (and named in errors) here, warnings to stderr."""
     import sys
 
-    from edlm.data import corpora
-    from edlm.data.loader import iter_eval_blocks
-    from edlm.eval.likelihood import EDLMSampler, LikelihoodPlan, evaluate_split
-    from edlm.eval.report import likelihood_report
-    from edlm.runs import load_model
+    from edlm.api import load
 
     if args.logz_samples < 2:
         raise EdlmError("--logz-samples must be >= 2 (the estimate's upper end needs leave-one-out terms)")
@@ -94,33 +91,13 @@ def nelbo_command(args):
         raise EdlmError("--max-blocks must be >= 1 (leave it out to evaluate the whole split)")
     if args.t_eps is not None and not 0 < args.t_eps < 1:
         raise EdlmError("--t-eps must be in (0, 1)")
-    device = pick_device(args.device)
-    model, meta = load_model(args.ckpt, device, expect="mdlm|ar")
-    plan = LikelihoodPlan(t_samples=args.t_samples, t_eps=args.t_eps, steps=args.steps,
-                          logz_samples=args.logz_samples)
-    name = meta["objective"]
-    if args.energy:
-        if meta["objective"] != "mdlm":
-            raise EdlmError("--energy needs an MDLM --ckpt (the proposal)")
-        from edlm.energy.factory import build_energy
-        from edlm.sampling.loop import model_denoiser
-
-        energy, name = build_energy(args.energy, model_denoiser(model, meta["mask_id"]), meta, device)
-        plan.sampler = EDLMSampler(energy, k=args.k, window=args.window, temperature=args.temperature,
-                                   bound_draws=args.bound_draws)
-    tokens = corpora.load_split(meta["data"], args.split)
-    L = meta["train"]["seq_len"]
-    n_blocks = len(tokens) // L if args.max_blocks is None else min(args.max_blocks, len(tokens) // L)
-    bar = progress(total=n_blocks, desc=f"eval {name}", unit="seq", disable=args.quiet or None)
-    res = evaluate_split(model, meta, iter_eval_blocks(tokens, L, args.batch_size, max_blocks=n_blocks), plan,
-                         seed=args.seed, device=device, bar=bar)
-    bar.close()
-    rep = likelihood_report(res, objective=meta["objective"], char=meta.get("tokenizer") == "char",
-                            steps=args.steps, energy=args.energy, k=args.k, window=args.window,
-                            temperature=args.temperature, logz_samples=args.logz_samples)
-    if "edlm_steps" in rep["results"]:
-        rep["results"]["edlm_steps"]["bound_draws"] = args.bound_draws
-    for w in rep["warnings"]:
+    run_ = load(args.ckpt, pick_device(args.device), expect="mdlm|ar")
+    if args.energy and run_.meta.objective != "mdlm":
+        raise EdlmError("--energy needs an MDLM --ckpt (the proposal)")
+    out = run_.nelbo(split=args.split, steps=args.steps, energy=args.energy, k=args.k, window=args.window,
+                     temperature=args.temperature, t_samples=args.t_samples, bound_draws=args.bound_draws,
+                     logz_samples=args.logz_samples, t_eps=args.t_eps, max_blocks=args.max_blocks,
+                     batch_size=args.batch_size, seed=args.seed, quiet=args.quiet)
+    for w in out["warnings"]:
         print(f"edlm eval nelbo: warning: {w}", file=sys.stderr)
-    return {"model": name, "split": args.split, "tokens": res["tokens"], "ckpt": str(args.ckpt),
-            "data": meta["data"], "energy": args.energy, "t_samples": args.t_samples, "seed": args.seed, **rep}
+    return out
