@@ -45,13 +45,63 @@ def add_parser(sub, name, help_):
     n.add_argument("--device", default="auto")
     n.add_argument("--quiet", action="store_true")
     n.add_argument("--json-out", metavar="PATH", help="also write the JSON summary to PATH")
-    try:
-        from edlm.eval.genppl import add_samples_parser
-    except ImportError:
-        add_samples_parser = None
-    if add_samples_parser is not None:
-        sp = add_samples_parser(s)
-        sp.add_argument("--json-out", metavar="PATH", help="also write the JSON summary to PATH")
+    sp = add_samples_parser(s)
+    sp.add_argument("--json-out", metavar="PATH", help="also write the JSON summary to PATH")
+    return p
+
+
+def add_samples_parser(subparsers):
+    """`edlm eval samples` (eval/genppl.py's evaluate_rows behind flags); lives here: argparse only in commands/."""
+    from edlm.eval import scoring
+    from edlm.eval.evaluators import BUILTIN_HELP
+
+    p = subparsers.add_parser(
+        "samples",
+        help="generative perplexity, entropy, distinct-n and speed of a samples file",
+        description="Score a samples JSONL file (from `edlm sample`) under an evaluator model and report "
+        "generative perplexity (token-weighted), mean unigram entropy per sample (nats, bits), "
+        "distinct-1..4 and time per sample. Evaluators: " + BUILTIN_HELP + ".",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    p.add_argument(
+        "--samples", required=True, metavar="FILE.jsonl", help="rows written by `edlm sample --out`"
+    )
+    p.add_argument(
+        "--evaluator",
+        required=True,
+        metavar="NAME",
+        help="true | smollm2-135m | gemma3-270m | edlm:RUN_DIR | gguf:FILE | HF name or folder",
+    )
+    p.add_argument("--batch-size", type=int, default=16)
+    p.add_argument("--device", default="auto")
+    p.add_argument(
+        "--max-tokens",
+        type=int,
+        default=None,
+        help="score at most this many tokens per sample (evaluator tokens)",
+    )
+    p.add_argument(
+        "--eos",
+        choices=scoring.EOS_MODES,
+        default="mdlm",
+        help="mdlm (default): as MDLM's gen-PPL does, score every document of the sample and only the first "
+        "EOS (later EOS tokens are context, never scored); right for models trained on blocks of a document "
+        "stream, whose text after an EOS is the next document. first: score each sample up to and including "
+        "its first EOS, as one document (the evaluator "
+        "predicts its end; what the sampler wrote after it is not scored). all: every "
+        "token, every EOS included. Samples of corpora without an EOS (char, synthetic) are scored whole in "
+        "every mode",
+    )
+    p.add_argument(
+        "--stride",
+        type=int,
+        default=None,
+        metavar="N",
+        help="a sample longer than the evaluator's context is scored in sliding windows of the context that "
+        "advance N tokens: every token is predicted once, each with at least context - N tokens before it "
+        "(None: half the context; 1 <= N < context)",
+    )
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
     return p
 
 
