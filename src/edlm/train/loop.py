@@ -42,6 +42,8 @@ from edlm.validate import out_dir
 NOISE_SEED_OFFSET = 12345
 """the training noise stream (t, masks) is seeded cfg.seed + this, apart from the data order's cfg.seed"""
 VALIDATION_SEED = 1234
+NO_CLIP = 1e9
+"""max norm when grad_clip = 0: clip_grad_norm_ still returns the norm (logged as grad_norm), scaling nothing"""
 """validation draws the same t and masks at every evaluation, so validation losses compare across steps"""
 
 
@@ -247,7 +249,7 @@ def _train(cfg, model_cfg, out: Path, d, resume: bool, max_steps, quiet: bool, o
             if initial_loss is None:  # the divergence rule's reference: the first step's loss (kept on resume)
                 initial_loss = loss
             check_diverging(loss, nxt, initial_loss, cfg, out)
-        gnorm = torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip if cfg.grad_clip > 0 else 1e9)
+        gnorm = torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip if cfg.grad_clip > 0 else NO_CLIP)
         opt.step()
         opt.zero_grad(set_to_none=True)
         if ema is not None:
