@@ -257,7 +257,7 @@ class Run:
               t_eps: float | None = None, max_blocks: int | None = None, batch_size: int = 32, seed: int = 0,
               quiet: bool = True) -> dict:
         """Per-token NLL / perplexity / BPC on a split, each labelled with what it is: the dict
-        `edlm eval nelbo` prints (see edlm.likelihood_doc for the meaning of each entry).
+        `edlm eval nelbo` prints (docs/likelihood.md says what each entry means).
 
         MDLM run: the continuous-time NELBO (an upper bound); with `steps` also the NELBO of the steps-step
         sampler. AR run: the exact NLL. With `energy` (as in Run.sample): the paper's EDLM likelihood (an
