@@ -18,12 +18,10 @@ from pathlib import Path
 
 import torch
 
+from edlm.energy.factory import KINDS as ENERGY_KINDS  # energy kind -> the objective of its run
 from edlm.errors import EdlmError
 from edlm.models.transformer import TransformerConfig
 from edlm.train.config import TrainConfig
-
-ENERGY_KINDS = {"ar": "ar", "coar": "ar", "nce": "nce"}
-"""energy kind -> the objective of the run it is built from"""
 
 
 @dataclass
@@ -84,7 +82,7 @@ class EnergyChoice:
 
     def build(self, proposal: Run, batch_size: int = 0):
         """-> (energy, method name) for the MDLM run `proposal`, on its device."""
-        from edlm.runs import check_compatible
+        from edlm.energy.factory import make_energy
         from edlm.sampling.loop import model_denoiser
 
         src = self.source
@@ -93,16 +91,9 @@ class EnergyChoice:
         elif src.meta.objective != ENERGY_KINDS[self.kind]:
             raise EdlmError(f"a {self.kind} energy needs a {ENERGY_KINDS[self.kind]!r} run; {src.path} is a "
                             f"{src.meta.objective!r} run")
-        check_compatible(proposal.meta.raw, src.meta.raw, f"energy {self.label()}")
-        if self.kind in ("ar", "coar"):
-            from edlm.energy.ar import AREnergy
-
-            den = model_denoiser(proposal.model, proposal.meta.mask_id)
-            return (AREnergy(src.model, den, proposal.meta.mask_id, carry_over=self.kind == "coar",
-                             batch_size=batch_size), f"edlm-{self.kind}")
-        from edlm.energy.nce import NCEEnergy
-
-        return NCEEnergy(src.model, batch_size), "edlm-nce"
+        den = model_denoiser(proposal.model, proposal.meta.mask_id)
+        return make_energy(self.kind, src.model, src.meta.raw, den, proposal.meta.raw, f"energy {self.label()}",
+                           batch_size)
 
 
 def ar_energy(run: Run | str | Path) -> EnergyChoice:
