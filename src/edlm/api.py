@@ -6,7 +6,7 @@
     print(out.texts, out.summary["mean_ess"])
     print(run.nelbo(split="test", max_blocks=64))                  # what `edlm eval nelbo` prints
 
-Every CLI command that samples or evaluates is a thin layer over these calls: the command checks its
+`edlm sample`, `edlm eval nelbo` and `edlm plot` are thin layers over these calls: the command checks its
 flags and adds their names to messages; this module speaks of arguments, never of flags.
 """
 
