@@ -325,6 +325,7 @@ def train(configs="tiny", out: str | Path | None = None, *, resume: bool = False
     objective="ar", data="synthetic", max_steps=200, d_model=64. The trained run opens with edlm.load(out)."""
     from dataclasses import replace
 
+    from edlm.train.config import check_config
     from edlm.train.loop import train as train_loop
 
     if out is None:
@@ -338,8 +339,10 @@ def train(configs="tiny", out: str | Path | None = None, *, resume: bool = False
     tr = {k: v for k, v in options.items() if k in tr_names}
     md = {k: v for k, v in options.items() if k in md_names and k not in tr_names}
     cfg, model_cfg = replace(cfg, **tr), replace(model_cfg, **md)
-    if "seq_len" in tr and "max_len" not in md:  # as the CLI does: a longer sequence widens the model
+    if "seq_len" in tr and "max_len" not in md:  # a longer sequence than the preset's widens the model
         model_cfg = replace(model_cfg, max_len=max(model_cfg.max_len, cfg.seq_len))
+    if not resume:
+        check_config(cfg, model_cfg)  # on resume the saved values merged with `options` are checked instead
     return train_loop(cfg, model_cfg, out, resume=resume, max_steps=tr.get("max_steps"), quiet=quiet,
                       overrides={**tr, **md})
 
