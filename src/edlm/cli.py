@@ -30,6 +30,7 @@ COMMANDS = {
     "demo": "the one-command CPU demo: train tiny models on `synthetic`, compare MDLM/EDLM/AR",
     "bench": "sweep steps/k/window for MDLM, EDLM and AR: JSON + plots",
     "convert": "import public MDLM checkpoints (kuleshov-group/mdlm format) into edlm",
+    "plot": "training and validation loss curves of a run folder, as a PNG",
 }
 
 

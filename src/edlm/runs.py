@@ -13,7 +13,7 @@ import torch
 
 from edlm.errors import EdlmError
 from edlm.models.transformer import Transformer, TransformerConfig
-from edlm.train.checkpoint import check_identity, load_weights, read_run
+from edlm.run_folder import check_identity, load_weights, read_run
 
 
 def build_model(objective: str, model_cfg: TransformerConfig):

@@ -7,7 +7,7 @@ import math
 
 from edlm.commands.sample import parse_window
 from edlm.errors import EdlmError
-from edlm.utils import pick_device, progress
+from edlm.utils import pick_device
 from edlm.validate import at_least, existing_path
 
 
@@ -45,13 +45,63 @@ def add_parser(sub, name, help_):
     n.add_argument("--device", default="auto")
     n.add_argument("--quiet", action="store_true")
     n.add_argument("--json-out", metavar="PATH", help="also write the JSON summary to PATH")
-    try:
-        from edlm.eval.genppl import add_samples_parser
-    except ImportError:
-        add_samples_parser = None
-    if add_samples_parser is not None:
-        sp = add_samples_parser(s)
-        sp.add_argument("--json-out", metavar="PATH", help="also write the JSON summary to PATH")
+    sp = add_samples_parser(s)
+    sp.add_argument("--json-out", metavar="PATH", help="also write the JSON summary to PATH")
+    return p
+
+
+def add_samples_parser(subparsers):
+    """`edlm eval samples` (eval/genppl.py's evaluate_rows behind flags); lives here: argparse only in commands/."""
+    from edlm.eval import scoring
+    from edlm.eval.evaluators import BUILTIN_HELP
+
+    p = subparsers.add_parser(
+        "samples",
+        help="generative perplexity, entropy, distinct-n and speed of a samples file",
+        description="Score a samples JSONL file (from `edlm sample`) under an evaluator model and report "
+        "generative perplexity (token-weighted), mean unigram entropy per sample (nats, bits), "
+        "distinct-1..4 and time per sample. Evaluators: " + BUILTIN_HELP + ".",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    p.add_argument(
+        "--samples", required=True, metavar="FILE.jsonl", help="rows written by `edlm sample --out`"
+    )
+    p.add_argument(
+        "--evaluator",
+        required=True,
+        metavar="NAME",
+        help="true | smollm2-135m | gemma3-270m | edlm:RUN_DIR | gguf:FILE | HF name or folder",
+    )
+    p.add_argument("--batch-size", type=int, default=16)
+    p.add_argument("--device", default="auto")
+    p.add_argument(
+        "--max-tokens",
+        type=int,
+        default=None,
+        help="score at most this many tokens per sample (evaluator tokens)",
+    )
+    p.add_argument(
+        "--eos",
+        choices=scoring.EOS_MODES,
+        default="mdlm",
+        help="mdlm (default): as MDLM's gen-PPL does, score every document of the sample and only the first "
+        "EOS (later EOS tokens are context, never scored); right for models trained on blocks of a document "
+        "stream, whose text after an EOS is the next document. first: score each sample up to and including "
+        "its first EOS, as one document (the evaluator "
+        "predicts its end; what the sampler wrote after it is not scored). all: every "
+        "token, every EOS included. Samples of corpora without an EOS (char, synthetic) are scored whole in "
+        "every mode",
+    )
+    p.add_argument(
+        "--stride",
+        type=int,
+        default=None,
+        metavar="N",
+        help="a sample longer than the evaluator's context is scored in sliding windows of the context that "
+        "advance N tokens: every token is predicted once, each with at least context - N tokens before it "
+        "(None: half the context; 1 <= N < context)",
+    )
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
     return p
 
 
@@ -75,13 +125,10 @@ def run(args):
 
 
 def nelbo_command(args):
+    """A thin layer over edlm.Run.nelbo: the flags checked (and named in errors) here, warnings to stderr."""
     import sys
 
-    from edlm.data import corpora
-    from edlm.data.loader import iter_eval_blocks
-    from edlm.eval.likelihood import EDLMSampler, LikelihoodPlan, evaluate_split
-    from edlm.eval.report import likelihood_report
-    from edlm.runs import load_model
+    from edlm.api import load
 
     if args.logz_samples < 2:
         raise EdlmError("--logz-samples must be >= 2 (the estimate's upper end needs leave-one-out terms)")
@@ -95,33 +142,13 @@ def nelbo_command(args):
         raise EdlmError("--max-blocks must be >= 1 (leave it out to evaluate the whole split)")
     if args.t_eps is not None and not 0 < args.t_eps < 1:
         raise EdlmError("--t-eps must be in (0, 1)")
-    device = pick_device(args.device)
-    model, meta = load_model(args.ckpt, device, expect="mdlm|ar")
-    plan = LikelihoodPlan(t_samples=args.t_samples, t_eps=args.t_eps, steps=args.steps,
-                          logz_samples=args.logz_samples)
-    name = meta["objective"]
-    if args.energy:
-        if meta["objective"] != "mdlm":
-            raise EdlmError("--energy needs an MDLM --ckpt (the proposal)")
-        from edlm.energy.factory import build_energy
-        from edlm.sampling.loop import model_denoiser
-
-        energy, name = build_energy(args.energy, model_denoiser(model, meta["mask_id"]), meta, device)
-        plan.sampler = EDLMSampler(energy, k=args.k, window=args.window, temperature=args.temperature,
-                                   bound_draws=args.bound_draws)
-    tokens = corpora.load_split(meta["data"], args.split)
-    L = meta["train"]["seq_len"]
-    n_blocks = len(tokens) // L if args.max_blocks is None else min(args.max_blocks, len(tokens) // L)
-    bar = progress(total=n_blocks, desc=f"eval {name}", unit="seq", disable=args.quiet or None)
-    res = evaluate_split(model, meta, iter_eval_blocks(tokens, L, args.batch_size, max_blocks=n_blocks), plan,
-                         seed=args.seed, device=device, bar=bar)
-    bar.close()
-    rep = likelihood_report(res, objective=meta["objective"], char=meta.get("tokenizer") == "char",
-                            steps=args.steps, energy=args.energy, k=args.k, window=args.window,
-                            temperature=args.temperature, logz_samples=args.logz_samples)
-    if "edlm_steps" in rep["results"]:
-        rep["results"]["edlm_steps"]["bound_draws"] = args.bound_draws
-    for w in rep["warnings"]:
+    run_ = load(args.ckpt, pick_device(args.device), expect="mdlm|ar")
+    if args.energy and run_.meta.objective != "mdlm":
+        raise EdlmError("--energy needs an MDLM --ckpt (the proposal)")
+    out = run_.nelbo(split=args.split, steps=args.steps, energy=args.energy, k=args.k, window=args.window,
+                     temperature=args.temperature, t_samples=args.t_samples, bound_draws=args.bound_draws,
+                     logz_samples=args.logz_samples, t_eps=args.t_eps, max_blocks=args.max_blocks,
+                     batch_size=args.batch_size, seed=args.seed, quiet=args.quiet)
+    for w in out["warnings"]:
         print(f"edlm eval nelbo: warning: {w}", file=sys.stderr)
-    return {"model": name, "split": args.split, "tokens": res["tokens"], "ckpt": str(args.ckpt),
-            "data": meta["data"], "energy": args.energy, "t_samples": args.t_samples, "seed": args.seed, **rep}
+    return out

@@ -121,23 +121,24 @@ class RowStream:
 
 
 def run(args):
-    from edlm.runs import load_model
-    from edlm.sampling.generate import GenerateRequest, generate
+    """A thin layer over edlm.Run.sample: the flags checked (and named in errors) here, rows streamed."""
+    from edlm.api import load
 
     check_args(args)
-    device = pick_device(args.device)
-    models = load_model(args.ckpt, device)
-    prefix = encode_prefix(args.prefix, models[1]) if args.prefix else None
-    req = GenerateRequest(ckpt=args.ckpt, num=args.num, steps=args.steps, batch_size=args.batch_size,
-                          length=args.length, seed=args.seed, energy=args.energy, k=args.k, window=args.window,
-                          temperature=args.temperature, prefix=prefix, cache=not args.no_cache,
-                          precision=args.precision, compile=args.compile)
+    run_ = load(args.ckpt, pick_device(args.device))
+    prefix = encode_prefix(args.prefix, run_.meta.raw) if args.prefix else None
+    if args.energy and run_.meta.objective == "ar":
+        raise EdlmError("--energy applies to an MDLM run (--ckpt MDLM_RUN); this run is autoregressive")
+    if args.length is not None and args.length > run_.model.cfg.max_len:
+        raise EdlmError(f"--length {args.length} exceeds what the model allows ({run_.model.cfg.max_len})")
     stream = RowStream(args.out)
     try:
-        rows, summary = generate(req, device, models=models, quiet=args.quiet, on_batch=stream.write)
+        out = run_.sample(num=args.num, steps=args.steps, energy=args.energy, k=args.k, window=args.window,
+                          temperature=args.temperature, prefix=prefix, seed=args.seed, length=args.length,
+                          batch_size=args.batch_size, precision=args.precision, compile=args.compile,
+                          cache=not args.no_cache, quiet=args.quiet, on_batch=stream.write)
         stream.finish()
     except BaseException:
         stream.abandon()
         raise
-    summary["out"] = str(args.out)
-    return summary
+    return {**out.summary, "out": str(args.out)}

@@ -5,10 +5,9 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import typing
-from dataclasses import replace
 
 from edlm.models.transformer import TransformerConfig
-from edlm.presets import PRESETS, get_preset
+from edlm.presets import PRESETS
 from edlm.train.config import RESUME_OVERRIDABLE, TrainConfig
 
 MODEL_FIELDS = ("n_layers", "d_model", "n_heads", "cond_dim", "mlp_ratio", "max_len", "dropout",
@@ -61,21 +60,9 @@ def given_options(args) -> tuple[dict, dict]:
     return tr, {n: getattr(args, n) for n in MODEL_FIELDS if given(n)}
 
 
-def configs_from_args(args) -> tuple[TrainConfig, TransformerConfig]:
-    model_cfg, train_cfg = get_preset(args.preset)
-    tr, md = given_options(args)
-    return replace(train_cfg, **tr), replace(model_cfg, **md)
-
-
 def run(args):
-    from edlm.train.config import check_config
-    from edlm.train.loop import train
+    """A thin layer over edlm.train: the preset by name, the options given on the command line."""
+    from edlm.api import train
 
-    cfg, model_cfg = configs_from_args(args)
-    if args.seq_len is not None and args.max_len is None:
-        model_cfg = replace(model_cfg, max_len=max(model_cfg.max_len, cfg.seq_len))
     tr, md = given_options(args)
-    if not args.resume:
-        check_config(cfg, model_cfg)  # on --resume the merged saved + given values are checked instead
-    return train(cfg, model_cfg, args.out, resume=args.resume, max_steps=args.max_steps, quiet=args.quiet,
-                 overrides={**tr, **md})
+    return train(args.preset, out=args.out, resume=args.resume, quiet=args.quiet, **tr, **md)

@@ -19,16 +19,6 @@ class Energy(Protocol):
                log_mu: torch.Tensor | None = None) -> torch.Tensor: ...
 
 
-class ScaledEnergy:
-    """Compose: E' = scale * E (e.g. to anneal an energy without touching it)."""
-
-    def __init__(self, inner: Energy, scale: float):
-        self.inner, self.scale = inner, scale
-
-    def energy(self, x0, x_t, t, *, log_mu=None):
-        return self.scale * self.inner.energy(x0, x_t, t, log_mu=log_mu)
-
-
 class TableEnergy:
     """A known energy over an enumerable space, looked up by a function of x0 (tests, toy problems)."""
 

@@ -188,12 +188,6 @@ _CACHE: dict[tuple[str, str], Evaluator] = {}
 _HUB_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*(/[A-Za-z0-9][A-Za-z0-9._-]*)?$")
 
 
-def evaluator_names() -> list[str]:
-    from edlm.eval.offline_models import GGUF_MODELS
-
-    return ["true", *GGUF_MODELS]
-
-
 def _unknown(name: str, why: str = "") -> EdlmError:
     return EdlmError(f"unknown evaluator {name!r}{why}; valid evaluators: {BUILTIN_HELP}")
 
@@ -273,10 +267,6 @@ def get_evaluator(name: str | Evaluator, device="cpu") -> Evaluator:
         ev = HFEvaluator.from_pretrained(arg, dev, name=name)
     _CACHE[key] = ev
     return ev
-
-
-def clear_cache() -> None:
-    _CACHE.clear()
 
 
 def perplexity(total_nll: float, tokens: int) -> float | None:

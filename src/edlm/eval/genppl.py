@@ -21,7 +21,6 @@ half the context). The summary says both: ``eos``, ``samples_cut_at_eos``, ``eos
 
 from __future__ import annotations
 
-import argparse
 import json
 import math
 import time
@@ -29,12 +28,11 @@ from pathlib import Path
 
 from edlm.errors import EdlmError
 from edlm.eval import scoring
-from edlm.eval.evaluators import BUILTIN_HELP, Evaluator, get_evaluator, perplexity
+from edlm.eval.evaluators import Evaluator, get_evaluator, perplexity
 from edlm.eval.stats import sample_stats
 from edlm.utils import pick_device, progress
 
 __all__ = [
-    "add_samples_parser",
     "samples_command",
     "evaluate_rows",
     "get_evaluator",
@@ -165,57 +163,6 @@ def evaluate_rows(
     if out["gen_ppl"] is not None and math.isinf(out["gen_ppl"]):
         out["gen_ppl"] = None  # JSON has no infinity; gen_nll still says how bad it is
     return out
-
-
-def add_samples_parser(subparsers):
-    p = subparsers.add_parser(
-        "samples",
-        help="generative perplexity, entropy, distinct-n and speed of a samples file",
-        description="Score a samples JSONL file (from `edlm sample`) under an evaluator model and report "
-        "generative perplexity (token-weighted), mean unigram entropy per sample (nats, bits), "
-        "distinct-1..4 and time per sample. Evaluators: " + BUILTIN_HELP + ".",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
-    )
-    p.add_argument(
-        "--samples", required=True, metavar="FILE.jsonl", help="rows written by `edlm sample --out`"
-    )
-    p.add_argument(
-        "--evaluator",
-        required=True,
-        metavar="NAME",
-        help="true | smollm2-135m | gemma3-270m | edlm:RUN_DIR | gguf:FILE | HF name or folder",
-    )
-    p.add_argument("--batch-size", type=int, default=16)
-    p.add_argument("--device", default="auto")
-    p.add_argument(
-        "--max-tokens",
-        type=int,
-        default=None,
-        help="score at most this many tokens per sample (evaluator tokens)",
-    )
-    p.add_argument(
-        "--eos",
-        choices=scoring.EOS_MODES,
-        default="mdlm",
-        help="mdlm (default): as MDLM's gen-PPL does, score every document of the sample and only the first "
-        "EOS (later EOS tokens are context, never scored); right for models trained on blocks of a document "
-        "stream, whose text after an EOS is the next document. first: score each sample up to and including "
-        "its first EOS, as one document (the evaluator "
-        "predicts its end; what the sampler wrote after it is not scored). all: every "
-        "token, every EOS included. Samples of corpora without an EOS (char, synthetic) are scored whole in "
-        "every mode",
-    )
-    p.add_argument(
-        "--stride",
-        type=int,
-        default=None,
-        metavar="N",
-        help="a sample longer than the evaluator's context is scored in sliding windows of the context that "
-        "advance N tokens: every token is predicted once, each with at least context - N tokens before it "
-        "(None: half the context; 1 <= N < context)",
-    )
-    p.add_argument("--quiet", action="store_true", help="no progress bar")
-    return p
 
 
 def samples_command(args) -> dict:

@@ -80,7 +80,7 @@ class StepClock:
     def start(self):
         self.last = time.perf_counter()
 
-    def __call__(self, i, x):
+    def __call__(self, i, x, t=None, ess=None):
         now = time.perf_counter()
         self.times.append(now - self.last)
         self.last = now
@@ -93,10 +93,11 @@ class StepClock:
 
 
 def generate(req: GenerateRequest, device, *, models=None, energies: dict | None = None, quiet: bool = False,
-             on_batch=None):
+             on_batch=None, callback=None):
     """Returns (rows, summary). `models` = (model, meta) to reuse an already loaded run; `energies` = a dict
     that caches built energies by spec across calls (a sweep then loads each energy run once); `on_batch`
-    is called with each batch's finished rows as soon as they exist (`edlm sample` streams them to disk)."""
+    is called with each batch's finished rows as soon as they exist (`edlm sample` streams them to disk);
+    `callback(i, x, t, ess)` sees every sampler step (MDLM/EDLM; its time counts in the step times)."""
     model, meta = models or load_model(req.ckpt, device)
     obj = meta["objective"]
     if obj == "nce":
@@ -134,6 +135,7 @@ def generate(req: GenerateRequest, device, *, models=None, energies: dict | None
     rows, ess_all, t_total = [], [], 0.0
     bar = progress(total=req.num, desc=f"sample {method}", unit="seq", disable=quiet or None)
     clock = StepClock()
+    step_cb = clock if callback is None else (lambda *a: (clock(*a), callback(*a)))
     with fused_policy("on" if req.compile else None):
         fused = fused_mode()  # what the fused kernels do in this call (the environment wins over --compile)
     _sync(device)
@@ -147,7 +149,7 @@ def generate(req: GenerateRequest, device, *, models=None, energies: dict | None
         clock.start()
         with amp, fused_policy("on" if req.compile else None):
             x, stats = _one_batch(obj, model, denoise, schedule, mask_id, scfg, energy, gen, b, length, prefix,
-                                  device, clock)
+                                  device, step_cb)
         _sync(device)
         dt = time.perf_counter() - t0
         t_total += dt

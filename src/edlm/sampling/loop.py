@@ -38,10 +38,7 @@ class SampleStats:
     energy_steps: int = 0
     """steps on which the energy ran (steps where nothing unmasks skip it)"""
     ess: list = field(default_factory=list)
-
-    @property
-    def mean_ess(self) -> float | None:
-        return float(torch.cat(self.ess).mean()) if self.ess else None
+    """per EDLM step, the effective sample size (B,) of its k candidates"""
 
 
 def model_denoiser(model, mask_id: int) -> ModelDenoiser:
@@ -57,6 +54,8 @@ def in_window(t: float, window) -> bool:
 def sample(denoise, schedule, mask_id: int, cfg: SamplerConfig, *, batch: int = 1, length: int | None = None,
            x_init: torch.Tensor | None = None, energy=None, generator=None, device=None, callback=None):
     """Returns (x0 (B, L) int64, SampleStats). x_init: start state (MASK where to generate, tokens to keep).
+    callback(i, x, t, ess): after step i, with the new x (B, L), the step's time t and the step's effective
+    sample size (B,) when the energy ran on it (None on plain MDLM steps).
 
     Host syncs: one per step (plain: the positions that unmask, which size the projection; EDLM: the
     masked positions the candidates are drawn at). The denoiser output is reused while x_t does not
@@ -79,12 +78,15 @@ def sample(denoise, schedule, mask_id: int, cfg: SamplerConfig, *, batch: int = 
             stats.forwards += post.forwards if post is not None else 0
             post = posterior(x, t)
         a_t, a_s = pinned_alpha(schedule, t), pinned_alpha(schedule, s)
+        e = None
         if energy is not None and cfg.k > 1 and in_window(t, cfg.window):
             x, e, moved = importance_step(post, x, t, a_t, a_s, energy, cfg.k, mask_id, cfg.temperature,
                                           generator)
             if e.numel():  # the energy ran (some sequence unmasked something)
                 stats.energy_steps += 1
                 ess.append(e)
+            else:
+                e = None
         else:
             x, moved = ancestral_step(post, x, a_t, a_s, mask_id, generator)
         remaining -= moved
@@ -92,7 +94,7 @@ def sample(denoise, schedule, mask_id: int, cfg: SamplerConfig, *, batch: int = 
             stats.forwards += post.forwards
             post = None
         if callback is not None:
-            callback(i, x)
+            callback(i, x, t, e)
     stats.forwards += post.forwards if post is not None else 0
     stats.ess = [e.float().cpu() for e in ess]
     return x, stats

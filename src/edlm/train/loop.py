@@ -39,6 +39,13 @@ from edlm.train.resume import apply_overrides, resume_from, truncate_metrics
 from edlm.utils import atomic_write_json, pick_device, progress, set_fused_default
 from edlm.validate import out_dir
 
+NOISE_SEED_OFFSET = 12345
+"""the training noise stream (t, masks) is seeded cfg.seed + this, apart from the data order's cfg.seed"""
+VALIDATION_SEED = 1234
+NO_CLIP = 1e9
+"""max norm when grad_clip = 0: clip_grad_norm_ still returns the norm (logged as grad_norm), scaling nothing"""
+"""validation draws the same t and masks at every evaluation, so validation losses compare across steps"""
+
 
 def _autocast(cfg: TrainConfig, device):
     use_bf16 = cfg.precision == "bf16" or (cfg.precision == "auto" and device.type == "cuda")
@@ -171,7 +178,7 @@ def _train(cfg, model_cfg, out: Path, d, resume: bool, max_steps, quiet: bool, o
     opt = make_optimizer(model, cfg, device)
     ema = EMA(model, cfg.ema) if cfg.ema > 0 else None
     gen = torch.Generator(device=device)
-    gen.manual_seed(cfg.seed + 12345)
+    gen.manual_seed(cfg.seed + NOISE_SEED_OFFSET)
     step, initial_loss = 0, None
     if resume and ckpt.has_checkpoint(out):
         step, initial_loss = resume_from(out, meta, model, ema, opt, gen, loader, cfg)
@@ -242,7 +249,7 @@ def _train(cfg, model_cfg, out: Path, d, resume: bool, max_steps, quiet: bool, o
             if initial_loss is None:  # the divergence rule's reference: the first step's loss (kept on resume)
                 initial_loss = loss
             check_diverging(loss, nxt, initial_loss, cfg, out)
-        gnorm = torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip if cfg.grad_clip > 0 else 1e9)
+        gnorm = torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip if cfg.grad_clip > 0 else NO_CLIP)
         opt.step()
         opt.zero_grad(set_to_none=True)
         if ema is not None:
@@ -292,7 +299,7 @@ def validate(model, ema, objective, tokens, cfg, d, device) -> dict:
         model.load_state_dict({k: v.to(device) for k, v in ema.state_dict().items()}, strict=False)
     model.eval()
     gen = torch.Generator(device=device)
-    gen.manual_seed(1234)
+    gen.manual_seed(VALIDATION_SEED)
     sums = torch.zeros(2, device=device)
     extra = torch.zeros(2, device=device)
     for x0 in iter_eval_blocks(tokens, cfg.seq_len, cfg.batch_size, rank=d.rank, world_size=d.world_size,
