@@ -23,11 +23,11 @@ from edlm.errors import EdlmError  # noqa: E402
 from edlm.utils import atomic_write_json, summary_line  # noqa: E402
 
 COMMANDS = {
-    "data": "prepare and inspect corpora (synthetic, wiki-char, text8, prose-bpe, textfile)",
+    "data": "prepare and inspect corpora (synthetic, markov2, markov3, lexicon, wiki-char, text8, prose-bpe, textfile)",
     "train": "train an MDLM, AR or NCE-energy model (one loop; torchrun for several devices)",
     "sample": "generate with MDLM, EDLM (--energy) or an AR model",
     "eval": "likelihood bounds (nelbo) and sample quality (samples)",
-    "demo": "the one-command CPU demo: train tiny models on `synthetic`, compare MDLM/EDLM/AR",
+    "demo": "the one-command CPU demo: train tiny models on `markov2`, compare MDLM/EDLM/AR",
     "bench": "sweep steps/k/window for MDLM, EDLM and AR: JSON + plots",
     "convert": "import public MDLM checkpoints (kuleshov-group/mdlm format) into edlm",
     "plot": "training and validation loss curves of a run folder, as a PNG",

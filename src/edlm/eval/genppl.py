@@ -1,6 +1,6 @@
 """Sample quality: generative perplexity under an evaluator, plus entropy, distinct-n and speed.
 
-    edlm eval samples --samples out.jsonl --evaluator true            # exact, `synthetic` only
+    edlm eval samples --samples out.jsonl --evaluator true            # exact, ground-truth languages only
     edlm eval samples --samples out.jsonl --evaluator smollm2-135m    # offline GGUF: pip install 'edlm[eval]'
     edlm eval samples --samples out.jsonl --evaluator edlm:runs/ar    # an edlm AR run, exact in token space
 

@@ -45,6 +45,11 @@ class TransformerConfig:
     """a token the original model always saw at position 0 (MDLM: <|endoftext|> as BOS). Non-causal: it
     is prepended to every input and its output row dropped; causal: it is fed in edlm's BOS slot.
     max_len still counts the visible tokens only"""
+    init_std: float = 0.0
+    """std of a normal initialisation of the adaLN modulation and output-layer weights. 0 = DiT/MDLM's
+    zero-init (every block the identity, the output uniform at step 0): on languages where one neighbour
+    tells little, a zero-initialised MDLM sits at the unigram plateau for hundreds of steps, because a masked
+    position gets no gradient towards attending to its neighbours (docs/mdlm_recipe.md)"""
     out_pad: int = 128
     """the output layer has n_out rounded up to a multiple of this (GPT-2's 50258 -> 50304): odd widths
     fall off the GPU's fast matrix kernels (measured 2x slower on H200). Extra rows are never read"""
@@ -104,6 +109,10 @@ class Transformer(nn.Module):
             for _ in range(cfg.n_layers)
         )
         self.final = FinalLayer(cfg.d_model, cfg.cond_dim, cfg.n_out_padded, cfg.adaln)
+        if cfg.init_std > 0:
+            for name, p in self.named_parameters():
+                if ("adaLN" in name or name.startswith("final.linear")) and p.dim() == 2:
+                    nn.init.normal_(p, std=cfg.init_std)
         self._compiled_features, self._graphs = None, False  # set by compile_trunk()
 
     def num_params(self) -> int:

@@ -39,6 +39,10 @@ class TrainConfig:
     log_every: int = _f(10, "write a metrics row every N steps")
     seed: int = _f(0, "seed for data order, noise and initialisation")
     schedule: str = _f("loglinear", "noise schedule: loglinear, cosine, linear", ("loglinear", "cosine", "linear"))
+    loss_weight: str = _f("nelbo", "MDLM training loss: nelbo (weight alpha'/(1-alpha) = 1/t per masked token) or "
+                          "flat (every masked token's cross-entropy weighs the same; same minimiser, far lower "
+                          "gradient variance: docs/mdlm_recipe.md). Validation always reports the NELBO",
+                          ("nelbo", "flat"))
     antithetic: bool = _f(True, "stratified (antithetic) t across the global batch")
     t_eps: float = _f(1e-3, "smallest t drawn in training")
     precision: str = _f("auto", "auto (bf16 autocast on GPU, fp32 on CPU), bf16 or fp32", ("auto", "bf16", "fp32"))

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import torch
 
-from edlm.diffusion.losses import ar_nll, mdlm_nelbo
+from edlm.diffusion.losses import ar_nll, masked_log_likelihood, mdlm_nelbo
 from edlm.diffusion.masking import antithetic_times, mask_tokens
 from edlm.energy.nce import nce_loss
 from edlm.sampling.denoiser import posterior_of
@@ -28,16 +28,27 @@ def global_noise(B: int, L: int, rank: int, world: int, generator, device, *, t_
 
 
 class MDLMObjective:
+    """The NELBO; in training mode with cfg.loss_weight == "flat", every masked token's cross-entropy weighs
+    the constant 1 / E_t[1 - alpha_t] instead of alpha'/(1 - alpha) (1/t): the same minimiser at every t
+    (the true posterior marginals), without the 1/t spikes of nearly clean sequences. Eval mode (validation)
+    always computes the NELBO."""
+
     unit = "token"
 
     def __init__(self, schedule, mask_id: int, cfg):
         self.schedule, self.mask_id, self.cfg = schedule, mask_id, cfg
+        grid = torch.linspace(cfg.t_eps, 1.0, 10_001, dtype=torch.float64)
+        self.flat = float(1.0 / (1 - torch.as_tensor(schedule.alpha(grid), dtype=torch.float64)).mean())
 
     def __call__(self, model, x0, generator, rank=0, world=1):
         t, u = global_noise(*x0.shape, rank, world, generator, x0.device, t_eps=self.cfg.t_eps,
                             antithetic=self.cfg.antithetic)
-        nelbo = mdlm_nelbo(model, x0, self.schedule, self.mask_id, t=t, u=u)
-        return nelbo.sum(), x0.numel(), {}
+        if model.training and getattr(self.cfg, "loss_weight", "nelbo") == "flat":
+            x_t = mask_tokens(x0, self.schedule.alpha(t), self.mask_id, u=u)
+            loss = -self.flat * masked_log_likelihood(model, x0, x_t, t, self.mask_id)
+        else:
+            loss = mdlm_nelbo(model, x0, self.schedule, self.mask_id, t=t, u=u)
+        return loss.sum(), x0.numel(), {}
 
 
 class ARObjective:
