@@ -135,7 +135,21 @@ def analyse(res: dict, n_boot: int = 2000, seed: int = 0) -> dict:
     return out
 
 
+def seq_len(res: dict):
+    """The sample length: stored by newer sweeps, else the size preset's training length."""
+    if res.get("length"):
+        return res["length"]
+    import sys
+
+    sys.path.insert(0, str(Path(__file__).parent))
+    from ceiling_sweep import SIZES
+
+    return SIZES[res["size"]]["train"]["seq_len"]
+
+
 def plots(res: dict, an: dict, stem: Path) -> list[str]:
+    """Curves of the samplers run at 3 or more step counts (bands: 95% bootstrap intervals), and the k x window
+    grid at the step count where it is fullest."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -145,7 +159,10 @@ def plots(res: dict, an: dict, stem: Path) -> list[str]:
     fams: dict[str, list[dict]] = {}
     for c in cells:
         fams.setdefault(c["family"], []).append(c)
-    shown = [f for f in fams if len(fams[f]) >= 2]
+    shown = [f for f in fams if len(fams[f]) >= 3]
+    title = (f"{res['language']}, L={seq_len(res)}, "
+             f"{res.get('device_name', '')}, {an['cells'][0]['num']} samples/cell")
+    styles = ["-", "--", "-.", ":"]
     files = []
     nll_label = "gen-NLL (nats/token, exact)"
     for name, xk, yk, xl, yl in (("quality_vs_steps", "steps", "gen_nll", "sampling steps", nll_label),
@@ -153,11 +170,13 @@ def plots(res: dict, an: dict, stem: Path) -> list[str]:
                                  ("entropy_vs_steps", "steps", "entropy", "sampling steps",
                                   "unigram entropy (nats)")):
         fig, ax = plt.subplots(figsize=(6, 4.2), dpi=80)
-        for f in shown:
+        for i, f in enumerate(shown):
             cs = sorted(fams[f], key=lambda c: c[xk])
             x = [c[xk] for c in cs]
-            ax.plot(x, [c[yk] for c in cs], marker="o", ms=3, label=f, lw=1.2)
-            ax.fill_between(x, [c[yk + "_ci"][0] for c in cs], [c[yk + "_ci"][1] for c in cs], alpha=0.2)
+            ax.plot(x, [c[yk] for c in cs], marker="o", ms=3, label=f, lw=1.3, ls=styles[i % len(styles)],
+                    color=f"C{i}")
+            ax.fill_between(x, [c[yk + "_ci"][0] for c in cs], [c[yk + "_ci"][1] for c in cs], alpha=0.2,
+                            color=f"C{i}")
         d = an.get("data")
         if d:
             key = "gen_nll" if yk == "gen_nll" else "entropy"
@@ -166,12 +185,39 @@ def plots(res: dict, an: dict, stem: Path) -> list[str]:
         ax.set_xscale("log", base=2 if xk == "steps" else 10)
         ax.set_xlabel(xl)
         ax.set_ylabel(yl)
-        ax.set_title(f"{res['language']}, L={res['args'].get('length') or ''}{res.get('device_name', '')}"[:70],
-                     fontsize=8)
-        ax.legend(fontsize=6)
+        ax.set_title(title, fontsize=8)
+        ax.legend(fontsize=7)
         ax.grid(alpha=0.3)
         fig.tight_layout()
         p = stem.parent / f"{stem.name}_{name}.png"
+        fig.savefig(p)
+        plt.close(fig)
+        files.append(str(p))
+    grid = [c for c in cells if c["sampler"] == "edlm-ar"]
+    if grid:
+        counts: dict[int, int] = {}
+        for c in grid:
+            counts[c["steps"]] = counts.get(c["steps"], 0) + 1
+        at = max(counts, key=lambda s: (counts[s], s))
+        fig, ax = plt.subplots(figsize=(5, 3.6), dpi=80)
+        m = next((c for c in cells if c["sampler"] == "mdlm" and c["steps"] == at), None)
+        if m:
+            ax.axhspan(*m["gen_nll_ci"], color="gray", alpha=0.3)
+            ax.axhline(m["gen_nll"], color="gray", ls="--", lw=1, label=f"MDLM, {at} steps")
+        for i, w in enumerate(sorted({c["window"] for c in grid if c["steps"] == at})):
+            cs = sorted((c for c in grid if c["steps"] == at and c["window"] == w), key=lambda c: c["k"])
+            x = [c["k"] * (1 + 0.04 * (i - 1)) for c in cs]
+            ax.errorbar(x, [c["gen_nll"] for c in cs], yerr=[[c["gen_nll"] - c["gen_nll_ci"][0] for c in cs],
+                        [c["gen_nll_ci"][1] - c["gen_nll"] for c in cs]], marker="o", ms=3, capsize=2,
+                        label=f"EDLM-AR, window {w:g}", color=f"C{i}")
+        ax.set_xscale("log", base=2)
+        ax.set_xlabel("candidates k")
+        ax.set_ylabel(nll_label)
+        ax.set_title(f"{title.split(',')[0]}: EDLM-AR at {at} steps (95% intervals)", fontsize=8)
+        ax.legend(fontsize=7)
+        ax.grid(alpha=0.3)
+        fig.tight_layout()
+        p = stem.parent / f"{stem.name}_grid.png"
         fig.savefig(p)
         plt.close(fig)
         files.append(str(p))

@@ -272,6 +272,7 @@ def sweep(a):
     prep = corpora.prepare(a.language)
     lang = load_language(a.language)
     L = size["train"]["seq_len"]
+    res["length"] = L
     res["language_facts"] = {**facts(lang, L), "train_tokens": prep.get("train_tokens")}
     g = torch.Generator().manual_seed(a.seed + 999)
     nll, ent = score(lang, lang.sample(a.num, L, generator=g))
