@@ -115,8 +115,16 @@ def facts(lang, L: int) -> dict:
             "vocab_size": lang.vocab_size, "order": getattr(lang.config, "order", 1)}
 
 
-def summarise(nll, ent) -> dict:
-    return {"gen_nll": sum(nll) / len(nll), "entropy": sum(ent) / len(ent), "num": len(nll)}
+def summarise(nll, ent, intervals: bool = False, n_boot: int = 2000) -> dict:
+    """Means; with intervals, 95% percentile bootstrap intervals over samples too."""
+    out = {"gen_nll": sum(nll) / len(nll), "entropy": sum(ent) / len(ent), "num": len(nll)}
+    if intervals:
+        g = torch.Generator().manual_seed(0)
+        idx = torch.randint(0, len(nll), (n_boot, len(nll)), generator=g)
+        for key, v in (("gen_nll", nll), ("entropy", ent)):
+            m = torch.tensor(v, dtype=torch.float64)[idx].mean(1)
+            out[key + "_ci"] = [float(m.quantile(0.025)), float(m.quantile(0.975))]
+    return out
 
 
 def cpu_threads(n: int) -> None:
@@ -138,6 +146,7 @@ def look(a):
         if getattr(lang, "kind", "markov") != "markov":
             res["languages"][name] = {"skipped": "an HMM over words: a misspelt word has probability 0, so one "
                                                  "bad draw makes gen-NLL infinite (no finite mean to compare)"}
+            Path(a.out).write_text(json.dumps(res, indent=1))
             continue
         den = markov_oracle(lang)
         V = lang.vocab_size
@@ -145,7 +154,7 @@ def look(a):
         ref = lang.sample(a.num, a.length, generator=g)
         nll, ent = score(lang, ref)
         out = {"summary": facts(lang, a.length), "block_entropy": lang.block_entropy(a.length),
-               "data": summarise(nll, ent), "cells": []}
+               "data": summarise(nll, ent, intervals=True), "cells": []}
         for steps in map(int, a.steps.split(",")):
             for unmask, k in (("random", 1), ("confidence", 1), ("random", a.k), ("confidence", a.k)):
                 g = torch.Generator().manual_seed(steps)
@@ -154,7 +163,7 @@ def look(a):
                 x, st = sample(den, LogLinear(), V, cfg, batch=a.num, length=a.length, generator=g,
                                energy=TrueEnergy(lang) if k > 1 else None)
                 nll, ent = score(lang, x)
-                cell = {"steps": steps, "unmask": unmask, "k": k, **summarise(nll, ent),
+                cell = {"steps": steps, "unmask": unmask, "k": k, **summarise(nll, ent, intervals=True),
                         "mean_ess": st.mean_ess, "seconds": time.perf_counter() - t0}
                 out["cells"].append(cell)
                 print(name, json.dumps(cell), flush=True)
