@@ -192,7 +192,7 @@ class Run:
     def sample(self, num: int = 8, steps: int = 64, energy=None, k: int = 4, window=(0.0, 1.0),
                temperature: float = 1.0, prefix=None, seed: int = 0, length: int | None = None,
                batch_size: int = 16, callback=None, *, precision: str = "auto", compile: bool = False,
-               cache: bool = True, quiet: bool = True, on_batch=None) -> Samples:
+               cache: bool = True, quiet: bool = True, on_batch=None, unmask: str = "random") -> Samples:
         """Generate `num` sequences; returns Samples (tokens, texts, rows, summary). Nothing is written.
 
         MDLM run: `steps` ancestral denoising steps from all-MASK. With `energy` (edlm.ar_energy(ar_run),
@@ -201,6 +201,8 @@ class Run:
         kept by importance weights softmax(-E / temperature) (temperature 1 = the exact EDLM target).
         AR run: left-to-right sampling (`steps`, `energy`, `k`, `window` do not apply).
 
+        unmask: "random" (MDLM's ancestral step) or "confidence" (each step keeps the schedule's expected
+        number of draws, the most confident ones; with an energy, of the candidate the energy picks).
         prefix: text (tokenised with the run's tokenizer) or token ids, kept fixed at the start of every
             sample. length: tokens per sample (default: the training length). seed: the random stream.
         callback(step, x_t, t, ess): called after every MDLM/EDLM step with the step index, the current
@@ -237,7 +239,7 @@ class Run:
         req = GenerateRequest(ckpt=self.path, num=num, steps=steps, batch_size=batch_size, length=length,
                               seed=seed, energy=spec, k=k, window=tuple(window) if window else None,
                               temperature=temperature, prefix=ids or None, cache=cache, precision=precision,
-                              compile=compile)
+                              compile=compile, unmask=unmask)
         rows, summary = generate(req, self.device, models=(self.model, self.meta.raw), energies=energies,
                                  quiet=quiet, on_batch=on_batch, callback=callback)
         tokens = torch.tensor([r["ids"] for r in rows], dtype=torch.long)

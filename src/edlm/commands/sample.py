@@ -43,6 +43,9 @@ def add_parser(sub, name, help_):
     p.add_argument("--window", type=parse_window, default=(0.0, 1.0), metavar="T_LO,T_HI",
                    help="EDLM on steps whose t is in [T_LO, T_HI]; 'none' = plain MDLM")
     p.add_argument("--temperature", type=float, default=1.0, help="EDLM weights softmax(-E/tau); 1 = exact")
+    p.add_argument("--unmask", default="random", choices=("random", "confidence"),
+                   help="which positions a step unmasks: random (MDLM) or confidence (the schedule's expected "
+                        "count, most confident draws first, as LLaDA; with --energy: EDLM on top of it)")
     p.add_argument("--prefix", default=None, help="text to keep fixed at the start of every sample")
     p.add_argument("--no-cache", action="store_true", help="recompute the denoiser even when x_t did not change")
     p.add_argument("--precision", default="auto", choices=("auto", "bf16", "fp32"),
@@ -136,7 +139,8 @@ def run(args):
         out = run_.sample(num=args.num, steps=args.steps, energy=args.energy, k=args.k, window=args.window,
                           temperature=args.temperature, prefix=prefix, seed=args.seed, length=args.length,
                           batch_size=args.batch_size, precision=args.precision, compile=args.compile,
-                          cache=not args.no_cache, quiet=args.quiet, on_batch=stream.write)
+                          cache=not args.no_cache, quiet=args.quiet, on_batch=stream.write,
+                          unmask=args.unmask)
         stream.finish()
     except BaseException:
         stream.abandon()

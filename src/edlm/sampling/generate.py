@@ -31,6 +31,8 @@ class GenerateRequest:
     temperature: float = 1.0
     prefix: list[int] | None = None
     cache: bool = True
+    unmask: str = "random"
+    """random (MDLM's positions) or confidence (the most confident draws first; sampling/confidence.py)"""
     precision: str = "auto"
     """auto = bf16 autocast on a GPU, fp32 on the CPU; bf16; fp32. Categorical draws are float64 always"""
     compile: bool = False
@@ -130,7 +132,8 @@ def generate(req: GenerateRequest, device, *, models=None, energies: dict | None
     elif req.energy:
         raise EdlmError("--energy applies to an MDLM run (--ckpt MDLM_RUN); this run is autoregressive")
     scfg = SamplerConfig(steps=req.steps, k=req.k if energy is not None else 1, window=req.window,
-                         temperature=req.temperature, cache=req.cache)
+                         temperature=req.temperature, cache=req.cache, unmask=req.unmask)
+    unmask = None if obj == "ar" else req.unmask
     schedule = get_schedule(meta["train"].get("schedule", "loglinear"))
     rows, ess_all, t_total = [], [], 0.0
     bar = progress(total=req.num, desc=f"sample {method}", unit="seq", disable=quiet or None)
@@ -156,7 +159,7 @@ def generate(req: GenerateRequest, device, *, models=None, energies: dict | None
         if stats is not None and stats.ess:
             ess_all.extend(stats.ess)
         batch_rows = [{"ids": x[i].tolist(), "seconds": dt / b, "method": method, "steps": req.steps,
-                       "k": scfg.k, "window": list(req.window) if req.window else None,
+                       "k": scfg.k, "window": list(req.window) if req.window else None, "unmask": unmask,
                        "corpus": meta["data"], "seed": req.seed} for i in range(b)]
         for r in batch_rows:
             r["text"] = tok.decode(r["ids"])
@@ -171,7 +174,8 @@ def generate(req: GenerateRequest, device, *, models=None, energies: dict | None
                "seconds_per_sample": t_total / max(len(rows), 1),
                "tokens_per_second": len(rows) * length / max(t_total, 1e-9), "method": method, "k": scfg.k,
                "window": list(req.window) if (req.window and energy is not None) else None,
-               "mean_ess": mean_ess, "length": length, "ckpt": str(req.ckpt), "energy": req.energy,
+               "mean_ess": mean_ess, "unmask": unmask, "length": length, "ckpt": str(req.ckpt),
+               "energy": req.energy,
                # fixed cost vs per-step cost: startup_s (process start to the first batch) + sampling_s
                # (all batches) = fixed_s + per_step_s x steps_run
                "startup_s": startup_s, "sampling_s": t_total, **clock.summary(startup_s, t_total),

@@ -4,7 +4,8 @@
 which computes log-probs only at the positions a step draws; samplers never own models. Steps whose
 current time t lies in `window` use importance sampling with `energy`; all others are plain MDLM steps
 (and consume the random stream identically, so an empty window reproduces MDLM exactly for the same
-seed).
+seed). `unmask="confidence"` replaces the random choice of positions by the most confident draws
+(sampling/confidence.py), with or without the energy on top.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import torch
 
 from edlm.diffusion.schedules import pinned_alpha
 from edlm.sampling.ancestral import ancestral_step, time_grid
+from edlm.sampling.confidence import confidence_importance_step, confidence_step
 from edlm.sampling.denoiser import ModelDenoiser, posterior_of
 from edlm.sampling.importance import importance_step
 
@@ -30,6 +32,16 @@ class SamplerConfig:
     cache: bool = True
     """reuse the denoiser output when x_t did not change, for denoisers that declare themselves
     time-independent (time_conditioning = False); a plain callable is assumed to depend on t"""
+    unmask: str = "random"
+    """which positions a step unmasks: random (MDLM: each masked one with the schedule's probability) or
+    confidence (the schedule's expected count, the most confident draws first; sampling/confidence.py)"""
+
+    def __post_init__(self):
+        if self.unmask not in UNMASK:
+            raise ValueError(f"unmask {self.unmask!r}: use one of {', '.join(UNMASK)}")
+
+
+UNMASK = ("random", "confidence")
 
 
 @dataclass
@@ -68,7 +80,9 @@ def sample(denoise, schedule, mask_id: int, cfg: SamplerConfig, *, batch: int = 
     grid = time_grid(cfg.steps)
     posterior = posterior_of(denoise)
     can_cache = cfg.cache and getattr(denoise, "time_conditioning", True) is False
-    remaining = int((x == mask_id).sum())
+    start = (x == mask_id).sum(1)  # masked positions per sequence at the start (confidence counts)
+    remaining = int(start.sum())
+    confident = cfg.unmask == "confidence"
     post = None
     for i in range(cfg.steps):
         if remaining == 0:
@@ -80,13 +94,19 @@ def sample(denoise, schedule, mask_id: int, cfg: SamplerConfig, *, batch: int = 
         a_t, a_s = pinned_alpha(schedule, t), pinned_alpha(schedule, s)
         e = None
         if energy is not None and cfg.k > 1 and in_window(t, cfg.window):
-            x, e, moved = importance_step(post, x, t, a_t, a_s, energy, cfg.k, mask_id, cfg.temperature,
-                                          generator)
+            if confident:
+                x, e, moved = confidence_importance_step(post, x, t, start, a_s, energy, cfg.k, mask_id,
+                                                         cfg.temperature, generator)
+            else:
+                x, e, moved = importance_step(post, x, t, a_t, a_s, energy, cfg.k, mask_id, cfg.temperature,
+                                              generator)
             if e.numel():  # the energy ran (some sequence unmasked something)
                 stats.energy_steps += 1
                 ess.append(e)
             else:
                 e = None
+        elif confident:
+            x, moved = confidence_step(post, x, start, a_s, mask_id, generator)
         else:
             x, moved = ancestral_step(post, x, a_t, a_s, mask_id, generator)
         remaining -= moved
