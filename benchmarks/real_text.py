@@ -13,7 +13,6 @@ from __future__ import annotations
 import argparse
 import gzip
 import json
-import math
 import sys
 import time
 from dataclasses import replace
@@ -27,7 +26,8 @@ from common import device_info  # noqa: E402
 from edlm.data import corpora  # noqa: E402
 from edlm.data.loader import iter_eval_blocks  # noqa: E402
 from edlm.energy.factory import build_energy  # noqa: E402
-from edlm.eval.likelihood import evaluate_split  # noqa: E402
+from edlm.eval.likelihood import EDLMSampler, LikelihoodPlan, evaluate_split  # noqa: E402
+from edlm.eval.report import likelihood_report  # noqa: E402
 from edlm.eval.stats import sample_stats  # noqa: E402
 from edlm.presets import get_preset  # noqa: E402
 from edlm.runs import load_model  # noqa: E402
@@ -51,6 +51,7 @@ def main():
     ap.add_argument("--num", type=int, default=64)
     ap.add_argument("--k", type=int, default=4)
     ap.add_argument("--window", default="0,1")
+    ap.add_argument("--bound-steps", type=int, default=32, help="T of the T-step MDLM/EDLM likelihood bounds")
     a = ap.parse_args()
     out, runs = Path(a.out), Path(a.runs) / a.data
     out.mkdir(parents=True, exist_ok=True)
@@ -82,35 +83,30 @@ def main():
     test = corpora.load_split(a.data, "test")
     char = meta.get("tokenizer") == "char"
 
-    def nll_row(r, n_tok):
-        row = {k: v / n_tok for k, v in r["sums"].items()}
-        row["tokens"] = n_tok
-        for k in list(row):
-            if k.startswith("nll"):
-                row[k.replace("nll", "ppl")] = math.exp(row[k])
-                if char:
-                    row[k.replace("nll", "bpc")] = row[k] / math.log(2)
-        return row
+    char = meta.get("tokenizer") == "char"
+
+    def report(r, objective, **kw):  # the same labelled report `edlm eval nelbo` prints
+        return likelihood_report(r, objective=objective, char=char, **kw)
 
     def blocks(n):
         return iter_eval_blocks(test, L, 64, max_blocks=n)
 
     den = model_denoiser(mdlm, meta["mask_id"])
     ev = {}
+    steps_b = a.bound_steps
     with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=dev.type == "cuda"):
-        r = evaluate_split(mdlm, meta, blocks(a.eval_blocks), device=dev)
-        ev["mdlm"] = nll_row(r, r["tokens"])
+        r = evaluate_split(mdlm, meta, blocks(a.eval_blocks), LikelihoodPlan(steps=steps_b), device=dev)
+        ev["mdlm"] = report(r, "mdlm", steps=steps_b)
         ar, ar_meta = load_model(paths["ar"], dev)
         r = evaluate_split(ar, ar_meta, blocks(a.eval_blocks), device=dev)
-        ev["ar"] = nll_row(r, r["tokens"])
-        for spec, n in ((f"coar:{paths['ar']}", a.eval_blocks), (f"ar:{paths['ar']}", a.logz_blocks),
-                        (f"nce:{paths['nce']}", a.logz_blocks)):
+        ev["ar"] = report(r, "ar")
+        for spec in (f"ar:{paths['ar']}", f"nce:{paths['nce']}"):
             if spec.startswith("nce") and not (paths["nce"] / "run.json").exists():
                 continue
             energy, name = build_energy(spec, den, meta, dev, batch_size=256)
-            r = evaluate_split(mdlm, meta, blocks(n), device=dev, energy=energy, energy_kind=spec.split(":")[0],
-                               logz_samples=8)
-            ev[name] = nll_row(r, r["tokens"])
+            plan = LikelihoodPlan(steps=steps_b, sampler=EDLMSampler(energy, k=a.k), logz_samples=8)
+            r = evaluate_split(mdlm, meta, blocks(a.logz_blocks), plan, device=dev)
+            ev[name] = report(r, "mdlm", steps=steps_b, energy=spec, k=a.k, window=(0.0, 1.0), logz_samples=8)
             save("likelihood", ev)
     save("likelihood", ev)
 

@@ -22,7 +22,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
-from common import device_info, timed, write_json  # noqa: E402
+from common import device_info, prefer_sdpa, timed, write_json  # noqa: E402
 
 from edlm.diffusion.schedules import LogLinear  # noqa: E402
 from edlm.energy.ar import AREnergy  # noqa: E402
@@ -62,6 +62,28 @@ def draw_parity(V, n=4096, k=4):
     return {"draw_same_tokens": float((a == b).float().mean()), "draw_max_logp_diff": float((la - lb).abs().max())}
 
 
+def profile_run(out_dir, fn, n=30):
+    """Top kernels (CUDA time) and the kernel total of one run, next to its wall time."""
+    from torch.profiler import ProfilerActivity, profile
+
+    try:
+        torch.cuda.synchronize()
+        t0 = time.perf_counter()
+        with profile(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA]) as prof:
+            fn()
+            torch.cuda.synchronize()
+        wall = time.perf_counter() - t0
+        ev = prof.key_averages()
+        kern = sum(e.self_device_time_total for e in ev) / 1e6
+        text = (f"wall {wall:.3f} s (profiled); self CUDA time of all events {kern:.3f} s\n"
+                + ev.table(sort_by="self_cuda_time_total", row_limit=n, max_name_column_width=90))
+        Path(out_dir).mkdir(parents=True, exist_ok=True)
+        (Path(out_dir) / "sampling_mdlm_b16_s128.txt").write_text(text)
+        print(text, flush=True)
+    except Exception as e:  # noqa: BLE001 - a profiler failure must not cost the timings
+        print(f"profile failed: {e!r}", flush=True)
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--out", default="results/bench_sampling.json")
@@ -73,7 +95,10 @@ def main():
                     help="batch:steps:k:window_width tuples")
     ap.add_argument("--paths", default="plain,lazy,lazy+compiled",
                     help="paths timed at batch 16 / 128 steps (all other rows use the last one)")
+    ap.add_argument("--sdpa", default="default", help="SDPA backend put first: default, cudnn, flash, efficient")
+    ap.add_argument("--profile", default=None, metavar="DIR", help="write a profile of MDLM batch 16 / 128 steps")
     a = ap.parse_args()
+    sdpa = prefer_sdpa(a.sdpa)
     V, L, mask = a.vocab, a.length, a.vocab
     dit, ar = build(V, L, False, 0), build(V, L, True, 1)
     lazy = model_denoiser(dit, mask)
@@ -84,7 +109,7 @@ def main():
     paths = a.paths.split(",")
     energy = AREnergy(ar, lazy, mask)
     head = {**device_info(), "model": "small DiT + small causal AR (12x768), fp32 weights, bf16 autocast, random",
-            "length": L, "vocab": V, **draw_parity(V),
+            "length": L, "vocab": V, **draw_parity(V), "sdpa_requested": a.sdpa, "sdpa_backend": sdpa,
             "cost_model": "1 + (energy steps / steps) * t_energy(B*k) / t_step(MDLM, B)"}
     rows, mdlm_step, warmed = [], {}, set()
 
@@ -109,9 +134,15 @@ def main():
             den = plain if p == "plain" else lazy
             dt, st, mem, x = run_one(den, None, mask, L, 16, 128, 1, None)
             samples[p] = x
+            # the trunk alone (one forward at batch 16), to split a step into trunk and everything else
+            xt = torch.where(torch.rand(16, L, device="cuda") < 0.5, mask, torch.randint(0, V, (16, L), device="cuda"))
+            t_trunk = timed(lambda: lazy.features(xt, 0.5), warmup=3, iters=20)  # noqa: B023 (called at once)
             emit({"method": "mdlm", "path": p, "batch": 16, "steps": 128, "seconds_per_seq": dt / 16,
-                  "seconds": dt, "forwards": st.forwards, "peak_memory_gb": mem,
+                  "seconds": dt, "forwards": st.forwards, "peak_memory_gb": mem, "t_trunk": t_trunk,
+                  "t_step": dt / 128, "trunk_share": t_trunk * st.forwards / dt,
                   "same_tokens_as_plain": float((x == samples[paths[0]]).float().mean())})
+            if a.profile and p == paths[-1]:
+                profile_run(a.profile, lambda: run_one(lazy, None, mask, L, 16, 128, 1, None))
             mdlm_step[(16, 128)] = dt / 128
         for spec in a.mdlm.split(","):
             B, S = map(int, spec.split(":"))

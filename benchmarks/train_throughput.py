@@ -16,12 +16,13 @@ from __future__ import annotations
 
 import argparse
 import sys
+import time
 from pathlib import Path
 
 import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
-from common import device_info, timed, train_flops_per_token, write_json  # noqa: E402
+from common import device_info, prefer_sdpa, timed, train_flops_per_token, write_json  # noqa: E402
 
 from edlm.diffusion.losses import ar_nll, masked_log_likelihood, mdlm_nelbo  # noqa: E402
 from edlm.diffusion.schedules import LogLinear  # noqa: E402
@@ -73,7 +74,7 @@ def fused_loss_parity():
             "fused_grad_max_abs_diff": float((ga.float() - gr.float()).abs().max())}
 
 
-def bench(name, s, variant, steps, mode=None):
+def bench(name, s, variant, steps, mode=None, profile_dir=None):
     torch.manual_seed(0)
     model = build(s)
     cfg = model.cfg
@@ -95,6 +96,12 @@ def bench(name, s, variant, steps, mode=None):
 
     torch.cuda.reset_peak_memory_stats()
     dt = timed(step, warmup=5 if variant in ("blocks", "trunk") else 3, iters=steps)
+    if profile_dir:
+        Path(profile_dir).mkdir(parents=True, exist_ok=True)
+        try:
+            (Path(profile_dir) / f"train_{name}_{variant}.txt").write_text(kernel_table(step))
+        except Exception as e:  # noqa: BLE001 - a profiler failure must not cost the timing
+            print(f"profile failed: {e!r}", flush=True)
     tok_s = s["B"] * s["L"] / dt
     fpt = train_flops_per_token(cfg, s["L"])
     # MDLM projects the masked positions only: 1 - alpha_t of them, 1/2 on average under antithetic t.
@@ -109,6 +116,23 @@ def bench(name, s, variant, steps, mode=None):
             "peak_memory_gb": torch.cuda.max_memory_allocated() / 1e9}
 
 
+def kernel_table(step, n=30) -> str:
+    """torch.profiler's top CUDA kernels over 2 steps, with the kernel total next to the wall time."""
+    from torch.profiler import ProfilerActivity, profile
+
+    torch.cuda.synchronize()
+    t0 = time.perf_counter()
+    with profile(activities=[ProfilerActivity.CUDA]) as prof:
+        for _ in range(2):
+            step()
+        torch.cuda.synchronize()
+    wall = (time.perf_counter() - t0) / 2
+    ev = prof.key_averages()
+    total = sum(e.self_device_time_total for e in ev) / 2e3
+    head = f"wall per step (profiled) {wall * 1e3:.1f} ms; CUDA kernel time per step {total:.1f} ms\n"
+    return head + ev.table(sort_by="self_cuda_time_total", row_limit=n, max_name_column_width=90)
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--out", default="results/bench_train.json")
@@ -117,20 +141,28 @@ def main():
     ap.add_argument("--setups", default=",".join(SETUPS))
     ap.add_argument("--batch", type=int, default=0, help="override every setup's batch size")
     ap.add_argument("--mode", default=None, help="torch.compile mode for the compiled variants")
+    ap.add_argument("--sdpa", default="default",
+                    help="SDPA backend put first: default, cudnn, flash, efficient, or other (cudnn unless torch "
+                    "picks cudnn already, then flash)")
+    ap.add_argument("--no-parity", action="store_true", help="skip the loss / gradient parity checks")
+    ap.add_argument("--profile", default=None, metavar="DIR", help="also write each variant's kernel table here")
     a = ap.parse_args()
+    sdpa = prefer_sdpa(a.sdpa)
     if a.batch:
         for s in SETUPS.values():
             s["B"] = a.batch
     torch.backends.cuda.matmul.allow_tf32 = True
     rows = []
     head = {**device_info(), "flop_convention": __doc__.split("FLOPs per token, stated: ")[1].split("\n\n")[0],
-            "loss_parity_max_rel_diff_bf16": loss_parity(SETUPS["small-owt-mdlm"]), **fused_loss_parity()}
+            "sdpa_requested": a.sdpa, "sdpa_backend": sdpa}
+    if not a.no_parity:
+        head.update(loss_parity_max_rel_diff_bf16=loss_parity(SETUPS["small-owt-mdlm"]), **fused_loss_parity())
     for name in a.setups.split(","):
         for v in a.variants.split(","):
             if v == "full-logits" and SETUPS[name].get("causal"):
                 continue
             try:
-                rows.append(bench(name, SETUPS[name], v, a.steps, a.mode))
+                rows.append(bench(name, SETUPS[name], v, a.steps, a.mode, a.profile))
             except torch.OutOfMemoryError:
                 rows.append({"setup": name, "variant": v, "oom": True})
             torch.cuda.empty_cache()

@@ -28,6 +28,9 @@ def test_sample_and_eval_json_contracts(runs, tmp_path, capsys):
                  "--out", str(out), "--quiet"]) == 0
     s = _last_json(capsys)
     assert {"num", "steps", "seconds", "tokens_per_second"} <= s.keys() and s["num"] == 5
+    # fixed cost vs per-step cost: startup + sampling time = fixed + per-step x steps run (3 batches x 4)
+    assert s["steps_run"] == 12 and s["per_step_s"] > 0 and s["startup_s"] > 0 and s["fused"] == "auto"
+    assert abs(s["startup_s"] + s["sampling_s"] - s["fixed_s"] - s["per_step_s"] * 12) < 1e-6
     rows = [json.loads(x) for x in out.read_text().splitlines()]
     assert len(rows) == 5 and all(len(r["ids"]) == 16 and "text" in r and r["seconds"] > 0 for r in rows)
     assert all(32 not in r["ids"] for r in rows)  # no MASK left

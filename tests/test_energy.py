@@ -100,7 +100,7 @@ def test_nce_learns_on_synthetic(synthetic_data, tmp_path):
     test_tokens = corpora.load_split("synthetic", "test")
     per_t = [evaluate_split(mdlm, meta, iter_eval_blocks(test_tokens, 16, 256, max_blocks=1024), seed=s)
              for s in range(4)]
-    nll = torch.tensor([r["sums"]["nll"] / r["tokens"] for r in per_t], dtype=torch.float64)
+    nll = torch.tensor([r["sums"]["mdlm"] / r["tokens"] for r in per_t], dtype=torch.float64)
     assert nll.mean() >= lang.block_entropy(16) - 3 * nll.std() / 2
     assert nll.mean() < 2.0 * lang.block_entropy(16)  # and it learned something (unigram entropy is ~3.1)
     g = torch.Generator().manual_seed(0)
@@ -137,3 +137,47 @@ def test_logz_bounds_bracket_the_true_normaliser():
         assert t_n.mean() < log_z + 3 * se  # E[T_n] <= log Z (Jensen)
         assert u_n.mean() > log_z - 3 * se  # the leave-one-out correction lands above
         assert (u_n.mean() - t_n.mean()) < (0.05 if n == 32 else 0.3)  # and the bracket narrows with n
+
+
+def test_leave_one_out_logz_terms_match_high_precision_when_one_candidate_dominates():
+    # One proposal ahead by 40 or 100 nats (ordinary for sequence log-probs at L = 256-1024). log(sum - s_i)
+    # cancels to 0 there (the old code then clamped to 1e-300 and gave U_n = 1204.9 for a 40-nat lead);
+    # a log-sum-exp over the other n-1 values is exact. Reference: 60-digit decimal arithmetic.
+    from decimal import Decimal, getcontext
+
+    from edlm.eval.likelihood import logz_bounds
+
+    getcontext().prec = 60
+    for lead in (40.0, 100.0):
+        vals = [lead, 0.0, 0.5, -1.0, 1.5, -0.3, 0.2, 2.0]
+        n = len(vals)
+        d = [Decimal(v) for v in vals]
+
+        def log_mean(xs):
+            return (sum(x.exp() for x in xs) / len(xs)).ln()
+
+        t_n = log_mean(d)
+        loo = sum(log_mean(d[:i] + d[i + 1:]) for i in range(n)) / n
+        u_ref = float((2 * n - 1) * t_n - 2 * (n - 1) * loo)
+        got_t, got_u = logz_bounds(torch.tensor([vals], dtype=torch.float64))
+        assert got_t.item() == pytest.approx(float(t_n), rel=1e-12, abs=1e-12)
+        assert got_u.item() == pytest.approx(u_ref, rel=1e-12, abs=1e-9), (lead, got_u.item(), u_ref)
+
+
+def test_energy_net_reads_the_backbone_prefix_token():
+    # A backbone converted from MDLM always saw its BOS (prefix_token) at position 0; the energy net must
+    # feed it too (and keep the real tokens at positions 1..L), or it runs the backbone off-distribution.
+    torch.manual_seed(0)
+    cfg = TransformerConfig(vocab_size=9, n_layers=1, d_model=16, n_heads=2, cond_dim=8, max_len=6,
+                            prefix_token=7)
+    net = EnergyNet(cfg)
+    for prm in net.parameters():  # zero-initialised gates and output layer would hide everything
+        torch.nn.init.normal_(prm, std=0.3)
+    x0 = torch.randint(0, 7, (3, 6))
+    x_t = torch.where(torch.rand(3, 6) < 0.5, torch.full_like(x0, 8), x0)
+    t = torch.rand(3)
+    with torch.no_grad():
+        e = net(x0, x_t, t)
+        net.backbone.cfg.prefix_token = 5  # another BOS must change the energy: it is read
+        e_other = net(x0, x_t, t)
+    assert e.shape == (3,) and not torch.allclose(e, e_other)

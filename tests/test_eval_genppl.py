@@ -1,6 +1,7 @@
 """`edlm eval samples` with the exact evaluators: `true` (synthetic language) and an edlm AR run; the CLI
-JSON line; one clear error for each kind of bad input."""
+JSON line; one clear error for each kind of bad input; the windows, and the cut at the first EOS id."""
 
+import itertools
 import json
 import math
 
@@ -9,8 +10,10 @@ import torch
 
 from edlm.cli import main
 from edlm.errors import EdlmError
+from edlm.eval import scoring
 from edlm.eval.evaluators import EdlmAREvaluator, TrueEvaluator, get_evaluator
 from edlm.eval.genppl import evaluate_rows, read_samples
+from edlm.eval.scoring import windows
 
 KEYS = (
     "evaluator",
@@ -88,6 +91,8 @@ def test_token_weighted_ppl_and_per_sample_nll(lang_samples):
     # --max-tokens scores only the first N tokens of each sample
     cut = evaluate_rows(rows, "true", max_tokens=4)
     assert cut["tokens_scored"] == 12
+    # the exact language has no EOS and no context limit
+    assert (res["eos"], res["samples_cut_at_eos"], res["stride"], res["samples_windowed"]) == ("mdlm", 0, None, 0)
 
 
 def test_evaluator_is_cached(synthetic_data):
@@ -146,13 +151,107 @@ def test_edlm_ar_run_scores_exactly_in_token_space(lang_samples, tmp_path):
         assert res["gen_nll"] == pytest.approx(-lp.item() / (6 * 24), rel=1e-5)
         assert res["evaluator"].startswith("edlm:") and res["evaluator_space"] == "ids"
     assert isinstance(get_evaluator(str(tmp_path / "ar")), EdlmAREvaluator)
-    # samples longer than the model's context are cut to it (every kept token is scored)
-    long = evaluate_rows(rows_of(lang_samples[1][:2, :40]), f"edlm:{tmp_path / 'ar'}")
-    assert long["tokens_scored"] == 2 * 32
     with pytest.raises(EdlmError, match="outside the vocabulary"):
         evaluate_rows([{"ids": [0, bos], "corpus": "synthetic"}], f"edlm:{tmp_path / 'ar'}")
     with pytest.raises(EdlmError, match="trained on 'synthetic'"):
         evaluate_rows([{"ids": [0, 1], "corpus": "wiki-char"}], f"edlm:{tmp_path / 'ar'}")
+
+
+def ar_window_nll(model, bos, x, b, e, s):
+    """Summed NLL of ids s..e-1 of each row of x when the AR reads BOS + x[b:e-1] (one pass), by hand."""
+    w = x[:, b:e]
+    inp = torch.cat([torch.full((len(x), 1), bos), w[:, :-1]], 1)
+    with torch.no_grad():
+        lp = torch.log_softmax(model(inp)[..., :bos].double(), -1).gather(-1, w[..., None])[..., 0]
+    return -lp[:, s - b :].sum(-1)
+
+
+def test_edlm_ar_scores_long_samples_in_windows(lang_samples, tmp_path):
+    """max_len 32: a 64-id sample is scored on all 64 ids (it used to be cut to 32), window by window, each
+    window read after the BOS as a training chunk is."""
+    model, bos = save_tiny_ar_run(tmp_path / "ar")
+    x = lang_samples[1][:3, :64]
+    for stride, spans in {
+        10: [(0, 32, 0), (10, 42, 32), (20, 52, 42), (30, 62, 52), (32, 64, 62)],
+        None: [(0, 32, 0), (16, 48, 32), (32, 64, 48)],  # default: half the context
+        31: [(0, 32, 0), (31, 63, 32), (32, 64, 63)],  # context - 1: one id of context (+ the BOS)
+    }.items():
+        res = evaluate_rows(rows_of(x), f"edlm:{tmp_path / 'ar'}", stride=stride)
+        want = sum(ar_window_nll(model, bos, x, *w) for w in spans)
+        assert res["tokens_scored"] == 3 * 64 and res["samples_windowed"] == 3
+        assert res["stride"] == (stride or 16) and res["evaluator_context"] == 32
+        assert res["nll_per_sequence"] == pytest.approx(want.mean().item(), rel=1e-5)
+    with pytest.raises(EdlmError, match="--stride 32 must be between 1 and 31"):
+        evaluate_rows(rows_of(x), f"edlm:{tmp_path / 'ar'}", stride=32)
+
+
+def test_edlm_ar_cuts_each_sample_after_its_first_eos_id(lang_samples, tmp_path, monkeypatch):
+    model, bos = save_tiny_ar_run(tmp_path / "ar")
+    eos = 5  # synthetic has no EOS: give its tokenizer one for this test
+    monkeypatch.setattr(scoring, "corpus_eos", lambda c: (eos, None) if c == "synthetic" else (None, None))
+    x = lang_samples[1][:3, :24].clone()
+    x[x == eos] = 6
+    x[0, 10] = x[0, 15] = eos  # scored: ids 0..10, the first EOS included
+    x[1, 0] = eos  # scored: the EOS alone
+    rows = rows_of(x)
+    res = evaluate_rows(rows, f"edlm:{tmp_path / 'ar'}", eos="first")
+    want = sum(ar_window_nll(model, bos, x[i : i + 1, :n], 0, n, 0).item() for i, n in enumerate((11, 1, 24)))
+    assert res["tokens_scored"] == 11 + 1 + 24 and (res["eos"], res["samples_cut_at_eos"]) == ("first", 2)
+    assert res["gen_nll"] == pytest.approx(want / 36, rel=1e-5)
+    assert rows[0]["ids"] == x[0].tolist()  # the caller's rows are not modified
+    assert res["distinct_1"] == evaluate_rows(rows, "true")["distinct_1"]  # stats see the whole samples
+    old = evaluate_rows(rows, f"edlm:{tmp_path / 'ar'}", eos="all")
+    assert old["tokens_scored"] == 72 and old["samples_cut_at_eos"] == 0
+    assert old["gen_nll"] == pytest.approx(ar_window_nll(model, bos, x, 0, 24, 0).sum().item() / 72, rel=1e-5)
+    # MDLM's mask: every id is scored but the EOS after a first one (x[0, 15])
+    mdlm = evaluate_rows(rows, f"edlm:{tmp_path / 'ar'}", eos="mdlm")
+    skip = -ar_window_nll(model, bos, x[:1], 15, 16, 15).item()  # -log p of x[0, 15] given x[0, :15]
+    assert (mdlm["tokens_scored"], mdlm["eos_tokens_skipped"], mdlm["samples_cut_at_eos"]) == (71, 1, 0)
+    assert mdlm["gen_nll"] == pytest.approx((old["gen_nll"] * 72 + skip) / 71, rel=1e-5)
+
+
+def test_edlm_ar_mdlm_mask_and_windows_compose(lang_samples, tmp_path, monkeypatch):
+    model, bos = save_tiny_ar_run(tmp_path / "ar")
+    monkeypatch.setattr(scoring, "corpus_eos", lambda c: (5, None))
+    x = lang_samples[1][:1, :64].clone()
+    x[x == 5] = 6
+    x[0, [5, 20, 40]] = 5
+    per = {}  # position -> NLL, from the window that scores it (default stride 16)
+    for b, e, s in [(0, 32, 0), (16, 48, 32), (32, 64, 48)]:
+        w = x[:, b:e]
+        inp = torch.cat([torch.full((1, 1), bos), w[:, :-1]], 1)
+        with torch.no_grad():
+            lp = torch.log_softmax(model(inp)[..., :bos].double(), -1).gather(-1, w[..., None])[0, :, 0]
+        per.update({p: -lp[p - b].item() for p in range(s, e)})
+    counted = [p for p in range(64) if p not in (20, 40)]
+    got = get_evaluator(f"edlm:{tmp_path / 'ar'}").score(
+        scoring.apply_eos(rows_of(x), get_evaluator(f"edlm:{tmp_path / 'ar'}"), "mdlm")[0], max_tokens=30
+    )[0]
+    assert got.tokens == 30 and got.nll == pytest.approx(sum(per[p] for p in counted[:30]), rel=1e-5)
+    res = evaluate_rows(rows_of(x), f"edlm:{tmp_path / 'ar'}", eos="mdlm")
+    assert (res["tokens_scored"], res["eos_tokens_skipped"], res["samples_windowed"]) == (62, 2, 1)
+    assert res["nll_per_sequence"] == pytest.approx(sum(per[p] for p in counted), rel=1e-5)
+
+
+def test_windows_predict_every_position_once_with_enough_context():
+    for n, context, start in itertools.product(range(0, 40), (2, 3, 8, 16), (0, 1)):
+        for stride in range(1, context):
+            spans = windows(n, context, stride, start)
+            assert sorted(p for _, e, s in spans for p in range(s, e)) == list(range(start, n))
+            for k, (b, e, s) in enumerate(spans):
+                assert 0 <= b <= s < e <= n and e - b <= context
+                assert b < s or (k, s) == (0, 0)  # a window's first token is context, unless a BOS precedes it
+                assert k == 0 or s - b >= context - stride
+    assert windows(20, 8, 7) == [(0, 8, 1), (7, 15, 8), (12, 20, 15)]
+
+
+def test_samples_help_documents_eos_and_stride(capsys):
+    with pytest.raises(SystemExit):
+        main(["eval", "samples", "--help"])
+    out = " ".join(capsys.readouterr().out.split())
+    assert "--eos {first,mdlm,all}" in out and "up to and including its first EOS" in out
+    assert "mdlm (default): as MDLM's gen-PPL does" in out
+    assert "--stride N" in out and "sliding windows" in out and "context - N" in out
 
 
 def test_cli_prints_summary_json_last(lang_samples, tmp_path, capsys):

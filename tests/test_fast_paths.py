@@ -206,3 +206,72 @@ def test_fused_gpu_kernels_equal_plain_ones():
     (gr,) = torch.autograd.grad(ref.sum(), x)
     torch.testing.assert_close(lp, ref, atol=1e-5, rtol=0)
     torch.testing.assert_close(gx, gr, atol=1e-6, rtol=0)
+
+
+def test_fused_kernels_compile_only_once_the_job_pays_for_it(monkeypatch):
+    # The compile policy of utils.fused_on_gpu, with the GPU check and torch.compile faked (CPU): "auto"
+    # runs plain until the estimated loss of the plain calls reaches FUSED_COMPILE_S, "on" compiles at the
+    # first call, "off" (or EDLM_NO_FUSED=1) never; the environment wins over the code's choice.
+    import edlm.utils as U
+
+    compiled = []
+
+    def fake_compile(fn):
+        compiled.append(fn.__name__)
+        return fn
+
+    monkeypatch.setattr(U, "_on_gpu", lambda t: True)
+    monkeypatch.setattr(torch, "compile", fake_compile)
+    monkeypatch.setattr(torch._dynamo, "maybe_mark_dynamic", lambda t, d: None)
+    monkeypatch.delenv("EDLM_FUSED", raising=False)
+    monkeypatch.delenv("EDLM_NO_FUSED", raising=False)
+    x = torch.zeros(100, 1000)  # 1e5 logits a call
+    per_call = U.FUSED_CALL_S + U.FUSED_ELEMENT_S * x.numel()
+    calls_to_pay = int(U.FUSED_COMPILE_S / per_call) + 1
+
+    def double(t):
+        return t * 2
+
+    f = U.fused_on_gpu(double)
+    for _ in range(calls_to_pay - 1):
+        f(x)
+    assert not f.compiled and compiled == []
+    f(x)
+    assert f.compiled and compiled == ["double"]
+    with U.fused_policy("on"):
+        g = U.fused_on_gpu(double)
+        g(x)
+        assert g.compiled
+        monkeypatch.setenv("EDLM_NO_FUSED", "1")  # the environment wins
+        h = U.fused_on_gpu(double)
+        for _ in range(calls_to_pay + 1):
+            h(x)
+        assert not h.compiled
+    monkeypatch.delenv("EDLM_NO_FUSED")
+    monkeypatch.setenv("EDLM_FUSED", "on")
+    assert U.fused_mode() == "on"
+    with U.fused_policy("off"):
+        assert U.fused_mode() == "on"
+    monkeypatch.setenv("EDLM_FUSED", "off")
+    k = U.fused_on_gpu(double)
+    for _ in range(calls_to_pay + 1):
+        k(x)
+    assert not k.compiled and U.fused_mode() == "off"
+
+
+def test_models_load_without_random_init_and_equal_the_saved_ones(tmp_path):
+    # runs.load_model builds on the meta device and takes the checkpoint's tensors (cold start): same
+    # outputs as the model that was saved, rotary tables rebuilt in float32.
+    from edlm.runs import load_model
+    from edlm.train.checkpoint import save_checkpoint
+    from edlm.utils import atomic_write_json
+
+    dit, _ = _models()
+    atomic_write_json(tmp_path / "run.json", {"objective": "mdlm", "data": "synthetic", "mask_id": V,
+                                              "model": dit.cfg.to_dict(), "train": {"seq_len": 24}})
+    save_checkpoint(tmp_path, 1, dit, None, None, {})
+    loaded, meta = load_model(tmp_path)
+    assert not any(t.is_meta for t in [*loaded.parameters(), *loaded.buffers()])
+    assert loaded.rotary.cos.dtype == torch.float32
+    x, t = torch.randint(0, V + 1, (2, 24)), torch.rand(2)
+    torch.testing.assert_close(loaded(x, t), dit(x, t), atol=0, rtol=0)

@@ -138,3 +138,28 @@ def test_edlm_with_true_energy_samples_the_true_joint_in_few_steps():
     true = lang.block_entropy(3)
     assert outs["edlm"] < outs["mdlm"] - 0.1
     assert abs(outs["edlm"] - true) < 0.03, (outs, true)
+
+
+def test_ess_and_energy_only_for_sequences_that_unmask_something():
+    # Row 0 starts fully given: nothing of it can unmask, its k candidates would be identical (ESS = k by
+    # construction). It must get no energy forward and no ESS; nor may any step where nothing unmasks.
+    probs, _, _, _ = _target_and_energy()
+    seen = []
+
+    class Sharp:
+        def energy(self, x0, x_t, t, *, log_mu=None):
+            seen.append(x_t.clone())
+            return 50.0 * x0.sum(-1).float()  # strongly prefers low tokens: ESS near 1 when candidates differ
+
+    g = torch.Generator().manual_seed(0)
+    x_init = torch.full((6, 3), MASK)
+    x_init[0] = torch.tensor([2, 1, 0])
+    x, st = sample(iid_denoiser(probs.float(), MASK), LogLinear(), MASK, SamplerConfig(steps=12, k=4),
+                   x_init=x_init, energy=Sharp(), generator=g)
+    assert torch.equal(x[0], x_init[0])
+    rows = torch.cat(seen)
+    assert (rows == MASK).any(1).all()  # no fully unmasked sequence was ever scored
+    assert len(seen) == st.energy_steps and all(r.shape[0] % 4 == 0 for r in seen)
+    ess = torch.cat(st.ess)
+    assert ess.numel() == sum(r.shape[0] for r in seen) // 4
+    assert ess.max() < 4 - 1e-6 and st.mean_ess < 2.0  # no ESS = k entries from idle sequences

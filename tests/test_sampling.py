@@ -90,6 +90,7 @@ def test_categorical_is_float64_exact_in_the_tail():
 def test_cache_reuse_gives_same_samples_as_no_cache():
     probs = torch.tensor([[0.5, 0.3, 0.2]] * 6)
     den = iid_denoiser(probs, MASK)
+    den.time_conditioning = False  # declares itself time-independent: only then may its output be reused
     outs = []
     for cache in (True, False):
         g = torch.Generator().manual_seed(7)
@@ -97,3 +98,25 @@ def test_cache_reuse_gives_same_samples_as_no_cache():
         outs.append((x, st.forwards))
     assert torch.equal(outs[0][0], outs[1][0])
     assert outs[0][1] < outs[1][1]  # 50 steps over 6 tokens: many steps change nothing and reuse the output
+
+
+def test_callable_without_time_declaration_is_never_cached():
+    # A plain callable may depend on t: reusing its output from an earlier t would draw from the wrong
+    # distribution. Here it puts all mass on token 0 for t > 0.5 and on token 1 below: every token drawn
+    # at t <= 0.5 must be 1, which a stale (cached) output from t > 0.5 would break.
+    calls = []
+
+    def den(x_t, t):
+        calls.append(float(t) if not torch.is_tensor(t) else float(t.flatten()[0]))
+        tok = 0 if calls[-1] > 0.5 else 1
+        lp = torch.full((*x_t.shape, 3), -1e9)
+        lp[..., tok] = 0.0
+        carry = torch.full_like(lp, float("-inf"))
+        carry.scatter_(-1, x_t.clamp(max=2)[..., None], 0.0)
+        return torch.where((x_t != MASK)[..., None], carry, lp)
+
+    g = torch.Generator().manual_seed(0)
+    x, st = sample(den, LogLinear(), MASK, SamplerConfig(steps=40, cache=True), batch=64, length=4, generator=g)
+    grid = [1 - i / 40 for i in range(41)]
+    assert calls == grid[:len(calls)]  # called afresh at every step, with that step's t
+    assert (x == 0).any() and (x == 1).any() and not (x == 2).any()

@@ -1,3 +1,49 @@
-"""edlm: Energy-Based Diffusion Language Models (EDLM), MDLM and autoregressive baselines."""
+"""edlm: Energy-Based Diffusion Language Models (EDLM), MDLM and autoregressive baselines.
+
+    import edlm
+    run = edlm.load("runs/mdlm")                  # edlm.Run: model, meta (RunMeta), schedule, tokenizer
+    run.sample(num=8, steps=16, energy=edlm.ar_energy("runs/ar"), k=4).texts
+    run.nelbo(split="test")                       # the report `edlm eval nelbo` prints
+    edlm.train(edlm.presets.tiny(), out="runs/x", objective="mdlm", data="synthetic")
+
+The names below are imported on first use: `import edlm` stays free of torch, so `edlm.cli` can set
+its OpenMP environment before torch loads.
+
+`edlm.train` is the function, although a subpackage edlm/train/ exists: the import system would set the
+package attribute to the subpackage when it is first imported, so _Package refuses that one assignment.
+The subpackage stays reachable by import (`from edlm.train.loop import train`), not as `edlm.train.loop`.
+"""
+
+import sys
+import types
 
 __version__ = "0.1.0"
+
+_API = ("load", "train", "plot_run", "ar_energy", "coar_energy", "nce_energy", "Run", "RunMeta", "Samples",
+        "EnergyChoice")
+_MODULES = ("presets",)
+__all__ = ["__version__", *_API, *_MODULES]
+
+
+def __getattr__(name):
+    import importlib
+
+    if name in _API:
+        return getattr(importlib.import_module("edlm.api"), name)
+    if name in _MODULES:
+        return importlib.import_module(f"edlm.{name}")
+    raise AttributeError(f"module 'edlm' has no attribute {name!r}")
+
+
+def __dir__():
+    return sorted(__all__)
+
+
+class _Package(types.ModuleType):
+    def __setattr__(self, name, value):
+        if name in _API and isinstance(value, types.ModuleType):
+            return  # a subpackage of the same name (edlm/train/) must not hide the API function
+        super().__setattr__(name, value)
+
+
+sys.modules[__name__].__class__ = _Package

@@ -30,6 +30,7 @@ COMMANDS = {
     "demo": "the one-command CPU demo: train tiny models on `markov2`, compare MDLM/EDLM/AR",
     "bench": "sweep steps/k/window for MDLM, EDLM and AR: JSON + plots",
     "convert": "import public MDLM checkpoints (kuleshov-group/mdlm format) into edlm",
+    "plot": "training and validation loss curves of a run folder, as a PNG",
 }
 
 
@@ -57,6 +58,9 @@ def main(argv: list[str] | None = None) -> int:
         parser.print_help()
         return 0
     try:
+        from edlm.validate import out_file
+
+        out_file("--json-out", getattr(args, "json_out", None))
         result = args._run(args)
     except EdlmError as e:
         print(f"edlm {args.command}: error: {e}", file=sys.stderr)

@@ -57,3 +57,68 @@ def plot_sweep(rows: list[dict], out: Path, title: str = "", reference: dict | N
         tmp.replace(out / name)
         files.append(str(out / name))
     return files
+
+
+def read_metrics(path: Path) -> tuple[list[dict], list[dict]]:
+    """metrics.jsonl -> (training rows with "loss", validation rows {"step", "val": {...}}). A line cut short
+    by a killed process is skipped (training appends line by line, so only the last one can be)."""
+    import json
+
+    train, val = [], []
+    for line in Path(path).read_text().splitlines():
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError:
+            continue
+        if isinstance(row, dict) and "val" in row:
+            val.append(row)
+        elif isinstance(row, dict) and "loss" in row:
+            train.append(row)
+    return train, val
+
+
+def plot_training_curves(run: Path, out: Path | None = None) -> Path:
+    """RUN/metrics.jsonl -> a PNG of the training loss and validation loss by step (plus NCE accuracy when
+    the run logs it). Returns the PNG's path (default RUN/curves.png)."""
+    from edlm.errors import EdlmError
+
+    run = Path(run)
+    metrics = run / "metrics.jsonl"
+    if not metrics.is_file():
+        raise EdlmError(f"{run} has no metrics.jsonl: it is not a run folder, or it has not logged a step yet")
+    train, val = read_metrics(metrics)
+    if not train and not val:
+        raise EdlmError(f"{metrics} holds no loss rows yet: plot again after training has logged a step")
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    acc = [r for r in train if "nce_accuracy" in r]
+    fig, axes = plt.subplots(1, 2 if acc else 1, figsize=(11 if acc else 6, 4), squeeze=False)
+    ax = axes[0][0]
+    if train:
+        ax.plot([r["step"] for r in train], [r["loss"] for r in train], label="train loss", lw=1)
+    if val:
+        ax.plot([r["step"] for r in val], [r["val"]["loss"] for r in val], "o-", label="validation loss (EMA)")
+    ax.set_xlabel("step")
+    ax.set_ylabel("loss (nats/token)")
+    ax.set_title(run.name)
+    ax.legend()
+    ax.grid(alpha=0.3)
+    if acc:
+        a2 = axes[0][1]
+        a2.plot([r["step"] for r in acc], [r["nce_accuracy"] for r in acc], label="train")
+        va = [r for r in val if "nce_accuracy" in r["val"]]
+        if va:
+            a2.plot([r["step"] for r in va], [r["val"]["nce_accuracy"] for r in va], "o-", label="validation")
+        a2.set_xlabel("step")
+        a2.set_ylabel("NCE accuracy")
+        a2.legend()
+        a2.grid(alpha=0.3)
+    out = Path(out) if out is not None else run / "curves.png"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fig.tight_layout()
+    fig.savefig(out, dpi=120)
+    plt.close(fig)
+    return out

@@ -2,22 +2,49 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
+import stat
 import sys
 import tempfile
+import time
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import torch
 
 
+def file_mode_for(path: str | os.PathLike) -> int:
+    """The mode a plain `open(path, "w")` would leave: the old file's mode when replacing one, else 0o666
+    minus the umask. (mkstemp creates 0600 files; a replaced samples file must not turn private.)"""
+    try:
+        return stat.S_IMODE(os.stat(path).st_mode)
+    except OSError:
+        return 0o666 & ~current_umask()
+
+
+def current_umask() -> int:
+    try:  # Linux >= 4.7 reports it without changing it
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("Umask:"):
+                return int(line.split()[1], 8)
+    except (OSError, ValueError):
+        pass
+    old = os.umask(0o022)
+    os.umask(old)
+    return old
+
+
 def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
     """Write via a temp file in the same folder + os.replace, so readers never see half a file."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
+    mode = file_mode_for(path)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
+        os.fchmod(fd, mode)
         with os.fdopen(fd, "wb") as f:
             f.write(data)
             f.flush()
@@ -41,6 +68,23 @@ def _jsonable(o: Any) -> Any:
     if hasattr(o, "tolist"):
         return o.tolist()
     raise TypeError(f"not JSON serialisable: {type(o)}")
+
+
+def sha256_file(path: str | os.PathLike, chunk: int = 1 << 22) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while b := f.read(chunk):
+            h.update(b)
+    return h.hexdigest()
+
+
+def fsync_path(path: str | os.PathLike) -> None:
+    """Flush a file (or a folder's entries) to disk, so a rename that follows never exposes lost data."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 def summary_line(obj: dict) -> str:
@@ -70,20 +114,85 @@ def cache_root() -> Path:
     return Path(os.environ.get("EDLM_DATA") or Path.home() / ".cache" / "edlm")
 
 
+# --- fused kernels: when to compile them ---------------------------------------------------------------
+# Compiling the fused kernels costs seconds in every new process (Dynamo + Inductor imports, Triton builds:
+# ~16 s of a one-sample `edlm sample` on an H200), while the plain kernels they replace cost at most a few
+# ms per call. So by default ("auto") each fused function runs plain until the time its plain calls are
+# estimated to have lost (calls x FUSED_CALL_S + logits x FUSED_ELEMENT_S) reaches the cost of compiling
+# it: the ski-rental rule, never worse than twice the better of "always plain" and "compile at once" for
+# the job that actually runs. "on" compiles at the first call, "off" never. The environment wins
+# (EDLM_FUSED=auto|on|off; EDLM_NO_FUSED=1 is off); else what the code asked for with fused_policy()
+# (training and `--compile` runs ask for "on": they have chosen to pay compile time); else auto.
+FUSED_COMPILE_S = 10.0
+"""estimated seconds to compile one fused function in a fresh process (cold caches). Measured on an H200
+(results/cold_start_h200.json, `calibration`): 13.5 s for the first (Dynamo + Inductor imports, compile
+workers), 2.2 s for the next"""
+FUSED_CALL_S = 3e-4
+"""estimated seconds a plain call loses to its fused version: launches (the draw: 0.55 vs 0.13 ms at 16-128
+rows; the log-normaliser: none)..."""
+FUSED_ELEMENT_S = 1e-11
+"""...plus this per logit (float32 copies the fused kernel never writes; at 16384 x 50304 bf16 logits the
+draw loses 1.8e-11 s a logit, the log-normaliser 0.7e-11)"""
+_fused_mode: list[str | None] = [None]
+
+
+def fused_mode() -> str:
+    """'auto', 'on' or 'off' (see above)."""
+    if os.environ.get("EDLM_NO_FUSED") == "1":
+        return "off"
+    env = {"1": "on", "0": "off"}.get(os.environ.get("EDLM_FUSED", "").lower(), os.environ.get("EDLM_FUSED", ""))
+    if env.lower() in ("auto", "on", "off"):
+        return env.lower()
+    return _fused_mode[0] or "auto"
+
+
+def set_fused_default(mode: str | None) -> None:
+    """The code's choice for the rest of the process ('auto', 'on', 'off'; None: auto); see above."""
+    if mode not in (None, "auto", "on", "off"):
+        raise ValueError(f"fused mode {mode!r}: use auto, on or off")
+    _fused_mode[0] = mode
+
+
+@contextmanager
+def fused_policy(mode: str | None):
+    """Within the block, fused kernels follow `mode` ('auto', 'on', 'off'; None: unchanged) unless the
+    environment says otherwise. A function already compiled stays compiled."""
+    if mode not in (None, "auto", "on", "off"):
+        raise ValueError(f"fused mode {mode!r}: use auto, on or off")
+    old = _fused_mode[0]
+    _fused_mode[0] = mode or old
+    try:
+        yield
+    finally:
+        _fused_mode[0] = old
+
+
+def _on_gpu(t) -> bool:
+    return t.device.type == "cuda"
+
+
 def fused_on_gpu(fn):
     """fn, torch.compiled (dynamic row count) when its first argument is a CUDA tensor, plain on the CPU.
 
     For small pointwise + reduction functions over (N, V) logits, where the compiled kernel reads the
     logits once instead of materialising float32 copies. Same math either way (the CPU tests check the
-    plain one against references). EDLM_NO_FUSED=1 turns it off; if compiling fails (no Triton, say) it
-    warns once and stays plain."""
-    state = {"compiled": None}
+    plain one against references). When it compiles follows fused_mode() (above); if compiling fails (no
+    Triton, say) it warns once and stays plain. `call.compiled` says whether it has compiled."""
+    state = {"compiled": None, "lost_s": 0.0}
 
     def call(*args, **kwargs):
-        if args[0].device.type != "cuda" or os.environ.get("EDLM_NO_FUSED") == "1" or state["compiled"] is False:
+        if state["compiled"] is False or not _on_gpu(args[0]):
             return fn(*args, **kwargs)
         if state["compiled"] is None:
+            mode = fused_mode()
+            if mode == "off":
+                return fn(*args, **kwargs)
+            if mode == "auto":
+                state["lost_s"] += FUSED_CALL_S + FUSED_ELEMENT_S * args[0].numel()
+                if state["lost_s"] < FUSED_COMPILE_S:
+                    return fn(*args, **kwargs)
             state["compiled"] = torch.compile(fn)
+            call.compiled = True
         # Only the row count varies between calls: marking dim 0 dynamic keeps one graph for every count
         # while the vocabulary width stays a constant the kernels are tuned for (with every dimension
         # dynamic the draw's block-sum kernel averaged 0.84 ms per call in an EDLM run on an H100, and
@@ -99,7 +208,26 @@ def fused_on_gpu(fn):
             warnings.warn(f"compiled {fn.__name__} unavailable ({type(e).__name__}: {e}); running it eagerly",
                           stacklevel=2)
             state["compiled"] = False
+            call.compiled = False
             return fn(*args, **kwargs)
 
-    call.__name__, call.__doc__ = fn.__name__, fn.__doc__
+    call.__name__, call.__doc__, call.compiled = fn.__name__, fn.__doc__, False
     return call
+
+
+_T_IMPORT = time.perf_counter()
+
+
+def process_seconds() -> float:
+    """Seconds since this process started (Linux: from /proc, 10 ms ticks), else since edlm was imported."""
+    try:
+        with open("/proc/self/stat") as f:
+            start_ticks = int(f.read().rsplit(")", 1)[1].split()[19])
+        with open("/proc/uptime") as f:
+            uptime = float(f.read().split()[0])
+        age = uptime - start_ticks / os.sysconf("SC_CLK_TCK")
+        if age >= 0:
+            return age
+    except (OSError, ValueError, IndexError):
+        pass
+    return time.perf_counter() - _T_IMPORT

@@ -4,13 +4,18 @@ from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 
 from edlm.commands.sample import parse_window
 from edlm.errors import EdlmError
+from edlm.validate import at_least, out_dir
 
 
 def _ints(s):
-    return [int(v) for v in s.split(",")]
+    try:
+        return [int(v) for v in s.split(",")]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{s!r}: expected comma-separated integers such as 8,16") from None
 
 
 def add_parser(sub, name, help_):
@@ -48,19 +53,55 @@ def run(args):
             raise EdlmError(f"method {m} needs --ar AR_RUN")
         if m == "edlm-nce" and not args.nce:
             raise EdlmError("method edlm-nce needs --nce NCE_RUN")
-    windows = args.window or [(0.0, 1.0)]
+    for name, values in (("--steps", args.steps), ("--k", args.k)):
+        for v in values:
+            at_least(name, v, 1)
+    at_least("--num", args.num, 1)
+    at_least("--batch-size", args.batch_size, 1)
+    at_least("--seed", args.seed, 0)
+    out_dir("--out", args.out)
     runs = {"mdlm": args.mdlm, "ar": args.ar, "nce": args.nce}
+    data = _check_runs(runs, methods)
+    windows = args.window or [(0.0, 1.0)]
     device = pick_device(args.device)
-    settings = settings_for(methods, args.steps, args.k, windows)
-    rows = sweep(settings, runs, num=args.num, batch_size=args.batch_size, seed=args.seed, device=device,
-                 evaluator=args.evaluator, out=args.out, quiet=args.quiet)
-    from edlm.runs import read_run
+    from edlm.eval.genppl import get_evaluator
 
-    meta = {"data": read_run(args.mdlm)["data"], "evaluator": args.evaluator, "device": str(device),
+    get_evaluator(args.evaluator, device)  # a bad --evaluator fails here, not after the first setting (cached)
+    settings = settings_for(methods, args.steps, args.k, windows)
+    out = Path(args.out)
+    created = not out.exists()
+    try:
+        rows = sweep(settings, runs, num=args.num, batch_size=args.batch_size, seed=args.seed, device=device,
+                     evaluator=args.evaluator, out=args.out, quiet=args.quiet)
+    except BaseException:
+        for d in (out / "samples", out):  # a failed bench leaves no empty folders behind (files are kept)
+            if created and d.is_dir() and not any(d.iterdir()):
+                d.rmdir()
+        raise
+    meta = {"data": data, "evaluator": args.evaluator, "device": str(device),
             "device_name": _device_name(device), "runs": runs}
     res = write_results(args.out, meta, rows)
     print(format_table(rows), file=sys.stderr)
     return {**meta, "out": args.out, "plots": res["plots"], "rows": rows}
+
+
+def _check_runs(runs: dict, methods) -> str:
+    """Each run given is of the kind its flag says (an AR run passed as --mdlm must not be labelled mdlm),
+    and the runs share a corpus. -> the corpus name."""
+    from edlm.runs import read_run
+
+    need = {"mdlm": True, "ar": any(m in ("edlm-ar", "edlm-coar", "ar") for m in methods),
+            "nce": "edlm-nce" in methods}
+    data = None
+    for flag, path in runs.items():
+        if path is None or not need[flag]:
+            continue
+        meta = read_run(path)
+        if meta["objective"] != flag:
+            raise EdlmError(f"--{flag} {path} is a {meta['objective']!r} run, not a {flag!r} run: pass it to "
+                            f"--{meta['objective']} instead")
+        data = data or meta["data"]
+    return data
 
 
 def _device_name(device):

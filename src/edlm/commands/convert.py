@@ -32,6 +32,13 @@ def add_parser(sub, name, help_):
 
 def run(args):
     from edlm.convert import convert
+    from edlm.validate import at_least, existing_path, out_dir
+
+    at_least("--seq-len", args.seq_len, 1, optional=True)
+    at_least("--n-heads", args.n_heads, 1, optional=True)
+    at_least("--bos-id", args.bos_id, 0, optional=True)
+    existing_path("--src", args.src)
+    out_dir("--out", args.out)
 
     return convert(args.fmt, args.src, args.out, data=args.data, seq_len=args.seq_len,
                    n_heads=args.n_heads, bos_id=args.bos_id)

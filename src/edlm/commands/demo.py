@@ -6,7 +6,10 @@ import argparse
 
 
 def _ints(s):
-    return [int(v) for v in s.split(",")]
+    try:
+        return [int(v) for v in s.split(",")]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{s!r}: expected comma-separated integers such as 4,8,16") from None
 
 
 def add_parser(sub, name, help_):
@@ -35,6 +38,14 @@ def add_parser(sub, name, help_):
 
 def run(args):
     from edlm.demo import DemoConfig, run_demo
+    from edlm.validate import at_least, out_dir
+
+    for v in args.steps:
+        at_least("--steps", v, 1)
+    for name in ("num", "k", "mdlm_steps", "ar_steps", "nce_steps"):
+        at_least("--" + name.replace("_", "-"), getattr(args, name), 1)
+    at_least("--seed", args.seed, 0)
+    out_dir("--out", args.out)
 
     return run_demo(DemoConfig(data=args.data, out=args.out, preset=args.preset, steps=args.steps, num=args.num,
                                k=args.k, mdlm_steps=args.mdlm_steps, ar_steps=args.ar_steps,

@@ -1,96 +1,154 @@
-"""`edlm eval nelbo` (likelihood bounds on a split) and `edlm eval samples` (sample quality)."""
+"""`edlm eval nelbo` (labelled likelihoods on a split: bounds, exact, estimates) and `edlm eval samples`."""
 
 from __future__ import annotations
 
 import argparse
 import math
 
+from edlm.commands.sample import parse_window
 from edlm.errors import EdlmError
-from edlm.utils import pick_device, progress
+from edlm.utils import pick_device
+from edlm.validate import at_least, existing_path
 
 
 def add_parser(sub, name, help_):
     p = sub.add_parser(name, help=help_, description=help_)
     s = p.add_subparsers(dest="eval_what", metavar="WHAT", required=True)
-    n = s.add_parser("nelbo", help="per-token NLL bound, perplexity bound and BPC on a split",
+    n = s.add_parser("nelbo", help="likelihood on a split: bounds (MDLM), exact (AR), EDLM bound and estimate",
+                     description="Per-token NLL, perplexity and BPC on a split, each labelled with what it is "
+                     "(docs/likelihood.md). MDLM run: the continuous-time NELBO (an upper bound); with --steps T "
+                     "also the NELBO of the T-step sampler. AR run: the exact NLL. With --energy: the paper's "
+                     "EDLM likelihood (an ESTIMATE, not a bound), and with --steps T the NELBO of the T-step "
+                     "EDLM sampler with that energy, --k, --window and --temperature (an upper bound on that "
+                     "sampler's NLL).",
                      formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     n.add_argument("--ckpt", required=True, help="MDLM or AR run folder")
     n.add_argument("--split", default="test", choices=["train", "valid", "test"])
     n.add_argument("--t-samples", type=int, default=1, help="Monte-Carlo t draws per sequence (MDLM/EDLM)")
+    n.add_argument("--steps", type=int, default=None, metavar="T",
+                   help="also the T-step bounds: of the T-step MDLM sampler and, with --energy, of the EDLM one")
     n.add_argument("--energy", default=None, metavar="KIND:RUN",
-                   help="EDLM bound: coar:AR_RUN (exact), ar:AR_RUN or nce:NCE_RUN (log Z estimated)")
-    n.add_argument("--logz-samples", type=int, default=8, help="proposal draws n for the log Z estimate")
+                   help="EDLM: ar:AR_RUN, coar:AR_RUN or nce:NCE_RUN (estimate; with --steps also a bound)")
+    n.add_argument("--k", type=int, default=8, help="EDLM sampler's candidates per step (for the --steps bound)")
+    n.add_argument("--window", type=parse_window, default=(0.0, 1.0), metavar="T_LO,T_HI",
+                   help="EDLM sampler's window (for the --steps bound)")
+    n.add_argument("--temperature", type=float, default=1.0, help="EDLM sampler's temperature (--steps bound)")
+    n.add_argument("--bound-draws", type=int, default=8, metavar="R",
+                   help="EDLM --steps bound: average its correction over R draws (any R is a bound; larger R "
+                   "is tighter and costs R x k energy forwards per sequence)")
+    n.add_argument("--logz-samples", type=int, default=8, help="proposal draws n for the estimate's log Z")
+    n.add_argument("--t-eps", type=float, default=None,
+                   help="smallest t of the continuous integral (default: the run's own train.t_eps)")
     n.add_argument("--max-blocks", type=int, default=None, help="evaluate at most this many sequences")
     n.add_argument("--batch-size", type=int, default=32)
     n.add_argument("--seed", type=int, default=0)
     n.add_argument("--device", default="auto")
     n.add_argument("--quiet", action="store_true")
     n.add_argument("--json-out", metavar="PATH", help="also write the JSON summary to PATH")
-    try:
-        from edlm.eval.genppl import add_samples_parser
-    except ImportError:
-        add_samples_parser = None
-    if add_samples_parser is not None:
-        sp = add_samples_parser(s)
-        sp.add_argument("--json-out", metavar="PATH", help="also write the JSON summary to PATH")
+    sp = add_samples_parser(s)
+    sp.add_argument("--json-out", metavar="PATH", help="also write the JSON summary to PATH")
+    return p
+
+
+def add_samples_parser(subparsers):
+    """`edlm eval samples` (eval/genppl.py's evaluate_rows behind flags); lives here: argparse only in commands/."""
+    from edlm.eval import scoring
+    from edlm.eval.evaluators import BUILTIN_HELP
+
+    p = subparsers.add_parser(
+        "samples",
+        help="generative perplexity, entropy, distinct-n and speed of a samples file",
+        description="Score a samples JSONL file (from `edlm sample`) under an evaluator model and report "
+        "generative perplexity (token-weighted), mean unigram entropy per sample (nats, bits), "
+        "distinct-1..4 and time per sample. Evaluators: " + BUILTIN_HELP + ".",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    p.add_argument(
+        "--samples", required=True, metavar="FILE.jsonl", help="rows written by `edlm sample --out`"
+    )
+    p.add_argument(
+        "--evaluator",
+        required=True,
+        metavar="NAME",
+        help="true | smollm2-135m | gemma3-270m | edlm:RUN_DIR | gguf:FILE | HF name or folder",
+    )
+    p.add_argument("--batch-size", type=int, default=16)
+    p.add_argument("--device", default="auto")
+    p.add_argument(
+        "--max-tokens",
+        type=int,
+        default=None,
+        help="score at most this many tokens per sample (evaluator tokens)",
+    )
+    p.add_argument(
+        "--eos",
+        choices=scoring.EOS_MODES,
+        default="mdlm",
+        help="mdlm (default): as MDLM's gen-PPL does, score every document of the sample and only the first "
+        "EOS (later EOS tokens are context, never scored); right for models trained on blocks of a document "
+        "stream, whose text after an EOS is the next document. first: score each sample up to and including "
+        "its first EOS, as one document (the evaluator "
+        "predicts its end; what the sampler wrote after it is not scored). all: every "
+        "token, every EOS included. Samples of corpora without an EOS (char, synthetic) are scored whole in "
+        "every mode",
+    )
+    p.add_argument(
+        "--stride",
+        type=int,
+        default=None,
+        metavar="N",
+        help="a sample longer than the evaluator's context is scored in sliding windows of the context that "
+        "advance N tokens: every token is predicted once, each with at least context - N tokens before it "
+        "(None: half the context; 1 <= N < context)",
+    )
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
     return p
 
 
 def run(args):
+    at_least("--batch-size", args.batch_size, 1)
     if args.eval_what == "samples":
         from edlm.eval.genppl import samples_command
 
+        at_least("--max-tokens", getattr(args, "max_tokens", None), 1, optional=True)
+        existing_path("--samples", args.samples)
         return samples_command(args)
-    return nelbo_command(args)
+    at_least("--t-samples", args.t_samples, 1)
+    at_least("--max-blocks", args.max_blocks, 1, optional=True)
+    at_least("--seed", args.seed, 0)
+    out = nelbo_command(args)
+    for name, entry in out["results"].items():  # a finite checkpoint can still overflow: never report NaN
+        if entry["nll"] is not None and not math.isfinite(entry["nll"]):
+            raise EdlmError(f"the {name} NLL of {args.ckpt} came out {entry['nll']} (the outputs overflow): "
+                            "this checkpoint cannot be evaluated; use an earlier one or retrain with a lower --lr")
+    return out
 
 
 def nelbo_command(args):
-    from edlm.data import corpora
-    from edlm.data.loader import iter_eval_blocks
-    from edlm.eval.likelihood import evaluate_split
-    from edlm.runs import load_model
+    """A thin layer over edlm.Run.nelbo: the flags checked (and named in errors) here, warnings to stderr."""
+    import sys
+
+    from edlm.api import load
 
     if args.logz_samples < 2:
-        raise EdlmError("--logz-samples must be >= 2 (the upper bound needs leave-one-out estimates)")
-    device = pick_device(args.device)
-    model, meta = load_model(args.ckpt, device, expect="mdlm|ar")
-    energy = kind = None
-    name = meta["objective"]
-    if args.energy:
-        if meta["objective"] != "mdlm":
-            raise EdlmError("--energy needs an MDLM --ckpt (the proposal)")
-        from edlm.energy.factory import build_energy
-        from edlm.sampling.loop import model_denoiser
-
-        energy, name = build_energy(args.energy, model_denoiser(model, meta["mask_id"]), meta, device)
-        kind = args.energy.split(":", 1)[0]
-    tokens = corpora.load_split(meta["data"], args.split)
-    L = meta["train"]["seq_len"]
-    n_blocks = len(tokens) // L if args.max_blocks is None else min(args.max_blocks, len(tokens) // L)
-    bar = progress(total=n_blocks, desc=f"eval {name}", unit="seq", disable=args.quiet or None)
-    res = evaluate_split(model, meta, iter_eval_blocks(tokens, L, args.batch_size, max_blocks=n_blocks),
-                         t_samples=args.t_samples, seed=args.seed, energy=energy, energy_kind=kind,
-                         logz_samples=args.logz_samples, device=device, bar=bar)
-    bar.close()
-    ntok = res["tokens"]
-    char = meta.get("tokenizer") == "char"
-    out = {"model": name, "split": args.split, "tokens": ntok, "ckpt": str(args.ckpt), "data": meta["data"]}
-    sums = res["sums"]
-    if "nll" in sums:
-        out["nll"] = sums["nll"] / ntok
-        out["bound"] = "exact" if name == "ar" else ("upper (NELBO)" if kind in (None, "coar") else None)
-    else:
-        out["nll_lower"], out["nll_upper"] = sums["nll_lower"] / ntok, sums["nll_upper"] / ntok
-        out["nll"] = out["nll_upper"]
-        out["bound"] = "nll = nll_upper (asymptotic upper bound); nll_lower uses E[T_n] <= log Z (optimistic)"
-        out["logz_samples"] = args.logz_samples
-        out["bound_gap"] = out["nll_upper"] - out["nll_lower"]
-        if out["bound_gap"] > 0.05:
-            # A wide bracket means the n proposal draws did not cover the energy's mass: neither end is a
-            # usable estimate (the upper end is only asymptotically an upper bound).
-            out["warning"] = (f"log Z bracket is {out['bound_gap']:.3f} nats/token wide at n={args.logz_samples}: "
-                              "the estimate is unreliable; raise --logz-samples or use coar:AR_RUN (exact)")
-    out["ppl"] = math.exp(out["nll"])
-    out["bpc"] = out["nll"] / math.log(2) if char else None
-    out["t_samples"] = args.t_samples
+        raise EdlmError("--logz-samples must be >= 2 (the estimate's upper end needs leave-one-out terms)")
+    if args.steps is not None and args.steps < 1:
+        raise EdlmError("--steps must be >= 1")
+    if args.k < 1 or args.t_samples < 1 or args.batch_size < 1 or args.bound_draws < 1:
+        raise EdlmError("--k, --t-samples, --batch-size and --bound-draws must be >= 1")
+    if not args.temperature > 0 or not math.isfinite(args.temperature):
+        raise EdlmError("--temperature must be a finite number > 0")
+    if args.max_blocks is not None and args.max_blocks < 1:
+        raise EdlmError("--max-blocks must be >= 1 (leave it out to evaluate the whole split)")
+    if args.t_eps is not None and not 0 < args.t_eps < 1:
+        raise EdlmError("--t-eps must be in (0, 1)")
+    run_ = load(args.ckpt, pick_device(args.device), expect="mdlm|ar")
+    if args.energy and run_.meta.objective != "mdlm":
+        raise EdlmError("--energy needs an MDLM --ckpt (the proposal)")
+    out = run_.nelbo(split=args.split, steps=args.steps, energy=args.energy, k=args.k, window=args.window,
+                     temperature=args.temperature, t_samples=args.t_samples, bound_draws=args.bound_draws,
+                     logz_samples=args.logz_samples, t_eps=args.t_eps, max_blocks=args.max_blocks,
+                     batch_size=args.batch_size, seed=args.seed, quiet=args.quiet)
+    for w in out["warnings"]:
+        print(f"edlm eval nelbo: warning: {w}", file=sys.stderr)
     return out

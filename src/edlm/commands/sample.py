@@ -4,9 +4,13 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
+import sys
+from pathlib import Path
 
 from edlm.errors import EdlmError
-from edlm.utils import atomic_write_bytes, pick_device
+from edlm.utils import fsync_path, pick_device
+from edlm.validate import at_least, finite_in, out_file
 
 
 def parse_window(s: str):
@@ -25,7 +29,9 @@ def add_parser(sub, name, help_):
     p = sub.add_parser(name, help=help_, formatter_class=argparse.ArgumentDefaultsHelpFormatter,
                        description=help_ + ". Rows: ids, text, seconds, method, steps, k, window.")
     p.add_argument("--ckpt", required=True, help="run folder of an MDLM or AR model")
-    p.add_argument("--out", required=True, help="JSONL file to write (one sample per line)")
+    p.add_argument("--out", required=True,
+                   help="JSONL file to write (one sample per line). Rows go to OUT.partial as each batch "
+                   "finishes, renamed to OUT at the end: after a crash OUT.partial holds every finished batch")
     p.add_argument("--num", type=int, default=16, help="number of samples")
     p.add_argument("--steps", type=int, default=64, help="denoising steps (MDLM/EDLM)")
     p.add_argument("--batch-size", type=int, default=16, help="sequences generated together")
@@ -37,6 +43,9 @@ def add_parser(sub, name, help_):
     p.add_argument("--window", type=parse_window, default=(0.0, 1.0), metavar="T_LO,T_HI",
                    help="EDLM on steps whose t is in [T_LO, T_HI]; 'none' = plain MDLM")
     p.add_argument("--temperature", type=float, default=1.0, help="EDLM weights softmax(-E/tau); 1 = exact")
+    p.add_argument("--unmask", default="random", choices=("random", "confidence"),
+                   help="which positions a step unmasks: random (MDLM) or confidence (the schedule's expected "
+                        "count, most confident draws first, as LLaDA; with --energy: EDLM on top of it)")
     p.add_argument("--prefix", default=None, help="text to keep fixed at the start of every sample")
     p.add_argument("--no-cache", action="store_true", help="recompute the denoiser even when x_t did not change")
     p.add_argument("--precision", default="auto", choices=("auto", "bf16", "fp32"),
@@ -48,23 +57,92 @@ def add_parser(sub, name, help_):
     return p
 
 
-def run(args):
-    from edlm.data.tokenizers import tokenizer_for
-    from edlm.runs import load_model
-    from edlm.sampling.generate import GenerateRequest, generate
+def check_args(args) -> None:
+    """Every option in range and --out usable, before a model is loaded."""
+    for name in ("num", "steps", "k", "batch_size"):
+        at_least("--" + name.replace("_", "-"), getattr(args, name), 1)
+    at_least("--length", args.length, 1, optional=True)
+    at_least("--seed", args.seed, 0)
+    finite_in("--temperature", args.temperature, lo=0, lo_open=True)
+    out_file("--out", args.out)
+    partial = partial_path(args.out)
+    if partial.exists():
+        raise EdlmError(f"{partial} holds rows of an interrupted `edlm sample`: rename it to keep them (or delete "
+                        "it), then rerun")
 
-    if args.num < 1 or args.steps < 1 or args.k < 1 or args.batch_size < 1:
-        raise EdlmError("--num, --steps, --k and --batch-size must be positive")
-    if args.temperature <= 0:
-        raise EdlmError("--temperature must be > 0")
-    device = pick_device(args.device)
-    models = load_model(args.ckpt, device)
-    prefix = tokenizer_for(models[1]["data"]).encode(args.prefix) if args.prefix else None
-    req = GenerateRequest(ckpt=args.ckpt, num=args.num, steps=args.steps, batch_size=args.batch_size,
-                          length=args.length, seed=args.seed, energy=args.energy, k=args.k, window=args.window,
-                          temperature=args.temperature, prefix=prefix, cache=not args.no_cache,
-                          precision=args.precision, compile=args.compile)
-    rows, summary = generate(req, device, models=models, quiet=args.quiet)
-    atomic_write_bytes(args.out, "".join(json.dumps(r) + "\n" for r in rows).encode())
-    summary["out"] = str(args.out)
-    return summary
+
+def partial_path(out) -> Path:
+    out = Path(out)
+    return out.with_name(out.name + ".partial")
+
+
+def encode_prefix(text: str, meta: dict) -> list[int]:
+    from edlm.data.tokenizers import tokenizer_for
+
+    tok = tokenizer_for(meta["data"])
+    try:
+        ids = tok.encode(text)
+    except ValueError as e:
+        raise EdlmError(f"--prefix {text!r}: {e}; use only symbols of the run's corpus ({meta['data']})") from None
+    bad = [i for i in ids if not 0 <= i < tok.vocab_size]
+    if bad:
+        raise EdlmError(f"--prefix {text!r}: token {bad[0]} is outside the vocabulary (0..{tok.vocab_size - 1})")
+    return ids
+
+
+class RowStream:
+    """Rows appended to OUT.partial batch by batch (flushed, so a killed process keeps them), renamed to OUT
+    once all are written. The file is created with the umask's normal permissions, like any new file."""
+
+    def __init__(self, out):
+        self.out, self.partial, self.f, self.n = Path(out), partial_path(out), None, 0
+
+    def write(self, rows: list[dict]) -> None:
+        if self.f is None:
+            self.out.parent.mkdir(parents=True, exist_ok=True)
+            self.f = open(self.partial, "x")
+        self.f.write("".join(json.dumps(r) + "\n" for r in rows))
+        self.f.flush()
+        self.n += len(rows)
+
+    def finish(self) -> None:
+        if self.f is None:
+            self.write([])
+        self.f.close()
+        fsync_path(self.partial)
+        os.replace(self.partial, self.out)
+
+    def abandon(self) -> None:
+        """After a failure: keep finished rows (say where), remove an empty partial file."""
+        if self.f is None:
+            return
+        self.f.close()
+        if self.n == 0:
+            self.partial.unlink(missing_ok=True)
+        else:
+            print(f"edlm sample: the {self.n} rows finished before the failure are in {self.partial}", file=sys.stderr)
+
+
+def run(args):
+    """A thin layer over edlm.Run.sample: the flags checked (and named in errors) here, rows streamed."""
+    from edlm.api import load
+
+    check_args(args)
+    run_ = load(args.ckpt, pick_device(args.device))
+    prefix = encode_prefix(args.prefix, run_.meta.raw) if args.prefix else None
+    if args.energy and run_.meta.objective == "ar":
+        raise EdlmError("--energy applies to an MDLM run (--ckpt MDLM_RUN); this run is autoregressive")
+    if args.length is not None and args.length > run_.model.cfg.max_len:
+        raise EdlmError(f"--length {args.length} exceeds what the model allows ({run_.model.cfg.max_len})")
+    stream = RowStream(args.out)
+    try:
+        out = run_.sample(num=args.num, steps=args.steps, energy=args.energy, k=args.k, window=args.window,
+                          temperature=args.temperature, prefix=prefix, seed=args.seed, length=args.length,
+                          batch_size=args.batch_size, precision=args.precision, compile=args.compile,
+                          cache=not args.no_cache, quiet=args.quiet, on_batch=stream.write,
+                          unmask=args.unmask)
+        stream.finish()
+    except BaseException:
+        stream.abandon()
+        raise
+    return {**out.summary, "out": str(args.out)}

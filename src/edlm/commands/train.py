@@ -5,11 +5,10 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import typing
-from dataclasses import replace
 
 from edlm.models.transformer import TransformerConfig
-from edlm.presets import PRESETS, get_preset
-from edlm.train.config import TrainConfig
+from edlm.presets import PRESETS
+from edlm.train.config import RESUME_OVERRIDABLE, TrainConfig
 
 MODEL_FIELDS = ("n_layers", "d_model", "n_heads", "cond_dim", "mlp_ratio", "max_len", "dropout",
                 "time_conditioning")
@@ -35,30 +34,35 @@ def _add_fields(g, cls, names=None):
 
 def add_parser(sub, name, help_):
     p = sub.add_parser(name, help=help_, description=help_ + ". Options not given come from --preset.",
-                       formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+                       formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+                       epilog="On --resume the run's saved options win over the preset. These may be given to "
+                       "change them from the checkpoint on (they are recorded in run.json): "
+                       + ", ".join("--" + k for k in RESUME_OVERRIDABLE) + ". Any other option must repeat "
+                       "its saved value or be left out. A run folder is written by one training at a time "
+                       "(train.lock). Training stops, saving nothing more, on a NaN/inf loss or weights and "
+                       "on a diverging loss (see --diverge_factor).")
     p.add_argument("--preset", default="tiny", choices=list(PRESETS), help="model + training preset")
     p.add_argument("--out", required=True, help="run folder (checkpoints, metrics.jsonl, run.json)")
-    p.add_argument("--resume", action="store_true", help="continue the run in --out exactly where it stopped")
+    p.add_argument("--resume", action="store_true",
+                   help="continue the run in --out exactly where it stopped (its saved options win; see below)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     _add_fields(p.add_argument_group("training (TrainConfig)"), TrainConfig)
     _add_fields(p.add_argument_group("model (TransformerConfig)"), TransformerConfig, MODEL_FIELDS)
     return p
 
 
-def configs_from_args(args) -> tuple[TrainConfig, TransformerConfig]:
-    model_cfg, train_cfg = get_preset(args.preset)
+def given_options(args) -> tuple[dict, dict]:
+    """The training and model options given on the command line (None = not given)."""
     given = lambda name: getattr(args, name, None) is not None
     tr = {f.name: getattr(args, f.name) for f in dataclasses.fields(TrainConfig) if given(f.name)}
     if "betas" in tr:
         tr["betas"] = tuple(tr["betas"])
-    md = {n: getattr(args, n) for n in MODEL_FIELDS if given(n)}
-    return replace(train_cfg, **tr), replace(model_cfg, **md)
+    return tr, {n: getattr(args, n) for n in MODEL_FIELDS if given(n)}
 
 
 def run(args):
-    from edlm.train.loop import train
+    """A thin layer over edlm.train: the preset by name, the options given on the command line."""
+    from edlm.api import train
 
-    cfg, model_cfg = configs_from_args(args)
-    if args.seq_len is not None and args.max_len is None:
-        model_cfg = replace(model_cfg, max_len=max(model_cfg.max_len, cfg.seq_len))
-    return train(cfg, model_cfg, args.out, resume=args.resume, max_steps=args.max_steps, quiet=args.quiet)
+    tr, md = given_options(args)
+    return train(args.preset, out=args.out, resume=args.resume, quiet=args.quiet, **tr, **md)

@@ -103,16 +103,6 @@ def mdlm_nelbo(model, x0: torch.Tensor, schedule, mask_id: int, *, generator=Non
     return nelbo_weight(schedule, t).float() * masked_log_likelihood(model, x0, x_t, t, mask_id)
 
 
-def mdlm_discrete_nelbo(model, x0, schedule, mask_id: int, num_steps: int, *, generator=None):
-    """Discrete-time (T steps) NELBO estimate: t on the grid i/T, weight T*(alpha_s-alpha_t)/(1-alpha_t)."""
-    B = x0.shape[0]
-    i = torch.randint(1, num_steps + 1, (B,), generator=generator, device=x0.device)
-    t, s = i / num_steps, (i - 1) / num_steps
-    x_t = mask_tokens(x0, schedule.alpha(t), mask_id, generator)
-    w = num_steps * (schedule.alpha(s) - schedule.alpha(t)) / (1 - schedule.alpha(t))
-    return -w.float() * masked_log_likelihood(model, x0, x_t, t, mask_id)
-
-
 def ar_token_log_probs(model, x: torch.Tensor, bos_id: int) -> torch.Tensor:
     """log p_AR(x^l | x^{<l}) for every position (B, L), float32. The input is [BOS, x^1..x^{L-1}],
     so the first token is scored too and sum(-1) is the exact log p_AR(x) of the whole sequence.

@@ -77,6 +77,18 @@ def get_schedule(name: str = "loglinear"):
         raise ValueError(f"unknown schedule {name!r}; choose one of {sorted(SCHEDULES)}") from None
 
 
+def pinned_alpha(schedule, t: float) -> float:
+    """alpha(t) of the chain the sampler runs: pinned to 0 at t = 1 (it starts from all MASK) and to 1 at
+    t = 0 (it ends with every token drawn), whatever the schedule's own end values (log-linear has
+    alpha(1) = eps, cosine alpha(0) = 1 - eps). The likelihood bounds count both pinned jumps
+    (eval/likelihood.py), so they bound the model that is actually sampled."""
+    if t >= 1:
+        return 0.0
+    if t <= 0:
+        return 1.0
+    return float(schedule.alpha(t))
+
+
 def nelbo_weight(schedule, t: torch.Tensor) -> torch.Tensor:
     """alpha'(t) / (1 - alpha(t)) (negative)."""
     return schedule.dalpha(t) / (1 - schedule.alpha(t))

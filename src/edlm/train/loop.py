@@ -4,8 +4,12 @@
     torchrun --nproc_per_node 2 $(which edlm) train ... (same flags)
 
 Losses are summed locally, all-reduced, and divided once by the global count, so neither
-gradient accumulation nor world size changes a result. A non-finite loss stops training and
-leaves the last good checkpoint in place.
+gradient accumulation nor world size changes a result.
+
+Guards (guards.py): a non-finite loss, weights/EMA/optimizer state that turned NaN/inf, or a diverging
+loss (above --diverge_factor x the first step's loss) stop training before anything more is saved, and
+every save first scores the weights it is about to write; so each checkpoint is finite and checked, and
+stays in place. One training at a time writes a run folder (train.lock).
 """
 
 from __future__ import annotations
@@ -25,11 +29,22 @@ from edlm.models.transformer import TransformerConfig
 from edlm.runs import build_model, load_model
 from edlm.sampling.denoiser import ModelDenoiser
 from edlm.train import checkpoint as ckpt
-from edlm.train.config import TrainConfig
+from edlm.train.config import TrainConfig, check_config
 from edlm.train.distributed import all_reduce_sum, barrier, cleanup, init_distributed, wrap_model
+from edlm.train.guards import check_before_save, check_diverging, check_finite, check_finite_state, probe_loss
+from edlm.train.lock import RunLock
 from edlm.train.objectives import ARObjective, MDLMObjective, NCEObjective
 from edlm.train.optim import EMA, lr_at, make_optimizer
-from edlm.utils import atomic_write_bytes, atomic_write_json, pick_device, progress
+from edlm.train.resume import apply_overrides, resume_from, truncate_metrics
+from edlm.utils import atomic_write_json, pick_device, progress, set_fused_default
+from edlm.validate import out_dir
+
+NOISE_SEED_OFFSET = 12345
+"""the training noise stream (t, masks) is seeded cfg.seed + this, apart from the data order's cfg.seed"""
+VALIDATION_SEED = 1234
+NO_CLIP = 1e9
+"""max norm when grad_clip = 0: clip_grad_norm_ still returns the norm (logged as grad_norm), scaling nothing"""
+"""validation draws the same t and masks at every evaluation, so validation losses compare across steps"""
 
 
 def _autocast(cfg: TrainConfig, device):
@@ -53,21 +68,34 @@ def _objective(cfg, mask_id, device):
 
 
 def prepare_run(out: Path, cfg: TrainConfig, model_cfg: TransformerConfig, resume: bool,
-                max_steps: int | None = None, world_size: int = 1):
+                max_steps: int | None = None, world_size: int = 1, overrides: dict | None = None):
     """Create or reopen RUN/run.json. Never overwrites an existing run unless resuming it.
 
-    On resume the saved config wins; only the length of training may change, and the per-device batch is
+    On resume the saved config wins, except for the options in `overrides` that RESUME_OVERRIDABLE lists
+    (learning rate and schedule, clipping, logging/saving cadence, length of training, device); any other
+    option given with a value that differs from the saved one is an error. The per-device batch is
     re-derived from the saved GLOBAL batch, so a run can continue on another number of devices."""
     out = Path(out)
     meta_path = out / "run.json"
+    if not meta_path.exists() and (ckpt.has_run_state(out)):
+        raise EdlmError(f"{out} holds training state (checkpoints or metrics.jsonl) but no run.json (the run's "
+                        "config): restore run.json from a backup; it cannot be rebuilt from the preset safely")
     if meta_path.exists():
         if not resume:
             raise EdlmError(f"{out} already holds a run: pass --resume to continue it, or choose another --out")
         meta = ckpt.read_run(out)
         saved = TrainConfig.from_dict(meta["train"])
+        overrides = dict(overrides or {})
         if max_steps is not None:
-            saved.max_steps = max_steps
-            meta["train"]["max_steps"] = max_steps
+            overrides["max_steps"] = max_steps
+        apply_overrides(out, meta, saved, overrides)
+        try:
+            check_config(saved)
+        except EdlmError as e:  # a bad value saved by an older edlm (given ones were checked already)
+            opt = str(e).split()[0]
+            if opt.lstrip("-") in overrides:
+                raise
+            raise EdlmError(f"{e} (the value saved in {meta_path}; pass {opt} to override it on --resume)") from None
         global_batch = meta.get("global_batch", saved.batch_size * saved.grad_accum)
         per = global_batch // (world_size * saved.grad_accum)
         if per * world_size * saved.grad_accum != global_batch:
@@ -75,6 +103,7 @@ def prepare_run(out: Path, cfg: TrainConfig, model_cfg: TransformerConfig, resum
                             f"{saved.grad_accum} accumulation steps; resume on a device count that divides it")
         saved.batch_size = meta["train"]["batch_size"] = per
         return meta, saved, TransformerConfig.from_dict(meta["model"])
+    check_config(cfg, model_cfg)
     if cfg.objective == "nce" and not cfg.diffusion:
         raise EdlmError("--objective nce needs --diffusion MDLM_RUN (the trained MDLM to correct)")
     man = corpora.manifest(cfg.data)
@@ -97,12 +126,36 @@ def prepare_run(out: Path, cfg: TrainConfig, model_cfg: TransformerConfig, resum
 
 
 def train(cfg: TrainConfig, model_cfg: TransformerConfig, out: str | Path, *, resume: bool = False,
-          max_steps: int | None = None, quiet: bool = False) -> dict:
-    """Train (or resume, keeping the saved config; `max_steps` may extend it). Returns the summary."""
+          max_steps: int | None = None, quiet: bool = False, overrides: dict | None = None) -> dict:
+    """Train (or resume, keeping the saved config except for `overrides` of RESUME_OVERRIDABLE options and
+    `max_steps`). Returns the summary. Holds RUN/train.lock throughout."""
     out = Path(out)
+    out_dir("--out", out)
+    if not (out / "run.json").exists():
+        check_config(cfg, model_cfg)  # before the folder is created
     d = init_distributed(pick_device(cfg.device))
+    created = not out.exists()
+    lock = None
+    try:
+        if d.is_main:
+            out.mkdir(parents=True, exist_ok=True)
+            lock = RunLock(out).acquire()
+        return _train(cfg, model_cfg, out, d, resume, max_steps, quiet, overrides)
+    except BaseException:
+        if lock is not None:
+            lock.release()
+            lock = None
+        if created and d.is_main and out.is_dir() and not any(out.iterdir()):
+            out.rmdir()  # a command that failed before writing anything leaves nothing behind
+        raise
+    finally:
+        if lock is not None:
+            lock.release()
+
+
+def _train(cfg, model_cfg, out: Path, d, resume: bool, max_steps, quiet: bool, overrides) -> dict:
     device = d.device
-    meta, cfg, model_cfg = prepare_run(out, cfg, model_cfg, resume, max_steps, d.world_size)
+    meta, cfg, model_cfg = prepare_run(out, cfg, model_cfg, resume, max_steps, d.world_size, overrides)
     torch.manual_seed(cfg.seed)
     mask_id = meta["mask_id"]
     objective, frozen = _objective(cfg, mask_id, device)
@@ -120,30 +173,18 @@ def train(cfg: TrainConfig, model_cfg: TransformerConfig, out: str | Path, *, re
         # Each block compiled on its own (static shapes; what FSDP2 wants); the vocabulary projection,
         # whose rows vary with the mask, stays eager.
         getattr(model, "backbone", model).compile_trunk(per_block=True)
+        set_fused_default("on")  # a compiled run pays compile time up front: the fused loss kernels too
     wrapped = wrap_model(model, d, cfg.parallel)
     opt = make_optimizer(model, cfg, device)
     ema = EMA(model, cfg.ema) if cfg.ema > 0 else None
     gen = torch.Generator(device=device)
-    gen.manual_seed(cfg.seed + 12345)
-    step = 0
-    if resume and ckpt.latest_dir(out) is not None:
-        cdir = ckpt.checkpoint_dir(out)
-        if "loader" not in json.loads((cdir / "state.json").read_text()):
-            raise EdlmError(f"{out} has no training state to resume (a converted or hand-made run): train a new "
-                            "run from it instead (e.g. --objective nce --diffusion RUN)")
-        if ema is not None and (cdir / "ema.safetensors").exists():
-            # load the EMA through the model so it gets the model's sharding, then the real weights
-            ckpt.load_full_model_state(model, ckpt.load_weights(out, ema=True)[0])
-            ema.load_state_dict(model.state_dict())
-        ckpt.load_full_model_state(model, ckpt.load_weights(out, ema=False)[0])
-        state, rng = ckpt.load_training_state(cdir, model, opt)
-        gen.set_state(rng["noise"])
-        loader.load_state_dict(state["loader"])
-        step = state["step"]
-        if d.is_main:
-            _truncate_metrics(out / "metrics.jsonl", step)
+    gen.manual_seed(cfg.seed + NOISE_SEED_OFFSET)
+    step, initial_loss = 0, None
+    if resume and ckpt.has_checkpoint(out):
+        step, initial_loss = resume_from(out, meta, model, ema, opt, gen, loader, cfg)
+    if resume and d.is_main:  # rows past the checkpoint (or all of them, if none was saved) are replayed
+        truncate_metrics(out / "metrics.jsonl", step)
     if d.is_main:
-        out.mkdir(parents=True, exist_ok=True)
         atomic_write_json(out / "run.json", meta)
     fwd = wrapped
     metrics_f = open(out / "metrics.jsonl", "a") if d.is_main else None
@@ -154,10 +195,16 @@ def train(cfg: TrainConfig, model_cfg: TransformerConfig, out: str | Path, *, re
         model_sd = ckpt.full_cpu_state(model)
         ema_sd = ckpt.full_cpu_state(ema.state_dict()) if ema is not None else None
         optim_sd = ckpt.full_optimizer_state(model, opt)
+        # every rank checks (all stop together): finite state, and weights whose loss is not diverging
+        check_finite_state(out, at_step, model_sd, ema_sd, optim_sd)
+        probe = probe_loss(model, objective, val_tokens, cfg, d, device, _autocast(cfg, device))
+        check_before_save(probe, at_step, initial_loss, cfg, out)
         if d.is_main:
             ckpt.save_checkpoint(out, at_step, model_sd, ema_sd, optim_sd,
                                  {"loader": loader.state_dict(), "objective": cfg.objective,
-                                  "world_size": d.world_size}, keep=cfg.keep_checkpoints,
+                                  "world_size": d.world_size, "initial_loss": initial_loss, "save_loss": probe,
+                                  "identity": ckpt.identity(meta)},
+                                 keep=cfg.keep_checkpoints,
                                  rng_extra={"noise": gen.get_state()})
         barrier(d)
 
@@ -196,10 +243,13 @@ def train(cfg: TrainConfig, model_cfg: TransformerConfig, out: str | Path, *, re
         log_now = nxt % cfg.log_every == 0 or nxt == cfg.max_steps
         eval_now = bool(cfg.eval_every and nxt % cfg.eval_every == 0) or nxt == cfg.max_steps
         save_now = nxt % cfg.save_every == 0 or nxt == cfg.max_steps
-        if log_now or eval_now or save_now:
+        if log_now or eval_now or save_now or initial_loss is None:
             loss = (sums[0] / sums[1]).item()
             check_finite(first_bad, out)
-        gnorm = torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip if cfg.grad_clip > 0 else 1e9)
+            if initial_loss is None:  # the divergence rule's reference: the first step's loss (kept on resume)
+                initial_loss = loss
+            check_diverging(loss, nxt, initial_loss, cfg, out)
+        gnorm = torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip if cfg.grad_clip > 0 else NO_CLIP)
         opt.step()
         opt.zero_grad(set_to_none=True)
         if ema is not None:
@@ -240,22 +290,6 @@ def train(cfg: TrainConfig, model_cfg: TransformerConfig, out: str | Path, *, re
     return summary
 
 
-def check_finite(first_bad: torch.Tensor, out) -> None:
-    step, value = first_bad.tolist()
-    if step >= 0:
-        raise EdlmError(f"loss became {value} at step {int(step)}; training stopped. The last good checkpoint "
-                        f"in {out} is intact: lower --lr or raise --warmup_steps and --resume")
-
-
-def _truncate_metrics(path: Path, step: int) -> None:
-    """Drop rows logged after the checkpoint we resume from (a crash between a log and a save), so the
-    resumed run's metrics read as one uninterrupted run."""
-    if not path.exists():
-        return
-    keep = [line for line in path.read_text().splitlines() if line.strip() and json.loads(line)["step"] <= step]
-    atomic_write_bytes(path, "".join(line + "\n" for line in keep).encode())
-
-
 @torch.no_grad()
 def validate(model, ema, objective, tokens, cfg, d, device) -> dict:
     """Validation loss with the EMA weights (what eval and sampling use), fixed noise seed."""
@@ -265,7 +299,7 @@ def validate(model, ema, objective, tokens, cfg, d, device) -> dict:
         model.load_state_dict({k: v.to(device) for k, v in ema.state_dict().items()}, strict=False)
     model.eval()
     gen = torch.Generator(device=device)
-    gen.manual_seed(1234)
+    gen.manual_seed(VALIDATION_SEED)
     sums = torch.zeros(2, device=device)
     extra = torch.zeros(2, device=device)
     for x0 in iter_eval_blocks(tokens, cfg.seq_len, cfg.batch_size, rank=d.rank, world_size=d.world_size,

@@ -76,8 +76,13 @@ class NCEObjective:
         t, u = global_noise(B, L, rank, world, generator, x0.device, t_eps=self.cfg.t_eps,
                             antithetic=self.cfg.antithetic)
         x_t = mask_tokens(x0, self.schedule.alpha(t), self.mask_id, u=u)
+        # The negatives' uniforms too come from one global draw (every position, masked or not): a draw of
+        # "as many as this rank has masked positions" would shift each rank's stream by a different amount.
+        Bg = B * world
+        u_neg = torch.rand(Bg, L, n, dtype=torch.float64, generator=generator, device=x0.device)
+        u_neg = u_neg[rank * B:(rank + 1) * B]
         with torch.no_grad():
-            neg, _ = draw_candidates(posterior_of(self.proposal)(x_t, t), x_t, n, self.mask_id, generator)
+            neg, _ = draw_candidates(posterior_of(self.proposal)(x_t, t), x_t, n, self.mask_id, u=u_neg)
         # one forward for positives and negatives together
         x0_all = torch.cat([x0, neg.reshape(B * n, L)])
         xt_all = torch.cat([x_t, x_t.repeat_interleave(n, 0)])

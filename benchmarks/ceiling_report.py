@@ -1,0 +1,284 @@
+"""Read a ceiling_sweep.py JSON: intervals, the ceiling, EDLM vs MDLM at equal steps, the matched-quality speed-up,
+plots. Writes the analysis into the same JSON (key "analysis"), PNGs beside it, and prints markdown tables.
+
+    python benchmarks/ceiling_report.py results/ceiling_markov3_cpu.json [--boot 2000]
+
+Intervals: 95% percentile bootstrap over samples (each cell resampled on its own; cells are independent
+draws). "Beats" at equal steps means the two cells' 95% intervals do not overlap (conservative); the interval
+of the difference is given too. EDLM on top of confidence is compared with
+confidence alone (key "against"). The best gen-NLL of a sampler over step counts is bootstrapped as a minimum
+(every cell of the sampler resampled, the minimum taken), so picking the best cell is part of the interval.
+Matched-quality speed-up: MDLM's best mean gen-NLL is the target, reached at MDLM's step count s* in t_MDLM
+seconds per sample; a sampler's time to reach it is read off its (log seconds, gen-NLL) curve by linear
+interpolation at the first crossing; speed-up = t_MDLM / t_sampler. Each bootstrap replicate redoes the
+whole computation (target, s*, crossing); a replicate in which the sampler never reaches the target counts
+as "not reached" (speed-up 0). Timings are one measurement per cell and are not resampled.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+
+
+def family(c) -> str:
+    if c["sampler"] in ("mdlm", "confidence"):
+        return c["sampler"]
+    w = c["window"]
+    return f"{c['sampler']} k={c['k']} w={w:g}"
+
+
+def ci(a) -> list[float]:
+    return [float(np.percentile(a, 2.5)), float(np.percentile(a, 97.5))]
+
+
+def crossing_time(steps_sorted, means, secs, target):
+    """First time (seconds per sample) at which the curve reaches `target` (interpolating gen-NLL linearly in
+    log seconds between neighbouring step counts); None if it never does."""
+    for i, m in enumerate(means):
+        if m <= target:
+            if i == 0:
+                return secs[0]
+            m0, m1 = means[i - 1], m
+            f = (m0 - target) / (m0 - m1) if m0 != m1 else 1.0
+            return math.exp(math.log(secs[i - 1]) + f * (math.log(secs[i]) - math.log(secs[i - 1])))
+    return None
+
+
+def analyse(res: dict, n_boot: int = 2000, seed: int = 0) -> dict:
+    rng = np.random.default_rng(seed)
+    cells = res["cells"]
+    fams: dict[str, list[dict]] = {}
+    for c in cells:
+        fams.setdefault(family(c), []).append(c)
+    for f in fams:
+        fams[f].sort(key=lambda c: c["steps"])
+    # bootstrap replicates of every cell's mean gen-NLL and entropy: (n_boot,) per cell
+    boot = {}
+    for c in cells:
+        nll, ent = np.asarray(c["nll"]), np.asarray(c["ent"])
+        idx = rng.integers(0, len(nll), (n_boot, len(nll)))
+        boot[id(c)] = (nll[idx].mean(1), ent[idx].mean(1))
+    data = res.get("data")
+    out: dict = {"n_boot": n_boot, "cells": [], "families": {}, "equal_steps": [], "speedup": {}}
+    if data:
+        nll, ent = np.asarray(data["nll"]), np.asarray(data["ent"])
+        idx = rng.integers(0, len(nll), (n_boot, len(nll)))
+        out["data"] = {"gen_nll": float(nll.mean()), "gen_nll_ci": ci(nll[idx].mean(1)),
+                       "entropy": float(ent.mean()), "entropy_ci": ci(ent[idx].mean(1)), "num": len(nll)}
+    for c in cells:
+        bn, be = boot[id(c)]
+        out["cells"].append({"family": family(c), "sampler": c["sampler"], "steps": c["steps"], "k": c["k"],
+                             "window": c["window"], "gen_nll": c["gen_nll"], "gen_nll_ci": ci(bn),
+                             "entropy": c["entropy"], "entropy_ci": ci(be), "seconds_per_sample":
+                             c["seconds_per_sample"], "seconds_per_step": c["seconds_per_step"],
+                             "steps_run": c["steps_run"], "mean_ess": c["mean_ess"], "num": c["num"]})
+    by_key = {(family(c), c["steps"]): c for c in cells}
+    # the ceiling: best gen-NLL at any step count, bootstrapped as a minimum
+    for f, cs in fams.items():
+        means = [c["gen_nll"] for c in cs]
+        b = np.min(np.stack([boot[id(c)][0] for c in cs]), 0)
+        best = cs[int(np.argmin(means))]
+        out["families"][f] = {"best_gen_nll": min(means), "best_gen_nll_ci": ci(b), "at_steps": best["steps"],
+                              "entropy_at_best": best["entropy"], "entropy_at_best_ci": ci(boot[id(best)][1]),
+                              "seconds_per_sample_at_best": best["seconds_per_sample"],
+                              "seconds_per_step_at_best": best["seconds_per_step"],
+                              "steps": [c["steps"] for c in cs]}
+    # EDLM (and confidence) vs MDLM at equal steps; EDLM on confidence vs confidence alone
+    for f, cs in fams.items():
+        if f == "mdlm":
+            continue
+        for c in cs:
+            base = "confidence" if f.startswith("confidence+") else "mdlm"
+            m = by_key.get((base, c["steps"]))
+            if m is None:
+                continue
+            bd = boot[id(c)][0] - boot[id(m)][0]
+            ci_c, ci_m = ci(boot[id(c)][0]), ci(boot[id(m)][0])
+            out["equal_steps"].append({
+                "family": f, "against": base, "steps": c["steps"], "gen_nll": c["gen_nll"],
+                "mdlm_gen_nll": m["gen_nll"],
+                "diff": c["gen_nll"] - m["gen_nll"], "diff_ci": ci(bd),
+                "beats_mdlm": ci_c[1] < ci_m[0], "loses_to_mdlm": ci_c[0] > ci_m[1],
+                "entropy": c["entropy"], "mdlm_entropy": m["entropy"],
+                "entropy_diff_ci": ci(boot[id(c)][1] - boot[id(m)][1]),
+                "time_ratio": c["seconds_per_sample"] / m["seconds_per_sample"]})
+    # matched-quality speed-up against MDLM's best
+    if "mdlm" in fams:
+        ms = fams["mdlm"]
+        m_secs = [c["seconds_per_sample"] for c in ms]
+        m_boot = np.stack([boot[id(c)][0] for c in ms])  # (n_cells, n_boot)
+        m_means = [c["gen_nll"] for c in ms]
+        i_best = int(np.argmin(m_means))
+        target, t_m = m_means[i_best], m_secs[i_best]
+        for f, cs in fams.items():
+            if f == "mdlm":
+                continue
+            secs = [c["seconds_per_sample"] for c in cs]
+            t_f = crossing_time([c["steps"] for c in cs], [c["gen_nll"] for c in cs], secs, target)
+            fb = np.stack([boot[id(c)][0] for c in cs])
+            sp = np.zeros(n_boot)
+            for r in range(n_boot):
+                ib = int(np.argmin(m_boot[:, r]))
+                tt = crossing_time(None, fb[:, r].tolist(), secs, float(m_boot[ib, r]))
+                sp[r] = 0.0 if tt is None else m_secs[ib] / tt
+            reached = float((sp > 0).mean())
+            lo, hi = ci(sp)
+            out["speedup"][f] = {
+                "mdlm_target": target, "mdlm_steps": ms[i_best]["steps"], "mdlm_seconds_per_sample": t_m,
+                "reached": t_f is not None, "seconds_per_sample": t_f,
+                "speedup": (t_m / t_f) if t_f else None,
+                "speedup_ci": [lo if lo > 0 else None, hi if hi > 0 else None],
+                "reached_fraction": reached,
+                "steps_range": [cs[0]["steps"], cs[-1]["steps"]]}
+    return out
+
+
+def seq_len(res: dict):
+    """The sample length: stored by newer sweeps, else the size preset's training length."""
+    if res.get("length"):
+        return res["length"]
+    import sys
+
+    sys.path.insert(0, str(Path(__file__).parent))
+    from ceiling_sweep import SIZES
+
+    return SIZES[res["size"]]["train"]["seq_len"]
+
+
+def plots(res: dict, an: dict, stem: Path) -> list[str]:
+    """Curves of the samplers run at 3 or more step counts (bands: 95% bootstrap intervals), and the k x window
+    grid at the step count where it is fullest."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    cells = an["cells"]
+    fams: dict[str, list[dict]] = {}
+    for c in cells:
+        fams.setdefault(c["family"], []).append(c)
+    shown = [f for f in fams if len(fams[f]) >= 3]
+    title = (f"{res['language']}, L={seq_len(res)}, "
+             f"{res.get('device_name', '')}, {an['cells'][0]['num']} samples/cell")
+    styles = ["-", "--", "-.", ":"]
+    files = []
+    nll_label = "gen-NLL (nats/token, exact)"
+    for name, xk, yk, xl, yl in (("quality_vs_steps", "steps", "gen_nll", "sampling steps", nll_label),
+                                 ("quality_vs_time", "seconds_per_sample", "gen_nll", "seconds per sample", nll_label),
+                                 ("entropy_vs_steps", "steps", "entropy", "sampling steps",
+                                  "unigram entropy (nats)")):
+        fig, ax = plt.subplots(figsize=(6, 4.2), dpi=80)
+        for i, f in enumerate(shown):
+            cs = sorted(fams[f], key=lambda c: c[xk])
+            x = [c[xk] for c in cs]
+            ax.plot(x, [c[yk] for c in cs], marker="o", ms=3, label=f, lw=1.3, ls=styles[i % len(styles)],
+                    color=f"C{i}")
+            ax.fill_between(x, [c[yk + "_ci"][0] for c in cs], [c[yk + "_ci"][1] for c in cs], alpha=0.2,
+                            color=f"C{i}")
+        d = an.get("data")
+        if d:
+            key = "gen_nll" if yk == "gen_nll" else "entropy"
+            ax.axhspan(*d[key + "_ci"], color="gray", alpha=0.3)
+            ax.axhline(d[key], color="gray", ls="--", lw=1, label="data (exact samples)")
+        ax.set_xscale("log", base=2 if xk == "steps" else 10)
+        ax.set_xlabel(xl)
+        ax.set_ylabel(yl)
+        ax.set_title(title, fontsize=8)
+        ax.legend(fontsize=7)
+        ax.grid(alpha=0.3)
+        fig.tight_layout()
+        p = stem.parent / f"{stem.name}_{name}.png"
+        fig.savefig(p)
+        plt.close(fig)
+        files.append(str(p))
+    grid = [c for c in cells if c["sampler"] == "edlm-ar"]
+    if grid:
+        counts: dict[int, int] = {}
+        for c in grid:
+            counts[c["steps"]] = counts.get(c["steps"], 0) + 1
+        at = max(counts, key=lambda s: (counts[s], s))
+        fig, ax = plt.subplots(figsize=(5, 3.6), dpi=80)
+        m = next((c for c in cells if c["sampler"] == "mdlm" and c["steps"] == at), None)
+        if m:
+            ax.axhspan(*m["gen_nll_ci"], color="gray", alpha=0.3)
+            ax.axhline(m["gen_nll"], color="gray", ls="--", lw=1, label=f"MDLM, {at} steps")
+        for i, w in enumerate(sorted({c["window"] for c in grid if c["steps"] == at})):
+            cs = sorted((c for c in grid if c["steps"] == at and c["window"] == w), key=lambda c: c["k"])
+            x = [c["k"] * (1 + 0.04 * (i - 1)) for c in cs]
+            ax.errorbar(x, [c["gen_nll"] for c in cs], yerr=[[c["gen_nll"] - c["gen_nll_ci"][0] for c in cs],
+                        [c["gen_nll_ci"][1] - c["gen_nll"] for c in cs]], marker="o", ms=3, capsize=2,
+                        label=f"EDLM-AR, window {w:g}", color=f"C{i}")
+        ax.set_xscale("log", base=2)
+        ax.set_xlabel("candidates k")
+        ax.set_ylabel(nll_label)
+        ax.set_title(f"{title.split(',')[0]}: EDLM-AR at {at} steps (95% intervals)", fontsize=8)
+        ax.legend(fontsize=7)
+        ax.grid(alpha=0.3)
+        fig.tight_layout()
+        p = stem.parent / f"{stem.name}_grid.png"
+        fig.savefig(p)
+        plt.close(fig)
+        files.append(str(p))
+    return files
+
+
+def f3(v, ci_=None):
+    if v is None:
+        return "-"
+    return f"{v:.3f}" + (f" [{ci_[0]:.3f}, {ci_[1]:.3f}]" if ci_ else "")
+
+
+def tables(res: dict, an: dict) -> str:
+    lines = []
+    d = an.get("data")
+    if d:
+        lines.append(f"data (exact samples, n={d['num']}): gen-NLL {f3(d['gen_nll'], d['gen_nll_ci'])}, "
+                     f"entropy {f3(d['entropy'], d['entropy_ci'])}")
+    lines += ["", "| sampler | best gen-NLL [95% CI] | at steps | entropy [95% CI] | s/step | s/sample |",
+              "|---|---|---|---|---|---|"]
+    for f, v in sorted(an["families"].items(), key=lambda kv: kv[1]["best_gen_nll"]):
+        lines.append(f"| {f} | {f3(v['best_gen_nll'], v['best_gen_nll_ci'])} | {v['at_steps']} | "
+                     f"{f3(v['entropy_at_best'], v['entropy_at_best_ci'])} | {v['seconds_per_step_at_best']:.4f} | "
+                     f"{v['seconds_per_sample_at_best']:.5f} |")
+    lines += ["", "| sampler | vs | steps | gen-NLL | theirs | diff [95% CI] | better (no overlap) | entropy (theirs) "
+              "| entropy diff [95% CI] | time x |", "|---|---|---|---|---|---|---|---|---|---|"]
+    for e in an["equal_steps"]:
+        verdict = "yes" if e["beats_mdlm"] else ("worse" if e["loses_to_mdlm"] else "no (overlap)")
+        dh = e["entropy"] - e["mdlm_entropy"]
+        lines.append(f"| {e['family']} | {e.get('against', 'mdlm')} | {e['steps']} | {e['gen_nll']:.3f} | "
+                     f"{e['mdlm_gen_nll']:.3f} | {f3(e['diff'], e['diff_ci'])} | {verdict} | "
+                     f"{e['entropy']:.3f} ({e['mdlm_entropy']:.3f}) | {f3(dh, e['entropy_diff_ci'])} | "
+                     f"{e['time_ratio']:.2f} |")
+    lines += ["", "| sampler | reaches MDLM's best? | speed-up [95% CI] | replicates reaching it |",
+              "|---|---|---|---|"]
+    for f, s in an["speedup"].items():
+        lo, hi = s["speedup_ci"]
+        rng = f"[{'not reached' if lo is None else f'{lo:.2f}'}, {'not reached' if hi is None else f'{hi:.2f}'}]"
+        sp = f"{s['speedup']:.2f}x" if s["speedup"] else "no"
+        lines.append(f"| {f} | {'yes' if s['reached'] else 'no'} | {sp} {rng} | {s['reached_fraction']:.0%} |")
+    return "\n".join(lines)
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("json")
+    ap.add_argument("--boot", type=int, default=2000)
+    ap.add_argument("--no-plots", action="store_true")
+    a = ap.parse_args()
+    path = Path(a.json)
+    res = json.loads(path.read_text())
+    an = analyse(res, a.boot)
+    if not a.no_plots:
+        an["plots"] = plots(res, an, path.with_suffix(""))
+    res["analysis"] = an
+    path.write_text(json.dumps(res, indent=1))
+    print(tables(res, an))
+
+
+if __name__ == "__main__":
+    main()

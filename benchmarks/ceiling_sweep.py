@@ -1,0 +1,388 @@
+"""The ceiling question on an exact-likelihood language: MDLM, EDLM-AR, confidence unmasking and EDLM on top of
+confidence, every sample scored by the language's own log p (no evaluator).
+
+    # which language: an exact denoiser (forward-backward), no training: how much does drawing many tokens at
+    # once cost each language, for MDLM and for confidence unmasking?
+    python benchmarks/ceiling_sweep.py look --out results/ceiling_look.json
+
+    # the sweep: prepare the language, train an MDLM and an AR, sample every cell, score exactly
+    python benchmarks/ceiling_sweep.py sweep --size gpu --out results/ceiling_markov3_h200.json
+    python benchmarks/ceiling_sweep.py sweep --size cpu --out results/ceiling_markov3_cpu.json
+
+    # tables, intervals, speed-ups and plots from the JSON (benchmarks/ceiling_report.py)
+    python benchmarks/ceiling_report.py results/ceiling_markov3_cpu.json
+
+Every cell keeps the per-sample gen-NLL (nats/token, exact: -log p(x) / L under the language) and unigram
+entropy, so the report can bootstrap intervals over samples. Timing: before the first cell of each sampler
+kind (MDLM, confidence, EDLM-AR with k candidates, EDLM on confidence with k), an untimed warm-up batch runs
+the same code path (first-call costs: allocations, kernel compiles; model loading happens before any cell).
+A cell's seconds/step = its sampling wall time (device synchronised) / the steps it ran; s/seq = wall time /
+samples. The JSON is rewritten after every cell, so a time-out keeps what finished.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from dataclasses import replace
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).parent))
+from common import device_info  # noqa: E402
+
+from edlm.diffusion.schedules import LogLinear  # noqa: E402
+from edlm.eval.stats import unigram_entropy  # noqa: E402
+from edlm.models.transformer import TransformerConfig  # noqa: E402
+from edlm.sampling.loop import SamplerConfig, sample  # noqa: E402
+from edlm.train.config import TrainConfig  # noqa: E402
+
+# ------------------------------------------------------------------------------------------------------------
+# Exact denoiser and energy for an order-k Markov language (data/languages.py), for the look.
+
+
+def markov_oracle(lang):
+    """denoise(x_t, t) -> (B, L, V) exact log p(x0^l | x_t) by forward-backward over k-gram states (`synthetic`
+    and markov2/markov3; checked against enumeration of every sequence for orders 1-3 at V = 3, L = 5)."""
+    V, k = lang.config.vocab_size, getattr(lang.config, "order", 1)  # `synthetic` is first order
+    P = torch.tensor(lang.P_np, dtype=torch.float64)  # (V^k, V)
+    pi = torch.tensor(lang.pi_k if hasattr(lang, "pi_k") else lang.pi_np, dtype=torch.float64)  # (V^k,)
+    S = V**k
+    digits = torch.stack([(torch.arange(S) // V ** (k - 1 - i)) % V for i in range(k)], 1)  # (S, k)
+    P3 = P.view(V, S // V, V)  # [a, rest, v]
+
+    def denoise(x_t, t=None):
+        B, L = x_t.shape
+        assert L >= k
+        obs = x_t < V
+        # emission of the state ending at position t: its last digit must be x_t (if observed); the first
+        # state (position k-1) also checks its first k-1 digits against positions 0..k-2
+        def emit(pos):
+            ok = ~obs[:, pos, None] | (digits[None, :, -1] == x_t[:, pos, None])
+            return ok.double()
+
+        e0 = torch.ones(B, S, dtype=torch.float64)
+        for i in range(k):
+            e0 = e0 * (~obs[:, i, None] | (digits[None, :, i] == x_t[:, i, None])).double()
+        n = L - k + 1  # states at positions k-1 .. L-1
+        fwd = torch.empty(B, n, S, dtype=torch.float64)
+        a = pi[None] * e0
+        fwd[:, 0] = a / a.sum(-1, keepdim=True)
+        for j in range(1, n):
+            m = torch.einsum("bar,arv->brv", fwd[:, j - 1].view(B, V, S // V), P3).reshape(B, S)
+            a = m * emit(k - 1 + j)
+            fwd[:, j] = a / a.sum(-1, keepdim=True)
+        bwd = torch.ones(B, n, S, dtype=torch.float64)
+        for j in range(n - 2, -1, -1):
+            y = (emit(k + j) * bwd[:, j + 1]).view(B, S // V, V)
+            b = torch.einsum("arv,brv->bar", P3, y).reshape(B, S)
+            bwd[:, j] = b / b.sum(-1, keepdim=True)
+        post = fwd * bwd
+        post = post / post.sum(-1, keepdim=True)  # (B, n, S)
+        out = torch.empty(B, L, V, dtype=torch.float64)
+        oh = torch.nn.functional.one_hot(digits, V).double()  # (S, k, V)
+        for i in range(k - 1):
+            out[:, i] = post[:, 0] @ oh[:, i]
+        out[:, k - 1:] = post @ oh[:, -1]
+        return out.clamp_min(1e-300).log().float()
+
+    return denoise
+
+
+class TrueEnergy:
+    """The ideal AR energy: E = -log p_true(x0) + log mu(x0|x_t) (what EDLM-AR is with a perfect AR)."""
+
+    def __init__(self, lang):
+        self.lang = lang
+
+    def energy(self, x0, x_t, t, *, log_mu=None):
+        return (-self.lang.log_prob(x0) + log_mu.double()).float()
+
+
+def score(lang, x: torch.Tensor) -> tuple[list[float], list[float]]:
+    """Per-sample exact gen-NLL (nats/token) and unigram entropy (nats)."""
+    nll = (-lang.log_prob(x.cpu()) / x.shape[1]).tolist()
+    ent = [unigram_entropy(r) for r in x.cpu().tolist()]
+    return nll, ent
+
+
+def facts(lang, L: int) -> dict:
+    return {"entropy_rate": lang.entropy_rate, "unigram_entropy": lang.unigram_entropy,
+            "neighbour_entropy": getattr(lang, "neighbour_entropy", None), "block_entropy": lang.block_entropy(L),
+            "vocab_size": lang.vocab_size, "order": getattr(lang.config, "order", 1)}
+
+
+def summarise(nll, ent, intervals: bool = False, n_boot: int = 2000) -> dict:
+    """Means; with intervals, 95% percentile bootstrap intervals over samples too."""
+    out = {"gen_nll": sum(nll) / len(nll), "entropy": sum(ent) / len(ent), "num": len(nll)}
+    if intervals:
+        g = torch.Generator().manual_seed(0)
+        idx = torch.randint(0, len(nll), (n_boot, len(nll)), generator=g)
+        for key, v in (("gen_nll", nll), ("entropy", ent)):
+            m = torch.tensor(v, dtype=torch.float64)[idx].mean(1)
+            out[key + "_ci"] = [float(m.quantile(0.025)), float(m.quantile(0.975))]
+    return out
+
+
+def cpu_threads(n: int) -> None:
+    """On a CPU shared with other jobs, torch's 2 OpenMP threads spin against each other: one training step of the
+    `cpu` size took 4.9 s with 2 threads and 0.18 s with 1 (load average 11 on 2 cores). Default: 1 thread."""
+    if not torch.cuda.is_available() and n > 0:
+        torch.set_num_threads(n)
+
+
+def look(a):
+    """Exact denoisers: the cost of drawing many tokens at once, per language, with no training."""
+    from edlm.data.languages import make_language
+    from edlm.data.synthetic import SyntheticLanguage
+
+    cpu_threads(a.threads)
+    res = {**device_info(), "what": "exact-denoiser look", "args": vars(a), "languages": {}}
+    for name in a.languages.split(","):
+        lang = SyntheticLanguage() if name == "synthetic" else make_language(name)
+        if getattr(lang, "kind", "markov") != "markov":
+            res["languages"][name] = {"skipped": "an HMM over words: a misspelt word has probability 0, so one "
+                                                 "bad draw makes gen-NLL infinite (no finite mean to compare)"}
+            Path(a.out).write_text(json.dumps(res, indent=1))
+            continue
+        den = markov_oracle(lang)
+        V = lang.vocab_size
+        g = torch.Generator().manual_seed(0)
+        ref = lang.sample(a.num, a.length, generator=g)
+        nll, ent = score(lang, ref)
+        out = {"summary": facts(lang, a.length), "block_entropy": lang.block_entropy(a.length),
+               "data": summarise(nll, ent, intervals=True), "cells": []}
+        for steps in map(int, a.steps.split(",")):
+            for unmask, k in (("random", 1), ("confidence", 1), ("random", a.k), ("confidence", a.k)):
+                g = torch.Generator().manual_seed(steps)
+                t0 = time.perf_counter()
+                cfg = SamplerConfig(steps=steps, unmask=unmask, k=k)
+                x, st = sample(den, LogLinear(), V, cfg, batch=a.num, length=a.length, generator=g,
+                               energy=TrueEnergy(lang) if k > 1 else None)
+                nll, ent = score(lang, x)
+                cell = {"steps": steps, "unmask": unmask, "k": k, **summarise(nll, ent, intervals=True),
+                        "mean_ess": st.mean_ess, "seconds": time.perf_counter() - t0}
+                out["cells"].append(cell)
+                print(name, json.dumps(cell), flush=True)
+                res["languages"][name] = out
+                Path(a.out).write_text(json.dumps(res, indent=1))
+        res["languages"][name] = out
+        Path(a.out).write_text(json.dumps(res, indent=1))
+
+
+# ------------------------------------------------------------------------------------------------------------
+# The sweep with trained models.
+
+SIZES = {
+    # ~29M-parameter DiT as the `gpu-char` preset, at length 128 (the language's dependencies are 3 tokens)
+    "gpu": dict(model=dict(n_layers=8, d_model=512, n_heads=8, cond_dim=128, max_len=128, dropout=0.1),
+                train=dict(seq_len=128, batch_size=256, lr=1e-3, warmup_steps=200, lr_schedule="cosine",
+                           ema=0.999, eval_every=250, eval_batches=8), mdlm_steps=3000, ar_steps=1500,
+                batch=256),
+    # the `tiny` preset's size (4 layers, width 128, 0.8M parameters) at length 32: what one thread of a shared
+    # 2-core CPU can train in minutes and sample 256 times per cell; about one epoch of the 2M training tokens,
+    # so no dropout (the validation curve shows no over-fitting)
+    "cpu": dict(model=dict(n_layers=4, d_model=128, n_heads=4, cond_dim=64, max_len=32, dropout=0.0),
+                train=dict(seq_len=32, batch_size=64, lr=2e-3, warmup_steps=50, lr_schedule="cosine",
+                           ema=0.99, eval_every=100, eval_batches=8), mdlm_steps=1000, ar_steps=500,
+                batch=256),
+    # plumbing check only
+    "smoke": dict(model=dict(n_layers=1, d_model=32, n_heads=2, cond_dim=16, max_len=16, dropout=0.0),
+                  train=dict(seq_len=16, batch_size=16, lr=3e-3, warmup_steps=2, ema=0.9, eval_every=5,
+                             eval_batches=2), mdlm_steps=10, ar_steps=10, batch=8),
+}
+
+
+def parse_cells(a) -> list[dict]:
+    """Cells in the order they run: MDLM, confidence, then the energy cells, cheapest first."""
+    cells = [{"sampler": "mdlm", "steps": s, "k": 1, "window": None} for s in _ints(a.mdlm_steps)]
+    cells += [{"sampler": "confidence", "steps": s, "k": 1, "window": None} for s in _ints(a.conf_steps)]
+    energy = []
+    for s in _ints(a.edlm_steps):
+        for k in _ints(a.edlm_k):
+            for w in _floats(a.edlm_window):
+                energy.append({"sampler": "edlm-ar", "steps": s, "k": k, "window": w})
+    for s in _ints(a.conf_edlm_steps):
+        for k in _ints(a.conf_edlm_k):
+            for w in _floats(a.conf_edlm_window):
+                energy.append({"sampler": "confidence+edlm-ar", "steps": s, "k": k, "window": w})
+    for spec in filter(None, a.extra.split(",")):
+        name, steps, k, w = spec.split(":")
+        cell = {"sampler": name, "steps": int(steps), "k": int(k), "window": float(w)}
+        if cell not in energy:
+            energy.append(cell)
+    energy.sort(key=lambda c: c["steps"] * (1 + c["window"] * c["k"]))
+    return cells + energy
+
+
+def _ints(s):
+    return [int(v) for v in s.split(",") if v.strip()]
+
+
+def _floats(s):
+    return [float(v) for v in s.split(",") if v.strip()]
+
+
+def val_curve(run: Path) -> list[dict]:
+    rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines() if line.strip()]
+    train_loss = {r["step"]: r["loss"] for r in rows if "loss" in r}
+    return [{"step": r["step"], "val": r["val"]["loss"], "train": train_loss.get(r["step"])} for r in rows
+            if "val" in r]
+
+
+def run_cell(cell, a, models, energies, device, lang, ar_run, quiet=True, num=None, steps=None):
+    from edlm.sampling.generate import GenerateRequest, generate
+
+    edlm = cell["sampler"].endswith("edlm-ar")
+    w = cell["window"]
+    req = GenerateRequest(ckpt=a.mdlm_run, num=num or a.num, steps=steps or cell["steps"], batch_size=a.batch,
+                          seed=a.seed, energy=f"ar:{ar_run}" if edlm else None, k=cell["k"],
+                          window=(1.0 - w, 1.0) if edlm else None,
+                          unmask="confidence" if cell["sampler"].startswith("confidence") else "random")
+    rows, summ = generate(req, device, models=models, energies=energies, quiet=quiet)
+    x = torch.tensor([r["ids"] for r in rows])
+    nll, ent = score(lang, x)
+    return {**cell, **summarise(nll, ent), "seconds": summ["sampling_s"],
+            "seconds_per_sample": summ["sampling_s"] / len(rows), "steps_run": summ["steps_run"],
+            "seconds_per_step": summ["sampling_s"] / max(summ["steps_run"], 1),
+            "batch": min(a.batch, len(rows)), "mean_ess": summ["mean_ess"],
+            "nll": [round(v, 5) for v in nll], "ent": [round(v, 5) for v in ent]}
+
+
+def sweep(a):
+    from edlm.data import corpora
+    from edlm.data.languages import load_language
+    from edlm.runs import load_model
+    from edlm.train.loop import train
+
+    dev = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    cpu_threads(a.threads)
+    size = SIZES[a.size]
+    out = Path(a.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    t_start = time.time()
+    res = {**device_info(), "what": "ceiling sweep", "language": a.language, "size": a.size, "args": vars(a),
+           "train": {}, "cells": [], "cut": []}
+    if a.resume and out.exists():  # keep the cells of an earlier invocation (same runs), add the missing ones
+        old = json.loads(out.read_text())
+        res["earlier_invocations"] = old.pop("earlier_invocations", []) + [
+            {k: old.get(k) for k in ("commit", "args", "elapsed_s", "sampling_s", "cut", "warmup_s")}]
+        res["cells"], res["train"] = old["cells"], old.get("train", {})
+
+    def save(msg=None):
+        res["elapsed_s"] = time.time() - t_start
+        out.write_text(json.dumps(res, indent=1))
+        if msg:
+            print(f"[{time.time() - t_start:7.1f}s] {msg}", flush=True)
+
+    prep = corpora.prepare(a.language)
+    lang = load_language(a.language)
+    L = size["train"]["seq_len"]
+    res["length"] = L
+    res["language_facts"] = {**facts(lang, L), "train_tokens": prep.get("train_tokens")}
+    g = torch.Generator().manual_seed(a.seed + 999)
+    nll, ent = score(lang, lang.sample(a.num, L, generator=g))
+    res["data"] = {**summarise(nll, ent), "nll": [round(v, 5) for v in nll], "ent": [round(v, 5) for v in ent]}
+    runs = Path(a.runs)
+    m_cfg = TransformerConfig(**size["model"])
+    for obj, steps in (("mdlm", a.mdlm_train or size["mdlm_steps"]), ("ar", a.ar_train or size["ar_steps"])):
+        path = runs / obj
+        if not (path / "run.json").exists():
+            t_cfg = TrainConfig(objective=obj, data=a.language, max_steps=steps, save_every=steps, log_every=25,
+                                **size["train"])
+            mc = replace(m_cfg, causal=obj == "ar")
+            s = train(t_cfg, mc, path, quiet=True)
+        else:
+            s = {k: v for k, v in res["train"].get(obj, {}).items() if k != "curve"} or {"reused": str(path)}
+        res["train"][obj] = {**s, "curve": val_curve(path)}
+        save(f"train {obj}: {json.dumps(res['train'][obj])[:300]}")
+    a.mdlm_run = str(runs / "mdlm")
+    models = {a.mdlm_run: load_model(runs / "mdlm", dev)}
+    models = models[a.mdlm_run]
+    energies: dict = {}
+    cells = parse_cells(a)
+    warmed = set()
+    budget = a.max_sample_seconds
+    spent = 0.0
+    rate: dict = {}  # seconds per step per kind, from cells already run (the plan for the rest)
+    done = [{k: c[k] for k in ("sampler", "steps", "k", "window")} for c in res["cells"]]
+    for cell in cells:
+        if cell in done:
+            continue
+        kind = (cell["sampler"], cell["k"])
+        if kind not in warmed:  # untimed: first-call costs of this code path
+            t0 = time.time()
+            run_cell(cell, a, models, energies, dev, lang, runs / "ar", num=min(a.batch, 32), steps=4)
+            res.setdefault("warmup_s", {})[f"{kind[0]} k={kind[1]}"] = time.time() - t0
+            warmed.add(kind)
+        w = cell["window"] or 0.0
+        plain = "confidence" if cell["sampler"].startswith("confidence") else "mdlm"
+        est = None  # seconds, from the per-step cost of the plain sampler and of one energy candidate so far
+        if plain in rate and (cell["k"] == 1 or cell["sampler"] in rate):
+            est = cell["steps"] * a.num * (rate[plain] + w * cell["k"] * rate.get(cell["sampler"], 0.0))
+        if budget and est is not None and spent + est > budget:
+            res["cut"].append({**cell, "estimated_s": est})
+            save(f"cut {cell} (estimated {est:.0f} s, {budget - spent:.0f} s left)")
+            continue
+        r = run_cell(cell, a, models, energies, dev, lang, runs / "ar")
+        spent += r["seconds"]
+        res["cells"].append(r)
+        per = r["seconds"] / max(r["steps_run"], 1) / r["num"]  # seconds per step per sequence
+        if cell["k"] == 1:
+            rate[cell["sampler"]] = per
+        elif plain in rate:
+            rate[cell["sampler"]] = max(per - rate[plain], 0.0) / max(w * cell["k"], 1e-9)
+        save(f"{cell['sampler']} steps={cell['steps']} k={cell['k']} w={cell['window']}: gen-NLL {r['gen_nll']:.4f} "
+             f"H {r['entropy']:.3f} {r['seconds_per_step'] * 1e3:.1f} ms/step ESS {r['mean_ess']}")
+    res["sampling_s"] = spent
+    save("done")
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = ap.add_subparsers(dest="cmd", required=True)
+    lk = sub.add_parser("look")
+    lk.add_argument("--out", required=True)
+    lk.add_argument("--languages", default="markov2,markov3,lexicon")
+    lk.add_argument("--steps", default="2,4,8,16,32")
+    lk.add_argument("--num", type=int, default=256)
+    lk.add_argument("--length", type=int, default=32)
+    lk.add_argument("--threads", type=int, default=1, help="CPU threads (0: torch's default)")
+    lk.add_argument("--k", type=int, default=8)
+    sw = sub.add_parser("sweep")
+    sw.add_argument("--out", required=True)
+    sw.add_argument("--language", default="markov3")
+    sw.add_argument("--size", default="cpu", choices=sorted(SIZES))
+    sw.add_argument("--runs", default="/tmp/edlm-ceiling")
+    sw.add_argument("--mdlm-train", type=int, default=0, help="training steps (0: the size's default)")
+    sw.add_argument("--ar-train", type=int, default=0)
+    sw.add_argument("--num", type=int, default=256)
+    sw.add_argument("--batch", type=int, default=0, help="sequences per batch (0: the size's default)")
+    sw.add_argument("--seed", type=int, default=0)
+    sw.add_argument("--threads", type=int, default=1, help="CPU threads (0: torch's default); no effect on a GPU")
+    sw.add_argument("--mdlm-steps", default="16,32,64,128,256,512")
+    sw.add_argument("--conf-steps", default="8,16,32,64")
+    sw.add_argument("--edlm-steps", default="16,32,64")
+    sw.add_argument("--edlm-k", default="2,4,8,16")
+    sw.add_argument("--edlm-window", default="0.2,0.5,1.0")
+    sw.add_argument("--conf-edlm-steps", default="8,16,32")
+    sw.add_argument("--conf-edlm-k", default="8")
+    sw.add_argument("--conf-edlm-window", default="1.0")
+    sw.add_argument("--resume", action="store_true", help="keep the cells already in --out and run only the others")
+    sw.add_argument("--extra", default="", help="more energy cells, SAMPLER:STEPS:K:WINDOW,... (SAMPLER: edlm-ar or "
+                    "confidence+edlm-ar)")
+    sw.add_argument("--max-sample-seconds", type=float, default=0,
+                    help="skip (and list under 'cut') cells whose estimated time exceeds what is left (0: no limit)")
+    a = ap.parse_args()
+    if a.cmd == "look":
+        look(a)
+    else:
+        a.batch = a.batch or SIZES[a.size]["batch"]
+        sweep(a)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,343 @@
+"""The fault table of issue 16: the real CLI (subprocesses, CPU, `micro` preset) on damaged run folders and
+corpora, bad options, NaN/divergence, pickle payloads, two trainers on one folder, and SIGKILLs.
+
+Each case records the exit code, whether stderr is ONE clear error line (no traceback), and whether data was
+lost (a file of the run or corpus changed or vanished other than the one the case damaged; for cases that
+must succeed: a restart from zero, duplicated metric rows or a lost sample). Then N trainings are SIGKILLed at
+seeded random moments (saves every step, so many land mid-save) and resumed: final weights byte-identical
+and loss logs bit-identical to an uninterrupted run?
+
+    PYTHONPATH=src python benchmarks/fault_table.py --out results/fault_table.json [--kills 14]
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import os
+import random
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+MICRO = ["--preset", "micro", "--data", "synthetic", "--quiet"]
+ENV = {**os.environ, "EDLM_NO_PROGRESS": "1"}
+
+
+def edlm(*argv, timeout=300):
+    r = subprocess.run([sys.executable, "-m", "edlm", *map(str, argv)], env=ENV, capture_output=True, text=True,
+                       timeout=timeout)
+    return r.returncode, r.stderr
+
+
+def snapshot(folder: Path, skip=()) -> dict:
+    return {str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in sorted(folder.rglob("*")) if p.is_file() and p.name not in skip}
+
+
+def damage(p: Path, how: str) -> None:
+    if how == "missing":
+        p.unlink()
+    elif how == "truncated":
+        p.write_bytes(p.read_bytes()[: p.stat().st_size // 2])
+    elif how == "zeroed":
+        p.write_bytes(bytes(p.stat().st_size))
+    elif how == "flipped":
+        b = bytearray(p.read_bytes())
+        b[len(b) // 2] ^= 0x10
+        p.write_bytes(bytes(b))
+    elif how == "garbage":
+        p.write_bytes(b"\x00not json{")
+    elif how == "empty-json":
+        p.write_text("{}")
+
+
+def one_clear_error(rc: int, err: str) -> bool:
+    lines = [ln for ln in err.splitlines() if ln.strip() and not ln.startswith("edlm: note:")]
+    return rc != 0 and len(lines) == 1 and ": error: " in lines[0] and "Traceback" not in err
+
+
+def losses(run: Path) -> list:
+    rows = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()]
+    return [(r["step"], r["loss"]) for r in rows if "loss" in r]
+
+
+def latest(run: Path) -> Path:
+    return run / json.loads((run / "latest.json").read_text())["dir"]
+
+
+class Table:
+    def __init__(self, work: Path):
+        self.work, self.rows = work, []
+
+    def add(self, group, case, rc, err, lost, expect="error", ok=None):
+        clear = one_clear_error(rc, err) if expect == "error" else rc == 0
+        self.rows.append({"group": group, "case": case, "rc": rc, "expect": expect,
+                          "as_expected": clear if ok is None else (clear and ok), "data_lost": bool(lost),
+                          "stderr": err.strip().splitlines()[-1][:300] if err.strip() else ""})
+        r = self.rows[-1]
+        print(f"{'ok ' if r['as_expected'] else 'BAD'} rc={rc} lost={int(r['data_lost'])} {group}: {case}  "
+              f"| {r['stderr'][:150]}", file=sys.stderr, flush=True)
+
+    def copy(self, src: Path, name: str) -> Path:
+        dst = self.work / "cases" / name
+        shutil.rmtree(dst, ignore_errors=True)
+        shutil.copytree(src, dst)
+        return dst
+
+
+def run_cases(t: Table, base: Path, ref: Path, ar: Path, data: Path) -> None:
+    resume = ["train", "--resume", "--max_steps", "6", "--quiet", "--out"]
+    for name in ["model.safetensors", "ema.safetensors", "optim.pt", "rng.safetensors", "state.json"]:
+        for how in ["missing", "truncated", "zeroed", "flipped"]:
+            cmds = [("resume", lambda r: [*resume, r])]
+            if name in ("ema.safetensors", "state.json"):
+                cmds += [("sample", lambda r: ["sample", "--ckpt", r, "--out", r.parent / f"{r.name}.jsonl"]),
+                         ("eval", lambda r: ["eval", "nelbo", "--ckpt", r, "--max-blocks", "4"])]
+            for cmd, argv in cmds:
+                run = t.copy(base, f"{cmd}-{name}-{how}")
+                damage(latest(run) / name, how)
+                before = snapshot(run)
+                rc, err = edlm(*argv(run))
+                t.add("checkpoint", f"{cmd} with {name} {how}", rc, err, snapshot(run, ("train.lock",)) != before)
+    for how in ["garbage", "empty-json", "truncated"]:
+        run = t.copy(base, f"latest-{how}")
+        damage(run / "latest.json", how)
+        before = snapshot(run)
+        rc, err = edlm(*resume, run)
+        t.add("checkpoint", f"resume with latest.json {how}", rc, err, snapshot(run) != before)
+    run = t.copy(base, "latest-deleted")
+    (run / "latest.json").unlink()
+    rc, err = edlm(*resume, run)
+    t.add("checkpoint", "resume with latest.json deleted (continues from newest complete)", rc, err,
+          rc == 0 and losses(run) != losses(ref), expect="ok")
+    for how in ["missing", "garbage", "empty-json"]:
+        for cmd in ("resume", "sample"):
+            run = t.copy(base, f"runjson-{cmd}-{how}")
+            damage(run / "run.json", how)
+            before = snapshot(run)
+            argv = [*resume, run] if cmd == "resume" else ["sample", "--ckpt", run, "--out", run.parent / "x.jsonl"]
+            rc, err = edlm(*argv)
+            t.add("checkpoint", f"{cmd} with run.json {how}", rc, err, snapshot(run) != before)
+    run = t.copy(base, "metrics-torn")
+    with open(run / "metrics.jsonl", "a") as f:
+        f.write('{"step": 5, "lo')
+    rc, err = edlm(*resume, run)
+    t.add("checkpoint", "resume with a torn last metrics line", rc, err, rc == 0 and losses(run) != losses(ref),
+          expect="ok")
+    run = t.copy(base, "metrics-middle")
+    lines = (run / "metrics.jsonl").read_text().splitlines()
+    lines[1] = lines[1][:9]
+    (run / "metrics.jsonl").write_text("\n".join(lines) + "\n")
+    before = snapshot(run)
+    rc, err = edlm(*resume, run)
+    t.add("checkpoint", "resume with a damaged middle metrics line", rc, err, snapshot(run) != before)
+
+    # corpus files
+    for split, cmd in (("train", "train"), ("valid", "train"), ("test", "eval")):
+        for how in ["missing", "truncated", "zeroed", "flipped"]:
+            root = t.work / "cases" / f"data-{split}-{how}"
+            shutil.rmtree(root, ignore_errors=True)
+            shutil.copytree(data / "synthetic", root / "synthetic")
+            damage(root / "synthetic" / f"{split}.bin", how)
+            ENV["EDLM_DATA"] = str(root)
+            out = root / "run"
+            argv = ["train", "--out", out, *MICRO, "--max_steps", "2"] if cmd == "train" else \
+                ["eval", "nelbo", "--ckpt", base, "--max-blocks", "4"]
+            rc, err = edlm(*argv)
+            t.add("corpus", f"{cmd} with {split}.bin {how}", rc, err, (out / "checkpoints").exists())
+    for how in ["missing", "garbage", "empty-json"]:
+        root = t.work / "cases" / f"data-manifest-{how}"
+        shutil.rmtree(root, ignore_errors=True)
+        shutil.copytree(data / "synthetic", root / "synthetic")
+        damage(root / "synthetic" / "manifest.json", how)
+        ENV["EDLM_DATA"] = str(root)
+        rc, err = edlm("eval", "nelbo", "--ckpt", base, "--max-blocks", "4")
+        t.add("corpus", f"eval with manifest.json {how}", rc, err, False)
+    ENV["EDLM_DATA"] = str(data)
+
+    # bad options: each must fail before any work and leave nothing behind
+    scratch = t.work / "cases" / "opts"
+    shutil.rmtree(scratch, ignore_errors=True)
+    scratch.mkdir(parents=True)
+    (scratch / "afile").write_text("x")
+    out = scratch / "s.jsonl"
+    sample = ["sample", "--ckpt", base, "--num", "2", "--steps", "2", "--out", out]
+    opts = [(sample + x) for x in (["--prefix", "a!b"], ["--prefix", "é"], ["--length", "-5"], ["--length", "0"],
+                                   ["--temperature", "nan"], ["--temperature", "inf"], ["--temperature", "0"],
+                                   ["--num", "0"], ["--batch-size", "0"], ["--k", "0"], ["--steps", "0"])]
+    opts += [["sample", "--ckpt", base, "--out", scratch], ["sample", "--ckpt", base, "--out", scratch / "afile" / "x"],
+             ["eval", "nelbo", "--ckpt", base, "--json-out", scratch]]
+    opts += [["eval", "nelbo", "--ckpt", base, *x] for x in (["--t-samples", "0"], ["--max-blocks", "0"],
+                                                            ["--batch-size", "0"], ["--logz-samples", "1"])]
+    tr = ["train", "--out", scratch / "r", *MICRO]
+    opts += [tr + x for x in (["--save_every", "0"], ["--log_every", "0"], ["--batch_size", "0"],
+                              ["--max_steps", "0"], ["--lr", "-1"], ["--lr", "nan"], ["--lr", "inf"],
+                              ["--seq_len", "0"], ["--grad_clip", "-1"], ["--ema", "1"], ["--betas", "0.9", "1.5"])]
+    opts += [["train", "--out", scratch / "afile", *MICRO]]
+    bench = ["bench", "--mdlm", base, "--out", scratch / "b", "--quiet"]
+    opts += [bench + x for x in (["--num", "0"], ["--batch-size", "0"], ["--steps", "0"], ["--k", "0,2"])]
+    opts += [["bench", "--mdlm", ar, "--out", scratch / "b", "--steps", "2", "--num", "2"]]
+    for argv in opts:
+        before = snapshot(scratch)
+        rc, err = edlm(*argv)
+        case = " ".join(str(a) for a in argv[:2]) + " " + " ".join(str(a) for a in argv[-2:])
+        t.add("options", case.replace(str(t.work), "W"), rc, err, snapshot(scratch) != before or
+              any(p.name in ("r", "b", "s.jsonl", "s.jsonl.partial") for p in scratch.iterdir()))
+    run = t.copy(base, "resume-save0")
+    before = snapshot(run)
+    rc, err = edlm("train", "--out", run, "--resume", "--save_every", "0", "--quiet")
+    t.add("options", "train --resume --save_every 0", rc, err, snapshot(run) != before)
+
+    # NaN / divergence
+    for lr in ("1e6", "10"):
+        out = t.work / "cases" / f"nan-{lr}"
+        shutil.rmtree(out, ignore_errors=True)
+        rc, err = edlm("train", "--out", out, *MICRO, "--lr", lr, "--save_every", "1")
+        lost = (out / "latest.json").exists() or "last good" in err
+        t.add("nan", f"train --lr {lr} --save_every 1 (stops, saves nothing, claims no good checkpoint)", rc, err, lost)
+    rc, err = edlm("train", "--out", out, "--resume", "--lr", "0.002", "--max_steps", "4", "--quiet")
+    rows = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines()]
+    t.add("nan", "then --resume --lr 0.002 (the given lr wins)", rc, err, False, expect="ok",
+          ok=[r.get("lr") for r in rows if "lr" in r][-1] == 0.002)
+
+    # pickle payloads (a run folder from someone else)
+    for name in ("optim.pt", "rng.pt"):
+        run = t.copy(base, f"pickle-{name}")
+        marker = run.parent / f"PWNED-{name}"
+        marker.unlink(missing_ok=True)
+        code = (f"import torch, os, json, hashlib, pathlib\nclass P:\n def __reduce__(self): return (os.mkdir, "
+                f"({str(marker)!r},))\nd = pathlib.Path({str(latest(run))!r})\n"
+                f"torch.save({{'torch': torch.get_rng_state(), 'noise': P(), 'state': {{}}, 'param_groups': []}}, "
+                f"d / {name!r})\n")
+        subprocess.run([sys.executable, "-c", code], check=True, env=ENV)
+        if name == "rng.pt":  # the old checkpoint format: rng.pt, no file list
+            s = json.loads((latest(run) / "state.json").read_text())
+            for k in ("files", "format", "identity"):
+                s.pop(k, None)
+            (latest(run) / "state.json").write_text(json.dumps(s))
+            (run / "latest.json").write_text(json.dumps({"step": s["step"], "dir": f"checkpoints/{latest(run).name}"}))
+        else:  # forge the hashes too
+            s = json.loads((latest(run) / "state.json").read_text())
+            data = (latest(run) / name).read_bytes()
+            s["files"][name] = {"bytes": len(data), "sha256": hashlib.sha256(data).hexdigest()}
+            (latest(run) / "state.json").write_text(json.dumps(s))
+            lj = json.loads((run / "latest.json").read_text())
+            lj["state_sha256"] = hashlib.sha256((latest(run) / "state.json").read_bytes()).hexdigest()
+            (run / "latest.json").write_text(json.dumps(lj))
+        rc, err = edlm(*resume, run)
+        t.add("pickle", f"resume with a code-running {name}", rc, err, False, ok=not marker.exists())
+
+    # two trainers on one folder, then SIGKILL of the first and resume
+    run = t.work / "cases" / "two"
+    shutil.rmtree(run, ignore_errors=True)
+    first = subprocess.Popen([sys.executable, "-m", "edlm", "train", "--out", str(run), *MICRO, "--max_steps",
+                              "100000", "--save_every", "3"], env=ENV, stderr=subprocess.DEVNULL,
+                             stdout=subprocess.DEVNULL)
+    while not (run / "latest.json").exists():
+        time.sleep(0.1)
+    rc, err = edlm("train", "--out", run, "--resume", "--quiet")
+    t.add("lock", "second train --resume on a live run", rc, err, False)
+    first.send_signal(signal.SIGKILL)
+    first.wait()
+    step = json.loads((run / "latest.json").read_text())["step"]
+    rc, err = edlm("train", "--out", run, "--resume", "--max_steps", step + 2, "--quiet")
+    steps = [s for s, _ in losses(run)]
+    t.add("lock", "resume after SIGKILL of the lock holder (stale lock)", rc, err,
+          steps != list(range(1, step + 3)), expect="ok")
+
+    # sampling killed mid-run keeps finished batches
+    out = t.work / "cases" / "stream.jsonl"
+    for p in (out, out.with_name(out.name + ".partial")):
+        p.unlink(missing_ok=True)
+    p = subprocess.Popen([sys.executable, "-m", "edlm", "sample", "--ckpt", str(base), "--num", "100000",
+                          "--batch-size", "8", "--steps", "4", "--quiet", "--out", str(out)], env=ENV,
+                         stderr=subprocess.DEVNULL, stdout=subprocess.DEVNULL)
+    partial = out.with_name(out.name + ".partial")
+    while not partial.exists() or partial.stat().st_size < 20000:
+        time.sleep(0.05)
+    p.send_signal(signal.SIGKILL)
+    p.wait()
+    rows = partial.read_text().splitlines()
+    complete = [r for r in rows if r.endswith("}")]
+    t.add("sample", f"sample SIGKILLed mid-run ({len(complete)} rows kept in OUT.partial)", 0, "", len(complete) < 8,
+          expect="ok")
+
+
+def kill_trials(work: Path, n: int, seed: int) -> dict:
+    """SIGKILL a training at seeded random moments (saves every step), resume, compare with a straight run."""
+    steps = 40
+    args = [*MICRO, "--max_steps", str(steps), "--save_every", "1", "--log_every", "1"]
+    ref = work / "kill" / "ref"
+    shutil.rmtree(work / "kill", ignore_errors=True)
+    assert edlm("train", "--out", ref, *args)[0] == 0
+    rng, out = random.Random(seed), []
+    for i in range(n):
+        run = work / "kill" / f"k{i}"
+        p = subprocess.Popen([sys.executable, "-m", "edlm", "train", "--out", str(run), *args], env=ENV,
+                             stderr=subprocess.DEVNULL, stdout=subprocess.DEVNULL)
+        while not (run / "metrics.jsonl").exists() and p.poll() is None:  # started training
+            time.sleep(0.01)
+        time.sleep(rng.uniform(0.0, 1.5))
+        p.send_signal(signal.SIGKILL)
+        killed = p.wait() == -signal.SIGKILL
+        at = json.loads((run / "latest.json").read_text())["step"] if (run / "latest.json").exists() else 0
+        rc, err = edlm("train", "--out", run, "--resume", "--quiet")
+        same_w = rc == 0 and (latest(run) / "model.safetensors").read_bytes() == \
+            (latest(ref) / "model.safetensors").read_bytes()
+        out.append({"killed": killed, "killed_after_checkpoint": at, "resume_rc": rc, "weights_identical": same_w,
+                    "losses_identical": rc == 0 and losses(run) == losses(ref), "error": err.strip()[-200:]})
+        print(f"kill {i}: after step {at}: rc={rc} weights={same_w} losses={out[-1]['losses_identical']}",
+              file=sys.stderr, flush=True)
+    return {"trials": n, "killed": sum(r["killed"] for r in out),
+            "weights_identical": sum(r["weights_identical"] for r in out),
+            "losses_identical": sum(r["losses_identical"] for r in out),
+            "unloadable": sum(r["resume_rc"] != 0 for r in out), "rows": out}
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--out", default="results/fault_table.json")
+    ap.add_argument("--kills", type=int, default=14)
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--work", default=None, help="scratch folder (default: a temp folder, removed at the end)")
+    a = ap.parse_args()
+    work = Path(a.work or tempfile.mkdtemp(prefix="edlm-faults-"))
+    data = work / "data"
+    ENV["EDLM_DATA"] = str(data)
+    t0 = time.time()
+    assert edlm("data", "prepare", "synthetic")[0] == 0
+    base, ref, ar = work / "base", work / "ref", work / "ar"
+    for p in (base, ref, ar):
+        shutil.rmtree(p, ignore_errors=True)
+    assert edlm("train", "--out", base, *MICRO, "--max_steps", "4", "--save_every", "2")[0] == 0
+    assert edlm("train", "--out", ref, *MICRO, "--max_steps", "6", "--save_every", "2")[0] == 0
+    assert edlm("train", "--out", ar, "--objective", "ar", *MICRO, "--max_steps", "2")[0] == 0
+    t = Table(work)
+    run_cases(t, base, ref, ar, data)
+    kills = kill_trials(work, a.kills, a.seed) if a.kills else None
+    groups = {}
+    for r in t.rows:
+        g = groups.setdefault(r["group"], {"cases": 0, "as_expected": 0, "data_lost": 0, "exit_codes": {}})
+        g["cases"] += 1
+        g["as_expected"] += r["as_expected"]
+        g["data_lost"] += r["data_lost"]
+        g["exit_codes"][str(r["rc"])] = g["exit_codes"].get(str(r["rc"]), 0) + 1
+    total = {k: sum(g[k] for g in groups.values()) for k in ("cases", "as_expected", "data_lost")}
+    res = {"total": total, "groups": groups, "kills": kills, "seconds": round(time.time() - t0),
+           "edlm": __import__("edlm").__file__, "rows": t.rows}
+    Path(a.out).parent.mkdir(parents=True, exist_ok=True)
+    Path(a.out).write_text(json.dumps(res, indent=1) + "\n")
+    print(json.dumps({"total": total, "groups": groups,
+                      "kills": {k: v for k, v in (kills or {}).items() if k != "rows"}}))
+    if not a.work:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,357 @@
+"""The Python API: load a run, sample from it (MDLM, EDLM, AR), score a split, train, plot.
+
+    import edlm
+    run = edlm.load("runs/mdlm")                                    # a Run: model, meta, schedule, tokenizer
+    out = run.sample(num=8, steps=16, energy=edlm.ar_energy("runs/ar"), k=4)
+    print(out.texts, out.summary["mean_ess"])
+    print(run.nelbo(split="test", max_blocks=64))                  # what `edlm eval nelbo` prints
+
+`edlm sample`, `edlm eval nelbo` and `edlm plot` are thin layers over these calls: the command checks its
+flags and adds their names to messages; this module speaks of arguments, never of flags.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+
+import torch
+
+from edlm.energy.factory import KINDS as ENERGY_KINDS  # energy kind -> the objective of its run
+from edlm.errors import EdlmError
+from edlm.models.transformer import TransformerConfig
+from edlm.train.config import TrainConfig
+
+
+@dataclass
+class RunMeta:
+    """A typed view of a run folder's run.json (plus the step of the loaded checkpoint)."""
+
+    objective: str
+    """"mdlm", "ar" or "nce" (an energy network)"""
+    data: str
+    """corpus the run was trained on (its tokenizer and splits)"""
+    mask_id: int
+    tokenizer: str | None
+    model: TransformerConfig
+    train: TrainConfig
+    step: int | None
+    raw: dict = field(repr=False)
+    """run.json as a dict (with "step"), for code that reads it by key"""
+
+    @classmethod
+    def from_dict(cls, d: dict) -> RunMeta:
+        return cls(objective=d["objective"], data=d.get("data"), mask_id=int(d["mask_id"]),
+                   tokenizer=d.get("tokenizer"), model=TransformerConfig.from_dict(d["model"]),
+                   train=TrainConfig.from_dict(d["train"]), step=d.get("step"), raw=d)
+
+    def to_dict(self) -> dict:
+        return dict(self.raw)
+
+
+@dataclass
+class Samples:
+    """What Run.sample returns: tokens (num, length) int64, their texts, one row per sample (ids, text,
+    seconds, method, steps, k, window, corpus, seed: the rows `edlm sample` writes) and the summary
+    (`edlm sample`'s JSON: timing, mean_ess, method ...)."""
+
+    tokens: torch.Tensor
+    texts: list[str]
+    rows: list[dict]
+    summary: dict
+
+    def __len__(self) -> int:
+        return len(self.texts)
+
+
+@dataclass
+class EnergyChoice:
+    """An energy to correct an MDLM with, made by ar_energy / coar_energy / nce_energy; built against the
+    proposal (the MDLM run) when sampling or evaluating."""
+
+    kind: str
+    """"ar" (the AR model's full joint), "coar" (carry-over AR) or "nce" (a trained energy network)"""
+    source: Run | str | Path
+    spec: str | None = None
+    """the "kind:path" string it was given as, if any (reported as the summary's "energy")"""
+
+    def label(self) -> str:
+        path = self.source.path if isinstance(self.source, Run) else self.source
+        return self.spec or f"{self.kind}:{path}"
+
+    def build(self, proposal: Run, batch_size: int = 0):
+        """-> (energy, method name) for the MDLM run `proposal`, on its device."""
+        from edlm.energy.factory import make_energy
+        from edlm.sampling.loop import model_denoiser
+
+        src = self.source
+        if not isinstance(src, Run):
+            src = load(src, device=proposal.device, expect=ENERGY_KINDS[self.kind])
+        elif src.meta.objective != ENERGY_KINDS[self.kind]:
+            raise EdlmError(f"a {self.kind} energy needs a {ENERGY_KINDS[self.kind]!r} run; {src.path} is a "
+                            f"{src.meta.objective!r} run")
+        den = model_denoiser(proposal.model, proposal.meta.mask_id)
+        return make_energy(self.kind, src.model, src.meta.raw, den, proposal.meta.raw, f"energy {self.label()}",
+                           batch_size)
+
+
+def ar_energy(run: Run | str | Path) -> EnergyChoice:
+    """EDLM-AR: the energy is the AR model's full joint log-probability (no training). `run`: a loaded AR
+    Run or its folder (then loaded on the proposal's device)."""
+    return EnergyChoice("ar", run)
+
+
+def coar_energy(run: Run | str | Path) -> EnergyChoice:
+    """EDLM-coAR: the AR joint over the tokens being generated, carrying over the ones already fixed."""
+    return EnergyChoice("coar", run)
+
+
+def nce_energy(run: Run | str | Path) -> EnergyChoice:
+    """EDLM-NCE: a trained energy network (a run trained with objective "nce")."""
+    return EnergyChoice("nce", run)
+
+
+def as_energy(energy) -> EnergyChoice | None:
+    """An EnergyChoice, a "kind:path" string (kind: ar, coar, nce) or None."""
+    if energy is None or isinstance(energy, EnergyChoice):
+        return energy
+    if isinstance(energy, str):
+        kind, sep, path = energy.partition(":")
+        if sep and kind in ENERGY_KINDS and path:
+            return EnergyChoice(kind, path, spec=energy)
+    raise EdlmError(f"energy {energy!r} is not understood: give edlm.ar_energy(run), edlm.coar_energy(run), "
+                    "edlm.nce_energy(run) or a string 'ar:AR_RUN', 'coar:AR_RUN' or 'nce:NCE_RUN'")
+
+
+def as_device(device) -> torch.device:
+    """"cpu", "cuda", "cuda:1", "auto" (CUDA when present) or a torch.device."""
+    from edlm.utils import pick_device
+
+    return device if isinstance(device, torch.device) else pick_device(device)
+
+
+def load(path: str | Path, device: str | torch.device = "cpu", *, ema: bool = True, expect: str | None = None
+         ) -> Run:
+    """Open a run folder (written by edlm.train, `edlm train` or `edlm convert`) and rebuild its model.
+
+    device: "cpu", "cuda", "cuda:N", "auto" or a torch.device. ema: the EMA weights (as evaluated) rather
+    than the raw ones. expect: "mdlm", "ar", "nce" or several joined by "|" to refuse other kinds of run."""
+    from edlm.runs import load_model
+
+    dev = as_device(device)
+    model, meta = load_model(path, dev, ema=ema, expect=expect)
+    return Run(path=str(path), model=model, meta=RunMeta.from_dict(meta), device=dev)
+
+
+def _check_window(window) -> None:
+    if window is not None and not (len(window) == 2 and 0 <= window[0] <= window[1] <= 1):
+        raise EdlmError(f"window {window!r}: need (t_lo, t_hi) with 0 <= t_lo <= t_hi <= 1, or None")
+
+
+def _at_least(name: str, value, low: int) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or value < low:
+        raise EdlmError(f"{name} must be an integer >= {low}, not {value!r}")
+
+
+@dataclass
+class Run:
+    """A loaded run: `model` (eval mode, on `device`), `meta` (RunMeta), `schedule`, `tokenizer`."""
+
+    path: str
+    model: torch.nn.Module
+    meta: RunMeta
+    device: torch.device
+
+    @property
+    def schedule(self):
+        """The noise schedule the run was trained with (alpha(t), alpha'(t))."""
+        from edlm.diffusion.schedules import get_schedule
+
+        return get_schedule(self.meta.train.schedule)
+
+    @property
+    def tokenizer(self):
+        """The tokenizer of the run's corpus: encode(text) -> ids, decode(ids) -> text."""
+        from edlm.data.tokenizers import tokenizer_for
+
+        return tokenizer_for(self.meta.data)
+
+    def encode(self, text: str) -> list[int]:
+        """Token ids of `text` under the run's tokenizer (an error if a symbol is not in its vocabulary)."""
+        tok = self.tokenizer
+        try:
+            ids = tok.encode(text)
+        except ValueError as e:
+            raise EdlmError(f"prefix {text!r}: {e}; use only symbols of the run's corpus ({self.meta.data})") from None
+        bad = [i for i in ids if not 0 <= i < tok.vocab_size]
+        if bad:
+            raise EdlmError(f"prefix {text!r}: token {bad[0]} is outside the vocabulary (0..{tok.vocab_size - 1})")
+        return ids
+
+    def sample(self, num: int = 8, steps: int = 64, energy=None, k: int = 4, window=(0.0, 1.0),
+               temperature: float = 1.0, prefix=None, seed: int = 0, length: int | None = None,
+               batch_size: int = 16, callback=None, *, precision: str = "auto", compile: bool = False,
+               cache: bool = True, quiet: bool = True, on_batch=None, unmask: str = "random") -> Samples:
+        """Generate `num` sequences; returns Samples (tokens, texts, rows, summary). Nothing is written.
+
+        MDLM run: `steps` ancestral denoising steps from all-MASK. With `energy` (edlm.ar_energy(ar_run),
+        edlm.coar_energy(ar_run), edlm.nce_energy(nce_run) or a "kind:path" string) it is EDLM: on steps
+        whose time t lies in `window` = (t_lo, t_hi), `k` candidates are drawn per sequence and one is
+        kept by importance weights softmax(-E / temperature) (temperature 1 = the exact EDLM target).
+        AR run: left-to-right sampling (`steps`, `energy`, `k`, `window` do not apply).
+
+        unmask: "random" (MDLM's ancestral step) or "confidence" (each step keeps the schedule's expected
+        number of draws, the most confident ones; with an energy, of the candidate the energy picks).
+        prefix: text (tokenised with the run's tokenizer) or token ids, kept fixed at the start of every
+            sample. length: tokens per sample (default: the training length). seed: the random stream.
+        callback(step, x_t, t, ess): called after every MDLM/EDLM step with the step index, the current
+            tokens (B, L), the step's time t, and the step's effective sample size (B,) when the energy
+            ran on that step, else None (not called for AR runs).
+        precision: "auto" (bf16 autocast on a GPU, fp32 on a CPU), "bf16" or "fp32"; compile: torch.compile
+            the denoiser trunk; cache: reuse the denoiser output while x_t is unchanged; on_batch(rows):
+            each batch's rows as soon as they exist; quiet: no progress bar."""
+        from edlm.sampling.generate import GenerateRequest, generate
+
+        obj = self.meta.objective
+        if obj == "nce":
+            raise EdlmError(f"{self.path} is an energy (nce) run and cannot generate: load an MDLM run and pass "
+                            f"energy=edlm.nce_energy({self.path!r})")
+        choice = as_energy(energy)
+        if choice is not None and obj != "mdlm":
+            raise EdlmError("an energy applies to an MDLM run (the proposal); this run is autoregressive")
+        for name, value in (("num", num), ("steps", steps), ("k", k), ("batch_size", batch_size), ("seed", seed)):
+            _at_least(name, value, 0 if name == "seed" else 1)
+        if not (temperature > 0 and math.isfinite(temperature)):
+            raise EdlmError(f"temperature must be a finite number > 0, not {temperature!r}")
+        _check_window(window)
+        length = length or self.meta.train.seq_len
+        if length > self.model.cfg.max_len:
+            raise EdlmError(f"length {length} exceeds what the model allows ({self.model.cfg.max_len})")
+        ids = self.encode(prefix) if isinstance(prefix, str) else (None if prefix is None else
+                                                                   [int(i) for i in prefix])
+        if ids is not None and len(ids) >= length:
+            raise EdlmError(f"the prefix has {len(ids)} tokens, not fewer than the sample length {length}")
+        spec, energies = None, None
+        if choice is not None:
+            spec = choice.label()
+            energies = {spec: choice.build(self)}
+        req = GenerateRequest(ckpt=self.path, num=num, steps=steps, batch_size=batch_size, length=length,
+                              seed=seed, energy=spec, k=k, window=tuple(window) if window else None,
+                              temperature=temperature, prefix=ids or None, cache=cache, precision=precision,
+                              compile=compile, unmask=unmask)
+        rows, summary = generate(req, self.device, models=(self.model, self.meta.raw), energies=energies,
+                                 quiet=quiet, on_batch=on_batch, callback=callback)
+        tokens = torch.tensor([r["ids"] for r in rows], dtype=torch.long)
+        return Samples(tokens=tokens, texts=[r["text"] for r in rows], rows=rows, summary=summary)
+
+    def nelbo(self, split: str = "test", steps: int | None = None, energy=None, k: int = 8, window=(0.0, 1.0),
+              temperature: float = 1.0, *, t_samples: int = 1, bound_draws: int = 8, logz_samples: int = 8,
+              t_eps: float | None = None, max_blocks: int | None = None, batch_size: int = 32, seed: int = 0,
+              quiet: bool = True) -> dict:
+        """Per-token NLL / perplexity / BPC on a split, each labelled with what it is: the dict
+        `edlm eval nelbo` prints (docs/likelihood.md says what each entry means).
+
+        MDLM run: the continuous-time NELBO (an upper bound); with `steps` also the NELBO of the steps-step
+        sampler. AR run: the exact NLL. With `energy` (as in Run.sample): the paper's EDLM likelihood (an
+        ESTIMATE from `logz_samples` proposal draws, not a bound) and, with `steps`, an upper bound on the
+        steps-step EDLM sampler's NLL (k, window, temperature; averaged over `bound_draws` draws).
+        t_samples: Monte-Carlo (t, mask) draws per sequence; t_eps: smallest t of the integral (default:
+        the run's own); max_blocks: evaluate at most this many sequences. "warnings" lists what to doubt."""
+        from edlm.data import corpora
+        from edlm.data.loader import iter_eval_blocks
+        from edlm.eval.likelihood import EDLMSampler, LikelihoodPlan, evaluate_split
+        from edlm.eval.report import likelihood_report
+        from edlm.utils import progress
+
+        obj = self.meta.objective
+        if obj not in ("mdlm", "ar"):
+            raise EdlmError(f"{self.path} is a {obj!r} run: the likelihood needs an MDLM or AR run")
+        if split not in ("train", "valid", "test"):
+            raise EdlmError(f"split {split!r}: use 'train', 'valid' or 'test'")
+        if logz_samples < 2:
+            raise EdlmError("logz_samples must be >= 2 (the estimate's upper end needs leave-one-out terms)")
+        for name, value in (("k", k), ("t_samples", t_samples), ("batch_size", batch_size),
+                            ("bound_draws", bound_draws), ("seed", seed)):
+            _at_least(name, value, 0 if name == "seed" else 1)
+        if steps is not None:
+            _at_least("steps", steps, 1)
+        if max_blocks is not None:
+            _at_least("max_blocks", max_blocks, 1)
+        if not (temperature > 0 and math.isfinite(temperature)):
+            raise EdlmError(f"temperature must be a finite number > 0, not {temperature!r}")
+        if t_eps is not None and not 0 < t_eps < 1:
+            raise EdlmError(f"t_eps must be in (0, 1), not {t_eps!r}")
+        _check_window(window)
+        plan = LikelihoodPlan(t_samples=t_samples, t_eps=t_eps, steps=steps, logz_samples=logz_samples)
+        choice, name = as_energy(energy), obj
+        if choice is not None:
+            if obj != "mdlm":
+                raise EdlmError("an energy applies to an MDLM run (the proposal); this run is autoregressive")
+            built, name = choice.build(self)
+            plan.sampler = EDLMSampler(built, k=k, window=window, temperature=temperature, bound_draws=bound_draws)
+        spec = choice.label() if choice is not None else None
+        tokens = corpora.load_split(self.meta.data, split)
+        L = self.meta.train.seq_len
+        n_blocks = len(tokens) // L if max_blocks is None else min(max_blocks, len(tokens) // L)
+        bar = progress(total=n_blocks, desc=f"eval {name}", unit="seq", disable=quiet or None)
+        res = evaluate_split(self.model, self.meta.raw, iter_eval_blocks(tokens, L, batch_size, max_blocks=n_blocks),
+                             plan, seed=seed, device=self.device, bar=bar)
+        bar.close()
+        rep = likelihood_report(res, objective=obj, char=self.meta.tokenizer == "char", steps=steps, energy=spec,
+                                k=k, window=window, temperature=temperature, logz_samples=logz_samples)
+        if "edlm_steps" in rep["results"]:
+            rep["results"]["edlm_steps"]["bound_draws"] = bound_draws
+        return {"model": name, "split": split, "tokens": res["tokens"], "ckpt": self.path, "data": self.meta.data,
+                "energy": spec, "t_samples": t_samples, "seed": seed, **rep}
+
+
+def _split_configs(configs) -> tuple[TransformerConfig, TrainConfig]:
+    if isinstance(configs, str):
+        from edlm.presets import get_preset
+
+        return get_preset(configs)
+    found = {type(c): c for c in (configs or ())}
+    if set(found) != {TransformerConfig, TrainConfig} or len(configs) != 2:
+        raise EdlmError("configs must be a preset name or a (TransformerConfig, TrainConfig) pair, as "
+                        "edlm.presets.tiny() returns")
+    return found[TransformerConfig], found[TrainConfig]
+
+
+def train(configs="tiny", out: str | Path | None = None, *, resume: bool = False, quiet: bool = True,
+          **options) -> dict:
+    """Train (or, with resume=True, continue) a model into the run folder `out`; returns the summary.
+
+    configs: a preset's (TransformerConfig, TrainConfig) pair, e.g. edlm.presets.tiny() (either order is
+    accepted), or a preset name. options: any TrainConfig or TransformerConfig field, e.g.
+    objective="ar", data="synthetic", max_steps=200, d_model=64. The trained run opens with edlm.load(out)."""
+    from dataclasses import replace
+
+    from edlm.train.config import check_config
+    from edlm.train.loop import train as train_loop
+
+    if out is None:
+        raise EdlmError("train needs `out`, the run folder to write")
+    model_cfg, cfg = _split_configs(configs)
+    tr_names = {f.name for f in fields(TrainConfig)}
+    md_names = {f.name for f in fields(TransformerConfig)}
+    unknown = sorted(set(options) - tr_names - md_names)
+    if unknown:
+        raise EdlmError(f"unknown option(s) {', '.join(unknown)}: give fields of TrainConfig or TransformerConfig")
+    tr = {k: v for k, v in options.items() if k in tr_names}
+    md = {k: v for k, v in options.items() if k in md_names and k not in tr_names}
+    cfg, model_cfg = replace(cfg, **tr), replace(model_cfg, **md)
+    if "seq_len" in tr and "max_len" not in md:  # a longer sequence than the preset's widens the model
+        model_cfg = replace(model_cfg, max_len=max(model_cfg.max_len, cfg.seq_len))
+    if not resume:
+        check_config(cfg, model_cfg)  # on resume the saved values merged with `options` are checked instead
+    return train_loop(cfg, model_cfg, out, resume=resume, max_steps=tr.get("max_steps"), quiet=quiet,
+                      overrides={**tr, **md})
+
+
+def plot_run(path: str | Path, out: str | Path | None = None) -> Path:
+    """Render a run folder's training loss and validation curves (from metrics.jsonl) to a PNG;
+    returns its path (default RUN/curves.png)."""
+    from edlm.plots import plot_training_curves
+
+    return plot_training_curves(Path(path), Path(out) if out is not None else None)

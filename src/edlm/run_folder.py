@@ -1,0 +1,244 @@
+"""Reading a run folder (run.json, latest.json, checkpoint folders and their weights), checked on the way in.
+
+The layout and its guarantees are described in train/checkpoint.py, which writes it; this module only
+reads, so sampling, evaluation and the API open runs without importing training.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import torch
+from safetensors.torch import load_file
+
+from edlm.errors import EdlmError
+from edlm.utils import sha256_file
+
+FILES = ("model.safetensors", "state.json")
+
+
+def non_finite(tree, prefix: str = "") -> str | None:
+    """The name of the first floating tensor holding a NaN or inf in a (nested) state dict, else None."""
+    if torch.is_tensor(tree):
+        return prefix or "tensor" if tree.is_floating_point() and not torch.isfinite(tree).all() else None
+    items = tree.items() if isinstance(tree, dict) else enumerate(tree) if isinstance(tree, list | tuple) else ()
+    for k, v in items:
+        bad = non_finite(v, f"{prefix}.{k}" if prefix else str(k))
+        if bad:
+            return bad
+    return None
+
+
+def read_run(run: Path) -> dict:
+    run = Path(run)
+    if not run.exists():
+        raise EdlmError(f"no run at {run}: train one with `edlm train --out {run}` or check the path")
+    meta = run / "run.json"
+    if not meta.exists():
+        raise EdlmError(f"{run} is not an edlm run folder (no run.json): pass the folder given to `edlm train --out`")
+    try:
+        out = json.loads(meta.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise EdlmError(f"{meta} is corrupt ({e}); restore it from a backup or retrain") from None
+    if not isinstance(out, dict) or not {"objective", "model", "train", "mask_id"} <= out.keys():
+        raise EdlmError(f"{meta} is incomplete (objective, model, train or mask_id missing); restore it "
+                        "from a backup or retrain")
+    return out
+
+
+def read_state(d: Path, expect_sha: str | None = None) -> dict:
+    """state.json of a checkpoint folder, checked against latest.json's hash when given."""
+    state, problem = _state_problem(d, expect_sha)
+    if problem:
+        raise EdlmError(f"{problem}: {fallback_advice(d)}")
+    return state
+
+
+def _state_problem(d: Path, expect_sha: str | None = None) -> tuple[dict | None, str | None]:
+    p = d / "state.json"
+    if not p.exists():
+        return None, f"checkpoint {d} is incomplete (missing state.json)"
+    try:
+        state = json.loads(p.read_text())
+        files = state.get("files", {}) if isinstance(state, dict) else None
+        ok = isinstance(state.get("step"), int) and isinstance(files, dict) and all(
+            isinstance(v, dict) and isinstance(v.get("bytes"), int) and isinstance(v.get("sha256"), str)
+            for v in files.values())
+    except (json.JSONDecodeError, UnicodeDecodeError, AttributeError):
+        ok = False
+    if not ok:
+        return None, f"{p} is damaged (not readable as a checkpoint state)"
+    if expect_sha and sha256_file(p) != expect_sha:
+        return None, f"{p} does not match the sha256 latest.json holds for it (one of the two is damaged)"
+    return state, None
+
+
+IDENTITY = ("objective", "data", "mask_id", "model")  # what a checkpoint's weights only fit
+
+
+def identity(meta: dict) -> dict:
+    return {k: meta.get(k) for k in IDENTITY}
+
+
+def check_identity(meta: dict, state: dict, run: Path) -> None:
+    """run.json still describes the network this checkpoint holds (checkpoints since format 2 keep a copy)."""
+    saved = state.get("identity")
+    if saved is None:
+        return
+    now = json.loads(json.dumps(identity(meta)))
+    diff = [k for k in IDENTITY if now.get(k) != saved.get(k)]
+    if diff:
+        raise EdlmError(f"{Path(run) / 'run.json'} no longer matches its checkpoint of step {state['step']} "
+                        f"({', '.join(diff)} differ): it was edited or damaged; restore it from a backup")
+
+
+def verify_files(d: Path, state: dict, names) -> None:
+    """Each named file exists with the size and sha256 recorded in state.json (format 2), or at least
+    exists (older checkpoints, which recorded nothing)."""
+    for name in names:
+        problem = _file_problem(d, state, name)
+        if problem:
+            raise EdlmError(f"{problem}: {fallback_advice(d)}")
+
+
+def _file_problem(d: Path, state: dict, name: str) -> str | None:
+    recorded, p = state.get("files"), d / name
+    if recorded is not None and name not in recorded:
+        return f"checkpoint {d} has no {name} (it was saved without it)"
+    if not p.exists():
+        return f"checkpoint {d} is incomplete (missing {name})"
+    if recorded is None:
+        return None
+    rec, size = recorded[name], p.stat().st_size
+    if size != rec["bytes"]:
+        return f"{p} is truncated or corrupt ({size} bytes, saved with {rec['bytes']})"
+    if sha256_file(p) != rec["sha256"]:
+        return f"{p} is damaged (its sha256 differs from the one saved in state.json)"
+    return None
+
+
+def _complete(d: Path) -> bool:
+    """A checkpoint folder whose state.json reads and whose files all match it (used to find fallbacks)."""
+    try:
+        state, problem = _state_problem(d)
+        return problem is None and not any(_file_problem(d, state, n) for n in state.get("files") or FILES[:1])
+    except OSError:
+        return False
+
+
+def newest_complete(run: Path, before: Path | None = None) -> Path | None:
+    ckdir = Path(run) / "checkpoints"
+    dirs = sorted((p for p in ckdir.glob("step_*") if p.is_dir() and p != before), reverse=True)
+    return next((p for p in dirs if _complete(p)), None)
+
+
+def fallback_advice(d: Path) -> str:
+    """How to get past a damaged checkpoint folder d (error path only: hashes the other folders)."""
+    run = d.parent.parent
+    other = newest_complete(run, before=d)
+    if other is None:
+        return "no other complete checkpoint exists; restore this one from a backup or retrain"
+    return (f"move {d.name} and latest.json out of {run}; --resume, sample and eval then use "
+            f"checkpoints/{other.name} (the newest complete checkpoint)")
+
+
+def latest_dir(run: Path) -> Path | None:
+    """The folder latest.json names (None if there is no latest.json); a damaged latest.json is an error
+    that names the checkpoint a fix would fall back to."""
+    d, _ = _latest(Path(run))
+    return d
+
+
+def _latest(run: Path) -> tuple[Path | None, str | None]:
+    p = run / "latest.json"
+    if not p.exists():
+        return None, None
+    try:
+        lj = json.loads(p.read_text())
+        parts = Path(lj["dir"]).parts  # only ever checkpoints/step_N: a damaged path must not lead elsewhere
+        if len(parts) != 2 or parts[0] != "checkpoints" or not parts[1].startswith("step_"):
+            raise KeyError("dir")
+        d = run / lj["dir"]
+    except (json.JSONDecodeError, UnicodeDecodeError, KeyError, TypeError):
+        other = newest_complete(run)
+        fix = (f"move it out of {run}; --resume, sample and eval then use checkpoints/{other.name} (the newest "
+               "complete checkpoint)" if other else "no complete checkpoint exists to fall back to; retrain")
+        raise EdlmError(f"{p} is corrupt: {fix}") from None
+    return d, lj.get("state_sha256")
+
+
+def has_checkpoint(run: Path) -> bool:
+    """A latest.json or any checkpoint folder: the run has saved state (which must then load, or fail)."""
+    run = Path(run)
+    return (run / "latest.json").exists() or any((run / "checkpoints").glob("step_*"))
+
+
+def has_run_state(run: Path) -> bool:
+    return has_checkpoint(run) or (Path(run) / "metrics.jsonl").exists()
+
+
+def checkpoint_dir(run: Path) -> Path:
+    """The checkpoint a run continues from: the one latest.json names, verified; without latest.json (lost,
+    or moved aside as advised) the newest complete folder, said on stderr. Never silently nothing."""
+    run = Path(run)
+    d, _ = _latest(run)
+    if d is None:
+        d = newest_complete(run)
+        if d is None:
+            if any((run / "checkpoints").glob("step_*")):
+                raise EdlmError(f"{run} has no latest.json and none of its checkpoint folders is complete: "
+                                "restore one from a backup or retrain in a new folder")
+            raise EdlmError(f"{run} has no checkpoint yet (no latest.json): train it, or wait for its first save")
+        print(f"edlm: note: {run} has no latest.json; using checkpoints/{d.name}, its newest complete "
+              "checkpoint", file=sys.stderr)
+        return d
+    if not d.is_dir():
+        raise EdlmError(f"latest.json of {run} names {d.name}, which does not exist: {fallback_advice(d)}")
+    return d
+
+
+def checked_state(run: Path) -> tuple[Path, dict]:
+    """(checkpoint folder, its verified state.json)."""
+    run = Path(run)
+    d = checkpoint_dir(run)
+    _, sha = _latest(run)
+    return d, read_state(d, sha if (run / "latest.json").exists() else None)
+
+
+def has_ema(d: Path, state: dict) -> bool:
+    """Whether the checkpoint holds EMA weights: its file list says so; older checkpoints listed nothing,
+    but one written by the training loop (it has a loader state) of a run with --ema > 0 always had them."""
+    if "files" in state:
+        return "ema.safetensors" in state["files"]
+    if (d / "ema.safetensors").exists():
+        return True
+    try:
+        return "loader" in state and read_run(d.parent.parent)["train"].get("ema", 0) > 0
+    except EdlmError:
+        return False
+
+
+def load_weights(run: Path, *, ema: bool = True, device="cpu") -> tuple[dict, dict]:
+    """-> (state_dict, state.json). The EMA weights when the checkpoint has them and ema=True; a checkpoint
+    that recorded EMA weights but lost them is an error, not a quiet switch to the raw weights."""
+    d, state = checked_state(run)
+    name = "ema.safetensors" if ema and has_ema(d, state) else "model.safetensors"
+    return load_tensors(d, state, name, device), state
+
+
+def load_tensors(d: Path, state: dict, name: str, device="cpu") -> dict:
+    """One verified, finite safetensors file of checkpoint folder d."""
+    verify_files(d, state, [name])
+    f = d / name
+    try:
+        sd = load_file(str(f), device=str(device))
+    except Exception as e:  # safetensors raises several types for truncated files
+        raise EdlmError(f"cannot read {f} ({e}): the checkpoint is truncated or corrupt; "
+                        f"{fallback_advice(d)}") from None
+    bad = non_finite(sd)
+    if bad:
+        raise EdlmError(f"{f} holds NaN/inf weights ({bad}): it was saved by a diverged run; "
+                        f"{fallback_advice(d)}")
+    return sd

@@ -1,0 +1,107 @@
+"""Confidence-based unmasking (LLaDA's low-confidence remasking, Fast-dLLM's fixed-count decoding), and EDLM on
+top of it.
+
+MDLM's step t -> s unmasks a RANDOM subset of the masked positions (each with probability
+(alpha_s - alpha_t)/(1 - alpha_t)) and draws their tokens independently. Confidence-based unmasking instead
+
+    1. draws a token at EVERY masked position from x_theta(.|x_t) (float64 inverse-CDF, as everywhere);
+    2. keeps only the n most confident draws (confidence = the probability of the drawn token); the other
+       positions stay masked and are drawn again at the next step, from a denoiser that now sees more;
+    3. n = what the schedule unmasks in expectation on this step, rounded with the remainder carried
+       (so the total is exact and the last step unmasks everything left), at least 1 while masks remain.
+
+The count (`confidence_counts`): a sequence that started with M0 masked positions should have
+M0 (1 - alpha_s) still masked after the step (alpha is pinned to 0 at t = 1 and 1 at t = 0), so it
+unmasks n = masked_now - round(M0 (1 - alpha_s)), clamped to [1, masked_now]. Rounding the CUMULATIVE
+target is the carried remainder: the per-step counts add up to M0 exactly. With more steps than masked
+positions the "at least 1" makes the sampler finish after M0 steps (one position per step).
+
+EDLM on top (`confidence_importance_step`): draw k full candidates from mu(.|x_t) (one batched float64
+draw), weigh them by softmax(-E/tau) exactly as `importance_step` does, pick one, and keep the picked
+candidate's n most confident positions (its own per-position probabilities under mu).
+
+This is a deliberately biased sampler: it does not sample the model's distribution even for an exact
+denoiser (it prefers high-probability tokens first), so report its entropy next to its quality.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from edlm.sampling.categorical import sample_rows
+from edlm.sampling.denoiser import as_posterior
+from edlm.sampling.importance import select
+
+
+def confidence_counts(masked: torch.Tensor, start: torch.Tensor, alpha_s: float) -> torch.Tensor:
+    """How many positions each sequence unmasks on a step that ends at alpha_s.
+
+    masked (B,) int: masked positions now; start (B,) int: masked positions when sampling began.
+    -> (B,) int64, in [min(1, masked), masked]; equal to `masked` when alpha_s = 1."""
+    target = torch.round(start.double() * (1.0 - alpha_s)).long()  # still masked after the step
+    n = masked - target
+    return torch.minimum(torch.clamp(n, min=1), masked).clamp(min=0)
+
+
+def keep_most_confident(conf: torch.Tensor, eligible: torch.Tensor, n: torch.Tensor) -> torch.Tensor:
+    """conf (B, L) float, eligible (B, L) bool, n (B,) int -> (B, L) bool: the n[b] eligible positions of row
+    b with the highest confidence (ties: the lower position first; a stable sort, so deterministic)."""
+    score = torch.where(eligible, conf.double().clamp(min=-1e300), torch.full_like(conf, -torch.inf,
+                                                                                 dtype=torch.float64))
+    order = torch.sort(score, dim=1, descending=True, stable=True).indices  # (B, L)
+    rank = torch.empty_like(order)
+    rank.scatter_(1, order, torch.arange(conf.shape[1], device=conf.device).expand_as(order))
+    return eligible & (rank < n[:, None])
+
+
+def _draw_all_masked(post, x_t: torch.Tensor, k: int, mask_id: int, generator=None):
+    """k tokens at every masked position -> candidates (B, L, k) (x_t's tokens elsewhere) and their
+    per-position log-probs (B, L, k) (0 at clean positions). One float64 draw."""
+    B, L = x_t.shape
+    rows = (x_t == mask_id).flatten().nonzero().squeeze(1)
+    cand = x_t.reshape(-1, 1).repeat(1, k)
+    lp = torch.zeros(B * L, k, dtype=torch.float32, device=x_t.device)
+    if rows.numel():
+        cand[rows], lp[rows] = sample_rows(post, rows, mask_id, k, generator)
+    return cand.view(B, L, k), lp.view(B, L, k)
+
+
+def confidence_step(post, x_t: torch.Tensor, start: torch.Tensor, alpha_s: float, mask_id: int, generator=None):
+    """One confidence-unmasking step. post: a posterior at x_t (sampling/denoiser.py) or (B, L, V) SUBS
+    log-probs; start (B,): masked positions per sequence when sampling began.
+    Returns (x_s, moved): x_s (B, L) and how many positions unmasked (a Python int)."""
+    post = as_posterior(post)
+    masked = x_t == mask_id
+    n = confidence_counts(masked.sum(1), start, alpha_s)
+    cand, lp = _draw_all_masked(post, x_t, 1, mask_id, generator)
+    keep = keep_most_confident(lp[..., 0], masked, n)
+    x_s = torch.where(keep, cand[..., 0], x_t)
+    return x_s, int(keep.sum())
+
+
+def confidence_importance_step(post, x_t: torch.Tensor, t: float, start: torch.Tensor, alpha_s: float, energy,
+                               k: int, mask_id: int, temperature: float = 1.0, generator=None):
+    """EDLM on top of confidence unmasking: k full candidates from mu(.|x_t), one picked by softmax(-E/tau)
+    (as `importance_step`), then the picked candidate's n most confident positions are kept.
+    Returns (x_s, ess (B_active,), moved). Sequences with no mask left get no candidates and no ESS."""
+    post = as_posterior(post)
+    B, L = x_t.shape
+    masked = x_t == mask_id
+    n = confidence_counts(masked.sum(1), start, alpha_s)
+    active = (n > 0).nonzero().squeeze(1)  # syncs once
+    if active.numel() == 0:
+        return x_t, x_t.new_zeros(0, dtype=torch.float64), 0
+    cand, lp = _draw_all_masked(post, x_t, k, mask_id, generator)  # (B, L, k)
+    cand, lp = cand[active].permute(0, 2, 1), lp[active].permute(0, 2, 1)  # (Ba, k, L)
+    na = active.numel()
+    xa = x_t[active]
+    e = energy.energy(cand.reshape(na * k, L), xa.repeat_interleave(k, dim=0),
+                      torch.full((na * k,), t, device=x_t.device),
+                      log_mu=lp.sum(-1).reshape(na * k)).view(na, k)
+    j, _, ess = select(e, temperature, generator)
+    pick = torch.arange(na, device=x_t.device)
+    x0, conf = cand[pick, j], lp[pick, j]  # (Ba, L)
+    keep = keep_most_confident(conf, masked[active], n[active])
+    x_s = x_t.clone()
+    x_s[active] = torch.where(keep, x0, xa)
+    return x_s, ess, int(keep.sum())

@@ -1,0 +1,94 @@
+"""Resuming a run: options given on --resume, the checkpoint's pieces loaded into the live objects, and the
+metrics log cut back to the checkpoint so the resumed run reads as one uninterrupted run."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from edlm.errors import EdlmError
+from edlm.train import checkpoint as ckpt
+from edlm.train.config import RESUME_OVERRIDABLE, TrainConfig
+from edlm.utils import atomic_write_bytes
+
+
+def apply_overrides(out: Path, meta: dict, saved: TrainConfig, overrides: dict) -> None:
+    """Options given on --resume: the overridable ones replace the saved values (recorded in run.json under
+    "resumed"); a run-defining option may only repeat its saved value."""
+    changed = {}
+    for k, v in overrides.items():
+        if v is None:
+            continue
+        if k in RESUME_OVERRIDABLE:
+            old = getattr(saved, k)
+            v = tuple(v) if k == "betas" else v
+            if v != old:
+                setattr(saved, k, v)
+                changed[k] = [list(old) if k == "betas" else old, list(v) if k == "betas" else v]
+            continue
+        old = meta["train"].get(k, meta["model"].get(k))
+        if k in TrainConfig.__dataclass_fields__ or k in meta["model"]:
+            if (list(v) if isinstance(v, tuple) else v) != old:
+                raise EdlmError(f"--{k} cannot change on --resume (the run was made with {old}, you gave {v}): "
+                                f"drop --{k}, or start a new run; only {', '.join(RESUME_OVERRIDABLE)} may change")
+    if changed:
+        meta["train"].update({k: new for k, (_, new) in changed.items()})
+        meta.setdefault("resumed", []).append({"changed": changed})
+
+
+def resume_from(out: Path, meta: dict, model, ema, opt, gen, loader, cfg) -> tuple[int, float | None]:
+    """Load a verified checkpoint: weights, EMA, optimizer, RNGs, data position. Every piece the run needs
+    must be there; the optimizer takes the (possibly overridden) config's betas and weight decay."""
+    cdir, state = ckpt.checked_state(out)
+    if "loader" not in state:
+        raise EdlmError(f"{out} has no training state to resume (a converted or hand-made run): train a new "
+                        "run from it instead (e.g. --objective nce --diffusion RUN)")
+    ckpt.check_identity(meta, state, out)
+    if ema is not None:
+        if not ckpt.has_ema(cdir, state):
+            raise EdlmError(f"checkpoint {cdir} has no ema.safetensors, but this run keeps an EMA: "
+                            f"{ckpt.fallback_advice(cdir)}")
+        # load the EMA through the model so it gets the model's sharding, then the real weights
+        _load_into(model, ckpt.load_tensors(cdir, state, "ema.safetensors"), out)
+        ema.load_state_dict(model.state_dict())
+    _load_into(model, ckpt.load_tensors(cdir, state, "model.safetensors"), out)
+    rng = ckpt.load_training_state(cdir, model, opt, state)
+    for g in opt.param_groups:
+        g["betas"] = tuple(cfg.betas)
+    opt.param_groups[0]["weight_decay"] = cfg.weight_decay  # group 0 decays, group 1 never does
+    if "noise" not in rng:
+        raise EdlmError(f"the RNG state of {cdir} lacks the noise generator: {ckpt.fallback_advice(cdir)}")
+    gen.set_state(rng["noise"])
+    loader.load_state_dict(state["loader"])
+    return state["step"], state.get("initial_loss")
+
+
+def _load_into(model, sd: dict, out: Path) -> None:
+    try:
+        ckpt.load_full_model_state(model, sd)
+    except (RuntimeError, KeyError, ValueError) as e:
+        raise EdlmError(f"the checkpoint of {out} does not fit the model run.json describes "
+                        f"({str(e).strip().splitlines()[-1][:160]}): run.json or the weights were edited") from None
+
+
+def truncate_metrics(path: Path, step: int) -> None:
+    """Drop rows logged after the checkpoint we resume from (a crash between a log and a save), so the
+    resumed run's metrics read as one uninterrupted run. A torn LAST line is a row cut off by the crash: it
+    is always later than the checkpoint (each row is written before its step's save), so it goes too. A
+    damaged line anywhere else is an error."""
+    if not path.exists():
+        return
+    lines = [ln for ln in path.read_text(errors="replace").splitlines() if ln.strip()]
+    keep = []
+    for i, line in enumerate(lines):
+        try:
+            row = json.loads(line)
+            row_step = row["step"]
+        except (json.JSONDecodeError, KeyError, TypeError):
+            if i == len(lines) - 1:
+                break
+            raise EdlmError(f"{path} line {i + 1} is damaged (not a metrics row): remove or repair that line, "
+                            "then --resume again") from None
+        if row_step <= step:
+            keep.append(line)
+    atomic_write_bytes(path, "".join(line + "\n" for line in keep).encode())
