@@ -39,7 +39,7 @@ def test_clean_tokens_kept_mask_never_emitted_all_filled(steps, with_energy):
     cfg = SamplerConfig(steps=steps, unmask="confidence", k=4 if with_energy else 1)
     x, stats = sample(iid_denoiser(_probs(L), MASK), LogLinear(), MASK, cfg, x_init=x0,
                       energy=_energy_on_ones() if with_energy else None, generator=g,
-                      callback=lambda i, x: seen.append(x.clone()))
+                      callback=lambda i, x, *_: seen.append(x.clone()))
     keep = x0 != MASK
     prev = x0
     for xs in seen:
@@ -49,7 +49,7 @@ def test_clean_tokens_kept_mask_never_emitted_all_filled(steps, with_energy):
     assert not (x == MASK).any()
     assert ((x >= 0) & (x < 3)).all()
     if with_energy:
-        assert stats.energy_steps >= 1 and stats.mean_ess is not None
+        assert stats.energy_steps >= 1 and len(stats.ess) >= 1
 
 
 def test_counts_carry_the_remainder_and_add_up():
@@ -81,7 +81,7 @@ def test_more_steps_than_positions_unmasks_one_per_step_and_stops():
     moved = []
     last = [torch.full((4, L), MASK)]
 
-    def cb(i, x):
+    def cb(i, x, *_):
         moved.append(int(((last[0] == MASK) & (x != MASK)).sum(1).max()))
         last[0] = x.clone()
 
@@ -97,7 +97,7 @@ def test_count_per_step_in_the_sampler_matches_the_schedule():
     per_step = []
     prev = [torch.full((B, L), MASK)]
 
-    def cb(i, x):
+    def cb(i, x, *_):
         per_step.append(((prev[0] == MASK) & (x != MASK)).sum(1))
         prev[0] = x.clone()
 
