@@ -232,7 +232,7 @@ def run_job(j: dict, out: str, device: str, threads: int, eval_every: int) -> di
     L = tcfg.seq_len
     test = corpora.load_split(j["data"], "test")
     res = evaluate_split(model, meta, iter_eval_blocks(test, L, 128, max_blocks=len(test) // L), device=device)
-    nll = res["sums"]["nll"] / res["tokens"]
+    nll = res["sums"]["mdlm" if "mdlm" in res["sums"] else "ar"] / res["tokens"]
     H = load_language(j["data"]).entropy_rate
     curve, t_of = [], {}
     for line in (run / "metrics.jsonl").read_text().splitlines():
