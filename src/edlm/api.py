@@ -177,16 +177,17 @@ class Run:
 
         return tokenizer_for(self.meta.data)
 
-    def encode(self, text: str) -> list[int]:
-        """Token ids of `text` under the run's tokenizer (an error if a symbol is not in its vocabulary)."""
+    def encode(self, text: str, what: str = "prefix") -> list[int]:
+        """Token ids of `text` under the run's tokenizer (an error naming `what` if a symbol is not in its
+        vocabulary; the CLI passes its flag name)."""
         tok = self.tokenizer
         try:
             ids = tok.encode(text)
         except ValueError as e:
-            raise EdlmError(f"prefix {text!r}: {e}; use only symbols of the run's corpus ({self.meta.data})") from None
+            raise EdlmError(f"{what} {text!r}: {e}; use only symbols of the run's corpus ({self.meta.data})") from None
         bad = [i for i in ids if not 0 <= i < tok.vocab_size]
         if bad:
-            raise EdlmError(f"prefix {text!r}: token {bad[0]} is outside the vocabulary (0..{tok.vocab_size - 1})")
+            raise EdlmError(f"{what} {text!r}: token {bad[0]} is outside the vocabulary (0..{tok.vocab_size - 1})")
         return ids
 
     def sample(self, num: int = 8, steps: int = 64, energy=None, k: int = 4, window=(0.0, 1.0),

@@ -76,20 +76,6 @@ def partial_path(out) -> Path:
     return out.with_name(out.name + ".partial")
 
 
-def encode_prefix(text: str, meta: dict) -> list[int]:
-    from edlm.data.tokenizers import tokenizer_for
-
-    tok = tokenizer_for(meta["data"])
-    try:
-        ids = tok.encode(text)
-    except ValueError as e:
-        raise EdlmError(f"--prefix {text!r}: {e}; use only symbols of the run's corpus ({meta['data']})") from None
-    bad = [i for i in ids if not 0 <= i < tok.vocab_size]
-    if bad:
-        raise EdlmError(f"--prefix {text!r}: token {bad[0]} is outside the vocabulary (0..{tok.vocab_size - 1})")
-    return ids
-
-
 class RowStream:
     """Rows appended to OUT.partial batch by batch (flushed, so a killed process keeps them), renamed to OUT
     once all are written. The file is created with the umask's normal permissions, like any new file."""
@@ -129,7 +115,7 @@ def run(args):
 
     check_args(args)
     run_ = load(args.ckpt, pick_device(args.device))
-    prefix = encode_prefix(args.prefix, run_.meta.raw) if args.prefix else None
+    prefix = run_.encode(args.prefix, what="--prefix") if args.prefix else None
     if args.energy and run_.meta.objective == "ar":
         raise EdlmError("--energy applies to an MDLM run (--ckpt MDLM_RUN); this run is autoregressive")
     if args.length is not None and args.length > run_.model.cfg.max_len:
