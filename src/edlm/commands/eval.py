@@ -8,7 +8,7 @@ import math
 from edlm.commands.sample import parse_window
 from edlm.errors import EdlmError
 from edlm.utils import pick_device
-from edlm.validate import at_least, existing_path
+from edlm.validate import at_least, existing_path, finite_in
 
 
 def add_parser(sub, name, help_):
@@ -116,6 +116,14 @@ def run(args):
     at_least("--t-samples", args.t_samples, 1)
     at_least("--max-blocks", args.max_blocks, 1, optional=True)
     at_least("--seed", args.seed, 0)
+    at_least("--steps", args.steps, 1, optional=True)
+    at_least("--k", args.k, 1)
+    at_least("--bound-draws", args.bound_draws, 1)
+    if args.logz_samples < 2:
+        raise EdlmError("--logz-samples must be >= 2 (the estimate's upper end needs leave-one-out terms)")
+    finite_in("--temperature", args.temperature, 0.0, lo_open=True)
+    if args.t_eps is not None:
+        finite_in("--t-eps", args.t_eps, 0.0, 1.0, lo_open=True, hi_open=True)
     out = nelbo_command(args)
     for name, entry in out["results"].items():  # a finite checkpoint can still overflow: never report NaN
         if entry["nll"] is not None and not math.isfinite(entry["nll"]):
@@ -125,23 +133,11 @@ def run(args):
 
 
 def nelbo_command(args):
-    """A thin layer over edlm.Run.nelbo: the flags checked (and named in errors) here, warnings to stderr."""
+    """A thin layer over edlm.Run.nelbo (its flags are checked in run(), before any work); warnings to stderr."""
     import sys
 
     from edlm.api import load
 
-    if args.logz_samples < 2:
-        raise EdlmError("--logz-samples must be >= 2 (the estimate's upper end needs leave-one-out terms)")
-    if args.steps is not None and args.steps < 1:
-        raise EdlmError("--steps must be >= 1")
-    if args.k < 1 or args.t_samples < 1 or args.batch_size < 1 or args.bound_draws < 1:
-        raise EdlmError("--k, --t-samples, --batch-size and --bound-draws must be >= 1")
-    if not args.temperature > 0 or not math.isfinite(args.temperature):
-        raise EdlmError("--temperature must be a finite number > 0")
-    if args.max_blocks is not None and args.max_blocks < 1:
-        raise EdlmError("--max-blocks must be >= 1 (leave it out to evaluate the whole split)")
-    if args.t_eps is not None and not 0 < args.t_eps < 1:
-        raise EdlmError("--t-eps must be in (0, 1)")
     run_ = load(args.ckpt, pick_device(args.device), expect="mdlm|ar")
     if args.energy and run_.meta.objective != "mdlm":
         raise EdlmError("--energy needs an MDLM --ckpt (the proposal)")
