@@ -109,6 +109,22 @@ def grid(which: str) -> list[dict]:
                 j["lang"] = lang
                 out.append(j)
         return out
+    if which == "long":  # how many steps the tiny MDLM needs on the harder languages; the knob's languages
+        out = [job(f"mdlm_{d}_long", d, "mdlm", 8000) for d in ("markov2", "markov3", "lexicon")]
+        out += [job("mdlm_markov2-share0.7", "markov2-share0.7", "mdlm", 2500),
+                job("ar_markov2-share0.7", "markov2-share0.7", "ar", 1000),
+                job("mdlm_markov2-share0.5", "markov2-share0.5", "mdlm", 2500)]
+        return out
+    if which == "decay":  # cosine learning-rate decay (the tiny preset's is constant), width, depth, batch
+        cos = {"lr_schedule": "cosine"}
+        opts = {"cos": {}, "cos_lr4e-3": {"train": {"lr": 4e-3}}, "cos_d256": {"model": {"d_model": 256}},
+                "cos_b128": {"train": {"batch_size": 128}}, "cos_l6": {"model": {"n_layers": 6}},
+                "cos_d256_b128": {"model": {"d_model": 256}, "train": {"batch_size": 128}}}
+        out = [job(f"mdlm_markov2_{k}", "markov2", "mdlm", 2500, v.get("model"), {**cos, **v.get("train", {})})
+               for k, v in opts.items()]
+        out += [job(f"mdlm_{d}_cos6000", d, "mdlm", 6000, train=cos) for d in ("markov2", "markov3", "lexicon")]
+        out += [job(f"mdlm_{d}_cos2500", d, "mdlm", 2500, train=cos) for d in ("markov3", "lexicon")]
+        return out
     if which == "final":  # the new `tiny` (init_std 0.02, flat loss) on every language, MDLM and AR
         return [job(f"{o}_{d}_new", d, o, n) for d in langs for o, n in (("mdlm", 2500), ("ar", 2000))]
     raise SystemExit(f"unknown grid {which}")
@@ -132,7 +148,7 @@ def _reinit(model, how):
 
 def _t_power(p: float):
     """Training t = u^p for antithetic u (p > 1 draws more low-noise sequences)."""
-    import edlm.train.objectives as ob
+    from edlm.train import objectives as ob
 
     orig = ob.antithetic_times
 
@@ -147,7 +163,7 @@ def _is_weight(p: float):
     """Unbiased NELBO under t = u^p: each sequence's NELBO term times 1/q(t), q(t) = t^(1/p - 1) / p."""
     import torch
 
-    import edlm.train.objectives as ob
+    from edlm.train import objectives as ob
 
     orig = ob.mdlm_nelbo
 
@@ -165,7 +181,7 @@ def _flat_weight():
     (same minimiser at every t; the NELBO itself is still what validation and test report)."""
     import torch
 
-    import edlm.train.objectives as ob
+    from edlm.train import objectives as ob
     from edlm.diffusion.losses import masked_log_likelihood
     from edlm.diffusion.masking import mask_tokens
 
@@ -195,7 +211,7 @@ def run_job(j: dict, out: str, device: str, threads: int, eval_every: int) -> di
         corpora.prepare("markov2")
 
     torch.set_num_threads(threads)
-    import edlm.train.loop as loop
+    from edlm.train import loop
     from edlm.data import corpora
     from edlm.data.languages import load_language
     from edlm.data.loader import iter_eval_blocks

@@ -154,3 +154,24 @@ def test_prepared_corpus_and_true_evaluator(data_root):
     want = float(-lang.log_prob(test).sum()) / test.numel()
     assert res["gen_nll"] == pytest.approx(want, rel=1e-12)
     assert abs(res["gen_nll"] - m["block_entropy_nats"]["64"]) < 0.05
+
+
+def test_knob_in_the_corpus_name(data_root):
+    """`markov2-share0.7` is markov2 with share 0.7, end to end: the name parses, the corpus builds with the
+    knob in its manifest, the `true` evaluator knows it; malformed knob names get the one clear error."""
+    from edlm.data.corpora import info, prepare
+    from edlm.data.names import is_language, knob
+    from edlm.errors import EdlmError
+
+    assert knob("markov2-share0.7") == ("markov2", 0.7) and knob("markov3-share1") == ("markov3", 1.0)
+    assert knob("markov2") is None and not is_language("markov2-share1.5") and not is_language("markov4-share0.5")
+    lang = make_language("markov2-share0.7")
+    base = make_language("markov2")
+    assert lang.config.share == 0.7 and lang.config.vocab_size == base.config.vocab_size
+    assert lang.neighbour_entropy < base.neighbour_entropy - 1.0  # one neighbour now reveals far more
+    prepare("markov2-share0.7")
+    m = info("markov2-share0.7")
+    assert m["knob"]["value"] == 0.7 and m["neighbour_entropy_nats"] == pytest.approx(lang.neighbour_entropy)
+    for bad in ("markov2-share7", "markov2-share", "markov5-share0.5"):
+        with pytest.raises(EdlmError, match="markov2-share0.7"):
+            prepare(bad)

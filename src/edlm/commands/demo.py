@@ -19,8 +19,8 @@ def add_parser(sub, name, help_):
     p = sub.add_parser(name, help=help_, formatter_class=argparse.ArgumentDefaultsHelpFormatter,
                        description=help_ + ". About 3-4 minutes on 2 idle CPU cores; uses the GPU if present. "
                        "Writes OUT/results.json and PNG plots; re-running reuses the trained runs.")
-    p.add_argument("--data", default=d.data, help="corpus: a ground-truth language (markov2, markov3, lexicon, "
-                   "synthetic: exact scoring) or e.g. wiki-char")
+    p.add_argument("--data", default=d.data, help="corpus: a ground-truth language (exact scoring: synthetic, "
+                   "markov2, markov3, lexicon, or markov2-shareS with the knob S in [0, 1]) or e.g. wiki-char")
     p.add_argument("--out", default=d.out, help="output folder (runs/, samples/, results.json, *.png)")
     p.add_argument("--preset", default=d.preset, help="model preset for all three models")
     p.add_argument("--steps", type=_ints, default=d.steps, help="comma-separated sampling step counts")
@@ -29,6 +29,7 @@ def add_parser(sub, name, help_):
     p.add_argument("--mdlm-steps", type=int, default=d.mdlm_steps, help="MDLM training steps")
     p.add_argument("--ar-steps", type=int, default=d.ar_steps, help="AR training steps")
     p.add_argument("--nce-steps", type=int, default=d.nce_steps, help="NCE energy training steps")
+    p.add_argument("--nce-batch", type=int, default=d.nce_batch, help="NCE energy training batch (0: the preset's)")
     p.add_argument("--evaluator", default=None,
                    help="sample scorer (default: 'true' on a ground-truth language, smollm2-135m otherwise)")
     p.add_argument("--device", default=d.device)
@@ -45,9 +46,10 @@ def run(args):
     for name in ("num", "k", "mdlm_steps", "ar_steps", "nce_steps"):
         at_least("--" + name.replace("_", "-"), getattr(args, name), 1)
     at_least("--seed", args.seed, 0)
+    at_least("--nce-batch", args.nce_batch, 0)
     out_dir("--out", args.out)
 
     return run_demo(DemoConfig(data=args.data, out=args.out, preset=args.preset, steps=args.steps, num=args.num,
                                k=args.k, mdlm_steps=args.mdlm_steps, ar_steps=args.ar_steps,
-                               nce_steps=args.nce_steps, evaluator=args.evaluator, device=args.device,
+                               nce_steps=args.nce_steps, nce_batch=args.nce_batch, evaluator=args.evaluator, device=args.device,
                                seed=args.seed))

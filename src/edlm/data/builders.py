@@ -300,6 +300,13 @@ def _hf_flush(w: SplitWriter, tok, batch: list[str], index: int, split_name: str
     return index + len(batch)
 
 
+def builder_for(name: str):
+    """The builder of corpus `name`; a Markov language with its knob in the name gets a language builder."""
+    from edlm.data.names import knob
+
+    return BUILDERS[name] if name in BUILDERS or knob(name) is None else _language_builder(name)
+
+
 BUILDERS = {
     "synthetic": build_synthetic,
     "markov2": _language_builder("markov2"),

@@ -33,10 +33,11 @@ from pathlib import Path
 import numpy as np
 
 from edlm.data import fetch as F
+from edlm.data.names import LANGUAGES, is_language
 from edlm.errors import EdlmError
 from edlm.utils import atomic_write_json, cache_root, progress
 
-LANGUAGES = ("synthetic", "markov2", "markov3", "lexicon")  # ground truth: exact log p (data/languages.py)
+
 CORPORA = (*LANGUAGES, "wiki-char", "text8", "prose-bpe", "textfile", "openwebtext", "lm1b")
 SPLITS = ("train", "valid", "test")
 FORMAT_VERSION = 1
@@ -47,9 +48,10 @@ WIKI_CHAR_MIN_CHARS = 7_000_000
 
 
 def _check_name(name: str) -> None:
-    if name not in CORPORA:
-        raise EdlmError(f"unknown corpus {name!r}; valid names: {', '.join(CORPORA)} "
-                        f"(e.g. `edlm data prepare synthetic`)")  # fmt: skip
+    if name not in CORPORA and not is_language(name):
+        raise EdlmError(f"unknown corpus {name!r}; valid names: {', '.join(CORPORA)}, and "
+                        f"markov2-shareS / markov3-shareS with S in [0, 1] (the Markov language with its knob, "
+                        f"e.g. `edlm data prepare markov2-share0.7`)")  # fmt: skip
 
 
 def corpus_dir(name: str, root: str | Path | None = None) -> Path:
@@ -289,7 +291,7 @@ def prepare(name: str, *, root: str | Path | None = None, force: bool = False,
     t0 = time.time()
     d = corpus_dir(name, root)
     root_path = d.parent
-    builder: Callable = builders.BUILDERS[name]
+    builder: Callable = builders.builder_for(name)
     request = builders.request_for(name, source=source, tokenizer=tokenizer)
     if not force:
         m = _read_manifest(d)

@@ -22,8 +22,11 @@ the Markov chains; a fixed-seed Monte-Carlo estimate, flagged as such, for the l
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 from edlm.data.lexicon import LexiconConfig, LexiconLanguage
 from edlm.data.markov import MarkovConfig, MarkovLanguage
+from edlm.data.names import knob
 
 __all__ = ["FAMILY", "LexiconConfig", "LexiconLanguage", "MarkovConfig", "MarkovLanguage", "language_from_dict",
            "load_language", "make_language"]
@@ -38,8 +41,13 @@ FAMILY = {
 
 
 def make_language(name: str):
-    """A language of the family by corpus name (markov2, markov3, lexicon)."""
-    return FAMILY[name]()
+    """A language of the family by corpus name (markov2, markov3, lexicon, or markov2-share0.7: the knob
+    in the name, data/names.py)."""
+    k = knob(name)
+    if k is None:
+        return FAMILY[name]()
+    base, share = k
+    return MarkovLanguage(replace(FAMILY[base]().config, share=share))
 
 
 def load_language(corpus: str = "synthetic", root=None):

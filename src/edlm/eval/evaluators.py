@@ -91,14 +91,14 @@ class TrueEvaluator(Evaluator):
         return self.langs[corpus]
 
     def check_rows(self, rows):
-        from edlm.data.corpora import LANGUAGES
+        from edlm.data.names import LANGUAGES, is_language
 
         for i, r in enumerate(rows, 1):
             c = r.get("corpus") or "synthetic"
-            if c not in LANGUAGES:
+            if not is_language(c):
                 raise EdlmError(
                     f"evaluator 'true' is the exact likelihood of a ground-truth language "
-                    f"({', '.join(LANGUAGES)}), but sample {i} is from corpus {c!r}; use a language-model "
+                    f"({', '.join(LANGUAGES)}, markov2-share0.7), but sample {i} is from corpus {c!r}; use a language-model "
                     f"evaluator (e.g. smollm2-135m, or edlm:AR_RUN trained on {c})"
                 )
             V = self.language(c).vocab_size
