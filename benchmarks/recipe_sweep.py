@@ -181,9 +181,9 @@ def _flat_weight():
     (same minimiser at every t; the NELBO itself is still what validation and test report)."""
     import torch
 
-    from edlm.train import objectives as ob
     from edlm.diffusion.losses import masked_log_likelihood
     from edlm.diffusion.masking import mask_tokens
+    from edlm.train import objectives as ob
 
     orig = ob.mdlm_nelbo
 
@@ -211,13 +211,13 @@ def run_job(j: dict, out: str, device: str, threads: int, eval_every: int) -> di
         corpora.prepare("markov2")
 
     torch.set_num_threads(threads)
-    from edlm.train import loop
     from edlm.data import corpora
     from edlm.data.languages import load_language
     from edlm.data.loader import iter_eval_blocks
     from edlm.eval.likelihood import evaluate_split
     from edlm.presets import get_preset
     from edlm.runs import load_model
+    from edlm.train import loop
 
     w = j.get("weight") or ""
     if "flat" in w:

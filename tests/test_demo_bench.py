@@ -8,8 +8,8 @@ from edlm.demo import DemoConfig, run_demo
 
 def test_demo_and_bench_end_to_end(synthetic_data, tmp_path, capsys):
     out = tmp_path / "demo"
-    res = run_demo(DemoConfig(data="synthetic", preset="micro", steps=[2, 4], num=8, k=2, mdlm_steps=4, ar_steps=4, nce_steps=2,
-                              out=str(out)))
+    res = run_demo(DemoConfig(data="synthetic", preset="micro", steps=[2, 4], num=8, k=2, mdlm_steps=4, ar_steps=4,
+                              nce_steps=2, out=str(out)))
     methods = {(r["method"], r["steps"]) for r in res["rows"]}
     assert methods == {("mdlm", 2), ("mdlm", 4), ("edlm-ar", 2), ("edlm-ar", 4), ("edlm-nce", 2), ("edlm-nce", 4),
                        ("ar", 0)}
@@ -21,7 +21,8 @@ def test_demo_and_bench_end_to_end(synthetic_data, tmp_path, capsys):
         assert (out / png).stat().st_size > 1000
     # a second demo reuses the trained runs
     mtime = (out / "runs" / "mdlm" / "latest.json").stat().st_mtime
-    run_demo(DemoConfig(data="synthetic", preset="micro", steps=[2], num=4, k=2, mdlm_steps=4, ar_steps=4, nce_steps=2, out=str(out)))
+    run_demo(DemoConfig(data="synthetic", preset="micro", steps=[2], num=4, k=2, mdlm_steps=4, ar_steps=4,
+                        nce_steps=2, out=str(out)))
     assert (out / "runs" / "mdlm" / "latest.json").stat().st_mtime == mtime
 
     capsys.readouterr()

@@ -51,5 +51,6 @@ def run(args):
 
     return run_demo(DemoConfig(data=args.data, out=args.out, preset=args.preset, steps=args.steps, num=args.num,
                                k=args.k, mdlm_steps=args.mdlm_steps, ar_steps=args.ar_steps,
-                               nce_steps=args.nce_steps, nce_batch=args.nce_batch, evaluator=args.evaluator, device=args.device,
+                               nce_steps=args.nce_steps, nce_batch=args.nce_batch, evaluator=args.evaluator,
+                               device=args.device,
                                seed=args.seed))

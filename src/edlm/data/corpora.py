@@ -37,7 +37,6 @@ from edlm.data.names import LANGUAGES, is_language
 from edlm.errors import EdlmError
 from edlm.utils import atomic_write_json, cache_root, progress
 
-
 CORPORA = (*LANGUAGES, "wiki-char", "text8", "prose-bpe", "textfile", "openwebtext", "lm1b")
 SPLITS = ("train", "valid", "test")
 FORMAT_VERSION = 1

@@ -98,8 +98,8 @@ class TrueEvaluator(Evaluator):
             if not is_language(c):
                 raise EdlmError(
                     f"evaluator 'true' is the exact likelihood of a ground-truth language "
-                    f"({', '.join(LANGUAGES)}, markov2-share0.7), but sample {i} is from corpus {c!r}; use a language-model "
-                    f"evaluator (e.g. smollm2-135m, or edlm:AR_RUN trained on {c})"
+                    f"({', '.join(LANGUAGES)}, markov2-share0.7), but sample {i} is from corpus {c!r}; use a "
+                    f"language-model evaluator (e.g. smollm2-135m, or edlm:AR_RUN trained on {c})"
                 )
             V = self.language(c).vocab_size
             bad = [t for t in r["ids"] if not 0 <= int(t) < V]
