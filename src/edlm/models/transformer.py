@@ -252,7 +252,12 @@ class _LowPrecisionTrunk:
                         setattr(mod, name, dst)
                         self.pairs.append((src, dst))
         self.key = self._key()
-        self.compiled = torch.compile(self.module.features, **compile_kwargs)
+        module = self.module
+
+        def low_precision_features(x, t=None, start=0):  # its own code object: its own Dynamo cache entries
+            return module.features(x, t, start)
+
+        self.compiled = torch.compile(low_precision_features, **compile_kwargs)
 
     def _key(self):
         return [(s._version, s.data_ptr()) for s, _ in self.pairs]
