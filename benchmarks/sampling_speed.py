@@ -9,7 +9,9 @@ Models: `small` DiT and `small` causal AR, random weights (speed does not depend
 caching, which at 1024 tokens and <= 1024 steps rarely triggers), fp32 weights under bf16 autocast,
 as `edlm sample` runs them. Paths: `plain` = full (B, L, V) log-probs every step (the unoptimised
 path); `lazy` = trunk once per x_t, vocabulary projection and float64 draw only where tokens unmask;
-`lazy+compiled` = that with the trunk compiled into CUDA graphs (`edlm sample --compile`).
+`lazy+compiled` = that with the trunk compiled into CUDA graphs (`edlm sample --compile`), over bf16
+copies of the Linear weights (Transformer.low_precision_weights); `lazy+compiled-fp32w` = the same graph
+casting the float32 weights at every call (the code before issue 13 round two), for a same-run ratio.
 """
 
 from __future__ import annotations
@@ -93,7 +95,7 @@ def main():
     ap.add_argument("--edlm", default="16:128:2:0.2,16:128:2:1.0,16:128:4:0.2,16:128:4:1.0,16:128:8:0.2,"
                                       "16:128:8:1.0,64:128:8:0.2,1:128:2:0.2",
                     help="batch:steps:k:window_width tuples")
-    ap.add_argument("--paths", default="plain,lazy,lazy+compiled",
+    ap.add_argument("--paths", default="plain,lazy,lazy+compiled-fp32w,lazy+compiled",
                     help="paths timed at batch 16 / 128 steps (all other rows use the last one)")
     ap.add_argument("--sdpa", default="default", help="SDPA backend put first: default, cudnn, flash, efficient")
     ap.add_argument("--profile", default=None, metavar="DIR", help="write a profile of MDLM batch 16 / 128 steps")
@@ -119,17 +121,19 @@ def main():
         write_json(a.out, {**head, "rows": rows}, quiet=True)
 
     def warm(B):  # compile / CUDA-graph capture for this batch shape, outside the timings
-        if B not in warmed and dit._compiled_features is not None:
+        key = (B, dit.low_precision_weights)
+        if key not in warmed and dit._compiled_features is not None:
             run_one(lazy, None, mask, L, B, 4, 1, None)
-            warmed.add(B)
+            warmed.add(key)
 
     with torch.no_grad(), torch.autocast("cuda", dtype=torch.bfloat16):
         run_one(lazy, None, mask, L, 4, 4, 1, None)  # CUDA/cuBLAS warm-up
         samples = {}
         for p in paths:  # the same configuration on each path, same seed
-            if p == "lazy+compiled" and dit._compiled_features is None:
+            if p.startswith("lazy+compiled") and dit._compiled_features is None:
                 dit.compile_trunk(mode="reduce-overhead")
                 ar.compile_trunk(mode="reduce-overhead")
+            dit.low_precision_weights = ar.low_precision_weights = not p.endswith("-fp32w")
             warm(16)
             den = plain if p == "plain" else lazy
             dt, st, mem, x = run_one(den, None, mask, L, 16, 128, 1, None)

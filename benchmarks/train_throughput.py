@@ -4,7 +4,11 @@
 One step = the library's loss + backward + grad clipping + fused AdamW, bf16 autocast, random tokens.
 Variants: eager; `blocks` = each block torch.compiled (what `edlm train --compile` does); `trunk` = the
 whole trunk in one graph; `full-logits` = eager MDLM with the vocabulary projection at every position
-(the plain path: the speed-up of projecting masked rows only, measured in the same run).
+(the plain path: the speed-up of projecting masked rows only, measured in the same run). Flags joined
+with '+': `cap` = MDLM's masked rows through a static budget (losses.masked_rows_cap: no host sync);
+`graph` = the whole step (loss, backward, clipping, AdamW(capturable)) captured in one CUDA graph and
+replayed (needs `cap`); `cdt` = Inductor's coordinate-descent tuning of its Triton kernels.
+E.g. --variants blocks,blocks+cap,blocks+cap+graph.
 
 FLOPs per token, stated: 6 * (block weights + adaLN + output layer) + 12 * layers * d * L (attention),
 PaLM appendix-B convention, against the card's dense bf16 peak (989 TFLOP/s for H100/H200 SXM).
@@ -24,7 +28,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).parent))
 from common import device_info, prefer_sdpa, timed, train_flops_per_token, write_json  # noqa: E402
 
-from edlm.diffusion.losses import ar_nll, masked_log_likelihood, mdlm_nelbo  # noqa: E402
+from edlm.diffusion.losses import ar_nll, masked_log_likelihood, masked_rows_cap, mdlm_nelbo  # noqa: E402
 from edlm.diffusion.schedules import LogLinear  # noqa: E402
 from edlm.models.transformer import Transformer, TransformerConfig  # noqa: E402
 
@@ -75,45 +79,76 @@ def fused_loss_parity():
 
 
 def bench(name, s, variant, steps, mode=None, profile_dir=None):
+    base, *flags = variant.split("+")
+    unknown = set(flags) - {"cap", "graph", "cdt"}
+    if unknown or base not in ("eager", "blocks", "trunk", "full-logits"):
+        raise SystemExit(f"unknown variant {variant!r}")
     torch.manual_seed(0)
+    torch._dynamo.reset()
+    import torch._inductor.config as inductor_config
+
+    inductor_config.coordinate_descent_tuning = "cdt" in flags
     model = build(s)
     cfg = model.cfg
-    if variant in ("blocks", "trunk"):
-        model.compile_trunk(per_block=variant == "blocks", **({"mode": mode} if mode else {}))
-    fwd = (lambda a, b: model(a, b)) if variant == "full-logits" else model  # a lambda hides rows=
-    opt = torch.optim.AdamW(model.parameters(), lr=1e-4, fused=True)
+    if base in ("blocks", "trunk"):
+        model.compile_trunk(per_block=base == "blocks", **({"mode": mode} if mode else {}))
+    fwd = (lambda a, b: model(a, b)) if base == "full-logits" else model  # a lambda hides rows=
+    graph = "graph" in flags
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-4, fused=True, capturable=graph)
     x = torch.randint(0, s["vocab"] - 1, (s["B"], s["L"]), device="cuda")
     g = torch.Generator(device="cuda").manual_seed(0)
     mask = s["vocab"] - 1
+    cap = masked_rows_cap(LogLinear(), s["B"], s["L"]) if "cap" in flags and not cfg.causal else None
 
     def step():
-        with torch.autocast("cuda", dtype=torch.bfloat16):
-            loss = (ar_nll(fwd, x, mask) if cfg.causal else mdlm_nelbo(fwd, x, LogLinear(), mask, generator=g)).mean()
+        with torch.autocast("cuda", dtype=torch.bfloat16, cache_enabled=not graph):
+            loss = (ar_nll(fwd, x, mask) if cfg.causal
+                    else mdlm_nelbo(fwd, x, LogLinear(), mask, generator=g, max_rows=cap)).mean()
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         opt.step()
         opt.zero_grad(set_to_none=True)
 
     torch.cuda.reset_peak_memory_stats()
-    dt = timed(step, warmup=5 if variant in ("blocks", "trunk") else 3, iters=steps)
+    if graph:
+        step = capture(step, g)
+    dt = timed(step, warmup=5 if base in ("blocks", "trunk") else 3, iters=steps)
     if profile_dir:
         Path(profile_dir).mkdir(parents=True, exist_ok=True)
         try:
             (Path(profile_dir) / f"train_{name}_{variant}.txt").write_text(kernel_table(step))
         except Exception as e:  # noqa: BLE001 - a profiler failure must not cost the timing
             print(f"profile failed: {e!r}", flush=True)
+    inductor_config.coordinate_descent_tuning = False
     tok_s = s["B"] * s["L"] / dt
     fpt = train_flops_per_token(cfg, s["L"])
-    # MDLM projects the masked positions only: 1 - alpha_t of them, 1/2 on average under antithetic t.
+    # MDLM projects the masked positions only: 1 - alpha_t of them, 1/2 on average under antithetic t
+    # (with `cap` it projects `cap` rows, the unmasked fill rows weighted 0; not counted as useful FLOPs).
     head = 6 * cfg.d_model * cfg.n_out
-    fpt_exec = fpt if (cfg.causal or variant == "full-logits") else fpt - head * 0.5
+    fpt_exec = fpt if (cfg.causal or base == "full-logits") else fpt - head * 0.5
     peak = device_info().get("peak_bf16_flops")
     return {"setup": name, "variant": variant, "compile_mode": mode, "batch": s["B"], "seq_len": s["L"],
-            "params": model.num_params(),
+            "params": model.num_params(), "max_rows": cap,
             "flops_per_token": fpt, "flops_per_token_executed": fpt_exec, "step_seconds": dt,
             "tokens_per_second": tok_s, "mfu": tok_s * fpt / peak if peak else None,
             "mfu_executed": tok_s * fpt_exec / peak if peak else None,
             "peak_memory_gb": torch.cuda.max_memory_allocated() / 1e9}
+
+
+def capture(step, generator, warmup=3):
+    """The whole training step as one CUDA graph: warm up on a side stream (compiles, cuDNN plans, the
+    optimizer's state), capture one step, return its replay. Nothing in the step may sync with the host."""
+    side = torch.cuda.Stream()
+    side.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(side):
+        for _ in range(warmup):
+            step()
+    torch.cuda.current_stream().wait_stream(side)
+    graph = torch.cuda.CUDAGraph()
+    graph.register_generator_state(generator)  # the step draws t and the masks from it
+    with torch.cuda.graph(graph):
+        step()
+    return graph.replay
 
 
 def kernel_table(step, n=30) -> str:
@@ -159,12 +194,14 @@ def main():
         head.update(loss_parity_max_rel_diff_bf16=loss_parity(SETUPS["small-owt-mdlm"]), **fused_loss_parity())
     for name in a.setups.split(","):
         for v in a.variants.split(","):
-            if v == "full-logits" and SETUPS[name].get("causal"):
+            if v.startswith("full-logits") and SETUPS[name].get("causal"):
                 continue
             try:
                 rows.append(bench(name, SETUPS[name], v, a.steps, a.mode, a.profile))
             except torch.OutOfMemoryError:
                 rows.append({"setup": name, "variant": v, "oom": True})
+            except Exception as e:  # noqa: BLE001 - one variant failing (a capture, say) must not cost the others
+                rows.append({"setup": name, "variant": v, "error": f"{type(e).__name__}: {e}"[:2000]})
             torch.cuda.empty_cache()
             print(rows[-1], flush=True)
             write_json(a.out, {**head, "rows": rows}, quiet=True)

@@ -10,10 +10,12 @@ from edlm.diffusion.losses import (
     TokenLogProbs,
     ar_token_log_probs,
     masked_log_likelihood,
+    masked_rows_cap,
     mdlm_nelbo,
     token_log_probs,
 )
-from edlm.diffusion.schedules import LogLinear
+from edlm.diffusion.masking import antithetic_times, mask_tokens
+from edlm.diffusion.schedules import Cosine, LogLinear
 from edlm.energy.ar import AREnergy
 from edlm.models.transformer import Transformer, TransformerConfig
 from edlm.sampling.categorical import _draw_plain, sample_categorical_reference, uniforms
@@ -116,6 +118,49 @@ def test_masked_rows_loss_equals_full_logits_loss_and_gradients():
     torch.testing.assert_close(grads[0], grads[1], rtol=1e-5, atol=1e-6)
 
 
+@pytest.mark.parametrize("slack", [0, 5])
+def test_static_row_budget_gives_the_same_loss_and_gradients(slack):
+    # max_rows (the sync-free GPU path): a fixed number of rows in masked-first order, the unmasked fill
+    # rows weighted 0. Same value and gradients as the boolean selection (exact count and with fill rows).
+    dit, _ = _models()
+    dit.train()
+    x0 = torch.randint(0, V, (4, 24), generator=torch.Generator().manual_seed(1))
+    losses, grads = [], []
+    for max_rows in (None, "exact"):
+        dit.zero_grad()
+        g = torch.Generator().manual_seed(2)
+        t = antithetic_times(4, generator=g)
+        x_t = mask_tokens(x0, LogLinear().alpha(t), V, g)
+        n_masked = int((x_t == V).sum())
+        budget = None if max_rows is None else n_masked + slack
+        loss = masked_log_likelihood(dit, x0, x_t, t, V, max_rows=budget).sum()
+        loss.backward()
+        losses.append(loss.detach())
+        grads.append(torch.cat([p.grad.flatten() for p in dit.parameters() if p.grad is not None]))
+    assert n_masked > 0
+    torch.testing.assert_close(losses[0], losses[1], rtol=1e-6, atol=1e-5)
+    torch.testing.assert_close(grads[0], grads[1], rtol=1e-5, atol=1e-6)
+    # rows= as flat int64 positions gives the bool mask's rows, in its order
+    x_t = torch.where(torch.rand(4, 24, generator=torch.Generator().manual_seed(3)) < 0.5, V, x0)
+    m = x_t == V
+    torch.testing.assert_close(dit(x_t, None, rows=m.flatten().nonzero().squeeze(1)), dit(x_t, None, rows=m))
+
+
+def test_masked_rows_cap_bounds_antithetic_masking():
+    # The bound holds the worst stratified draw's mean plus 10 sd; empirically never reached, and far
+    # below batch * length for the training setups.
+    assert masked_rows_cap(LogLinear(), 32, 1024) == 17920  # 16384 on average
+    assert masked_rows_cap(LogLinear(), 1, 16) == 16  # never above batch * length
+    assert masked_rows_cap(LogLinear(), 8, 1024, world=4) > masked_rows_cap(LogLinear(), 32, 1024) / 4
+    for sched in (LogLinear(), Cosine()):
+        cap = masked_rows_cap(sched, 16, 256, sigmas=3.0)
+        g = torch.Generator().manual_seed(0)
+        x0 = torch.zeros(16, 256, dtype=torch.long)
+        worst = max(int((mask_tokens(x0, sched.alpha(antithetic_times(16, generator=g)), 1, g) == 1).sum())
+                    for _ in range(300))
+        assert worst <= cap
+
+
 def test_token_log_probs_equal_log_softmax():
     g = torch.Generator().manual_seed(0)
     logits = torch.randn(5, 7, V + 10, generator=g) * 4
@@ -168,6 +213,24 @@ def test_compiled_trunk_computes_the_same_function(per_block):
     ref = dit(x, t)
     dit.compile_trunk(per_block=per_block, backend="aot_eager")
     torch.testing.assert_close(dit(x, t), ref, atol=1e-5, rtol=1e-5)
+
+
+def test_low_precision_weight_copies_give_the_same_bits_and_follow_the_weights():
+    # Compiled inference under bf16 autocast runs on bf16 copies of the Linear weights: the casts autocast
+    # makes anyway, made once, so the same bits; an in-place weight update refreshes the copies.
+    dit, _ = _models()
+    x = torch.randint(0, V + 1, (3, 24))
+    t = torch.rand(3)
+    dit.compile_trunk(backend="aot_eager")
+    with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
+        for _ in range(2):
+            dit.low_precision_weights = False
+            ref = dit.trunk(x, t)
+            dit.low_precision_weights = True
+            assert torch.equal(dit.trunk(x, t), ref)
+            assert dit._low is not None and dit._low.pairs[0][1].dtype == torch.bfloat16
+            dit.blocks[0].mlp.fc.weight.mul_(1.5)  # the copies must follow
+    torch.testing.assert_close(dit.trunk(x, t), dit.features(x, t), atol=1e-5, rtol=1e-5)
 
 
 def test_rotary_tables_stay_float32_when_the_model_is_cast():
