@@ -15,6 +15,11 @@ def test_demo_and_bench_end_to_end(synthetic_data, tmp_path, capsys):
                        ("ar", 0)}
     for r in res["rows"]:
         assert r["gen_ppl"] > 1 and r["entropy_nats"] > 0 and r["seconds"] > 0
+        lo, hi = r["gen_nll_ci95"]
+        assert lo <= r["gen_nll"] <= hi and "scores" not in r
+        if r["method"].startswith("edlm"):  # EDLM minus MDLM at the same steps, with its interval
+            vs = r["vs_mdlm"]
+            assert vs["ci"][0] <= vs["diff"] <= vs["ci"][1]
     saved = json.loads((out / "results.json").read_text())
     assert saved["evaluator"] == "true" and len(saved["rows"]) == 7 and saved["reference"]["gen_ppl"] > 1
     for png in ("quality_vs_steps.png", "quality_vs_time.png", "entropy_vs_steps.png"):

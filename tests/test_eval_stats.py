@@ -52,3 +52,39 @@ def test_sample_stats_mean_entropy_speed_and_settings():
 def test_carried_values():
     assert carried([{"window": [0, 1]}, {"window": [0, 1]}], "window") == [0, 1]
     assert carried([{}, {}], "k") is None
+
+
+def test_nll_interval_covers_the_true_mean():
+    """Coverage of the 95% percentile bootstrap for the token-weighted mean NLL: over 200 simulated sample sets
+    (64 samples, per-sample NLL ~ tokens * Gamma), the interval holds the true mean 88-99% of the time
+    (binomial s.e. 1.5% around 95%; the percentile bootstrap under-covers a little at n = 64)."""
+    import numpy as np
+
+    from edlm.eval.stats import nll_interval
+
+    rng = np.random.default_rng(0)
+    hits = 0
+    for _ in range(200):
+        tokens = rng.integers(32, 65, size=64)
+        nll = tokens * rng.gamma(4.0, 0.5, size=64)  # true per-token mean 2.0
+        lo, hi = nll_interval(nll.tolist(), tokens.tolist(), draws=500)
+        hits += lo <= 2.0 <= hi
+    assert 0.88 <= hits / 200 <= 0.99
+    assert nll_interval([1.0], [4]) is None
+
+
+def test_difference_interval_separates_only_real_differences():
+    import numpy as np
+
+    from edlm.eval.stats import difference_interval
+
+    rng = np.random.default_rng(1)
+    tok = [64] * 128
+    a = (64 * rng.normal(2.0, 0.3, 128)).tolist()
+    same = (64 * rng.normal(2.0, 0.3, 128)).tolist()
+    worse = (64 * rng.normal(2.2, 0.3, 128)).tolist()
+    d0 = difference_interval((same, tok), (a, tok))
+    d1 = difference_interval((worse, tok), (a, tok))
+    assert d0["ci"][0] < 0 < d0["ci"][1]  # same distribution: 0 inside
+    assert 0 < d1["ci"][0] < d1["diff"] < d1["ci"][1]  # 0.2 nats worse: interval above 0
+    assert abs(d1["diff"] - (sum(worse) - sum(a)) / (64 * 128)) < 1e-12

@@ -53,9 +53,10 @@ def run_setting(st: Setting, runs: dict, models: dict, *, num, batch_size, seed,
     if samples_dir is not None:
         name = f"{st.method}_s{st.steps}_k{st.k}" + (f"_w{st.window[0]:g}-{st.window[1]:g}" if st.window else "")
         atomic_write_bytes(samples_dir / f"{name}.jsonl", "".join(json.dumps(r) + "\n" for r in rows).encode())
-    ev = evaluate_rows(rows, evaluator, device=device)
+    ev = evaluate_rows(rows, evaluator, device=device, keep_scores=True)
     return {"method": st.method, "steps": st.steps, "k": st.k, "window": list(st.window) if st.window else None,
-            "gen_ppl": ev["gen_ppl"], "gen_nll": ev["gen_nll"], "entropy_nats": ev["entropy_nats"],
+            "gen_ppl": ev["gen_ppl"], "gen_nll": ev["gen_nll"], "gen_nll_ci95": ev["gen_nll_ci95"],
+            "scores": ev["scores"], "entropy_nats": ev["entropy_nats"],
             "entropy_bits": ev["entropy_bits"], "distinct_2": ev.get("distinct_2"),
             "seconds": summ["seconds_per_sample"], "mean_ess": summ["mean_ess"], "num": summ["num"]}
 
@@ -76,7 +77,25 @@ def sweep(settings, runs: dict, *, num=64, batch_size=64, seed=0, device="cpu", 
         rows.append(row)
         if on_row:
             on_row(row)
+    compare_to_mdlm(rows)
     return rows
+
+
+def compare_to_mdlm(rows: list[dict]) -> None:
+    """Give every diffusion row that is not plain MDLM its gen-NLL minus MDLM's at the same step count, with a
+    95% bootstrap interval over samples (`vs_mdlm`); then drop the per-sample scores the intervals need."""
+    from edlm.eval.stats import difference_interval
+
+    mdlm = {r["steps"]: r for r in rows if r["method"] == "mdlm"}
+    for r in rows:
+        base = mdlm.get(r["steps"])
+        if r["method"] not in ("mdlm", "ar") and base is not None and r.get("scores") and base.get("scores"):
+            a = [s for s in r["scores"] if s[1] > 0]
+            b = [s for s in base["scores"] if s[1] > 0]
+            r["vs_mdlm"] = difference_interval(([s[0] for s in a], [s[1] for s in a]),
+                                               ([s[0] for s in b], [s[1] for s in b]))
+    for r in rows:
+        r.pop("scores", None)
 
 
 def write_results(out: Path, meta: dict, rows: list[dict]) -> dict:
@@ -92,12 +111,16 @@ def write_results(out: Path, meta: dict, rows: list[dict]) -> dict:
 
 
 def format_table(rows: list[dict]) -> str:
-    head = f"{'method':<10} {'steps':>5} {'k':>3} {'window':>9} {'gen_ppl':>9} {'entropy':>8} {'sec/seq':>8} {'ESS':>5}"
+    """One line per setting; `vs MDLM`: gen-NLL minus MDLM's at the same steps [95% bootstrap interval]."""
+    head = (f"{'method':<10} {'steps':>5} {'k':>3} {'window':>9} {'gen_ppl':>9} {'entropy':>8} {'sec/seq':>8} "
+            f"{'ESS':>5}  {'vs MDLM (nats/token)':<24}")
     lines = [head, "-" * len(head)]
     for r in rows:
         w = "-" if not r.get("window") else f"{r['window'][0]:g}-{r['window'][1]:g}"
         ess = "-" if r.get("mean_ess") is None else f"{r['mean_ess']:.2f}"
         steps = "-" if r["method"] == "ar" else r["steps"]
+        vs = r.get("vs_mdlm")
+        vs = "" if not vs else f"{vs['diff']:+.3f} [{vs['ci'][0]:+.3f}, {vs['ci'][1]:+.3f}]"
         lines.append(f"{r['method']:<10} {steps:>5} {r['k']:>3} {w:>9} {r['gen_ppl']:>9.3f} "
-                     f"{r['entropy_nats']:>8.3f} {r['seconds']:>8.4f} {ess:>5}")
+                     f"{r['entropy_nats']:>8.3f} {r['seconds']:>8.4f} {ess:>5}  {vs}")
     return "\n".join(lines)

@@ -96,9 +96,10 @@ def run_demo(dc: DemoConfig) -> dict:
     print(format_table(rows))
     print(f"[demo] {time.time() - t0:.0f} s; results in {out}/results.json, plots {', '.join(res['plots'])}",
           file=sys.stderr)
-    keep = ("method", "steps", "k", "gen_ppl", "entropy_nats", "seconds", "mean_ess")
+    keep = ("method", "steps", "k", "gen_ppl", "gen_nll", "gen_nll_ci95", "vs_mdlm", "entropy_nats", "seconds",
+            "mean_ess")
     return {"data": dc.data, "evaluator": evaluator, "seconds": time.time() - t0, "out": str(out),
-            "rows": [{k: r[k] for k in keep} for r in rows]}
+            "rows": [{k: r[k] for k in keep if k in r} for r in rows]}
 
 
 def write_sample_texts(out: Path, rows: list[dict], dc: DemoConfig, evaluator: str, per: int = 3) -> None:

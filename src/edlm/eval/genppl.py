@@ -29,7 +29,7 @@ from pathlib import Path
 from edlm.errors import EdlmError
 from edlm.eval import scoring
 from edlm.eval.evaluators import Evaluator, get_evaluator, perplexity
-from edlm.eval.stats import sample_stats
+from edlm.eval.stats import nll_interval, sample_stats
 from edlm.utils import pick_device, progress
 
 __all__ = [
@@ -93,6 +93,7 @@ def evaluate_rows(
     eos: str = "mdlm",
     stride: int | None = None,
     show_progress: bool = False,
+    keep_scores: bool = False,
 ) -> dict:
     """The summary of ``edlm eval samples`` for rows already in memory (see module doc)."""
     if not rows:
@@ -125,11 +126,13 @@ def evaluate_rows(
             f"evaluator {ev.name!r} found no token to score in {len(rows)} samples (empty texts?)"
         )
     per = [s.nll / s.tokens for s in scores if s.tokens > 0]
+    scored = [s for s in scores if s.tokens > 0]
     out = {
         "evaluator": ev.name,
         "num": len(rows),
         "gen_ppl": perplexity(total, ntok),
         "gen_nll": total / ntok,
+        "gen_nll_ci95": nll_interval([s.nll for s in scored], [s.tokens for s in scored]),
         "nll_per_sample": sum(per) / len(per),
         "nll_per_sequence": total / len(rows),
         "tokens_scored": ntok,
@@ -160,6 +163,8 @@ def evaluate_rows(
     out["samples_windowed"] = sum(1 for s in scores if s.windows > 1)
     out["load_seconds"] = ev.load_seconds
     out["score_seconds"] = score_s
+    if keep_scores:  # per sample (nll, tokens), for intervals of differences between sample sets
+        out["scores"] = [[s.nll, s.tokens] for s in scores]
     if out["gen_ppl"] is not None and math.isinf(out["gen_ppl"]):
         out["gen_ppl"] = None  # JSON has no infinity; gen_nll still says how bad it is
     return out

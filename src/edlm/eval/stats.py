@@ -84,3 +84,43 @@ def carried(rows: Sequence[dict], key: str):
         return sorted(vals, key=lambda v: (v is None, str(type(v)), v))
     except TypeError:
         return vals
+
+
+BOOTSTRAP_DRAWS = 2000
+BOOTSTRAP_SEED = 0  # fixed: the same samples always give the same interval
+
+
+def _resample_ratio(nll: Sequence[float], tokens: Sequence[int], draws: int, seed: int):
+    """`draws` bootstrap replicates of sum(nll) / sum(tokens), samples drawn with replacement (numpy)."""
+    import numpy as np
+
+    a, b = np.asarray(nll, dtype=np.float64), np.asarray(tokens, dtype=np.float64)
+    idx = np.random.default_rng(seed).integers(0, len(a), size=(draws, len(a)))
+    return a[idx].sum(1) / b[idx].sum(1)
+
+
+def nll_interval(nll: Sequence[float], tokens: Sequence[int], level: float = 0.95,
+                 draws: int = BOOTSTRAP_DRAWS, seed: int = BOOTSTRAP_SEED) -> list[float] | None:
+    """Percentile bootstrap interval over samples of the token-weighted mean NLL (gen-NLL) of scored samples:
+    sample i contributes nll[i] nats over tokens[i] tokens. None for fewer than 2 samples."""
+    if len(nll) < 2:
+        return None
+    import numpy as np
+
+    r = _resample_ratio(nll, tokens, draws, seed)
+    q = (1 - level) / 2
+    return [float(np.quantile(r, q)), float(np.quantile(r, 1 - q))]
+
+
+def difference_interval(a: tuple[Sequence[float], Sequence[int]], b: tuple[Sequence[float], Sequence[int]],
+                        level: float = 0.95, draws: int = BOOTSTRAP_DRAWS, seed: int = BOOTSTRAP_SEED) -> dict:
+    """gen-NLL of sample set a minus that of b (independent samples, each resampled on its own): the difference
+    and its percentile bootstrap interval. An interval that contains 0 is no evidence of a difference."""
+    import numpy as np
+
+    ra = _resample_ratio(*a, draws, seed)
+    rb = _resample_ratio(*b, draws, seed + 1)
+    d = ra - rb
+    q = (1 - level) / 2
+    diff = sum(a[0]) / sum(a[1]) - sum(b[0]) / sum(b[1])
+    return {"diff": float(diff), "ci": [float(np.quantile(d, q)), float(np.quantile(d, 1 - q))], "level": level}
