@@ -217,7 +217,8 @@ class Run:
             one token to generate, [MASK*N] = N), token ids with None for blanks, or (ids, keep); it sets the
             length (sampling/infill.py). Not with prefix.
         stride: semi-autoregressive generation, for a length beyond the context: blocks of the training length,
-            each `stride` new tokens on, the tokens before them in the block fixed (sampling/semiar.py).
+            each `stride` new tokens on, the tokens before them in the block fixed (sampling/semiar.py). The
+            callback then sees the whole (B, length) tokens, its step index counting on across blocks.
         trace: a path: write an HTML page animating the denoising of the first `trace_num` samples (t, and
             for EDLM the ESS and the winning candidate per step); trace_mdlm: with an energy, also trace plain
             MDLM from the same seed, side by side (sampling/trace.py)."""
