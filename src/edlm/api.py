@@ -193,7 +193,8 @@ class Run:
     def sample(self, num: int = 8, steps: int = 64, energy=None, k: int = 4, window=(0.0, 1.0),
                temperature: float = 1.0, prefix=None, seed: int = 0, length: int | None = None,
                batch_size: int = 16, callback=None, *, precision: str = "auto", compile: bool = False,
-               cache: bool = True, quiet: bool = True, on_batch=None, unmask: str = "random") -> Samples:
+               cache: bool = True, quiet: bool = True, on_batch=None, unmask: str = "random", infill=None,
+               stride: int | None = None, trace=None, trace_num: int = 4, trace_mdlm: bool = False) -> Samples:
         """Generate `num` sequences; returns Samples (tokens, texts, rows, summary). Nothing is written.
 
         MDLM run: `steps` ancestral denoising steps from all-MASK. With `energy` (edlm.ar_energy(ar_run),
@@ -211,7 +212,16 @@ class Run:
             ran on that step, else None (not called for AR runs).
         precision: "auto" (bf16 autocast on a GPU, fp32 on a CPU), "bf16" or "fp32"; compile: torch.compile
             the denoiser trunk; cache: reuse the denoiser output while x_t is unchanged; on_batch(rows):
-            each batch's rows as soon as they exist; quiet: no progress bar."""
+            each batch's rows as soon as they exist; quiet: no progress bar.
+        infill: fixed tokens anywhere, the rest generated (MDLM and EDLM): a template "ab[MASK*5]cd" ([MASK] =
+            one token to generate, [MASK*N] = N), token ids with None for blanks, or (ids, keep); it sets the
+            length (sampling/infill.py). Not with prefix.
+        stride: semi-autoregressive generation, for a length beyond the context: blocks of the training length,
+            each `stride` new tokens on, the tokens before them in the block fixed (sampling/semiar.py). The
+            callback then sees the whole (B, length) tokens, its step index counting on across blocks.
+        trace: a path: write an HTML page animating the denoising of the first `trace_num` samples (t, and
+            for EDLM the ESS and the winning candidate per step); trace_mdlm: with an energy, also trace plain
+            MDLM from the same seed, side by side (sampling/trace.py)."""
         from edlm.sampling.generate import GenerateRequest, generate
 
         obj = self.meta.objective
@@ -226,13 +236,28 @@ class Run:
         if not (temperature > 0 and math.isfinite(temperature)):
             raise EdlmError(f"temperature must be a finite number > 0, not {temperature!r}")
         _check_window(window)
-        length = length or self.meta.train.seq_len
-        if length > self.model.cfg.max_len:
-            raise EdlmError(f"length {length} exceeds what the model allows ({self.model.cfg.max_len})")
+        fixed = self._infill(infill, prefix, length, stride)
+        length = len(fixed) if fixed is not None else (length or self.meta.train.seq_len)
+        block = min(self.meta.train.seq_len, self.model.cfg.max_len)
+        if stride is not None:
+            _at_least("stride", stride, 1)
+            if obj != "mdlm":
+                raise EdlmError("stride (semi-autoregressive blocks) applies to an MDLM run; an AR run needs none")
+            if stride > block:
+                raise EdlmError(f"stride {stride} is more than the block length {block} (the training length): "
+                                f"give 1..{block}")
+        elif length > self.model.cfg.max_len:
+            what = f"the infill template has {length} tokens, which" if fixed is not None else f"length {length}"
+            raise EdlmError(f"{what} exceeds what the model allows ({self.model.cfg.max_len}); to generate longer, "
+                            f"pass stride=S (semi-autoregressive blocks of {block} tokens, e.g. stride={block // 2})")
         ids = self.encode(prefix) if isinstance(prefix, str) else (None if prefix is None else
                                                                    [int(i) for i in prefix])
         if ids is not None and len(ids) >= length:
             raise EdlmError(f"the prefix has {len(ids)} tokens, not fewer than the sample length {length}")
+        _at_least("trace_num", trace_num, 1)
+        if trace is not None and obj != "mdlm":
+            raise EdlmError("trace draws the denoising of an MDLM run (with or without an energy); this run is "
+                            "autoregressive")
         spec, energies = None, None
         if choice is not None:
             spec = choice.label()
@@ -240,11 +265,69 @@ class Run:
         req = GenerateRequest(ckpt=self.path, num=num, steps=steps, batch_size=batch_size, length=length,
                               seed=seed, energy=spec, k=k, window=tuple(window) if window else None,
                               temperature=temperature, prefix=ids or None, cache=cache, precision=precision,
-                              compile=compile, unmask=unmask)
+                              compile=compile, unmask=unmask, fixed=fixed, stride=stride)
+        recorders = self._recorders(trace, trace_num, req, summary_label=choice)
         rows, summary = generate(req, self.device, models=(self.model, self.meta.raw), energies=energies,
-                                 quiet=quiet, on_batch=on_batch, callback=callback)
+                                 quiet=quiet, on_batch=on_batch, callback=callback,
+                                 trace=recorders[0] if recorders else None)
+        if recorders:
+            summary["trace"] = self._write_trace(trace, recorders, req, trace_mdlm and choice is not None)
         tokens = torch.tensor([r["ids"] for r in rows], dtype=torch.long)
         return Samples(tokens=tokens, texts=[r["text"] for r in rows], rows=rows, summary=summary)
+
+    def infill(self, template, num: int = 8, steps: int = 64, **kwargs) -> Samples:
+        """Fill the blanks of `template` ("ab[MASK*5]cd", ids with None blanks, or (ids, keep)); the other
+        arguments are Run.sample's (energy, k, seed, stride, trace ...)."""
+        return self.sample(num=num, steps=steps, infill=template, **kwargs)
+
+    def _infill(self, infill, prefix, length, stride) -> list | None:
+        """The infill as a list (id or None per position), checked against the run."""
+        if infill is None:
+            return None
+        from edlm.sampling.infill import as_infill
+
+        if self.meta.objective != "mdlm":
+            raise EdlmError("infilling needs an MDLM run (an AR run only continues a prefix)")
+        if prefix is not None:
+            raise EdlmError("give prefix or infill, not both (write the prefix into the infill template)")
+        spec = as_infill(infill, lambda text: self.encode(text, what="infill template"))
+        if length is not None and length != spec.length:
+            raise EdlmError(f"the infill has {spec.length} tokens but length={length}: leave length out (the "
+                            "template sets it) or add [MASK*N] blanks")
+        V = self.tokenizer.vocab_size
+        bad = [i for i in spec.ids if i is not None and not 0 <= i < V]
+        if bad:
+            raise EdlmError(f"infill token {bad[0]} is outside the vocabulary (0..{V - 1}); mark blanks with None")
+        return list(spec.ids)
+
+    def _recorders(self, trace, trace_num, req, summary_label=None) -> list:
+        if trace is None:
+            return []
+        from edlm.sampling.trace import TraceRecorder
+
+        label = "MDLM" if summary_label is None else f"EDLM-{summary_label.kind.upper()}"
+        info = {"steps": req.steps, "seed": req.seed}
+        if summary_label is not None:
+            info.update(k=req.k, window=",".join(f"{w:g}" for w in req.window) if req.window else "none")
+        if req.stride is not None:
+            info["stride"] = req.stride
+        return [TraceRecorder(label=label, keep=trace_num, info=info)]
+
+    def _write_trace(self, path, recorders, req, with_mdlm: bool) -> str:
+        """The HTML page; with_mdlm: trace plain MDLM from the same seed too and put it beside the EDLM one."""
+        from dataclasses import replace
+
+        from edlm.sampling.generate import generate
+        from edlm.sampling.trace import write_trace_html
+
+        if with_mdlm:
+            first = min(req.num, req.batch_size)  # the traced batch; same seed, same size: same start stream
+            rec = self._recorders(path, recorders[0].keep, replace(req, energy=None, k=1))[0]
+            generate(replace(req, energy=None, k=1, num=first), self.device, models=(self.model, self.meta.raw),
+                     quiet=True, trace=rec)
+            recorders = [*recorders, rec]
+        title = f"edlm denoising trace: {Path(self.path).name} ({self.meta.data})"
+        return str(write_trace_html(path, recorders, self.tokenizer, title=title))
 
     def nelbo(self, split: str = "test", steps: int | None = None, energy=None, k: int = 8, window=(0.0, 1.0),
               temperature: float = 1.0, *, t_samples: int = 1, bound_draws: int = 8, logz_samples: int = 8,

@@ -47,6 +47,18 @@ def add_parser(sub, name, help_):
                    help="which positions a step unmasks: random (MDLM) or confidence (the schedule's expected "
                         "count, most confident draws first, as LLaDA; with --energy: EDLM on top of it)")
     p.add_argument("--prefix", default=None, help="text to keep fixed at the start of every sample")
+    p.add_argument("--infill", default=None, metavar="TEMPLATE",
+                   help="infilling (MDLM/EDLM): text with blanks, [MASK] = one token to generate, [MASK*N] = N, "
+                        "e.g. 'ab[MASK*5]cd'; the other tokens stay fixed and the template sets the length")
+    p.add_argument("--stride", type=int, default=None, metavar="S",
+                   help="semi-autoregressive (MDLM/EDLM): generate --length beyond the context in blocks of the "
+                        "training length, each S new tokens on with the ones before as fixed context")
+    p.add_argument("--trace", default=None, metavar="FILE.html",
+                   help="write one self-contained HTML page animating the denoising of the first samples "
+                        "(t per step; for EDLM the ESS and the winning candidate)")
+    p.add_argument("--trace-num", type=int, default=4, help="samples the --trace page shows")
+    p.add_argument("--trace-mdlm", action="store_true",
+                   help="with --energy and --trace: also trace plain MDLM from the same seed, side by side")
     p.add_argument("--no-cache", action="store_true", help="recompute the denoiser even when x_t did not change")
     p.add_argument("--precision", default="auto", choices=("auto", "bf16", "fp32"),
                    help="network precision: auto = bf16 autocast on a GPU, fp32 on the CPU (draws are float64)")
@@ -63,6 +75,15 @@ def check_args(args) -> None:
         at_least("--" + name.replace("_", "-"), getattr(args, name), 1)
     at_least("--length", args.length, 1, optional=True)
     at_least("--seed", args.seed, 0)
+    at_least("--stride", args.stride, 1, optional=True)
+    at_least("--trace-num", args.trace_num, 1)
+    if args.infill is not None and args.prefix is not None:
+        raise EdlmError("--prefix and --infill: give one (write the prefix into the --infill template)")
+    if args.infill is not None and args.length is not None:
+        raise EdlmError("--infill sets the length (its tokens plus its blanks): leave out --length")
+    if args.trace_mdlm and not (args.trace and args.energy):
+        raise EdlmError("--trace-mdlm puts plain MDLM beside EDLM on the --trace page: give --trace and --energy")
+    out_file("--trace", args.trace)
     finite_in("--temperature", args.temperature, lo=0, lo_open=True)
     out_file("--out", args.out)
     partial = partial_path(args.out)
@@ -118,15 +139,32 @@ def run(args):
     prefix = run_.encode(args.prefix, what="--prefix") if args.prefix else None
     if args.energy and run_.meta.objective == "ar":
         raise EdlmError("--energy applies to an MDLM run (--ckpt MDLM_RUN); this run is autoregressive")
-    if args.length is not None and args.length > run_.model.cfg.max_len:
-        raise EdlmError(f"--length {args.length} exceeds what the model allows ({run_.model.cfg.max_len})")
+    block = min(run_.meta.train.seq_len, run_.model.cfg.max_len)
+    if (args.infill or args.stride or args.trace) and run_.meta.objective != "mdlm":
+        flag = "--infill" if args.infill else ("--stride" if args.stride else "--trace")
+        raise EdlmError(f"{flag} applies to an MDLM run (--ckpt MDLM_RUN, with or without --energy); "
+                        "this run is autoregressive")
+    infill = None
+    if args.infill is not None:
+        from edlm.sampling.infill import Infill
+
+        infill = Infill.from_template(args.infill, lambda text: run_.encode(text, what="--infill"))
+    length = infill.length if infill is not None else args.length
+    if args.stride is None and length is not None and length > run_.model.cfg.max_len:
+        what = f"--infill has {length} tokens, which" if infill is not None else f"--length {length}"
+        raise EdlmError(f"{what} exceeds what the model allows ({run_.model.cfg.max_len}); to generate longer, add "
+                        f"--stride S (semi-autoregressive blocks of {block} tokens, e.g. --stride {block // 2})")
+    if args.stride is not None and args.stride > block:
+        raise EdlmError(f"--stride {args.stride} is more than the block length {block} (the training length): "
+                        f"give 1..{block}")
     stream = RowStream(args.out)
     try:
         out = run_.sample(num=args.num, steps=args.steps, energy=args.energy, k=args.k, window=args.window,
                           temperature=args.temperature, prefix=prefix, seed=args.seed, length=args.length,
                           batch_size=args.batch_size, precision=args.precision, compile=args.compile,
                           cache=not args.no_cache, quiet=args.quiet, on_batch=stream.write,
-                          unmask=args.unmask)
+                          unmask=args.unmask, infill=infill, stride=args.stride, trace=args.trace,
+                          trace_num=args.trace_num, trace_mdlm=args.trace_mdlm)
         stream.finish()
     except BaseException:
         stream.abandon()

@@ -80,10 +80,11 @@ def confidence_step(post, x_t: torch.Tensor, start: torch.Tensor, alpha_s: float
 
 
 def confidence_importance_step(post, x_t: torch.Tensor, t: float, start: torch.Tensor, alpha_s: float, energy,
-                               k: int, mask_id: int, temperature: float = 1.0, generator=None):
+                               k: int, mask_id: int, temperature: float = 1.0, generator=None, on_choice=None):
     """EDLM on top of confidence unmasking: k full candidates from mu(.|x_t), one picked by softmax(-E/tau)
     (as `importance_step`), then the picked candidate's n most confident positions are kept.
-    Returns (x_s, ess (B_active,), moved). Sequences with no mask left get no candidates and no ESS."""
+    Returns (x_s, ess (B_active,), moved). Sequences with no mask left get no candidates and no ESS.
+    on_choice(active, chosen, weights): as in `importance_step`."""
     post = as_posterior(post)
     B, L = x_t.shape
     masked = x_t == mask_id
@@ -98,7 +99,9 @@ def confidence_importance_step(post, x_t: torch.Tensor, t: float, start: torch.T
     e = energy.energy(cand.reshape(na * k, L), xa.repeat_interleave(k, dim=0),
                       torch.full((na * k,), t, device=x_t.device),
                       log_mu=lp.sum(-1).reshape(na * k)).view(na, k)
-    j, _, ess = select(e, temperature, generator)
+    j, w, ess = select(e, temperature, generator)
+    if on_choice is not None:
+        on_choice(active, j, w)
     pick = torch.arange(na, device=x_t.device)
     x0, conf = cand[pick, j], lp[pick, j]  # (Ba, L)
     keep = keep_most_confident(conf, masked[active], n[active])

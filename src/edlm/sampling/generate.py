@@ -13,7 +13,9 @@ from edlm.diffusion.schedules import get_schedule
 from edlm.errors import EdlmError
 from edlm.runs import load_model
 from edlm.sampling.ar import ar_sample
+from edlm.sampling.infill import Infill
 from edlm.sampling.loop import SamplerConfig, model_denoiser, sample
+from edlm.sampling.semiar import block_windows, sample_long
 from edlm.utils import fused_mode, fused_policy, process_seconds, progress
 
 
@@ -35,6 +37,12 @@ class GenerateRequest:
     """random (MDLM's positions) or confidence (the most confident draws first; sampling/confidence.py)"""
     precision: str = "auto"
     """auto = bf16 autocast on a GPU, fp32 on the CPU; bf16; fp32. Categorical draws are float64 always"""
+    fixed: list | None = None
+    """infill: one entry per position, a token id (kept) or None (generated); sets the length
+    (sampling/infill.py)"""
+    stride: int | None = None
+    """semi-autoregressive: generate in blocks of the training length, each new block `stride` tokens on,
+    with the tokens before it in its window as fixed context (sampling/semiar.py); allows any length"""
     compile: bool = False
     """torch.compile the denoiser's trunk (with CUDA graphs on a GPU) and the fused draw / log-prob kernels
     at once; the first batch pays the compile. Without it those kernels compile only once the job has run
@@ -61,13 +69,29 @@ def _sync(device):
         torch.cuda.synchronize(device)
 
 
-def _one_batch(obj, model, denoise, schedule, mask_id, scfg, energy, gen, b, length, prefix, device, clock=None):
+def _one_batch(obj, model, denoise, schedule, mask_id, scfg, energy, gen, b, length, prefix, device, clock=None,
+               *, fixed=None, stride=None, window=None, trace=None):
     if obj == "ar":
         return ar_sample(model, b, length, mask_id, prefix=prefix, generator=gen, device=device), None
     x_init = torch.full((b, length), mask_id, dtype=torch.long, device=device)
     if prefix is not None:
         x_init[:, :prefix.shape[1]] = prefix
-    return sample(denoise, schedule, mask_id, scfg, x_init=x_init, energy=energy, generator=gen, callback=clock)
+    if fixed is not None:
+        x_init = Infill(tuple(fixed)).x_init(b, mask_id, device)
+    on_choice = None
+    if trace is not None:
+        trace.begin(x_init, mask_id)
+        on_choice = trace.on_choice
+    if stride is None or length <= window:
+        return sample(denoise, schedule, mask_id, scfg, x_init=x_init, energy=energy, generator=gen, callback=clock,
+                      on_choice=on_choice)
+
+    def block(x_win, cb, oc):
+        return sample(denoise, schedule, mask_id, scfg, x_init=x_win, energy=energy, generator=gen, callback=cb,
+                      on_choice=oc)
+
+    return sample_long(block, x_init, window, stride, mask_id, scfg.steps, callback=clock, on_choice=on_choice,
+                       on_block=None if trace is None else trace.on_block)
 
 
 class StepClock:
@@ -95,19 +119,29 @@ class StepClock:
 
 
 def generate(req: GenerateRequest, device, *, models=None, energies: dict | None = None, quiet: bool = False,
-             on_batch=None, callback=None):
+             on_batch=None, callback=None, trace=None):
     """Returns (rows, summary). `models` = (model, meta) to reuse an already loaded run; `energies` = a dict
     that caches built energies by spec across calls (a sweep then loads each energy run once); `on_batch`
     is called with each batch's finished rows as soon as they exist (`edlm sample` streams them to disk);
-    `callback(i, x, t, ess)` sees every sampler step (MDLM/EDLM; its time counts in the step times)."""
+    `callback(i, x, t, ess)` sees every sampler step (MDLM/EDLM; its time counts in the step times);
+    `trace` (a sampling/trace.py TraceRecorder) records the first batch's denoising."""
     model, meta = models or load_model(req.ckpt, device)
     obj = meta["objective"]
     if obj == "nce":
         raise EdlmError(f"{req.ckpt} is an energy (nce) run: sample with --ckpt MDLM_RUN --energy nce:{req.ckpt}")
     mask_id = meta["mask_id"]
-    length = req.length or meta["train"]["seq_len"]
-    if length > model.cfg.max_len:
-        raise EdlmError(f"--length {length} exceeds what the model allows ({model.cfg.max_len})")
+    length = len(req.fixed) if req.fixed is not None else (req.length or meta["train"]["seq_len"])
+    window = min(meta["train"]["seq_len"], model.cfg.max_len)  # what one semi-AR block sees
+    if req.stride is not None:
+        if obj != "mdlm":
+            raise EdlmError("--stride (semi-autoregressive blocks) applies to an MDLM run; an AR run needs none")
+        if not 1 <= req.stride <= window:
+            raise EdlmError(f"--stride {req.stride}: give 1..{window} (new tokens per block of {window})")
+    elif length > model.cfg.max_len:
+        raise EdlmError(f"--length {length} exceeds what the model allows ({model.cfg.max_len}); to generate "
+                        f"longer, add --stride S (semi-autoregressive blocks of {window} tokens, e.g. S={window // 2})")
+    if req.fixed is not None and obj != "mdlm":
+        raise EdlmError("infilling needs an MDLM run (an AR run only continues a --prefix)")
     if req.prefix and len(req.prefix) >= length:
         raise EdlmError(f"the prefix has {len(req.prefix)} tokens, not fewer than --length {length}")
     gen = torch.Generator(device=device)
@@ -150,9 +184,11 @@ def generate(req: GenerateRequest, device, *, models=None, energies: dict | None
         _sync(device)
         t0 = time.perf_counter()
         clock.start()
+        tr = trace if (trace is not None and start == 0 and obj != "ar") else None
+        cb = step_cb if tr is None else (lambda *a, tr=tr: (step_cb(*a), tr(*a)))
         with amp, fused_policy("on" if req.compile else None):
             x, stats = _one_batch(obj, model, denoise, schedule, mask_id, scfg, energy, gen, b, length, prefix,
-                                  device, step_cb)
+                                  device, cb, fixed=req.fixed, stride=req.stride, window=window, trace=tr)
         _sync(device)
         dt = time.perf_counter() - t0
         t_total += dt
@@ -180,4 +216,9 @@ def generate(req: GenerateRequest, device, *, models=None, energies: dict | None
                # (all batches) = fixed_s + per_step_s x steps_run
                "startup_s": startup_s, "sampling_s": t_total, **clock.summary(startup_s, t_total),
                "fused": fused}
+    if req.stride is not None:  # fields added only when used: the JSON of a plain run is unchanged
+        summary.update(stride=req.stride, block=window, blocks=len(block_windows(length, window, req.stride)))
+    if req.fixed is not None:
+        summary.update(infill=Infill(tuple(req.fixed)).render(tok.decode),
+                       infill_blanks=sum(i is None for i in req.fixed))
     return rows, summary

@@ -50,9 +50,10 @@ def select(energies: torch.Tensor, temperature: float = 1.0, generator=None):
 
 
 def importance_step(post, x_t: torch.Tensor, t: float, alpha_t: float, alpha_s: float,
-                    energy, k: int, mask_id: int, temperature: float = 1.0, generator=None):
+                    energy, k: int, mask_id: int, temperature: float = 1.0, generator=None, on_choice=None):
     """One EDLM step. post: the proposal's posterior at x_t (or (B, L, V) SUBS log-probs).
     Returns x_s (B, L), ess (B_active,) on the device, and how many positions unmasked (int).
+    on_choice(active (Ba,), chosen (Ba,), weights (Ba, k)): optional, told which candidate won (traces).
 
     Which positions unmask does not depend on the chosen x0, so it is drawn first. A sequence where no
     position unmasks keeps x_t whatever candidate wins: it gets no candidates and no energy forward, and
@@ -69,7 +70,9 @@ def importance_step(post, x_t: torch.Tensor, t: float, alpha_t: float, alpha_s: 
     xt_flat = xa.repeat_interleave(k, dim=0)  # row b*k+j is active sequence b
     t_flat = torch.full((n_active * k,), t, device=x_t.device)
     e = energy.energy(x0_flat, xt_flat, t_flat, log_mu=log_mu.reshape(n_active * k)).view(n_active, k)
-    j, _, ess = select(e, temperature, generator)
+    j, w, ess = select(e, temperature, generator)
+    if on_choice is not None:
+        on_choice(active, j, w)
     x0 = cand[torch.arange(n_active, device=x_t.device), j]
     x_s = x_t.clone()
     x_s[active] = torch.where(move[active], x0, xa)

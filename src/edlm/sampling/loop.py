@@ -64,10 +64,13 @@ def in_window(t: float, window) -> bool:
 
 @torch.no_grad()
 def sample(denoise, schedule, mask_id: int, cfg: SamplerConfig, *, batch: int = 1, length: int | None = None,
-           x_init: torch.Tensor | None = None, energy=None, generator=None, device=None, callback=None):
+           x_init: torch.Tensor | None = None, energy=None, generator=None, device=None, callback=None,
+           on_choice=None):
     """Returns (x0 (B, L) int64, SampleStats). x_init: start state (MASK where to generate, tokens to keep).
     callback(i, x, t, ess): after step i, with the new x (B, L), the step's time t and the step's effective
     sample size (B,) when the energy ran on it (None on plain MDLM steps).
+    on_choice(i, active (Ba,), chosen (Ba,), weights (Ba, k)): on EDLM steps, before callback, which of the
+    k candidates won for each sequence that unmasked something (sampling/trace.py records it).
 
     Host syncs: one per step (plain: the positions that unmask, which size the projection; EDLM: the
     masked positions the candidates are drawn at). The denoiser output is reused while x_t does not
@@ -93,13 +96,14 @@ def sample(denoise, schedule, mask_id: int, cfg: SamplerConfig, *, batch: int = 
             post = posterior(x, t)
         a_t, a_s = pinned_alpha(schedule, t), pinned_alpha(schedule, s)
         e = None
+        chose = None if on_choice is None else (lambda a, j, w, i=i: on_choice(i, a, j, w))
         if energy is not None and cfg.k > 1 and in_window(t, cfg.window):
             if confident:
                 x, e, moved = confidence_importance_step(post, x, t, start, a_s, energy, cfg.k, mask_id,
-                                                         cfg.temperature, generator)
+                                                         cfg.temperature, generator, on_choice=chose)
             else:
                 x, e, moved = importance_step(post, x, t, a_t, a_s, energy, cfg.k, mask_id, cfg.temperature,
-                                              generator)
+                                              generator, on_choice=chose)
             if e.numel():  # the energy ran (some sequence unmasked something)
                 stats.energy_steps += 1
                 ess.append(e)
