@@ -347,12 +347,11 @@ def _declared(fmt: str, hf_cfg: dict | None, hp: dict | None) -> dict:
 def convert(fmt: str, src, out, *, data: str = "prose-bpe", seq_len: int | None = None,
             n_heads: int | None = None, bos_id: int | None = None) -> dict:
     """Convert and write the run folder `out`. Returns the summary printed by `edlm convert`."""
-    from edlm import __version__
     from edlm.data import corpora
     from edlm.models.transformer import Transformer, TransformerConfig
+    from edlm.run_folder import RunMeta, write_run
     from edlm.train import checkpoint as ckpt
     from edlm.train.config import TrainConfig
-    from edlm.utils import atomic_write_json
 
     if fmt not in FORMATS:
         raise EdlmError(f"unknown --from {fmt!r}; choose one of {', '.join(FORMATS)}")
@@ -449,17 +448,16 @@ def convert(fmt: str, src, out, *, data: str = "prose-bpe", seq_len: int | None 
     objective = "mdlm" if dit else "ar"
     train = TrainConfig(objective=objective, data=data, seq_len=seq_len, schedule="loglinear",
                         t_eps=MDLM_LOGLINEAR_EPS, ema=0.9999, max_steps=step or 0)
-    meta = {"objective": objective, "data": data, "mask_id": mask_id,
-            "vocab_size": man["vocab_size"] if man else mask_id, "tokenizer": tokenizer,
-            "model": cfg.to_dict(), "train": train.to_dict(), "diffusion": None, "edlm_version": __version__,
-            "converted": {"from": fmt, "src": str(src.resolve()), "weights_file": wfile.name,
+    meta = RunMeta.create(
+        cfg, train, vocab_size=man["vocab_size"] if man else mask_id, mask_id=mask_id, tokenizer=tokenizer,
+        converted={"from": fmt, "src": str(src.resolve()), "weights_file": wfile.name,
                           "source_step": step, "source_dtypes": dtypes, "ema": ema_sd is not None,
                           "bos_id": bos_id, "block_length": length,
                           "note": "MDLM blocks are [BOS] + tokens; edlm sequences are the tokens after the "
-                                  "BOS, which the model sees as prefix_token (docs/convert.md)"}}
+                                  "BOS, which the model sees as prefix_token (docs/convert.md)"})
     out.mkdir(parents=True, exist_ok=True)
     ckpt.save_checkpoint(out, step or 0, model, ema_sd, None, {"converted_from": fmt}, keep=1)
-    atomic_write_json(out / "run.json", meta)  # last: the folder is a run only once complete
+    write_run(out, meta)  # last: the folder is a run only once complete
     return {"from": fmt, "src": str(src), "out": str(out), "objective": objective,
             "params": model.num_params(), "missing": [], "unexpected": [], "ignored": ignored,
             "ema": ema_sd is not None, "step": step, "n_layers": n_blocks, "d_model": D, "n_heads": heads,

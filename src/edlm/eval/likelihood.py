@@ -34,6 +34,7 @@ from edlm.diffusion.losses import accepts_rows, ar_nll, token_log_probs
 from edlm.diffusion.masking import antithetic_times, mask_tokens
 from edlm.diffusion.schedules import get_schedule, nelbo_weight, pinned_alpha
 from edlm.diffusion.subs import subs_log_probs
+from edlm.run_folder import as_meta
 from edlm.sampling.ancestral import time_grid
 from edlm.sampling.categorical import chunk_rows, sample_rows
 from edlm.sampling.denoiser import FullPosterior, ModelDenoiser
@@ -250,9 +251,10 @@ def evaluate_split(model, meta, blocks, plan: LikelihoodPlan | None = None, *, s
     "sq": {name: sum of squares}, "seqs": n, "tokens": n * L}; names: ar | mdlm, mdlm_steps, edlm_steps,
     edlm_estimate_lo/_hi, logz_ess."""
     plan = plan or LikelihoodPlan()
-    mask_id = meta["mask_id"]
-    schedule = get_schedule(meta["train"].get("schedule", "loglinear"))
-    t_eps = plan.t_eps if plan.t_eps is not None else float(meta["train"].get("t_eps", DEFAULT_T_EPS))
+    meta = as_meta(meta)
+    mask_id = meta.mask_id
+    schedule = get_schedule(meta.train.schedule)
+    t_eps = plan.t_eps if plan.t_eps is not None else float(meta.train.t_eps)
     gen = torch.Generator(device=device)
     gen.manual_seed(seed)
     sums: dict[str, float] = {}
@@ -262,7 +264,7 @@ def evaluate_split(model, meta, blocks, plan: LikelihoodPlan | None = None, *, s
         x0 = x0.to(device)
         tokens += x0.numel()
         seqs += x0.shape[0]
-        if meta["objective"] == "ar":
+        if meta.objective == "ar":
             parts = {"ar": ar_nll(model, x0, mask_id).double()}
         else:
             parts = {}

@@ -26,6 +26,7 @@ from edlm.data import corpora
 from edlm.data.loader import BlockLoader, iter_eval_blocks
 from edlm.errors import EdlmError
 from edlm.models.transformer import TransformerConfig
+from edlm.run_folder import RunMeta, read_meta, read_run, write_run
 from edlm.runs import build_model
 from edlm.train import checkpoint as ckpt
 from edlm.train.config import TrainConfig, check_config
@@ -35,7 +36,7 @@ from edlm.train.lock import RunLock
 from edlm.train.objectives import Objective, build_objective
 from edlm.train.optim import EMA, lr_at, make_optimizer
 from edlm.train.resume import apply_overrides, resume_from, truncate_metrics
-from edlm.utils import atomic_write_json, pick_device, progress, set_fused_default
+from edlm.utils import pick_device, progress, set_fused_default
 from edlm.validate import out_dir
 
 NOISE_SEED_OFFSET = 12345
@@ -53,7 +54,8 @@ def _autocast(cfg: TrainConfig, device):
 
 def prepare_run(out: Path, cfg: TrainConfig, model_cfg: TransformerConfig, resume: bool,
                 max_steps: int | None = None, world_size: int = 1, overrides: dict | None = None):
-    """Create or reopen RUN/run.json. Never overwrites an existing run unless resuming it.
+    """-> (RunMeta, TrainConfig, TransformerConfig) of a new run, or of the run in `out` on resume (written
+    to RUN/run.json later, by _resume). Never overwrites an existing run unless resuming it.
 
     On resume the saved config wins, except for the options in `overrides` that RESUME_OVERRIDABLE lists
     (learning rate and schedule, clipping, logging/saving cadence, length of training, device); any other
@@ -67,12 +69,12 @@ def prepare_run(out: Path, cfg: TrainConfig, model_cfg: TransformerConfig, resum
     if meta_path.exists():
         if not resume:
             raise EdlmError(f"{out} already holds a run: pass --resume to continue it, or choose another --out")
-        meta = ckpt.read_run(out)
-        saved = TrainConfig.from_dict(meta["train"])
+        raw = read_run(out)
+        saved = TrainConfig.from_dict(raw["train"])
         overrides = dict(overrides or {})
         if max_steps is not None:
             overrides["max_steps"] = max_steps
-        apply_overrides(out, meta, saved, overrides)
+        apply_overrides(out, raw, saved, overrides)
         try:
             check_config(saved)
         except EdlmError as e:  # a bad value saved by an older edlm (given ones were checked already)
@@ -80,13 +82,14 @@ def prepare_run(out: Path, cfg: TrainConfig, model_cfg: TransformerConfig, resum
             if opt.lstrip("-") in overrides:
                 raise
             raise EdlmError(f"{e} (the value saved in {meta_path}; pass {opt} to override it on --resume)") from None
-        global_batch = meta.get("global_batch", saved.batch_size * saved.grad_accum)
+        global_batch = raw.get("global_batch", saved.batch_size * saved.grad_accum)
         per = global_batch // (world_size * saved.grad_accum)
         if per * world_size * saved.grad_accum != global_batch:
             raise EdlmError(f"the run's global batch {global_batch} does not split over {world_size} devices x "
                             f"{saved.grad_accum} accumulation steps; resume on a device count that divides it")
-        saved.batch_size = meta["train"]["batch_size"] = per
-        return meta, saved, TransformerConfig.from_dict(meta["model"])
+        saved.batch_size = raw["train"]["batch_size"] = per
+        meta = RunMeta.from_dict(raw)
+        return meta, saved, meta.model
     check_config(cfg, model_cfg)
     if cfg.objective == "nce" and not cfg.diffusion:
         raise EdlmError("--objective nce needs --diffusion MDLM_RUN (the trained MDLM to correct)")
@@ -98,14 +101,12 @@ def prepare_run(out: Path, cfg: TrainConfig, model_cfg: TransformerConfig, resum
     model_cfg = TransformerConfig.from_dict({**model_cfg.to_dict(), "vocab_size": vocab, "out_vocab": vocab,
                                              "causal": cfg.objective == "ar"})
     if cfg.objective == "nce":
-        pm = ckpt.read_run(Path(cfg.diffusion))
-        if pm["mask_id"] != man["mask_id"]:
+        proposal = read_meta(Path(cfg.diffusion))
+        if proposal.mask_id != man["mask_id"]:
             raise EdlmError(f"the MDLM run {cfg.diffusion} was trained on another vocabulary than --data {cfg.data}")
-        model_cfg = TransformerConfig.from_dict(pm["model"])
-    meta = {"objective": cfg.objective, "data": cfg.data, "mask_id": man["mask_id"], "vocab_size": man["vocab_size"],
-            "tokenizer": man.get("tokenizer"), "model": model_cfg.to_dict(), "train": cfg.to_dict(),
-            "diffusion": cfg.diffusion or None, "edlm_version": __import__("edlm").__version__,
-            "global_batch": cfg.batch_size * cfg.grad_accum * world_size}
+        model_cfg = proposal.model
+    meta = RunMeta.create(model_cfg, cfg, vocab_size=man["vocab_size"], mask_id=man["mask_id"],
+                          tokenizer=man.get("tokenizer"), global_batch=cfg.batch_size * cfg.grad_accum * world_size)
     return meta, cfg, model_cfg
 
 
@@ -150,7 +151,7 @@ class _Run:
     """What one training holds live: built by _build, advanced by _loop."""
 
     cfg: TrainConfig
-    meta: dict
+    meta: RunMeta
     out: Path
     d: Dist
     model: torch.nn.Module
@@ -168,11 +169,11 @@ class _Run:
     """the divergence rule's reference: the first step's loss (kept on resume)"""
 
 
-def _build(cfg: TrainConfig, model_cfg: TransformerConfig, meta: dict, out: Path, d: Dist, resume: bool) -> _Run:
+def _build(cfg: TrainConfig, model_cfg: TransformerConfig, meta: RunMeta, out: Path, d: Dist, resume: bool) -> _Run:
     """Model, objective, data, optimizer, EMA and noise stream, restored from the checkpoint on resume."""
     device = d.device
     torch.manual_seed(cfg.seed)
-    objective = build_objective(cfg, meta["mask_id"], device)
+    objective = build_objective(cfg, meta.mask_id, device)
     model = build_model(cfg.objective, model_cfg)
     if not resume:
         objective.init_model(model)
@@ -202,12 +203,12 @@ def _resume(run: _Run, resume: bool) -> None:
     """Restore the checkpoint's state (if any) and cut metrics.jsonl back to it; (re)write run.json."""
     out, d = run.out, run.d
     if resume and ckpt.has_checkpoint(out):
-        run.step, run.initial_loss = resume_from(out, run.meta, run.model, run.ema, run.opt, run.gen, run.loader,
+        run.step, run.initial_loss = resume_from(out, run.meta.raw, run.model, run.ema, run.opt, run.gen, run.loader,
                                                  run.cfg)
     if resume and d.is_main:  # rows past the checkpoint (or all of them, if none was saved) are replayed
         truncate_metrics(out / "metrics.jsonl", run.step)
     if d.is_main:
-        atomic_write_json(out / "run.json", run.meta)
+        write_run(out, run.meta)
 
 
 def _loop(run: _Run, log: _Log) -> dict:
@@ -300,7 +301,7 @@ def _save(run: _Run) -> None:
         ckpt.save_checkpoint(run.out, run.step, model_sd, ema_sd, optim_sd,
                              {"loader": run.loader.state_dict(), "objective": cfg.objective,
                               "world_size": d.world_size, "initial_loss": run.initial_loss, "save_loss": probe,
-                              "identity": ckpt.identity(run.meta)},
+                              "identity": ckpt.identity(run.meta.raw)},
                              keep=cfg.keep_checkpoints, rng_extra={"noise": run.gen.get_state()})
     barrier(d)
 
