@@ -13,7 +13,14 @@ import torch
 
 from edlm.errors import EdlmError
 from edlm.models.transformer import Transformer, TransformerConfig
-from edlm.run_folder import RunMeta, as_meta, check_identity, load_weights, read_meta
+from edlm.run_folder import (
+    RunMeta,
+    as_meta,
+    check_identity,
+    load_weights,
+    read_meta,
+    read_run,  # noqa: F401 (re-exported: callers on other branches import it from here)
+)
 
 
 def build_model(objective: str, model_cfg: TransformerConfig):
