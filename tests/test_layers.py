@@ -18,7 +18,7 @@ LAYERS = {
     "edlm.sampling.generate": 4,  # the wiring of a sampling job (runs, energies, tokenizer, timing)
     "edlm.methods": 4,  # the registry of sampling methods (which run generates, which energy corrects it)
     "edlm.api": 5, "edlm.presets": 5, "edlm.demo": 5, "edlm.bench": 5, "edlm.convert": 5, "edlm.plots": 5,
-    "edlm.convert_sources": 5,
+    "edlm.convert_names": 5,
     "edlm": 0,  # the package __init__ (exactly): it imports nothing at import time (the API lazily)
     "edlm.cli": 7, "edlm.commands": 7, "edlm.__main__": 7,
 }

@@ -24,141 +24,202 @@ implementation of MDLM's forward pass in tests/mdlm_reference.py):
 
 from __future__ import annotations
 
+import json
+import pickle
+import types
 from pathlib import Path
 
 import torch
 
-from edlm.convert_sources import _SHOW, _name_list, _read_hf, _read_lightning
+from edlm.convert_names import (  # noqa: F401 (parameter_map re-exported)
+    _SHOW,
+    BUFFERS,
+    ROTARY_BASE,
+    _check_keys,
+    _check_rotary,
+    _check_shapes,
+    _declared,
+    _n_blocks,
+    _name_list,
+    _split_backbone,
+    parameter_map,
+)
 from edlm.errors import EdlmError
 
 FORMATS = ("mdlm-hf", "mdlm-ar-lightning")
 GPT2_EOT = 50256
-ROTARY_BASE = 10_000.0
 MDLM_LOGLINEAR_EPS = 1e-3
-BUFFERS = ("rotary_emb.inv_freq",)  # persistent buffer of MDLM's Rotary; recomputed by edlm
 LIGHTNING_IGNORED_PREFIXES = ("noise.",)  # MDLM's noise schedule module (no tensors for loglinear)
 
 
 # ----------------------------------------------------------------------------------------------
-# Parameter names
+# Reading the sources
 # ----------------------------------------------------------------------------------------------
 
-def _block_names(adaln: bool) -> list[tuple[str, str]]:
-    """(MDLM name, edlm name) inside one DDiTBlock, in MDLM's registration order."""
-    names = [
-        ("norm1.weight", "norm1.weight"),
-        ("attn_qkv.weight", "attn.qkv.weight"),
-        ("attn_out.weight", "attn.out.weight"),
-        ("norm2.weight", "norm2.weight"),
-        ("mlp.0.weight", "mlp.fc.weight"),
-        ("mlp.0.bias", "mlp.fc.bias"),
-        ("mlp.2.weight", "mlp.proj.weight"),
-        ("mlp.2.bias", "mlp.proj.bias"),
-    ]
-    if adaln:
-        names += [("adaLN_modulation.weight", "adaLN.weight"), ("adaLN_modulation.bias", "adaLN.bias")]
-    return names
-
-
-def parameter_map(n_blocks: int, *, dit: bool) -> dict[str, str]:
-    """MDLM backbone parameter name (without `backbone.`) -> edlm name, in the order of MDLM's
-    `backbone.parameters()` (which is the order of the EMA's shadow_params list).
-    dit=True: the DiT (models/dit.py, HF modeling_mdlm.py); False: the AR baseline
-    (models/autoregressive.py)."""
-    m = {"vocab_embed.embedding": "embed.weight"}
-    if dit:
-        for i in (0, 2):
-            for w in ("weight", "bias"):
-                m[f"sigma_map.mlp.{i}.{w}"] = f"t_embed.mlp.{i}.{w}"
-    for b in range(n_blocks):
-        for src, dst in _block_names(dit):
-            m[f"blocks.{b}.{src}"] = f"blocks.{b}.{dst}"
-    m["output_layer.norm_final.weight"] = "final.norm.weight"
-    m["output_layer.linear.weight"] = "final.linear.weight"
-    m["output_layer.linear.bias"] = "final.linear.bias"
-    if dit:
-        m["output_layer.adaLN_modulation.weight"] = "final.adaLN.weight"
-        m["output_layer.adaLN_modulation.bias"] = "final.adaLN.bias"
-    return m
-
-
-# ----------------------------------------------------------------------------------------------
-# Checking
-# ----------------------------------------------------------------------------------------------
-
-def _split_backbone(sd: dict, ignore_prefixes=()) -> tuple[dict, list, list]:
-    """-> (backbone tensors without the prefix, ignored keys, keys outside backbone.)"""
-    bb, ignored, outside = {}, [], []
-    for k, v in sd.items():
-        if k.startswith("backbone."):
-            bb[k[len("backbone."):]] = v
-        elif any(k.startswith(p) for p in ignore_prefixes):
-            ignored.append(k)
+def _read_hf(src: Path) -> tuple[dict, dict | None, Path]:
+    """A Hugging Face folder (config.json + model.safetensors or pytorch_model.bin) or one weights file."""
+    if src.is_dir():
+        for name in ("model.safetensors", "pytorch_model.bin"):
+            if (src / name).exists():
+                wfile = src / name
+                break
         else:
-            outside.append(k)
-    return bb, ignored, outside
-
-
-def _n_blocks(bb: dict) -> int:
-    idx = set()
-    for k in bb:
-        parts = k.split(".")
-        if parts[0] == "blocks" and len(parts) > 1 and parts[1].isdigit():
-            idx.add(int(parts[1]))
-    return max(idx) + 1 if idx else 0
-
-
-def _check_keys(bb: dict, names: dict, outside: list, fmt: str, kind: str):
-    expected = set(names)
-    missing = sorted(expected - set(bb))
-    unexpected = sorted(["backbone." + k for k in set(bb) - expected - set(BUFFERS)] + outside)
-    if missing or unexpected:
-        parts = []
-        if missing:
-            parts.append(f"missing {len(missing)}: {_name_list(missing, 'backbone.')}")
-        if unexpected:
-            parts.append(f"unexpected {len(unexpected)}: {_name_list(unexpected)}")
-        hint = ""
-        if kind == "AR" and any("adaLN_modulation" in k or "sigma_map" in k for k in unexpected):
-            hint = " (adaLN/sigma_map weights: this looks like a DiT checkpoint, not the AR baseline)"
-        elif kind == "DiT" and any("adaLN_modulation" in k for k in missing) and not any(
-                "adaLN_modulation" in k for k in bb):
-            hint = " (no adaLN weights: this looks like the AR baseline; use --from mdlm-ar-lightning)"
-        raise EdlmError(f"{fmt}: the checkpoint does not match MDLM's {kind} layout; "
-                        + "; ".join(parts) + hint)
-
-
-def _check_shapes(bb: dict, names: dict, model_sd: dict, fmt: str):
-    bad = [f"backbone.{k} {tuple(bb[k].shape)} (expected {tuple(model_sd[v].shape)})"
-           for k, v in names.items() if tuple(bb[k].shape) != tuple(model_sd[v].shape)]
-    if bad:
-        more = f" (+{len(bad) - _SHOW} more)" if len(bad) > _SHOW else ""
-        raise EdlmError(f"{fmt}: tensor shapes do not match the model they describe: "
-                        + ", ".join(bad[:_SHOW]) + more)
-
-
-def _check_rotary(bb: dict, head_dim: int, fmt: str):
-    inv = bb.get("rotary_emb.inv_freq")
-    if inv is None:
-        return
-    want = 1.0 / (ROTARY_BASE ** (torch.arange(0, head_dim, 2, dtype=torch.float32) / head_dim))
-    if tuple(inv.shape) != tuple(want.shape) or not torch.allclose(inv.float(), want, rtol=1e-5, atol=0):
-        raise EdlmError(f"{fmt}: backbone.rotary_emb.inv_freq {tuple(inv.shape)} is not base-10000 rotary "
-                        f"for head size {head_dim} (wrong --n-heads, or a model edlm cannot reproduce)")
-
-
-def _declared(fmt: str, hf_cfg: dict | None, hp: dict | None) -> dict:
-    """Architecture numbers stated by the source (config.json / Lightning hyper-parameters)."""
-    if fmt == "mdlm-hf":
-        c = hf_cfg or {}
-        keys = {"vocab_size": "vocab_size", "hidden_dim": "d_model", "n_heads": "n_heads",
-                "n_blocks": "n_blocks", "cond_dim": "cond_dim", "model_length": "length",
-                "dropout": "dropout", "time_conditioning": "time_conditioning"}
+            if any(src.glob("*.index.json")):
+                raise EdlmError(f"{src} holds a sharded checkpoint (*.index.json); mdlm-owt is one file: "
+                                "pass the folder that holds model.safetensors")
+            raise EdlmError(f"{src} holds neither model.safetensors nor pytorch_model.bin: pass the folder "
+                            "of the kuleshov-group/mdlm-owt hub repository (or one of those files)")
+        cfg_file = src / "config.json"
     else:
-        c = hp or {}
-        keys = {"hidden_size": "d_model", "n_heads": "n_heads", "n_blocks": "n_blocks",
-                "cond_dim": "cond_dim", "length": "length", "dropout": "dropout"}
-    return {dst: c[src] for src, dst in keys.items() if c.get(src) is not None}
+        wfile, cfg_file = src, src.parent / "config.json"
+    try:
+        if wfile.suffix == ".safetensors":
+            from safetensors.torch import load_file
+
+            sd = load_file(str(wfile), device="cpu")
+        else:
+            sd = torch.load(wfile, map_location="cpu", weights_only=True)
+    except Exception as e:  # safetensors/torch raise several types for bad files
+        raise EdlmError(f"cannot read {wfile} as a weights file ({type(e).__name__}: {e})") from None
+    if not isinstance(sd, dict) or not all(torch.is_tensor(v) for v in sd.values()):
+        raise EdlmError(f"{wfile} is not a state dict of tensors")
+    cfg = None
+    if cfg_file.exists():
+        try:
+            cfg = json.loads(cfg_file.read_text())
+        except json.JSONDecodeError as e:
+            raise EdlmError(f"{cfg_file} is not valid JSON ({e})") from None
+        if cfg.get("model_type", "mdlm") != "mdlm":
+            raise EdlmError(f"{cfg_file} describes a {cfg['model_type']!r} model, "
+                            "not an MDLM (model_type 'mdlm')")
+    return sd, cfg, wfile
+
+
+class _Inert:
+    """Stand-in for a class a checkpoint names that we do not import (omegaconf, transformers,
+    lightning...): it records what the pickle gives it and runs nothing."""
+
+    def __new__(cls, *args, **kwargs):
+        obj = object.__new__(cls)
+        obj.__dict__.update(_args=args, _state=None, _items={}, _list=[])
+        return obj
+
+    def __init__(self, *args, **kwargs):
+        pass
+
+    def __setstate__(self, state):
+        self.__dict__["_state"] = state
+
+    def __setitem__(self, key, value):
+        self._items[key] = value
+
+    def append(self, value):
+        self._list.append(value)
+
+    def extend(self, values):
+        self._list.extend(values)
+
+
+def _inert_pickle_module():
+    """A pickle module for torch.load that resolves only tensor-rebuilding globals and a few safe
+    builtins; every other global becomes an _Inert subclass (so no code from the file can run)."""
+    allowed = {
+        ("collections", "OrderedDict"), ("builtins", "set"), ("builtins", "frozenset"),
+        ("builtins", "slice"), ("builtins", "range"), ("builtins", "complex"), ("builtins", "bytearray"),
+        ("torch", "Size"), ("torch", "device"), ("torch._tensor", "_rebuild_from_type_v2"),
+        ("torch.nn.parameter", "Parameter"),
+    }
+    stubs: dict[tuple[str, str], type] = {}
+
+    class Unpickler(pickle.Unpickler):
+        def find_class(self, module, name):
+            if (module, name) in allowed or (module == "torch._utils" and name.startswith("_rebuild_")):
+                return super().find_class(module, name)
+            if module == "torch" and isinstance(getattr(torch, name, None), (torch.dtype, torch.layout,
+                                                                             torch.memory_format)):
+                return getattr(torch, name)
+            key = (module, name)
+            if key not in stubs:
+                stubs[key] = type(name, (_Inert,), {"_origin": f"{module}.{name}"})
+            return stubs[key]
+
+    def load(f, **kw):
+        return Unpickler(f, **kw).load()
+
+    return types.SimpleNamespace(__name__="edlm_inert_pickle", Unpickler=Unpickler, load=load,
+                                 UnpicklingError=pickle.UnpicklingError)
+
+
+def _load_ckpt(path: Path):
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError:
+        pass  # it names classes beyond tensors (hyper-parameters: omegaconf config, tokenizer)
+    except Exception as e:
+        raise EdlmError(f"cannot read {path} as a torch checkpoint ({type(e).__name__}: {e})") from None
+    try:
+        return torch.load(path, map_location="cpu", weights_only=False, pickle_module=_inert_pickle_module())
+    except Exception as e:
+        raise EdlmError(f"cannot read {path} as a torch checkpoint ({type(e).__name__}: {e})") from None
+
+
+def _plain(v):
+    """An int/float/bool/str from a plain value or an omegaconf value node read as _Inert."""
+    if isinstance(v, (bool, int, float, str)) or v is None:
+        return v
+    if isinstance(v, _Inert):
+        st = v._state
+        if isinstance(st, tuple) and st and isinstance(st[0], dict):
+            st = st[0]
+        if isinstance(st, dict) and "_val" in st:
+            return _plain(st["_val"])
+    return None
+
+
+def _find_model_config(obj, depth: int = 0):
+    """Best effort: the `model` section of MDLM's Hydra config among the Lightning hyper-parameters
+    (a mapping with hidden_size and n_heads), or None."""
+    if depth > 16:
+        return None
+    if isinstance(obj, _Inert):
+        children = [obj._state, obj._items, list(obj._args), obj._list]
+    elif isinstance(obj, dict):
+        if "n_heads" in obj and "hidden_size" in obj:
+            out = {k: _plain(obj[k]) for k in ("hidden_size", "n_heads", "n_blocks", "cond_dim", "length",
+                                               "dropout", "causal") if k in obj}
+            if isinstance(out.get("n_heads"), int) and isinstance(out.get("hidden_size"), int):
+                return out
+        children = list(obj.values())
+    elif isinstance(obj, (list, tuple)):
+        children = list(obj)
+    else:
+        return None
+    for c in children:
+        found = _find_model_config(c, depth + 1)
+        if found is not None:
+            return found
+    return None
+
+
+def _read_lightning(src: Path):
+    if src.is_dir():
+        raise EdlmError(f"{src} is a folder: pass the AR baseline's Lightning .ckpt file")
+    ck = _load_ckpt(src)
+    if not isinstance(ck, dict) or not isinstance(ck.get("state_dict"), dict):
+        raise EdlmError(f"{src} is not a Lightning checkpoint (no 'state_dict' mapping)")
+    sd = ck["state_dict"]
+    bad = [k for k, v in sd.items() if not torch.is_tensor(v)]
+    if bad:
+        raise EdlmError(f"{src}: state_dict entries that are not tensors: {_name_list(bad)}")
+    ema = ck.get("ema")
+    shadow = None
+    if ema is not None:
+        shadow = ema.get("shadow_params") if isinstance(ema, dict) else None
+        if not isinstance(shadow, (list, tuple)) or not all(torch.is_tensor(t) for t in shadow):
+            raise EdlmError(f"{src}: 'ema' is not MDLM's ExponentialMovingAverage state "
+                            "(a dict whose shadow_params is a list of tensors)")
+    step = ck.get("global_step")
+    return sd, shadow, _find_model_config(ck.get("hyper_parameters")), step if isinstance(step, int) else None
 
 
 # ----------------------------------------------------------------------------------------------
