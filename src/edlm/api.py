@@ -13,7 +13,7 @@ flags and adds their names to messages; this module speaks of arguments, never o
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, fields
 from pathlib import Path
 
 import torch
@@ -21,33 +21,8 @@ import torch
 from edlm.energy.factory import KINDS as ENERGY_KINDS  # energy kind -> the objective of its run
 from edlm.errors import EdlmError
 from edlm.models.transformer import TransformerConfig
+from edlm.run_folder import RunMeta
 from edlm.train.config import TrainConfig
-
-
-@dataclass
-class RunMeta:
-    """A typed view of a run folder's run.json (plus the step of the loaded checkpoint)."""
-
-    objective: str
-    """"mdlm", "ar" or "nce" (an energy network)"""
-    data: str
-    """corpus the run was trained on (its tokenizer and splits)"""
-    mask_id: int
-    tokenizer: str | None
-    model: TransformerConfig
-    train: TrainConfig
-    step: int | None
-    raw: dict = field(repr=False)
-    """run.json as a dict (with "step"), for code that reads it by key"""
-
-    @classmethod
-    def from_dict(cls, d: dict) -> RunMeta:
-        return cls(objective=d["objective"], data=d.get("data"), mask_id=int(d["mask_id"]),
-                   tokenizer=d.get("tokenizer"), model=TransformerConfig.from_dict(d["model"]),
-                   train=TrainConfig.from_dict(d["train"]), step=d.get("step"), raw=d)
-
-    def to_dict(self) -> dict:
-        return dict(self.raw)
 
 
 @dataclass

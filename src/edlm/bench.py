@@ -12,13 +12,14 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
+from edlm.methods import METHODS
 from edlm.sampling.generate import GenerateRequest, generate
 from edlm.utils import atomic_write_bytes, atomic_write_json
 
 
 @dataclass
 class Setting:
-    method: str  # mdlm | edlm-ar | edlm-coar | edlm-nce | ar
+    method: str  # a name in methods.METHODS: mdlm | edlm-ar | edlm-coar | edlm-nce | ar
     steps: int
     k: int = 1
     window: tuple[float, float] | None = None
@@ -27,12 +28,12 @@ class Setting:
 def settings_for(methods, steps, ks, windows) -> list[Setting]:
     out = []
     for m in methods:
-        if m == "ar":
-            out.append(Setting("ar", 0))
+        if METHODS[m].generator == "ar":  # left to right: no steps, k or window
+            out.append(Setting(m, 0))
             continue
         for s in steps:
-            if m == "mdlm":
-                out.append(Setting("mdlm", s))
+            if METHODS[m].energy is None:
+                out.append(Setting(m, s))
             else:
                 out.extend(Setting(m, s, k, w) for k in ks for w in windows)
     return out
@@ -42,11 +43,9 @@ def run_setting(st: Setting, runs: dict, models: dict, *, num, batch_size, seed,
                 samples_dir: Path | None, quiet=False, energies: dict | None = None) -> dict:
     from edlm.eval.genppl import evaluate_rows
 
-    energy = None
-    if st.method.startswith("edlm-"):
-        kind = st.method.split("-", 1)[1]
-        energy = f"{kind}:{runs['nce' if kind == 'nce' else 'ar']}"
-    ckpt = runs["ar"] if st.method == "ar" else runs["mdlm"]
+    method = METHODS[st.method]
+    energy = f"{method.energy}:{runs[method.runs[1]]}" if method.energy else None
+    ckpt = runs[method.generator]
     req = GenerateRequest(ckpt=ckpt, num=num, steps=max(st.steps, 1), batch_size=batch_size, seed=seed,
                           energy=energy, k=st.k, window=st.window)
     rows, summ = generate(req, device, models=models.get(ckpt), energies=energies, quiet=quiet)

@@ -26,6 +26,7 @@ from edlm.bench import Setting, format_table, sweep, write_results
 from edlm.data import corpora
 from edlm.data.names import is_language
 from edlm.presets import get_preset
+from edlm.run_folder import is_run_folder, read_meta
 from edlm.train import checkpoint as ckpt
 from edlm.train.loop import train
 from edlm.utils import pick_device
@@ -52,7 +53,7 @@ class DemoConfig:
 
 def _train_once(name, objective, dc: DemoConfig, out: Path, steps: int, **over) -> str:
     run = out / "runs" / name
-    latest = ckpt.latest_dir(run) if (run / "run.json").exists() else None
+    latest = ckpt.latest_dir(run) if is_run_folder(run) else None
     if latest is not None and json.loads((latest / "state.json").read_text())["step"] >= steps:
         print(f"[demo] reusing {run}", file=sys.stderr)
         return str(run)
@@ -88,7 +89,7 @@ def run_demo(dc: DemoConfig) -> dict:
 
         lang = load_language(dc.data)
         meta["true_entropy_rate_nats"] = lang.entropy_rate
-        seq_len = json.loads((Path(runs["mdlm"]) / "run.json").read_text())["train"]["seq_len"]
+        seq_len = read_meta(Path(runs["mdlm"])).train.seq_len
         how = "estimate" if getattr(lang, "kind", "") == "lexicon" else "exact"
         meta["reference"] = {"label": f"data ({how}, L={seq_len})", "gen_ppl": math.exp(lang.block_entropy(seq_len))}
     res = write_results(out, meta, rows)

@@ -1,20 +1,24 @@
-"""Reading a run folder (run.json, latest.json, checkpoint folders and their weights), checked on the way in.
+"""A run folder: run.json (RunMeta: read here, and written here by training and `edlm convert` alike), and
+reading latest.json, checkpoint folders and their weights, checked on the way in.
 
-The layout and its guarantees are described in train/checkpoint.py, which writes it; this module only
-reads, so sampling, evaluation and the API open runs without importing training.
+The checkpoint layout and its guarantees are described in train/checkpoint.py, which writes checkpoints;
+sampling, evaluation and the API open runs through this module without importing training.
 """
 
 from __future__ import annotations
 
 import json
 import sys
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
 from safetensors.torch import load_file
 
 from edlm.errors import EdlmError
-from edlm.utils import sha256_file
+from edlm.models.transformer import TransformerConfig
+from edlm.train.config import TrainConfig
+from edlm.utils import atomic_write_json, sha256_file
 
 FILES = ("model.safetensors", "state.json")
 
@@ -29,6 +33,66 @@ def non_finite(tree, prefix: str = "") -> str | None:
         if bad:
             return bad
     return None
+
+
+@dataclass
+class RunMeta:
+    """A typed view of a run folder's run.json (plus the step of the loaded checkpoint)."""
+
+    objective: str
+    """"mdlm", "ar" or "nce" (an energy network)"""
+    data: str
+    """corpus the run was trained on (its tokenizer and splits)"""
+    mask_id: int
+    tokenizer: str | None
+    model: TransformerConfig
+    train: TrainConfig
+    step: int | None
+    raw: dict = field(repr=False)
+    """run.json as a dict (with "step" when loaded with weights): what write_run writes, key for key"""
+
+    @classmethod
+    def from_dict(cls, d: dict) -> RunMeta:
+        return cls(objective=d["objective"], data=d.get("data"), mask_id=int(d["mask_id"]),
+                   tokenizer=d.get("tokenizer"), model=TransformerConfig.from_dict(d["model"]),
+                   train=TrainConfig.from_dict(d["train"]), step=d.get("step"), raw=d)
+
+    @classmethod
+    def create(cls, model: TransformerConfig, train: TrainConfig, *, vocab_size: int, mask_id: int,
+               tokenizer: str | None, global_batch: int | None = None, **extra) -> RunMeta:
+        """The run.json of a new run (trained or converted); `extra`: further entries (e.g. "converted")."""
+        from edlm import __version__
+
+        d = {"objective": train.objective, "data": train.data, "mask_id": mask_id, "vocab_size": vocab_size,
+             "tokenizer": tokenizer, "model": model.to_dict(), "train": train.to_dict(),
+             "diffusion": train.diffusion or None, "edlm_version": __version__}
+        if global_batch is not None:
+            d["global_batch"] = global_batch
+        return cls.from_dict({**d, **extra})
+
+    def to_dict(self) -> dict:
+        return dict(self.raw)
+
+
+def as_meta(meta: RunMeta | dict) -> RunMeta:
+    """A RunMeta from either a RunMeta or run.json's dict (as load_model returns it)."""
+    return meta if isinstance(meta, RunMeta) else RunMeta.from_dict(meta)
+
+
+def is_run_folder(path: Path) -> bool:
+    """Whether `path` looks like a run folder (has a run.json; read_run checks it)."""
+    return (Path(path) / "run.json").is_file()
+
+
+def write_run(run: Path, meta: RunMeta) -> None:
+    """Write RUN/run.json (atomically: a reader sees the old file or the new one). The loaded checkpoint's
+    step is not part of it."""
+    atomic_write_json(Path(run) / "run.json", {k: v for k, v in meta.raw.items() if k != "step"})
+
+
+def read_meta(run: Path) -> RunMeta:
+    """RUN/run.json, checked, as a RunMeta."""
+    return RunMeta.from_dict(read_run(run))
 
 
 def read_run(run: Path) -> dict:

@@ -1,7 +1,7 @@
 """Open a run folder and rebuild its model: the one entry point for sampling, eval and the energies.
 
-    model, meta = load_model("runs/mdlm")       # EMA weights, eval mode
-    meta["objective"]  -> "mdlm" | "ar" | "nce";  meta["mask_id"], meta["data"], meta["model"] (config)
+    model, meta = load_model("runs/mdlm")       # EMA weights, eval mode; meta: run.json's dict + "step"
+    RunMeta.from_dict(meta)                       # its typed view (run_folder.py): objective, mask_id, model ...
 """
 
 from __future__ import annotations
@@ -13,7 +13,14 @@ import torch
 
 from edlm.errors import EdlmError
 from edlm.models.transformer import Transformer, TransformerConfig
-from edlm.run_folder import check_identity, load_weights, read_run
+from edlm.run_folder import (
+    RunMeta,
+    as_meta,
+    check_identity,
+    load_weights,
+    read_meta,
+    read_run,  # noqa: F401 (re-exported: callers on other branches import it from here)
+)
 
 
 def build_model(objective: str, model_cfg: TransformerConfig):
@@ -43,17 +50,17 @@ def _skip_init():
 
 
 def load_model(run: str | Path, device="cpu", *, ema: bool = True, expect: str | None = None):
-    meta = read_run(Path(run))
-    obj = meta.get("objective")
+    meta = read_meta(Path(run))
+    obj = meta.objective
     if expect is not None and obj not in expect.split("|"):
         raise EdlmError(f"{run} is a {obj!r} run, but a {expect!r} run is needed here")
     # No random initialisation of weights the checkpoint overwrites, and the checkpoint's tensors taken as
     # they are (assign=True): for `small` on a 2-core CPU that saves 1.7 s of init and a 0.9 s copy
     # (cold start). Not the meta device: initialising meta tensors imports torch._dynamo (~2 s).
     sd, state = load_weights(Path(run), ema=ema, device="cpu")
-    check_identity(meta, state, Path(run))
+    check_identity(meta.raw, state, Path(run))
     with _skip_init():
-        model = build_model(obj, TransformerConfig.from_dict(meta["model"]))
+        model = build_model(obj, meta.model)
     try:
         missing, unexpected = model.load_state_dict(sd, strict=False, assign=True)
     except RuntimeError as e:  # shapes differ: strict=False does not cover those
@@ -63,16 +70,16 @@ def load_model(run: str | Path, device="cpu", *, ema: bool = True, expect: str |
         raise EdlmError(f"checkpoint of {run} does not match its config: missing {missing[:5]}, "
                         f"unexpected {unexpected[:5]}; it was written by another version or edited")
     model.to(device).eval()
-    meta = {**meta, "step": state.get("step")}
-    return model, meta
+    return model, {**meta.raw, "step": state.get("step")}
 
 
-def check_compatible(meta: dict, other: dict, what: str):
+def check_compatible(meta: RunMeta | dict, other: RunMeta | dict, what: str):
     """Two runs used together (proposal + energy) must share the vocabulary and the length."""
-    if meta["mask_id"] != other["mask_id"]:
-        raise EdlmError(f"{what}: vocabularies differ (mask id {meta['mask_id']} vs {other['mask_id']}); "
+    meta, other = as_meta(meta), as_meta(other)
+    if meta.mask_id != other.mask_id:
+        raise EdlmError(f"{what}: vocabularies differ (mask id {meta.mask_id} vs {other.mask_id}); "
                         "use runs trained on the same corpus/tokenizer")
-    if other["model"]["max_len"] < meta["train"]["seq_len"]:
-        raise EdlmError(f"{what}: the energy model handles {other['model']['max_len']} tokens, "
-                        f"fewer than the proposal's {meta['train']['seq_len']}")
+    if other.model.max_len < meta.train.seq_len:
+        raise EdlmError(f"{what}: the energy model handles {other.model.max_len} tokens, "
+                        f"fewer than the proposal's {meta.train.seq_len}")
 

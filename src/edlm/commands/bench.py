@@ -42,17 +42,16 @@ def add_parser(sub, name, help_):
 
 def run(args):
     from edlm.bench import format_table, settings_for, sweep, write_results
+    from edlm.methods import DEFAULT_METHODS, METHODS, get_method
     from edlm.utils import pick_device
 
-    methods = args.methods.split(",") if args.methods else (
-        ["mdlm"] + (["edlm-ar"] if args.ar else []) + (["edlm-nce"] if args.nce else []) + (["ar"] if args.ar else []))
+    given = {"mdlm": args.mdlm, "ar": args.ar, "nce": args.nce}
+    methods = args.methods.split(",") if args.methods else [
+        m for m in DEFAULT_METHODS if all(given[r] for r in METHODS[m].runs)]
     for m in methods:
-        if m not in ("mdlm", "edlm-ar", "edlm-coar", "edlm-nce", "ar"):
-            raise EdlmError(f"unknown method {m!r}: choose from mdlm, edlm-ar, edlm-coar, edlm-nce, ar")
-        if m in ("edlm-ar", "edlm-coar", "ar") and not args.ar:
-            raise EdlmError(f"method {m} needs --ar AR_RUN")
-        if m == "edlm-nce" and not args.nce:
-            raise EdlmError("method edlm-nce needs --nce NCE_RUN")
+        for r in get_method(m).runs:
+            if not given[r]:
+                raise EdlmError(f"method {m} needs --{r} {r.upper()}_RUN")
     for name, values in (("--steps", args.steps), ("--k", args.k)):
         for v in values:
             at_least(name, v, 1)
@@ -88,19 +87,19 @@ def run(args):
 def _check_runs(runs: dict, methods) -> str:
     """Each run given is of the kind its flag says (an AR run passed as --mdlm must not be labelled mdlm),
     and the runs share a corpus. -> the corpus name."""
-    from edlm.runs import read_run
+    from edlm.methods import METHODS
+    from edlm.run_folder import read_meta
 
-    need = {"mdlm": True, "ar": any(m in ("edlm-ar", "edlm-coar", "ar") for m in methods),
-            "nce": "edlm-nce" in methods}
+    need = {"mdlm": True, **{r: any(r in METHODS[m].runs for m in methods) for r in ("ar", "nce")}}
     data = None
     for flag, path in runs.items():
         if path is None or not need[flag]:
             continue
-        meta = read_run(path)
-        if meta["objective"] != flag:
-            raise EdlmError(f"--{flag} {path} is a {meta['objective']!r} run, not a {flag!r} run: pass it to "
-                            f"--{meta['objective']} instead")
-        data = data or meta["data"]
+        meta = read_meta(path)
+        if meta.objective != flag:
+            raise EdlmError(f"--{flag} {path} is a {meta.objective!r} run, not a {flag!r} run: pass it to "
+                            f"--{meta.objective} instead")
+        data = data or meta.data
     return data
 
 

@@ -5,6 +5,8 @@
     loader = BlockLoader(load_split("synthetic", "train"), seq_len=128, batch_size=32)
 """
 
+# `manifest` here is the function (corpora.manifest); the module of that name is edlm.data.manifest, reached by
+# `from edlm.data.manifest import ...`.
 from edlm.data.corpora import CORPORA, corpus_dir, info, load_split, manifest, prepare
 from edlm.data.loader import BlockLoader, iter_eval_blocks
 from edlm.data.synthetic import SyntheticConfig, SyntheticLanguage, load_language

@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 
 from edlm.data import sources as S
-from edlm.data.corpora import WIKI_CHAR_MIN_CHARS, SplitWriter, write_bpe_docs, write_char_docs
+from edlm.data.writers import WIKI_CHAR_MIN_CHARS, SplitWriter, write_bpe_docs, write_char_docs
 from edlm.errors import EdlmError
 from edlm.utils import progress
 

@@ -52,7 +52,7 @@ def make_language(name: str):
 
 def load_language(corpus: str = "synthetic", root=None):
     """The exact language of a prepared ground-truth corpus (synthetic, markov2, markov3, lexicon)."""
-    from edlm.data.corpora import manifest
+    from edlm.data.manifest import manifest
 
     return language_from_dict(manifest(corpus, root=root)["language"])
 

@@ -256,6 +256,6 @@ class SyntheticLanguage:
 
 def load_language(root=None) -> SyntheticLanguage:
     """The SyntheticLanguage of the prepared `synthetic` corpus (run `edlm data prepare synthetic` first)."""
-    from edlm.data.corpora import manifest
+    from edlm.data.manifest import manifest
 
     return SyntheticLanguage.from_dict(manifest("synthetic", root=root)["language"])

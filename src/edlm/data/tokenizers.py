@@ -223,7 +223,7 @@ def tokenizer_for(corpus_name_or_manifest: str | dict, root: str | Path | None =
             return char_tokenizer()
         if m == "gpt2":
             return gpt2_tokenizer(root)
-        from edlm.data.corpora import manifest
+        from edlm.data.manifest import manifest
 
         m = manifest(m, root=root)
     kind = m.get("tokenizer")

@@ -4,6 +4,7 @@ spec string `ar:AR_RUN`, `coar:AR_RUN` or `nce:NCE_RUN` (build_energy, which loa
 from __future__ import annotations
 
 from edlm.errors import EdlmError
+from edlm.run_folder import RunMeta, as_meta
 from edlm.runs import check_compatible, load_model
 
 KINDS = {"ar": "ar", "coar": "ar", "nce": "nce"}
@@ -17,14 +18,15 @@ def parse_spec(spec: str) -> tuple[str, str]:
     return kind, path
 
 
-def make_energy(kind: str, net, net_meta: dict, proposal, proposal_meta: dict, what: str, batch_size: int = 0):
+def make_energy(kind: str, net, net_meta: RunMeta | dict, proposal, proposal_meta: RunMeta | dict, what: str,
+                batch_size: int = 0):
     """net: the loaded AR model (kind ar/coar) or energy network (nce); proposal: denoise(x_t, t) of the MDLM
     being corrected. Returns (energy, method_name)."""
     check_compatible(proposal_meta, net_meta, what)
     if kind in ("ar", "coar"):
         from edlm.energy.ar import AREnergy
 
-        return AREnergy(net, proposal, proposal_meta["mask_id"], carry_over=kind == "coar",
+        return AREnergy(net, proposal, as_meta(proposal_meta).mask_id, carry_over=kind == "coar",
                         batch_size=batch_size), f"edlm-{kind}"
     from edlm.energy.nce import NCEEnergy
 

@@ -52,6 +52,8 @@ class EnergyNet(nn.Module):
 class NCEEnergy:
     """Adapter to the energy interface, for sampling with a trained EnergyNet."""
 
+    normalised = False  # a trained network's log Z is unknown
+
     def __init__(self, net: EnergyNet, batch_size: int = 0):
         self.net, self.batch_size = net, batch_size
 

@@ -40,6 +40,7 @@ from edlm.eval.scoring import (  # noqa: F401 (re-exported)
     cap_predictions,
     window_items,
 )
+from edlm.run_folder import as_meta, is_run_folder
 from edlm.utils import pick_device
 
 
@@ -144,8 +145,9 @@ class EdlmAREvaluator(Evaluator):
         self.run = Path(run)
         self.device = pick_device(device)
         self.model, self.meta = load_model(self.run, self.device, expect="ar")
-        self.bos = int(self.meta["mask_id"])
-        self.max_len = self.context = int(self.meta["model"]["max_len"])
+        typed = as_meta(self.meta)
+        self.bos = typed.mask_id
+        self.max_len = self.context = typed.model.max_len
         self.default_corpus = self.meta.get("data")
         self.name = f"edlm:{run}"
         self.load_seconds = time.perf_counter() - t
@@ -219,7 +221,7 @@ def _resolve(name: str) -> tuple[str, str]:
         return "gguf-builtin", name
     if name.startswith("edlm:"):
         p = Path(name[5:]).expanduser()
-        if not (p / "run.json").is_file():
+        if not is_run_folder(p):
             raise EdlmError(
                 f"evaluator {name!r}: {p} is not an edlm run folder (no run.json); pass the folder "
                 "given to `edlm train --out` of an AR run"
@@ -231,7 +233,7 @@ def _resolve(name: str) -> tuple[str, str]:
         return "hf", name[3:]
     p = Path(name).expanduser()
     if p.is_dir():
-        if (p / "run.json").is_file():
+        if is_run_folder(p):
             return "edlm", str(p.resolve())
         if (p / "config.json").is_file():
             return "hf", str(p.resolve())

@@ -34,11 +34,14 @@ from edlm.diffusion.losses import accepts_rows, ar_nll, token_log_probs
 from edlm.diffusion.masking import antithetic_times, mask_tokens
 from edlm.diffusion.schedules import get_schedule, nelbo_weight, pinned_alpha
 from edlm.diffusion.subs import subs_log_probs
+from edlm.energy.base import is_normalised
+from edlm.run_folder import RunMeta
 from edlm.sampling.ancestral import time_grid
 from edlm.sampling.categorical import chunk_rows, sample_rows
 from edlm.sampling.denoiser import FullPosterior, ModelDenoiser
 from edlm.sampling.importance import draw_candidates
 from edlm.sampling.loop import in_window
+from edlm.train.config import TrainConfig
 
 DEFAULT_T_EPS = 1e-3  # MDLM's; runs store their own (train.t_eps), which evaluation uses
 
@@ -216,7 +219,7 @@ def edlm_estimate(model, x0, schedule, mask_id: int, gen, energy, *, t_eps: floa
     post = _posterior(model, x_t, t, mask_id)
     log_mu = masked_token_log_probs(post, x0, x_t, mask_id).sum(-1)
     base = -log_mu.double() + energy.energy(x0, x_t, t, log_mu=log_mu).double()
-    if getattr(energy, "normalised", False):
+    if is_normalised(energy):
         v = w * base
         return {"lo": v, "hi": v, "logz_ess": torch.full_like(v, float(logz_samples))}
     n = logz_samples
@@ -250,9 +253,13 @@ def evaluate_split(model, meta, blocks, plan: LikelihoodPlan | None = None, *, s
     "sq": {name: sum of squares}, "seqs": n, "tokens": n * L}; names: ar | mdlm, mdlm_steps, edlm_steps,
     edlm_estimate_lo/_hi, logz_ess."""
     plan = plan or LikelihoodPlan()
-    mask_id = meta["mask_id"]
-    schedule = get_schedule(meta["train"].get("schedule", "loglinear"))
-    t_eps = plan.t_eps if plan.t_eps is not None else float(meta["train"].get("t_eps", DEFAULT_T_EPS))
+    # a RunMeta, or run.json's dict (possibly partial: a missing train entry takes TrainConfig's default)
+    if isinstance(meta, RunMeta):
+        objective, mask_id, train = meta.objective, meta.mask_id, meta.train
+    else:
+        objective, mask_id, train = meta["objective"], meta["mask_id"], TrainConfig.from_dict(meta.get("train", {}))
+    schedule = get_schedule(train.schedule)
+    t_eps = plan.t_eps if plan.t_eps is not None else float(train.t_eps)
     gen = torch.Generator(device=device)
     gen.manual_seed(seed)
     sums: dict[str, float] = {}
@@ -262,7 +269,7 @@ def evaluate_split(model, meta, blocks, plan: LikelihoodPlan | None = None, *, s
         x0 = x0.to(device)
         tokens += x0.numel()
         seqs += x0.shape[0]
-        if meta["objective"] == "ar":
+        if objective == "ar":
             parts = {"ar": ar_nll(model, x0, mask_id).double()}
         else:
             parts = {}
@@ -285,4 +292,7 @@ def evaluate_split(model, meta, blocks, plan: LikelihoodPlan | None = None, *, s
             sq[k] = sq.get(k, 0.0) + float((v ** 2).sum())
         if bar is not None:
             bar.update(x0.shape[0])
-    return {"sums": sums, "sq": sq, "seqs": seqs, "tokens": tokens}
+    out = {"sums": sums, "sq": sq, "seqs": seqs, "tokens": tokens}
+    if plan.sampler is not None:  # the report says when the EDLM "estimate" is an exact log-probability
+        out["energy_normalised"] = is_normalised(plan.sampler.energy)
+    return out

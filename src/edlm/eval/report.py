@@ -78,7 +78,7 @@ def _estimate(res, char, energy, n, warnings) -> dict:
     what = ("the paper's EDLM likelihood (joint log p(x0|x_t) inside the continuous-time NELBO); NOT a bound: "
             "an estimate that can fall below the true NLL (docs/likelihood.md)")
     extra = {"logz_samples": n, "logz_mean_ess": ess}
-    if energy and energy.startswith("coar:"):
+    if res.get("energy_normalised"):
         extra["note"] = ("carry-over AR is normalised, so this equals (1 - eps) x the AR's own NLL for ANY MDLM: "
                          "it measures the AR, not EDLM")
     if min(lo, hi) < 0:

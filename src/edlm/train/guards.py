@@ -22,6 +22,9 @@ from edlm.train import checkpoint as ckpt
 from edlm.train.config import TrainConfig
 from edlm.train.distributed import all_reduce_sum
 
+PROBE_SEED = 4321
+"""the save-time probe's fixed noise: the same t and masks at every save, apart from validation's stream"""
+
 
 def check_finite(first_bad: torch.Tensor, out) -> None:
     step, value = first_bad.tolist()
@@ -48,7 +51,7 @@ def probe_loss(model, objective, tokens, cfg: TrainConfig, d, device, autocast) 
         return None
     model.eval()
     gen = torch.Generator(device=device)
-    gen.manual_seed(4321)
+    gen.manual_seed(PROBE_SEED)
     with autocast:
         s, c, _ = objective(model, x0.to(device), gen)
     sums = torch.stack([s.float(), torch.tensor(float(c), device=device)])

@@ -17,34 +17,34 @@ from __future__ import annotations
 import json
 import time
 from contextlib import nullcontext
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
 from edlm.data import corpora
 from edlm.data.loader import BlockLoader, iter_eval_blocks
-from edlm.diffusion.schedules import get_schedule
 from edlm.errors import EdlmError
 from edlm.models.transformer import TransformerConfig
-from edlm.runs import build_model, load_model
-from edlm.sampling.denoiser import ModelDenoiser
+from edlm.run_folder import RunMeta, read_meta, read_run, write_run
+from edlm.runs import build_model
 from edlm.train import checkpoint as ckpt
 from edlm.train.config import TrainConfig, check_config
-from edlm.train.distributed import all_reduce_sum, barrier, cleanup, init_distributed, wrap_model
+from edlm.train.distributed import Dist, all_reduce_sum, barrier, cleanup, init_distributed, wrap_model
 from edlm.train.guards import check_before_save, check_diverging, check_finite, check_finite_state, probe_loss
 from edlm.train.lock import RunLock
-from edlm.train.objectives import ARObjective, MDLMObjective, NCEObjective
+from edlm.train.objectives import Objective, build_objective
 from edlm.train.optim import EMA, lr_at, make_optimizer
 from edlm.train.resume import apply_overrides, resume_from, truncate_metrics
-from edlm.utils import atomic_write_json, pick_device, progress, set_fused_default
+from edlm.utils import pick_device, progress, set_fused_default
 from edlm.validate import out_dir
 
 NOISE_SEED_OFFSET = 12345
 """the training noise stream (t, masks) is seeded cfg.seed + this, apart from the data order's cfg.seed"""
 VALIDATION_SEED = 1234
+"""validation draws the same t and masks at every evaluation, so validation losses compare across steps"""
 NO_CLIP = 1e9
 """max norm when grad_clip = 0: clip_grad_norm_ still returns the norm (logged as grad_norm), scaling nothing"""
-"""validation draws the same t and masks at every evaluation, so validation losses compare across steps"""
 
 
 def _autocast(cfg: TrainConfig, device):
@@ -52,24 +52,10 @@ def _autocast(cfg: TrainConfig, device):
     return torch.autocast(device.type, dtype=torch.bfloat16) if use_bf16 else nullcontext()
 
 
-def _objective(cfg, mask_id, device):
-    if cfg.objective == "mdlm":
-        return MDLMObjective(get_schedule(cfg.schedule), mask_id, cfg), None
-    if cfg.objective == "ar":
-        return ARObjective(mask_id), None
-    if cfg.objective == "nce":  # prepare_run has checked that --diffusion is given
-        mdlm, _ = load_model(cfg.diffusion, device, expect="mdlm")
-        for p in mdlm.parameters():
-            p.requires_grad_(False)
-        # The frozen proposal always sees the real t (harmless when it ignores t); as a ModelDenoiser it
-        # projects onto the vocabulary only at the masked positions the negatives are drawn at.
-        return NCEObjective(ModelDenoiser(mdlm, mask_id), get_schedule(cfg.schedule), mask_id, cfg), mdlm
-    raise EdlmError(f"unknown objective {cfg.objective!r}: choose mdlm, ar or nce")
-
-
 def prepare_run(out: Path, cfg: TrainConfig, model_cfg: TransformerConfig, resume: bool,
                 max_steps: int | None = None, world_size: int = 1, overrides: dict | None = None):
-    """Create or reopen RUN/run.json. Never overwrites an existing run unless resuming it.
+    """-> (RunMeta, TrainConfig, TransformerConfig) of a new run, or of the run in `out` on resume (written
+    to RUN/run.json later, by _resume). Never overwrites an existing run unless resuming it.
 
     On resume the saved config wins, except for the options in `overrides` that RESUME_OVERRIDABLE lists
     (learning rate and schedule, clipping, logging/saving cadence, length of training, device); any other
@@ -83,12 +69,12 @@ def prepare_run(out: Path, cfg: TrainConfig, model_cfg: TransformerConfig, resum
     if meta_path.exists():
         if not resume:
             raise EdlmError(f"{out} already holds a run: pass --resume to continue it, or choose another --out")
-        meta = ckpt.read_run(out)
-        saved = TrainConfig.from_dict(meta["train"])
+        raw = read_run(out)
+        saved = TrainConfig.from_dict(raw["train"])
         overrides = dict(overrides or {})
         if max_steps is not None:
             overrides["max_steps"] = max_steps
-        apply_overrides(out, meta, saved, overrides)
+        apply_overrides(out, raw, saved, overrides)
         try:
             check_config(saved)
         except EdlmError as e:  # a bad value saved by an older edlm (given ones were checked already)
@@ -96,13 +82,14 @@ def prepare_run(out: Path, cfg: TrainConfig, model_cfg: TransformerConfig, resum
             if opt.lstrip("-") in overrides:
                 raise
             raise EdlmError(f"{e} (the value saved in {meta_path}; pass {opt} to override it on --resume)") from None
-        global_batch = meta.get("global_batch", saved.batch_size * saved.grad_accum)
+        global_batch = raw.get("global_batch", saved.batch_size * saved.grad_accum)
         per = global_batch // (world_size * saved.grad_accum)
         if per * world_size * saved.grad_accum != global_batch:
             raise EdlmError(f"the run's global batch {global_batch} does not split over {world_size} devices x "
                             f"{saved.grad_accum} accumulation steps; resume on a device count that divides it")
-        saved.batch_size = meta["train"]["batch_size"] = per
-        return meta, saved, TransformerConfig.from_dict(meta["model"])
+        saved.batch_size = raw["train"]["batch_size"] = per
+        meta = RunMeta.from_dict(raw)
+        return meta, saved, meta.model
     check_config(cfg, model_cfg)
     if cfg.objective == "nce" and not cfg.diffusion:
         raise EdlmError("--objective nce needs --diffusion MDLM_RUN (the trained MDLM to correct)")
@@ -114,21 +101,20 @@ def prepare_run(out: Path, cfg: TrainConfig, model_cfg: TransformerConfig, resum
     model_cfg = TransformerConfig.from_dict({**model_cfg.to_dict(), "vocab_size": vocab, "out_vocab": vocab,
                                              "causal": cfg.objective == "ar"})
     if cfg.objective == "nce":
-        pm = ckpt.read_run(Path(cfg.diffusion))
-        if pm["mask_id"] != man["mask_id"]:
+        proposal = read_meta(Path(cfg.diffusion))
+        if proposal.mask_id != man["mask_id"]:
             raise EdlmError(f"the MDLM run {cfg.diffusion} was trained on another vocabulary than --data {cfg.data}")
-        model_cfg = TransformerConfig.from_dict(pm["model"])
-    meta = {"objective": cfg.objective, "data": cfg.data, "mask_id": man["mask_id"], "vocab_size": man["vocab_size"],
-            "tokenizer": man.get("tokenizer"), "model": model_cfg.to_dict(), "train": cfg.to_dict(),
-            "diffusion": cfg.diffusion or None, "edlm_version": __import__("edlm").__version__,
-            "global_batch": cfg.batch_size * cfg.grad_accum * world_size}
+        model_cfg = proposal.model
+    meta = RunMeta.create(model_cfg, cfg, vocab_size=man["vocab_size"], mask_id=man["mask_id"],
+                          tokenizer=man.get("tokenizer"), global_batch=cfg.batch_size * cfg.grad_accum * world_size)
     return meta, cfg, model_cfg
 
 
 def train(cfg: TrainConfig, model_cfg: TransformerConfig, out: str | Path, *, resume: bool = False,
           max_steps: int | None = None, quiet: bool = False, overrides: dict | None = None) -> dict:
     """Train (or resume, keeping the saved config except for `overrides` of RESUME_OVERRIDABLE options and
-    `max_steps`). Returns the summary. Holds RUN/train.lock throughout."""
+    `max_steps`). Returns the summary. Holds RUN/train.lock throughout; the lock, the metrics file, the
+    progress bar and the process group are released however training ends."""
     out = Path(out)
     out_dir("--out", out)
     if not (out / "run.json").exists():
@@ -140,7 +126,13 @@ def train(cfg: TrainConfig, model_cfg: TransformerConfig, out: str | Path, *, re
         if d.is_main:
             out.mkdir(parents=True, exist_ok=True)
             lock = RunLock(out).acquire()
-        return _train(cfg, model_cfg, out, d, resume, max_steps, quiet, overrides)
+        meta, cfg, model_cfg = prepare_run(out, cfg, model_cfg, resume, max_steps, d.world_size, overrides)
+        run = _build(cfg, model_cfg, meta, out, d, resume)
+        log = _Log(out, d, cfg, quiet, run.step)
+        try:
+            return _loop(run, log)
+        finally:
+            log.close()
     except BaseException:
         if lock is not None:
             lock.release()
@@ -151,19 +143,41 @@ def train(cfg: TrainConfig, model_cfg: TransformerConfig, out: str | Path, *, re
     finally:
         if lock is not None:
             lock.release()
+        cleanup(d)
 
 
-def _train(cfg, model_cfg, out: Path, d, resume: bool, max_steps, quiet: bool, overrides) -> dict:
+@dataclass
+class _Run:
+    """What one training holds live: built by _build, advanced by _loop."""
+
+    cfg: TrainConfig
+    meta: RunMeta
+    out: Path
+    d: Dist
+    model: torch.nn.Module
+    wrapped: torch.nn.Module
+    """the model as DDP/FSDP2 applied it (the model itself on one device): what training forwards through"""
+    objective: Objective
+    opt: torch.optim.Optimizer
+    ema: EMA | None
+    gen: torch.Generator
+    """the training noise stream (t, masks, negatives)"""
+    loader: BlockLoader
+    val_tokens: torch.Tensor | None = None
+    step: int = 0
+    initial_loss: float | None = None
+    """the divergence rule's reference: the first step's loss (kept on resume)"""
+
+
+def _build(cfg: TrainConfig, model_cfg: TransformerConfig, meta: RunMeta, out: Path, d: Dist, resume: bool) -> _Run:
+    """Model, objective, data, optimizer, EMA and noise stream, restored from the checkpoint on resume."""
     device = d.device
-    meta, cfg, model_cfg = prepare_run(out, cfg, model_cfg, resume, max_steps, d.world_size, overrides)
     torch.manual_seed(cfg.seed)
-    mask_id = meta["mask_id"]
-    objective, frozen = _objective(cfg, mask_id, device)
+    objective = build_objective(cfg, meta.mask_id, device)
     model = build_model(cfg.objective, model_cfg)
-    if cfg.objective == "nce" and not resume:
-        model.backbone.load_state_dict(frozen.state_dict())
+    if not resume:
+        objective.init_model(model)
     model.to(device)
-    n_params = sum(p.numel() for p in model.parameters())
     train_tokens = corpora.load_split(cfg.data, "train")
     loader = BlockLoader(train_tokens, cfg.seq_len, cfg.batch_size, seed=cfg.seed, rank=d.rank,
                          world_size=d.world_size)
@@ -179,115 +193,159 @@ def _train(cfg, model_cfg, out: Path, d, resume: bool, max_steps, quiet: bool, o
     ema = EMA(model, cfg.ema) if cfg.ema > 0 else None
     gen = torch.Generator(device=device)
     gen.manual_seed(cfg.seed + NOISE_SEED_OFFSET)
-    step, initial_loss = 0, None
+    run = _Run(cfg, meta, out, d, model, wrapped, objective, opt, ema, gen, loader)
+    _resume(run, resume)
+    run.val_tokens = corpora.load_split(cfg.data, "valid")
+    return run
+
+
+def _resume(run: _Run, resume: bool) -> None:
+    """Restore the checkpoint's state (if any) and cut metrics.jsonl back to it; (re)write run.json."""
+    out, d = run.out, run.d
     if resume and ckpt.has_checkpoint(out):
-        step, initial_loss = resume_from(out, meta, model, ema, opt, gen, loader, cfg)
+        run.step, run.initial_loss = resume_from(out, run.meta.raw, run.model, run.ema, run.opt, run.gen, run.loader,
+                                                 run.cfg)
     if resume and d.is_main:  # rows past the checkpoint (or all of them, if none was saved) are replayed
-        truncate_metrics(out / "metrics.jsonl", step)
+        truncate_metrics(out / "metrics.jsonl", run.step)
     if d.is_main:
-        atomic_write_json(out / "run.json", meta)
-    fwd = wrapped
-    metrics_f = open(out / "metrics.jsonl", "a") if d.is_main else None
-    val_tokens = corpora.load_split(cfg.data, "valid")
+        write_run(out, run.meta)
 
-    def save(at_step):
-        # gathering is collective (FSDP2): every rank takes part, rank 0 writes
-        model_sd = ckpt.full_cpu_state(model)
-        ema_sd = ckpt.full_cpu_state(ema.state_dict()) if ema is not None else None
-        optim_sd = ckpt.full_optimizer_state(model, opt)
-        # every rank checks (all stop together): finite state, and weights whose loss is not diverging
-        check_finite_state(out, at_step, model_sd, ema_sd, optim_sd)
-        probe = probe_loss(model, objective, val_tokens, cfg, d, device, _autocast(cfg, device))
-        check_before_save(probe, at_step, initial_loss, cfg, out)
-        if d.is_main:
-            ckpt.save_checkpoint(out, at_step, model_sd, ema_sd, optim_sd,
-                                 {"loader": loader.state_dict(), "objective": cfg.objective,
-                                  "world_size": d.world_size, "initial_loss": initial_loss, "save_loss": probe,
-                                  "identity": ckpt.identity(meta)},
-                                 keep=cfg.keep_checkpoints,
-                                 rng_extra={"noise": gen.get_state()})
-        barrier(d)
 
-    tokens_per_step = cfg.batch_size * cfg.seq_len * cfg.grad_accum * d.world_size
-    bar = progress(total=cfg.max_steps, initial=step, desc=f"train {cfg.objective}", unit="step",
-                   disable=quiet or not d.is_main or None)
-    t0, last_val, result = time.time(), None, {}
+def _loop(run: _Run, log: _Log) -> dict:
+    """Optimizer steps up to cfg.max_steps, logging, validating and saving on their cadence."""
+    cfg, d, device = run.cfg, run.d, run.d.device
+    last_val, result = None, {}
     first_bad = torch.tensor([-1.0, 0.0], device=device)  # (step, loss) of the first non-finite loss
-    tok_since, time_since = 0, time.time()
-    while step < cfg.max_steps:
-        for g in opt.param_groups:
-            g["lr"] = lr_at(step, cfg)
-        sums = torch.zeros(2, device=device)  # loss sum, count
-        extra_sums: dict = {}
-        model.train()
-        for micro in range(cfg.grad_accum):
-            x0 = loader.next_batch().to(device, non_blocking=True)
-            sync = nullcontext()
-            if d.enabled and cfg.parallel == "ddp" and micro < cfg.grad_accum - 1:
-                sync = wrapped.no_sync()
-            with sync, _autocast(cfg, device):
-                loss_sum, count, extra = objective(fwd, x0, gen, d.rank, d.world_size)
-                # count is identical on every rank and micro-step: divide once by the global count.
-                (loss_sum / (count * cfg.grad_accum)).backward()
-            # torch.full, not torch.tensor: a fill kernel instead of a host-to-device copy (no sync)
-            sums += torch.stack([loss_sum.detach().float(), torch.full((), float(count), device=device)])
-            for k, v in extra.items():
-                extra_sums[k] = extra_sums.get(k, 0.0) + torch.as_tensor(v, device=device, dtype=torch.float32)
-        all_reduce_sum(sums, d)
+    while run.step < cfg.max_steps:
+        sums, extra_sums = _accumulate(run)
         # Remember the first non-finite loss on the device; it is read (a host sync) only when logging or
         # saving, so steps queue back to back and no bad state is ever written.
         bad_now = ~torch.isfinite(sums[0]) & (first_bad[0] < 0)
-        first_bad = torch.where(bad_now, torch.stack([torch.full((), float(step), device=device), sums[0]]),
+        first_bad = torch.where(bad_now, torch.stack([torch.full((), float(run.step), device=device), sums[0]]),
                                 first_bad)
-        nxt, loss = step + 1, None
+        nxt, loss = run.step + 1, None
         log_now = nxt % cfg.log_every == 0 or nxt == cfg.max_steps
         eval_now = bool(cfg.eval_every and nxt % cfg.eval_every == 0) or nxt == cfg.max_steps
         save_now = nxt % cfg.save_every == 0 or nxt == cfg.max_steps
-        if log_now or eval_now or save_now or initial_loss is None:
+        if log_now or eval_now or save_now or run.initial_loss is None:
             loss = (sums[0] / sums[1]).item()
-            check_finite(first_bad, out)
-            if initial_loss is None:  # the divergence rule's reference: the first step's loss (kept on resume)
-                initial_loss = loss
-            check_diverging(loss, nxt, initial_loss, cfg, out)
-        gnorm = torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip if cfg.grad_clip > 0 else NO_CLIP)
-        opt.step()
-        opt.zero_grad(set_to_none=True)
-        if ema is not None:
-            ema.update(model, step)
-        step += 1
-        tok_since += tokens_per_step
-        if d.is_main:
-            bar.update(1)
+            check_finite(first_bad, run.out)
+            if run.initial_loss is None:
+                run.initial_loss = loss
+            check_diverging(loss, nxt, run.initial_loss, cfg, run.out)
+        gnorm = _optimizer_step(run)
+        log.stepped()
         if log_now:
-            now = time.time()
-            row = {"step": step, "loss": loss, "lr": lr_at(step - 1, cfg), "grad_norm": float(gnorm),
-                   "tokens_per_second": tok_since / max(now - time_since, 1e-9), "elapsed": now - t0}
-            if extra_sums:
-                ex = {k: all_reduce_sum(v.clone(), d).item() for k, v in extra_sums.items()}
-                row["nce_accuracy"] = ex["correct"] / ex["decisions"]
-                row["e_pos"], row["e_neg"] = ex["e_pos"] / sums[1].item(), ex["e_neg"] / sums[1].item()
-            tok_since, time_since = 0, now
-            if d.is_main:
-                bar.set_postfix(loss=f"{loss:.4f}", tok_s=f"{row['tokens_per_second']:.0f}")
-                metrics_f.write(json.dumps(row) + "\n")
-                metrics_f.flush()
-            result = row
+            result = log.train_row(run, loss, gnorm, sums, extra_sums)
         if eval_now:
-            last_val = validate(model, ema, objective, val_tokens, cfg, d, device)
-            if d.is_main:
-                metrics_f.write(json.dumps({"step": step, "val": last_val}) + "\n")
-                metrics_f.flush()
+            last_val = validate(run.model, run.ema, run.objective, run.val_tokens, cfg, d, device)
+            log.write({"step": run.step, "val": last_val})
         if save_now:
-            save(step)
+            _save(run)
+    return {"run": str(run.out), "objective": cfg.objective, "data": cfg.data, "steps": run.step,
+            "params": sum(p.numel() for p in run.model.parameters()), "loss": result.get("loss"), "val": last_val,
+            "tokens_per_second": result.get("tokens_per_second"), "seconds": time.time() - log.t0,
+            "world_size": d.world_size, "device": str(device)}
+
+
+def _accumulate(run: _Run) -> tuple[torch.Tensor, dict]:
+    """Forward and backward over cfg.grad_accum micro-batches -> ((loss sum, count) reduced over ranks,
+    the objective's extra sums of this rank)."""
+    cfg, d, device = run.cfg, run.d, run.d.device
+    for g in run.opt.param_groups:
+        g["lr"] = lr_at(run.step, cfg)
+    sums = torch.zeros(2, device=device)  # loss sum, count
+    extra_sums: dict = {}
+    run.model.train()
+    for micro in range(cfg.grad_accum):
+        x0 = run.loader.next_batch().to(device, non_blocking=True)
+        sync = nullcontext()
+        if d.enabled and cfg.parallel == "ddp" and micro < cfg.grad_accum - 1:
+            sync = run.wrapped.no_sync()
+        with sync, _autocast(cfg, device):
+            loss_sum, count, extra = run.objective(run.wrapped, x0, run.gen, d.rank, d.world_size)
+            # count is identical on every rank and micro-step: divide once by the global count.
+            (loss_sum / (count * cfg.grad_accum)).backward()
+        # torch.full, not torch.tensor: a fill kernel instead of a host-to-device copy (no sync)
+        sums += torch.stack([loss_sum.detach().float(), torch.full((), float(count), device=device)])
+        for k, v in extra.items():
+            extra_sums[k] = extra_sums.get(k, 0.0) + torch.as_tensor(v, device=device, dtype=torch.float32)
+    all_reduce_sum(sums, d)
+    return sums, extra_sums
+
+
+def _optimizer_step(run: _Run) -> torch.Tensor:
+    """Clip, step, zero the gradients, update the EMA, advance run.step -> the gradient norm before clipping."""
+    cfg = run.cfg
+    gnorm = torch.nn.utils.clip_grad_norm_(run.model.parameters(), cfg.grad_clip if cfg.grad_clip > 0 else NO_CLIP)
+    run.opt.step()
+    run.opt.zero_grad(set_to_none=True)
+    if run.ema is not None:
+        run.ema.update(run.model, run.step)
+    run.step += 1
+    return gnorm
+
+
+def _save(run: _Run) -> None:
+    """Checkpoint run.step, after the guards: gathering is collective (FSDP2), so every rank takes part and
+    every rank checks (all stop together); rank 0 writes."""
+    cfg, d, device, model, ema = run.cfg, run.d, run.d.device, run.model, run.ema
+    model_sd = ckpt.full_cpu_state(model)
+    ema_sd = ckpt.full_cpu_state(ema.state_dict()) if ema is not None else None
+    optim_sd = ckpt.full_optimizer_state(model, run.opt)
+    # finite state, and weights whose loss is not diverging
+    check_finite_state(run.out, run.step, model_sd, ema_sd, optim_sd)
+    probe = probe_loss(model, run.objective, run.val_tokens, cfg, d, device, _autocast(cfg, device))
+    check_before_save(probe, run.step, run.initial_loss, cfg, run.out)
     if d.is_main:
-        bar.close()
-        metrics_f.close()
-    summary = {"run": str(out), "objective": cfg.objective, "data": cfg.data, "steps": step,
-               "params": n_params, "loss": result.get("loss"), "val": last_val,
-               "tokens_per_second": result.get("tokens_per_second"), "seconds": time.time() - t0,
-               "world_size": d.world_size, "device": str(device)}
-    cleanup(d)
-    return summary
+        ckpt.save_checkpoint(run.out, run.step, model_sd, ema_sd, optim_sd,
+                             {"loader": run.loader.state_dict(), "objective": cfg.objective,
+                              "world_size": d.world_size, "initial_loss": run.initial_loss, "save_loss": probe,
+                              "identity": ckpt.identity(run.meta.raw)},
+                             keep=cfg.keep_checkpoints, rng_extra={"noise": run.gen.get_state()})
+    barrier(d)
+
+
+class _Log:
+    """metrics.jsonl (written by rank 0) and the progress bar; close() releases both."""
+
+    def __init__(self, out: Path, d: Dist, cfg: TrainConfig, quiet: bool, step: int):
+        self.d, self.cfg = d, cfg
+        self.file = open(out / "metrics.jsonl", "a") if d.is_main else None
+        self.bar = progress(total=cfg.max_steps, initial=step, desc=f"train {cfg.objective}", unit="step",
+                            disable=quiet or not d.is_main or None)
+        self.tokens_per_step = cfg.batch_size * cfg.seq_len * cfg.grad_accum * d.world_size
+        self.tok_since, self.time_since, self.t0 = 0, time.time(), time.time()
+
+    def stepped(self) -> None:
+        self.tok_since += self.tokens_per_step
+        if self.d.is_main:
+            self.bar.update(1)
+
+    def train_row(self, run: _Run, loss: float, gnorm, sums: torch.Tensor, extra_sums: dict) -> dict:
+        """Write (rank 0) and return the row of the step just taken: loss, lr, gradient norm, throughput and
+        the objective's own metrics (its extra sums are reduced here: every rank takes part)."""
+        now = time.time()
+        row = {"step": run.step, "loss": loss, "lr": lr_at(run.step - 1, run.cfg), "grad_norm": float(gnorm),
+               "tokens_per_second": self.tok_since / max(now - self.time_since, 1e-9), "elapsed": now - self.t0}
+        if extra_sums:
+            ex = {k: all_reduce_sum(v.clone(), self.d).item() for k, v in extra_sums.items()}
+            row.update(run.objective.metrics(ex, sums[1].item()))
+        self.tok_since, self.time_since = 0, now
+        if self.d.is_main:
+            self.bar.set_postfix(loss=f"{loss:.4f}", tok_s=f"{row['tokens_per_second']:.0f}")
+        self.write(row)
+        return row
+
+    def write(self, row: dict) -> None:
+        if self.file is not None:
+            self.file.write(json.dumps(row) + "\n")
+            self.file.flush()
+
+    def close(self) -> None:
+        self.bar.close()
+        if self.file is not None:
+            self.file.close()
 
 
 @torch.no_grad()
@@ -301,19 +359,18 @@ def validate(model, ema, objective, tokens, cfg, d, device) -> dict:
     gen = torch.Generator(device=device)
     gen.manual_seed(VALIDATION_SEED)
     sums = torch.zeros(2, device=device)
-    extra = torch.zeros(2, device=device)
+    keys = objective.val_keys
+    extra = torch.zeros(len(keys), device=device)  # the objective's extra sums it reads in val_metrics
     for x0 in iter_eval_blocks(tokens, cfg.seq_len, cfg.batch_size, rank=d.rank, world_size=d.world_size,
                                max_blocks=cfg.eval_batches * cfg.batch_size):
         with _autocast(cfg, device):
             s, c, ex = objective(model, x0.to(device), gen)
         sums += torch.stack([s.float(), torch.tensor(float(c), device=device)])
-        if ex:
-            extra += torch.stack([ex["correct"].float(), torch.tensor(ex["decisions"], device=device)])
+        if keys:
+            extra += torch.stack([torch.as_tensor(ex[k], dtype=torch.float32, device=device) for k in keys])
     all_reduce_sum(sums, d)
-    all_reduce_sum(extra, d)
+    if keys:
+        all_reduce_sum(extra, d)
     if backup is not None:
         model.load_state_dict(backup)
-    out = {"loss": (sums[0] / sums[1].clamp(min=1)).item()}
-    if extra[1] > 0:
-        out["nce_accuracy"] = (extra[0] / extra[1]).item()
-    return out
+    return {"loss": (sums[0] / sums[1].clamp(min=1)).item(), **objective.val_metrics(extra)}

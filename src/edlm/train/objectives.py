@@ -1,4 +1,6 @@
-"""What each objective computes on one micro-batch: (loss SUM, count, extra sums).
+"""What each objective computes on one micro-batch: (loss SUM, count, extra sums), and what it adds to the
+training loop: its own initialisation of the model and its own metrics from the extra sums, so the loop holds
+no objective's special cases.
 
 Noise (t, masking uniforms) is drawn for the GLOBAL batch from a generator seeded identically on every
 rank, and each rank takes its slice: N ranks then compute exactly what one process would on the same
@@ -11,8 +13,11 @@ import torch
 
 from edlm.diffusion.losses import ar_nll, masked_log_likelihood, mdlm_nelbo
 from edlm.diffusion.masking import antithetic_times, mask_tokens
+from edlm.diffusion.schedules import get_schedule
 from edlm.energy.nce import nce_loss
-from edlm.sampling.denoiser import posterior_of
+from edlm.errors import EdlmError
+from edlm.runs import load_model
+from edlm.sampling.denoiser import ModelDenoiser, posterior_of
 from edlm.sampling.importance import draw_candidates
 
 
@@ -27,13 +32,46 @@ def global_noise(B: int, L: int, rank: int, world: int, generator, device, *, t_
     return t[sl], u[sl]
 
 
-class MDLMObjective:
+class Objective:
+    """What the loop asks of every objective besides __call__(model, x0, generator, rank, world):
+    init_model on a fresh run, metrics for a training log row, val_metrics for a validation result.
+    The extra sums are those __call__ returns, reduced over micro-steps and ranks."""
+
+    val_keys: tuple[str, ...] = ()
+    """the extra sums validation accumulates (in this order) for val_metrics"""
+
+    def init_model(self, model) -> None:
+        """Initialise a new run's weights beyond the random init (not called on resume)."""
+
+    def metrics(self, extra: dict[str, float], count: float) -> dict:
+        """Entries of a training log row from the reduced extra sums; count: the reduced loss count."""
+        return {}
+
+    def val_metrics(self, extra: torch.Tensor) -> dict:
+        """Entries of a validation result from the reduced extra sums named by val_keys, (len(val_keys),)."""
+        return {}
+
+
+def build_objective(cfg, mask_id: int, device) -> Objective:
+    if cfg.objective == "mdlm":
+        return MDLMObjective(get_schedule(cfg.schedule), mask_id, cfg)
+    if cfg.objective == "ar":
+        return ARObjective(mask_id)
+    if cfg.objective == "nce":  # prepare_run has checked that a diffusion run is given
+        mdlm, _ = load_model(cfg.diffusion, device, expect="mdlm")
+        for p in mdlm.parameters():
+            p.requires_grad_(False)
+        # The frozen proposal always sees the real t (harmless when it ignores t); as a ModelDenoiser it
+        # projects onto the vocabulary only at the masked positions the negatives are drawn at.
+        return NCEObjective(ModelDenoiser(mdlm, mask_id), get_schedule(cfg.schedule), mask_id, cfg, start=mdlm)
+    raise EdlmError(f"unknown objective {cfg.objective!r}: choose mdlm, ar or nce")
+
+
+class MDLMObjective(Objective):
     """The NELBO; in training mode with cfg.loss_weight == "flat", every masked token's cross-entropy weighs
     the constant 1 / E_t[1 - alpha_t] instead of alpha'/(1 - alpha) (1/t): the same minimiser at every t
     (the true posterior marginals), without the 1/t spikes of nearly clean sequences. Eval mode (validation)
     always computes the NELBO."""
-
-    unit = "token"
 
     def __init__(self, schedule, mask_id: int, cfg):
         self.schedule, self.mask_id, self.cfg = schedule, mask_id, cfg
@@ -51,9 +89,7 @@ class MDLMObjective:
         return loss.sum(), x0.numel(), {}
 
 
-class ARObjective:
-    unit = "token"
-
+class ARObjective(Objective):
     def __init__(self, mask_id: int):
         self.mask_id = mask_id
 
@@ -61,14 +97,26 @@ class ARObjective:
         return ar_nll(model, x0, self.mask_id).sum(), x0.numel(), {}
 
 
-class NCEObjective:
+class NCEObjective(Objective):
     """Positives: data x0 at x_t ~ q(x_t|x0). Negatives: draws from the frozen MDLM at the same x_t.
-    proposal: a denoiser (sampling/denoiser.py), e.g. ModelDenoiser(mdlm, mask_id)."""
+    proposal: a denoiser (sampling/denoiser.py), e.g. ModelDenoiser(mdlm, mask_id). start: the network a new
+    energy network's backbone starts from (the proposal's MDLM), or None to keep the random init."""
 
-    unit = "sequence"
+    val_keys = ("correct", "decisions")
 
-    def __init__(self, proposal, schedule, mask_id: int, cfg):
-        self.proposal, self.schedule, self.mask_id, self.cfg = proposal, schedule, mask_id, cfg
+    def __init__(self, proposal, schedule, mask_id: int, cfg, start=None):
+        self.proposal, self.schedule, self.mask_id, self.cfg, self.start = proposal, schedule, mask_id, cfg, start
+
+    def init_model(self, net) -> None:
+        if self.start is not None:
+            net.backbone.load_state_dict(self.start.state_dict())
+
+    def metrics(self, extra, count):
+        return {"nce_accuracy": extra["correct"] / extra["decisions"], "e_pos": extra["e_pos"] / count,
+                "e_neg": extra["e_neg"] / count}
+
+    def val_metrics(self, extra):
+        return {"nce_accuracy": (extra[0] / extra[1]).item()} if extra[1] > 0 else {}
 
     def __call__(self, net, x0, generator, rank=0, world=1):
         B, L = x0.shape

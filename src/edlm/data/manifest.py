@@ -1,0 +1,104 @@
+"""A corpus's manifest and paths: names, ``<cache>/<name>/``, reading manifest.json and checking its files.
+
+Imports no other data module but names.py (a leaf), so tokenizers, languages and builders can read a manifest without importing
+corpora (which builds corpora through the builders): data/ has no import cycle.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+
+import numpy as np
+
+from edlm.data.names import LANGUAGES, is_language
+from edlm.errors import EdlmError
+from edlm.utils import cache_root, sha256_file
+
+CORPORA = (*LANGUAGES, "wiki-char", "text8", "prose-bpe", "textfile", "openwebtext", "lm1b")
+SPLITS = ("train", "valid", "test")
+FORMAT_VERSION = 1
+SUMMARY_KEYS = ("corpus", "path", "vocab_size", "mask_id", "train_tokens", "valid_tokens", "test_tokens",
+                "sources", "tokenizer", "chars", "documents", "entropy_rate_nats", "block_entropy_nats",
+                "unigram_entropy_nats", "neighbour_entropy_nats", "knob")  # fmt: skip
+# A split file's sampled checksum: the size plus SAMPLE_BLOCKS blocks of SAMPLE_BLOCK bytes spread over it.
+SAMPLE_BLOCKS, SAMPLE_BLOCK = 64, 1 << 16
+
+
+def check_name(name: str) -> None:
+    if name not in CORPORA and not is_language(name):
+        raise EdlmError(f"unknown corpus {name!r}; valid names: {', '.join(CORPORA)}, and "
+                        f"markov2-shareS / markov3-shareS with S in [0, 1] (the Markov language with its knob, "
+                        f"e.g. `edlm data prepare markov2-share0.7`)")  # fmt: skip
+
+
+def corpus_dir(name: str, root: str | Path | None = None) -> Path:
+    check_name(name)
+    return Path(root or cache_root()) / name
+
+
+def root_flag(root) -> str:
+    return f" --root {root}" if root else ""
+
+
+def read_manifest(d: Path) -> dict | None:
+    try:
+        m = json.loads((d / "manifest.json").read_text())
+    except (OSError, ValueError):
+        return None
+    if not isinstance(m, dict) or m.get("format_version") != FORMAT_VERSION:
+        return None
+    if not all(isinstance(m.get("splits", {}).get(s), dict) for s in SPLITS):
+        return None
+    return m
+
+
+def files_ok(d: Path, m: dict, verify_hash: bool) -> bool:
+    itemsize = np.dtype(m["dtype"]).itemsize
+    for s in SPLITS:
+        sp = m["splits"][s]
+        p = d / sp["file"]
+        try:
+            if p.stat().st_size != sp["tokens"] * itemsize:
+                return False
+        except OSError:
+            return False
+        if verify_hash and sha256_file(p) != sp["sha256"]:
+            return False
+    return True
+
+
+def manifest(name: str, root: str | Path | None = None) -> dict:
+    """The manifest of a prepared corpus (EdlmError naming `edlm data prepare NAME` if there is none)."""
+    d = corpus_dir(name, root)
+    m = read_manifest(d)
+    if m is None:
+        if d.exists():
+            raise EdlmError(f"corpus {name!r} is damaged or incomplete in {d.parent} (manifest.json unreadable); "
+                            f"rebuild it with `edlm data prepare {name} --force{root_flag(root)}`")
+        raise EdlmError(
+            f"corpus {name!r} is not prepared in {d.parent}; run `edlm data prepare {name}{root_flag(root)}`"
+        )
+    return m
+
+
+def summary(m: dict, d: Path) -> dict:
+    out = {k: m[k] for k in SUMMARY_KEYS if k in m}
+    out["path"] = str(d)
+    for s in SPLITS:
+        out[f"{s}_tokens"] = m["splits"][s]["tokens"]
+    return out
+
+
+def sample_sha256(path: Path) -> str:
+    """sha256 of the size plus SAMPLE_BLOCKS evenly spaced 64 KiB blocks (first and last included): catches a
+    zeroed, truncated-and-padded or swapped file at the cost of reading 4 MiB."""
+    size = path.stat().st_size
+    h = hashlib.sha256(str(size).encode())
+    with open(path, "rb") as f:
+        span = max(size - SAMPLE_BLOCK, 0)
+        for i in range(SAMPLE_BLOCKS):
+            f.seek(span * i // (SAMPLE_BLOCKS - 1))
+            h.update(f.read(SAMPLE_BLOCK))
+    return h.hexdigest()
