@@ -46,6 +46,8 @@ class DemoConfig:
     nce_steps: int = 150
     nce_batch: int = 32
     """NCE training batch (0: the preset's); an NCE step costs ~2.5 MDLM steps at the same batch"""
+    nce_lr: float = 1e-3
+    nce_negatives: int = 1
     evaluator: str | None = None
     device: str = "auto"
     seed: int = 0
@@ -74,7 +76,8 @@ def run_demo(dc: DemoConfig) -> dict:
     runs = {"mdlm": _train_once("mdlm", "mdlm", dc, out, dc.mdlm_steps),
             "ar": _train_once("ar", "ar", dc, out, dc.ar_steps)}
     over = {"batch_size": dc.nce_batch} if dc.nce_batch else {}
-    runs["nce"] = _train_once("nce", "nce", dc, out, dc.nce_steps, diffusion=runs["mdlm"], lr=1e-3, **over)
+    runs["nce"] = _train_once("nce", "nce", dc, out, dc.nce_steps, diffusion=runs["mdlm"], lr=dc.nce_lr,
+                              nce_negatives=dc.nce_negatives, **over)
     settings = [Setting("mdlm", s) for s in dc.steps]
     settings += [Setting(m, s, dc.k, dc.window) for m in ("edlm-ar", "edlm-nce") for s in dc.steps]
     settings.append(Setting("ar", 0))

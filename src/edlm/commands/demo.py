@@ -30,6 +30,8 @@ def add_parser(sub, name, help_):
     p.add_argument("--ar-steps", type=int, default=d.ar_steps, help="AR training steps")
     p.add_argument("--nce-steps", type=int, default=d.nce_steps, help="NCE energy training steps")
     p.add_argument("--nce-batch", type=int, default=d.nce_batch, help="NCE energy training batch (0: the preset's)")
+    p.add_argument("--nce-lr", type=float, default=d.nce_lr, help="NCE energy learning rate")
+    p.add_argument("--nce-negatives", type=int, default=d.nce_negatives, help="NCE negatives per positive")
     p.add_argument("--evaluator", default=None,
                    help="sample scorer (default: 'true' on a ground-truth language, smollm2-135m otherwise)")
     p.add_argument("--device", default=d.device)
@@ -39,7 +41,7 @@ def add_parser(sub, name, help_):
 
 def run(args):
     from edlm.demo import DemoConfig, run_demo
-    from edlm.validate import at_least, out_dir
+    from edlm.validate import at_least, finite_in, out_dir
 
     for v in args.steps:
         at_least("--steps", v, 1)
@@ -47,10 +49,13 @@ def run(args):
         at_least("--" + name.replace("_", "-"), getattr(args, name), 1)
     at_least("--seed", args.seed, 0)
     at_least("--nce-batch", args.nce_batch, 0)
+    at_least("--nce-negatives", args.nce_negatives, 1)
+    finite_in("--nce-lr", args.nce_lr, 0, 1, lo_open=True)
     out_dir("--out", args.out)
 
     return run_demo(DemoConfig(data=args.data, out=args.out, preset=args.preset, steps=args.steps, num=args.num,
                                k=args.k, mdlm_steps=args.mdlm_steps, ar_steps=args.ar_steps,
-                               nce_steps=args.nce_steps, nce_batch=args.nce_batch, evaluator=args.evaluator,
+                               nce_steps=args.nce_steps, nce_batch=args.nce_batch, nce_lr=args.nce_lr,
+                               nce_negatives=args.nce_negatives, evaluator=args.evaluator,
                                device=args.device,
                                seed=args.seed))

@@ -1,7 +1,7 @@
 """A corpus's manifest and paths: names, ``<cache>/<name>/``, reading manifest.json and checking its files.
 
-Imports no other data module but names.py (a leaf), so tokenizers, languages and builders can read a manifest without importing
-corpora (which builds corpora through the builders): data/ has no import cycle.
+Imports no other data module but names.py (a leaf), so tokenizers, languages and builders can read a
+manifest without importing corpora (which builds corpora through the builders): data/ has no import cycle.
 """
 
 from __future__ import annotations
