@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 
@@ -17,7 +18,8 @@ def _series(rows):
 
 
 def plot_sweep(rows: list[dict], out: Path, title: str = "", reference: dict | None = None) -> list[str]:
-    """reference: {"label", "gen_ppl"} drawn as a dotted line on the perplexity plots (e.g. the data's own)."""
+    """reference: {"label", "gen_ppl"} drawn as a dotted line on the perplexity plots (e.g. the data's own).
+    Rows with `gen_nll_ci95` get error bars on the perplexity plots: the 95% bootstrap interval, exp'd."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -34,7 +36,13 @@ def plot_sweep(rows: list[dict], out: Path, title: str = "", reference: dict | N
     ):
         fig, ax = plt.subplots(figsize=(5.5, 4), dpi=110)
         for label, rs in groups.items():
-            ax.plot([r[x_key] for r in rs], [r[y_key] for r in rs], marker="o", label=label)
+            xs, ys = [r[x_key] for r in rs], [r[y_key] for r in rs]
+            if y_key == "gen_ppl" and all(r.get("gen_nll_ci95") for r in rs):
+                lo = [y - math.exp(r["gen_nll_ci95"][0]) for y, r in zip(ys, rs, strict=True)]
+                hi = [math.exp(r["gen_nll_ci95"][1]) - y for y, r in zip(ys, rs, strict=True)]
+                ax.errorbar(xs, ys, yerr=[lo, hi], marker="o", capsize=3, label=label)
+            else:
+                ax.plot(xs, ys, marker="o", label=label)
         for r in ar:
             if x_key == "steps":
                 ax.axhline(r[y_key], color="gray", ls="--", label="ar")
