@@ -20,6 +20,10 @@ CORPUS_HELP = """corpora:
                log p(x); 2M/100k/100k tokens. Measures sample quality without an evaluator.
   markov2      second-order Markov chain, 32 tokens, entropy rate 1.0; one neighbour tells little
                (H(x_t|x_{t-1}) = 3.13 vs unigram 3.46; knob `share` in the manifest). Exact log p(x)
+  markov2-shareS, markov3-shareS
+               the same with the knob share = S in [0, 1]: the probability that a successor is fixed by the
+               last token alone (markov2-share0.7, the demo's: H(x_t|x_{t-1}) = 1.84; share 1: nearly
+               first order)
   markov3      third-order, 16 tokens, entropy rate 1.0 (H(x_t|x_{t-1}) = 2.75 vs unigram 2.77)
   lexicon      64 "words" of 2-5 letters (a-h) and a space, the words a Markov chain (hidden state
                lasting several characters); char tokens; entropy rate 0.5 nats/char; exact log p(x)
