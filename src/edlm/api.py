@@ -378,12 +378,14 @@ def _split_configs(configs) -> tuple[TransformerConfig, TrainConfig]:
 
 
 def train(configs="tiny", out: str | Path | None = None, *, resume: bool = False, quiet: bool = True,
-          **options) -> dict:
+          log=(), **options) -> dict:
     """Train (or, with resume=True, continue) a model into the run folder `out`; returns the summary.
 
     configs: a preset's (TransformerConfig, TrainConfig) pair, e.g. edlm.presets.tiny() (either order is
     accepted), or a preset name. options: any TrainConfig or TransformerConfig field, e.g.
-    objective="ar", data="synthetic", max_steps=200, d_model=64. The trained run opens with edlm.load(out)."""
+    objective="ar", data="synthetic", max_steps=200, d_model=64. log="tensorboard": metrics also go to
+    TensorBoard event files in out/tensorboard/ (pip install 'edlm[tensorboard]'); metrics.jsonl always.
+    The trained run opens with edlm.load(out)."""
     from dataclasses import replace
 
     from edlm.train.config import check_config
@@ -405,7 +407,7 @@ def train(configs="tiny", out: str | Path | None = None, *, resume: bool = False
     if not resume:
         check_config(cfg, model_cfg)  # on resume the saved values merged with `options` are checked instead
     return train_loop(cfg, model_cfg, out, resume=resume, max_steps=tr.get("max_steps"), quiet=quiet,
-                      overrides={**tr, **md})
+                      overrides={**tr, **md}, log=log)
 
 
 def plot_run(path: str | Path, out: str | Path | None = None) -> Path:

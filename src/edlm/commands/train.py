@@ -9,6 +9,7 @@ import typing
 from edlm.models.transformer import TransformerConfig
 from edlm.presets import PRESETS
 from edlm.train.config import RESUME_OVERRIDABLE, TrainConfig
+from edlm.train.metrics_log import LOG_SINKS
 
 MODEL_FIELDS = ("n_layers", "d_model", "n_heads", "cond_dim", "mlp_ratio", "max_len", "dropout",
                 "time_conditioning")
@@ -46,6 +47,9 @@ def add_parser(sub, name, help_):
     p.add_argument("--resume", action="store_true",
                    help="continue the run in --out exactly where it stopped (its saved options win; see below)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.add_argument("--log", action="append", choices=list(LOG_SINKS), default=None,
+                   help="also log metrics to this (repeatable; metrics.jsonl is always written): tensorboard = "
+                   "event files in OUT/tensorboard/ (pip install 'edlm[tensorboard]')")
     _add_fields(p.add_argument_group("training (TrainConfig)"), TrainConfig)
     _add_fields(p.add_argument_group("model (TransformerConfig)"), TransformerConfig, MODEL_FIELDS)
     return p
@@ -65,4 +69,4 @@ def run(args):
     from edlm.api import train
 
     tr, md = given_options(args)
-    return train(args.preset, out=args.out, resume=args.resume, quiet=args.quiet, **tr, **md)
+    return train(args.preset, out=args.out, resume=args.resume, quiet=args.quiet, log=args.log or (), **tr, **md)
