@@ -38,8 +38,8 @@ def check_diverging(loss: float, step: int, initial: float, cfg: TrainConfig, ou
     (it cannot come back from there: measured --lr 1e6 went on to a loss of 8e20 with exit 0)."""
     if cfg.diverge_factor and step >= cfg.warmup_steps and initial > 0 and loss > cfg.diverge_factor * initial:
         raise EdlmError(f"loss {loss:.4g} at step {step} is over {cfg.diverge_factor:g}x the first step's "
-                        f"{initial:.4g}: the run is diverging (rule: --diverge_factor, checked after "
-                        f"--warmup_steps); training stopped and nothing was saved. {last_good_note(Path(out))}")
+                        f"{initial:.4g}: the run is diverging (rule: `diverge_factor`, checked after "
+                        f"`warmup_steps`); training stopped and nothing was saved. {last_good_note(Path(out))}")
 
 
 @torch.no_grad()
@@ -67,7 +67,7 @@ def check_before_save(probe: float | None, step: int, initial: float | None, cfg
         bad = probe > cfg.diverge_factor * initial
     if bad:
         raise EdlmError(f"after step {step} the weights score a validation loss of {probe:.4g} (first step's loss "
-                        f"{initial:.4g}, rule: --diverge_factor {cfg.diverge_factor:g}): the run is diverging, so "
+                        f"{initial:.4g}, rule: `diverge_factor` {cfg.diverge_factor:g}): the run is diverging, so "
                         f"they were not saved and training stopped. {last_good_note(Path(out))}")
 
 

@@ -82,9 +82,10 @@ def prepare_run(out: Path, cfg: TrainConfig, model_cfg: TransformerConfig, resum
             check_config(saved)
         except EdlmError as e:  # a bad value saved by an older edlm (given ones were checked already)
             opt = str(e).split()[0]
-            if opt.lstrip("-") in overrides:
+            if opt.strip("`") in overrides:
                 raise
-            raise EdlmError(f"{e} (the value saved in {meta_path}; pass {opt} to override it on --resume)") from None
+            raise EdlmError(f"{e} (the value saved in {meta_path}; pass {opt} to override it on `resume=True`)"
+                            ) from None
         global_batch = raw.get("global_batch", saved.batch_size * saved.grad_accum)
         per = global_batch // (world_size * saved.grad_accum)
         if per * world_size * saved.grad_accum != global_batch:
@@ -95,18 +96,18 @@ def prepare_run(out: Path, cfg: TrainConfig, model_cfg: TransformerConfig, resum
         return meta, saved, meta.model
     check_config(cfg, model_cfg)
     if cfg.objective == "nce" and not cfg.diffusion:
-        raise EdlmError("--objective nce needs --diffusion MDLM_RUN (the trained MDLM to correct)")
+        raise EdlmError("objective 'nce' needs `diffusion` (the trained MDLM run to correct)")
     man = corpora.manifest(cfg.data)
     vocab = man["mask_id"] + 1
     if model_cfg.max_len < cfg.seq_len:
-        raise EdlmError(f"--seq_len {cfg.seq_len} is longer than the model allows ({model_cfg.max_len}); "
-                        "lower --seq_len or raise --max_len")
+        raise EdlmError(f"`seq_len` {cfg.seq_len} is longer than the model allows ({model_cfg.max_len}); "
+                        "lower `seq_len` or raise `max_len`")
     model_cfg = TransformerConfig.from_dict({**model_cfg.to_dict(), "vocab_size": vocab, "out_vocab": vocab,
                                              "causal": cfg.objective == "ar"})
     if cfg.objective == "nce":
         proposal = read_meta(Path(cfg.diffusion))
         if proposal.mask_id != man["mask_id"]:
-            raise EdlmError(f"the MDLM run {cfg.diffusion} was trained on another vocabulary than --data {cfg.data}")
+            raise EdlmError(f"the MDLM run {cfg.diffusion} was trained on another vocabulary than `data` {cfg.data}")
         model_cfg = proposal.model
     meta = RunMeta.create(model_cfg, cfg, vocab_size=man["vocab_size"], mask_id=man["mask_id"],
                           tokenizer=man.get("tokenizer"), global_batch=cfg.batch_size * cfg.grad_accum * world_size)
@@ -121,7 +122,7 @@ def train(cfg: TrainConfig, model_cfg: TransformerConfig, out: str | Path, *, re
     bar and the process group are released however training ends."""
     out = Path(out)
     sinks = check_log(log)
-    out_dir("--out", out)
+    out_dir("`out`", out)
     if not (out / "run.json").exists():
         check_config(cfg, model_cfg)  # before the folder is created
     d = init_distributed(pick_device(cfg.device))
