@@ -82,9 +82,9 @@ def check_finite_state(run: Path, step: int, model_sd, ema_sd=None, optim_sd=Non
 
 def last_good_note(run: Path) -> str:
     """A sentence on the run's last checkpoint that is TRUE: only a verified, finite checkpoint is called good."""
-    restart = f"restart from step 0 with a lower --lr, e.g. `edlm train --out {run} --resume --lr LR`"
+    restart = f"restart from step 0 with a lower `lr`, e.g. `edlm train --out {run} --resume --lr LR`"
     if not ckpt.has_checkpoint(run):
-        return f"No checkpoint was saved: {restart} (or more --warmup_steps)"
+        return f"No checkpoint was saved: {restart} (or more `warmup_steps`)"
     try:
         d = ckpt.checkpoint_dir(run)
         state = ckpt.read_state(d)
@@ -98,4 +98,4 @@ def last_good_note(run: Path) -> str:
                 f"NaN/inf weights too: retrain in a new folder")
     checked = f", validation loss {state['save_loss']:.4g} when saved" if state.get("save_loss") is not None else ""
     return (f"The last good checkpoint (step {state['step']}: finite weights{checked}) in {run} is intact: "
-            f"resume it with a lower --lr, e.g. `edlm train --out {run} --resume --lr LR` (or more --warmup_steps)")
+            f"resume it with a lower `lr`, e.g. `edlm train --out {run} --resume --lr LR` (or more `warmup_steps`)")
