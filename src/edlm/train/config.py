@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
 
+from edlm.diffusion.schedules import T_EPS
 from edlm.errors import EdlmError
 from edlm.validate import at_least, finite_in
 
@@ -44,7 +45,7 @@ class TrainConfig:
                           "gradient variance: docs/mdlm_recipe.md). Validation always reports the NELBO",
                           ("nelbo", "flat"))
     antithetic: bool = _f(True, "stratified (antithetic) t across the global batch")
-    t_eps: float = _f(1e-3, "smallest t drawn in training")
+    t_eps: float = _f(T_EPS, "smallest t drawn in training")
     precision: str = _f("auto", "auto (bf16 autocast on GPU, fp32 on CPU), bf16 or fp32", ("auto", "bf16", "fp32"))
     compile: bool = _f(False, "torch.compile each block (GPU: ~1.8x eager tokens/s for `small`; first steps compile)")
     device: str = _f("auto", "auto, cpu, cuda, cuda:N")
