@@ -22,22 +22,10 @@ from edlm.energy.factory import KINDS as ENERGY_KINDS  # energy kind -> the obje
 from edlm.errors import EdlmError
 from edlm.models.transformer import TransformerConfig
 from edlm.run_folder import RunMeta
+from edlm.sampling.generate import Samples
 from edlm.train.config import TrainConfig
-
-
-@dataclass
-class Samples:
-    """What Run.sample returns: tokens (num, length) int64, their texts, one row per sample (ids, text,
-    seconds, method, steps, k, window, corpus, seed: the rows `edlm sample` writes) and the summary
-    (`edlm sample`'s JSON: timing, mean_ess, method ...)."""
-
-    tokens: torch.Tensor
-    texts: list[str]
-    rows: list[dict]
-    summary: dict
-
-    def __len__(self) -> int:
-        return len(self.texts)
+from edlm.utils import pick_device
+from edlm.validate import window_in_unit
 
 
 @dataclass
@@ -99,13 +87,6 @@ def as_energy(energy) -> EnergyChoice | None:
                     "edlm.nce_energy(run) or a string 'ar:AR_RUN', 'coar:AR_RUN' or 'nce:NCE_RUN'")
 
 
-def as_device(device) -> torch.device:
-    """"cpu", "cuda", "cuda:1", "auto" (CUDA when present) or a torch.device."""
-    from edlm.utils import pick_device
-
-    return device if isinstance(device, torch.device) else pick_device(device)
-
-
 def load(path: str | Path, device: str | torch.device = "cpu", *, ema: bool = True, expect: str | None = None
          ) -> Run:
     """Open a run folder (written by edlm.train, `edlm train` or `edlm convert`) and rebuild its model.
@@ -114,14 +95,9 @@ def load(path: str | Path, device: str | torch.device = "cpu", *, ema: bool = Tr
     than the raw ones. expect: "mdlm", "ar", "nce" or several joined by "|" to refuse other kinds of run."""
     from edlm.runs import load_model
 
-    dev = as_device(device)
+    dev = pick_device(device)
     model, meta = load_model(path, dev, ema=ema, expect=expect)
     return Run(path=str(path), model=model, meta=RunMeta.from_dict(meta), device=dev)
-
-
-def _check_window(window) -> None:
-    if window is not None and not (len(window) == 2 and 0 <= window[0] <= window[1] <= 1):
-        raise EdlmError(f"window {window!r}: need (t_lo, t_hi) with 0 <= t_lo <= t_hi <= 1, or None")
 
 
 def _at_least(name: str, value, low: int) -> None:
@@ -210,7 +186,7 @@ class Run:
             _at_least(name, value, 0 if name == "seed" else 1)
         if not (temperature > 0 and math.isfinite(temperature)):
             raise EdlmError(f"temperature must be a finite number > 0, not {temperature!r}")
-        _check_window(window)
+        window_in_unit(window)
         fixed = self._infill(infill, prefix, length, stride)
         length = len(fixed) if fixed is not None else (length or self.meta.train.seq_len)
         block = min(self.meta.train.seq_len, self.model.cfg.max_len)
@@ -341,7 +317,7 @@ class Run:
             raise EdlmError(f"temperature must be a finite number > 0, not {temperature!r}")
         if t_eps is not None and not 0 < t_eps < 1:
             raise EdlmError(f"t_eps must be in (0, 1), not {t_eps!r}")
-        _check_window(window)
+        window_in_unit(window)
         plan = LikelihoodPlan(t_samples=t_samples, t_eps=t_eps, steps=steps, logz_samples=logz_samples)
         choice, name = as_energy(energy), obj
         if choice is not None:
@@ -378,12 +354,14 @@ def _split_configs(configs) -> tuple[TransformerConfig, TrainConfig]:
 
 
 def train(configs="tiny", out: str | Path | None = None, *, resume: bool = False, quiet: bool = True,
-          **options) -> dict:
+          log=(), **options) -> dict:
     """Train (or, with resume=True, continue) a model into the run folder `out`; returns the summary.
 
     configs: a preset's (TransformerConfig, TrainConfig) pair, e.g. edlm.presets.tiny() (either order is
     accepted), or a preset name. options: any TrainConfig or TransformerConfig field, e.g.
-    objective="ar", data="synthetic", max_steps=200, d_model=64. The trained run opens with edlm.load(out)."""
+    objective="ar", data="synthetic", max_steps=200, d_model=64. log="tensorboard": metrics also go to
+    TensorBoard event files in out/tensorboard/ (pip install 'edlm[tensorboard]'); metrics.jsonl always.
+    The trained run opens with edlm.load(out)."""
     from dataclasses import replace
 
     from edlm.train.config import check_config
@@ -405,7 +383,7 @@ def train(configs="tiny", out: str | Path | None = None, *, resume: bool = False
     if not resume:
         check_config(cfg, model_cfg)  # on resume the saved values merged with `options` are checked instead
     return train_loop(cfg, model_cfg, out, resume=resume, max_steps=tr.get("max_steps"), quiet=quiet,
-                      overrides={**tr, **md})
+                      overrides={**tr, **md}, log=log)
 
 
 def plot_run(path: str | Path, out: str | Path | None = None) -> Path:

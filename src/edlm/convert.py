@@ -44,11 +44,11 @@ from edlm.convert_names import (  # noqa: F401 (parameter_map re-exported)
     _split_backbone,
     parameter_map,
 )
+from edlm.diffusion.schedules import T_EPS
 from edlm.errors import EdlmError
 
 FORMATS = ("mdlm-hf", "mdlm-ar-lightning")
 GPT2_EOT = 50256
-MDLM_LOGLINEAR_EPS = 1e-3
 LIGHTNING_IGNORED_PREFIXES = ("noise.",)  # MDLM's noise schedule module (no tensors for loglinear)
 
 
@@ -329,7 +329,7 @@ def convert(fmt: str, src, out, *, data: str = "prose-bpe", seq_len: int | None 
     tokenizer = man.get("tokenizer") if man else ("gpt2" if mask_id == GPT2_EOT + 1 else None)
     objective = "mdlm" if dit else "ar"
     train = TrainConfig(objective=objective, data=data, seq_len=seq_len, schedule="loglinear",
-                        t_eps=MDLM_LOGLINEAR_EPS, ema=0.9999, max_steps=step or 0)
+                        t_eps=T_EPS, ema=0.9999, max_steps=step or 0)
     meta = RunMeta.create(
         cfg, train, vocab_size=man["vocab_size"] if man else mask_id, mask_id=mask_id, tokenizer=tokenizer,
         converted={"from": fmt, "src": str(src.resolve()), "weights_file": wfile.name,

@@ -102,8 +102,10 @@ def progress(iterable=None, total=None, desc: str = "", unit: str = "it", disabl
                 dynamic_ncols=True, leave=False, **kw)
 
 
-def pick_device(name: str | None = None) -> torch.device:
-    """'auto' (or None) picks CUDA when present, else CPU."""
+def pick_device(name: str | torch.device | None = None) -> torch.device:
+    """'cpu', 'cuda', 'cuda:1', a torch.device (as is), or 'auto' (or None): CUDA when present, else CPU."""
+    if isinstance(name, torch.device):
+        return name
     if name in (None, "", "auto"):
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     return torch.device(name)

@@ -80,3 +80,9 @@ def _check_dir_writable(name: str, p: Path) -> None:
 def existing_path(name: str, path) -> None:
     if path is not None and not Path(path).exists():
         raise EdlmError(f"{name} {path} does not exist; check the path")
+
+
+def window_in_unit(window) -> None:
+    """An importance-sampling window (t_lo, t_hi) with 0 <= t_lo <= t_hi <= 1, or None (an argument's check)."""
+    if window is not None and not (len(window) == 2 and 0 <= window[0] <= window[1] <= 1):
+        raise EdlmError(f"window {window!r}: need (t_lo, t_hi) with 0 <= t_lo <= t_hi <= 1, or None")

@@ -6,12 +6,17 @@ import argparse
 import dataclasses
 import typing
 
+from edlm.commands import in_flag_terms
+from edlm.errors import EdlmError
 from edlm.models.transformer import TransformerConfig
 from edlm.presets import PRESETS
 from edlm.train.config import RESUME_OVERRIDABLE, TrainConfig
+from edlm.train.metrics_log import LOG_SINKS
 
 MODEL_FIELDS = ("n_layers", "d_model", "n_heads", "cond_dim", "mlp_ratio", "max_len", "dropout",
                 "time_conditioning")
+OPTIONS = {f.name for f in dataclasses.fields(TrainConfig)} | set(MODEL_FIELDS) | {"out", "resume", "preset", "log"}
+"""the option names a library error may mention (as `name`), each a flag of `edlm train`"""
 
 
 def _add_fields(g, cls, names=None):
@@ -46,6 +51,9 @@ def add_parser(sub, name, help_):
     p.add_argument("--resume", action="store_true",
                    help="continue the run in --out exactly where it stopped (its saved options win; see below)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.add_argument("--log", action="append", choices=list(LOG_SINKS), default=None,
+                   help="also log metrics to this (repeatable; metrics.jsonl is always written): tensorboard = "
+                   "event files in OUT/tensorboard/ (pip install 'edlm[tensorboard]')")
     _add_fields(p.add_argument_group("training (TrainConfig)"), TrainConfig)
     _add_fields(p.add_argument_group("model (TransformerConfig)"), TransformerConfig, MODEL_FIELDS)
     return p
@@ -65,4 +73,8 @@ def run(args):
     from edlm.api import train
 
     tr, md = given_options(args)
-    return train(args.preset, out=args.out, resume=args.resume, quiet=args.quiet, **tr, **md)
+    try:
+        return train(args.preset, out=args.out, resume=args.resume, quiet=args.quiet, log=args.log or (), **tr,
+                     **md)
+    except EdlmError as e:  # the library names options as `name`; here they are flags
+        raise in_flag_terms(e, OPTIONS) from None

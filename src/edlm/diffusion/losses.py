@@ -10,7 +10,7 @@ import torch
 import torch.nn.functional as F
 
 from edlm.diffusion.masking import antithetic_times, mask_tokens
-from edlm.diffusion.schedules import nelbo_weight
+from edlm.diffusion.schedules import T_EPS, nelbo_weight
 from edlm.utils import fused_on_gpu
 
 
@@ -113,7 +113,7 @@ def _masked_log_likelihood_static(model, x0, x_t, t, mask_id, masked, max_rows):
     return torch.zeros(flat.numel(), dtype=lp.dtype, device=lp.device).scatter(0, idx, lp).view(x0.shape).sum(-1)
 
 
-def masked_rows_cap(schedule, batch: int, length: int, *, world: int = 1, t_eps: float = 1e-3,
+def masked_rows_cap(schedule, batch: int, length: int, *, world: int = 1, t_eps: float = T_EPS,
                     sigmas: float = 10.0, multiple: int = 128) -> int:
     """A static bound on the masked positions of one rank's micro-batch under antithetic (stratified) t
     (masking.antithetic_times over the global batch of batch * world, this rank holding `batch`
@@ -131,7 +131,7 @@ def masked_rows_cap(schedule, batch: int, length: int, *, world: int = 1, t_eps:
 
 
 def mdlm_nelbo(model, x0: torch.Tensor, schedule, mask_id: int, *, generator=None, t=None, u=None,
-               t_eps: float = 1e-3, antithetic: bool = True, max_rows: int | None = None) -> torch.Tensor:
+               t_eps: float = T_EPS, antithetic: bool = True, max_rows: int | None = None) -> torch.Tensor:
     """Per-sequence NELBO estimate (B,) in nats (sum over positions, one t per sequence).
     t (B,) and u (B, L) may be given (pre-drawn noise); otherwise they are drawn from `generator`.
     max_rows: see masked_log_likelihood (a bound from masked_rows_cap() for antithetic t)."""

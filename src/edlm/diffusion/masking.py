@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import torch
 
+from edlm.diffusion.schedules import T_EPS
 
-def antithetic_times(batch: int, *, eps: float = 1e-3, generator=None, device=None) -> torch.Tensor:
+
+def antithetic_times(batch: int, *, eps: float = T_EPS, generator=None, device=None) -> torch.Tensor:
     """Stratified t: t_i = ((u + i/B) mod 1)(1-eps) + eps, one uniform u for the whole batch (lower variance)."""
     u = torch.rand((), generator=generator, device=device)
     t = (u + torch.arange(batch, device=device) / batch) % 1

@@ -11,12 +11,18 @@ from dataclasses import dataclass
 
 import torch
 
+T_EPS = 1e-3
+"""the smallest t drawn (MDLM's): t ~ U[T_EPS, 1] in training and the NELBO, which keeps the 1/t weight bounded.
+A run stores its own (train.t_eps), which evaluation uses"""
+SCHEDULE_EPS = 1e-3
+"""the schedules' eps (MDLM's): log-linear alpha(1) = SCHEDULE_EPS, cosine alpha(0) = 1 - SCHEDULE_EPS"""
+
 
 @dataclass(frozen=True)
 class LogLinear:
     """alpha = 1 - (1-eps) t (sigma = -log(1-(1-eps)t) is linear in log space; MDLM's default)."""
 
-    eps: float = 1e-3
+    eps: float = SCHEDULE_EPS
     name: str = "loglinear"
 
     def alpha(self, t):
@@ -30,7 +36,7 @@ class LogLinear:
 class Cosine:
     """alpha = (1-eps) cos(pi t / 2): spends more steps at low noise."""
 
-    eps: float = 1e-3
+    eps: float = SCHEDULE_EPS
     name: str = "cosine"
 
     def alpha(self, t):

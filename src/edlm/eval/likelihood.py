@@ -32,7 +32,7 @@ import torch
 
 from edlm.diffusion.losses import accepts_rows, ar_nll, token_log_probs
 from edlm.diffusion.masking import antithetic_times, mask_tokens
-from edlm.diffusion.schedules import get_schedule, nelbo_weight, pinned_alpha
+from edlm.diffusion.schedules import T_EPS, get_schedule, nelbo_weight, pinned_alpha
 from edlm.diffusion.subs import subs_log_probs
 from edlm.energy.base import is_normalised
 from edlm.run_folder import RunMeta
@@ -42,8 +42,6 @@ from edlm.sampling.denoiser import FullPosterior, ModelDenoiser
 from edlm.sampling.importance import draw_candidates
 from edlm.sampling.loop import in_window
 from edlm.train.config import TrainConfig
-
-DEFAULT_T_EPS = 1e-3  # MDLM's; runs store their own (train.t_eps), which evaluation uses
 
 
 def logz_bounds(neg_e: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -115,7 +113,7 @@ def final_decode(model, x0, schedule, mask_id, gen, t_eps: float) -> torch.Tenso
 
 
 @torch.no_grad()
-def mdlm_nelbo(model, x0, schedule, mask_id: int, gen, *, t_eps: float = DEFAULT_T_EPS) -> torch.Tensor:
+def mdlm_nelbo(model, x0, schedule, mask_id: int, gen, *, t_eps: float = T_EPS) -> torch.Tensor:
     """Continuous-time NELBO per sequence (B,) float64, with the top jump and the final decode counted.
     The integral over [t_eps, 1] is (1 - t_eps) E_{t ~ U[t_eps, 1]}[...] (antithetic t)."""
     B = x0.shape[0]
@@ -207,7 +205,7 @@ def discrete_nelbo(model, x0, schedule, mask_id: int, gen, *, steps: int,
 
 
 @torch.no_grad()
-def edlm_estimate(model, x0, schedule, mask_id: int, gen, energy, *, t_eps: float = DEFAULT_T_EPS,
+def edlm_estimate(model, x0, schedule, mask_id: int, gen, energy, *, t_eps: float = T_EPS,
                   logz_samples: int = 8) -> dict[str, torch.Tensor]:
     """The paper's formula per sequence: w(t) (-log mu(x0|x_t) + E + log Z), NOT a bound (module doc).
     -> {"lo": with T_n, "hi": with U_n, "logz_ess": ESS of the n proposal weights}, each (B,) float64.

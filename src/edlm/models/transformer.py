@@ -16,6 +16,7 @@ from dataclasses import asdict, dataclass
 import torch
 from torch import nn
 
+from edlm.diffusion.schedules import SCHEDULE_EPS
 from edlm.models.layers import Block, LayerNorm, Rotary, TimestepEmbedder, modulate
 
 
@@ -41,7 +42,7 @@ class TransformerConfig:
     gates and no time path, as MDLM's AR baseline)"""
     time_input: str = "t"
     """what the time embedding reads when time_conditioning: 't', or 'mdlm_sigma' = MDLM's log-linear
-    total noise -log(1 - (1 - 1e-3) t), which MDLM's DiT was conditioned on"""
+    total noise -log(1 - (1 - SCHEDULE_EPS) t), which MDLM's DiT was conditioned on"""
     prefix_token: int | None = None
     """a token the original model always saw at position 0 (MDLM: <|endoftext|> as BOS). Non-causal: it
     is prepended to every input and its output row dropped; causal: it is fed in edlm's BOS slot.
@@ -126,7 +127,7 @@ class Transformer(nn.Module):
         if t is None or not self.cfg.time_conditioning:
             t = torch.zeros(batch, device=device)
         elif self.cfg.time_input == "mdlm_sigma":
-            t = -torch.log1p(-(1 - 1e-3) * t.float())
+            t = -torch.log1p(-(1 - SCHEDULE_EPS) * t.float())
         return torch.nn.functional.silu(self.t_embed(t))
 
     def hidden(self, h: torch.Tensor, c: torch.Tensor, start: int = 0, kv_caches=None) -> torch.Tensor:

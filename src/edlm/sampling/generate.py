@@ -20,6 +20,21 @@ from edlm.utils import fused_mode, fused_policy, process_seconds, progress
 
 
 @dataclass
+class Samples:
+    """What Run.sample returns: tokens (num, length) int64, their texts, one row per sample (ids, text,
+    seconds, method, steps, k, window, corpus, seed: the rows `edlm sample` writes) and the summary
+    (`edlm sample`'s JSON: timing, mean_ess, method ...)."""
+
+    tokens: torch.Tensor
+    texts: list[str]
+    rows: list[dict]
+    summary: dict
+
+    def __len__(self) -> int:
+        return len(self.texts)
+
+
+@dataclass
 class GenerateRequest:
     ckpt: str
     num: int = 16

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
 
+from edlm.diffusion.schedules import T_EPS
 from edlm.errors import EdlmError
 from edlm.validate import at_least, finite_in
 
@@ -44,7 +45,7 @@ class TrainConfig:
                           "gradient variance: docs/mdlm_recipe.md). Validation always reports the NELBO",
                           ("nelbo", "flat"))
     antithetic: bool = _f(True, "stratified (antithetic) t across the global batch")
-    t_eps: float = _f(1e-3, "smallest t drawn in training")
+    t_eps: float = _f(T_EPS, "smallest t drawn in training")
     precision: str = _f("auto", "auto (bf16 autocast on GPU, fp32 on CPU), bf16 or fp32", ("auto", "bf16", "fp32"))
     compile: bool = _f(False, "torch.compile each block (GPU: ~1.8x eager tokens/s for `small`; first steps compile)")
     device: str = _f("auto", "auto, cpu, cuda, cuda:N")
@@ -74,25 +75,25 @@ RESUME_OVERRIDABLE = ("lr", "min_lr_ratio", "lr_schedule", "warmup_steps", "max_
 
 
 def check_config(cfg: TrainConfig, model_cfg=None) -> None:
-    """Every numeric option in range, or one EdlmError naming it (--option first)."""
+    """Every numeric option in range, or one EdlmError naming it (`option` first; the CLI says --option)."""
     for name in ("seq_len", "batch_size", "grad_accum", "max_steps", "eval_batches", "save_every",
                  "keep_checkpoints", "log_every", "nce_negatives"):
-        at_least(f"--{name}", getattr(cfg, name), 1)
+        at_least(f"`{name}`", getattr(cfg, name), 1)
     for name in ("warmup_steps", "eval_every", "seed"):
-        at_least(f"--{name}", getattr(cfg, name), 0)
-    finite_in("--lr", cfg.lr, lo=0, lo_open=True)
-    finite_in("--min_lr_ratio", cfg.min_lr_ratio, 0, 1)
-    finite_in("--weight_decay", cfg.weight_decay, lo=0)
+        at_least(f"`{name}`", getattr(cfg, name), 0)
+    finite_in("`lr`", cfg.lr, lo=0, lo_open=True)
+    finite_in("`min_lr_ratio`", cfg.min_lr_ratio, 0, 1)
+    finite_in("`weight_decay`", cfg.weight_decay, lo=0)
     for b in cfg.betas:
-        finite_in("--betas", b, 0, 1, hi_open=True)
-    finite_in("--grad_clip", cfg.grad_clip, lo=0)
-    finite_in("--ema", cfg.ema, 0, 1, hi_open=True)
-    finite_in("--t_eps", cfg.t_eps, 0, 1, lo_open=True, hi_open=True)
+        finite_in("`betas`", b, 0, 1, hi_open=True)
+    finite_in("`grad_clip`", cfg.grad_clip, lo=0)
+    finite_in("`ema`", cfg.ema, 0, 1, hi_open=True)
+    finite_in("`t_eps`", cfg.t_eps, 0, 1, lo_open=True, hi_open=True)
     if cfg.diverge_factor != 0:
-        finite_in("--diverge_factor (or 0 = off)", cfg.diverge_factor, lo=1, lo_open=True)
+        finite_in("`diverge_factor` (or 0 = off)", cfg.diverge_factor, lo=1, lo_open=True)
     if model_cfg is not None:
         for name in ("n_layers", "d_model", "n_heads", "cond_dim", "mlp_ratio", "max_len"):
-            at_least(f"--{name}", getattr(model_cfg, name), 1)
-        finite_in("--dropout", model_cfg.dropout, 0, 1, hi_open=True)
+            at_least(f"`{name}`", getattr(model_cfg, name), 1)
+        finite_in("`dropout`", model_cfg.dropout, 0, 1, hi_open=True)
         if model_cfg.d_model % model_cfg.n_heads:
-            raise EdlmError(f"--d_model {model_cfg.d_model} must be a multiple of --n_heads {model_cfg.n_heads}")
+            raise EdlmError(f"`d_model` {model_cfg.d_model} must be a multiple of `n_heads` {model_cfg.n_heads}")

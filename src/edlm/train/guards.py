@@ -38,8 +38,8 @@ def check_diverging(loss: float, step: int, initial: float, cfg: TrainConfig, ou
     (it cannot come back from there: measured --lr 1e6 went on to a loss of 8e20 with exit 0)."""
     if cfg.diverge_factor and step >= cfg.warmup_steps and initial > 0 and loss > cfg.diverge_factor * initial:
         raise EdlmError(f"loss {loss:.4g} at step {step} is over {cfg.diverge_factor:g}x the first step's "
-                        f"{initial:.4g}: the run is diverging (rule: --diverge_factor, checked after "
-                        f"--warmup_steps); training stopped and nothing was saved. {last_good_note(Path(out))}")
+                        f"{initial:.4g}: the run is diverging (rule: `diverge_factor`, checked after "
+                        f"`warmup_steps`); training stopped and nothing was saved. {last_good_note(Path(out))}")
 
 
 @torch.no_grad()
@@ -67,7 +67,7 @@ def check_before_save(probe: float | None, step: int, initial: float | None, cfg
         bad = probe > cfg.diverge_factor * initial
     if bad:
         raise EdlmError(f"after step {step} the weights score a validation loss of {probe:.4g} (first step's loss "
-                        f"{initial:.4g}, rule: --diverge_factor {cfg.diverge_factor:g}): the run is diverging, so "
+                        f"{initial:.4g}, rule: `diverge_factor` {cfg.diverge_factor:g}): the run is diverging, so "
                         f"they were not saved and training stopped. {last_good_note(Path(out))}")
 
 
@@ -82,9 +82,9 @@ def check_finite_state(run: Path, step: int, model_sd, ema_sd=None, optim_sd=Non
 
 def last_good_note(run: Path) -> str:
     """A sentence on the run's last checkpoint that is TRUE: only a verified, finite checkpoint is called good."""
-    restart = f"restart from step 0 with a lower --lr, e.g. `edlm train --out {run} --resume --lr LR`"
+    restart = f"restart from step 0 with a lower `lr`, e.g. `edlm train --out {run} --resume --lr LR`"
     if not ckpt.has_checkpoint(run):
-        return f"No checkpoint was saved: {restart} (or more --warmup_steps)"
+        return f"No checkpoint was saved: {restart} (or more `warmup_steps`)"
     try:
         d = ckpt.checkpoint_dir(run)
         state = ckpt.read_state(d)
@@ -98,4 +98,4 @@ def last_good_note(run: Path) -> str:
                 f"NaN/inf weights too: retrain in a new folder")
     checked = f", validation loss {state['save_loss']:.4g} when saved" if state.get("save_loss") is not None else ""
     return (f"The last good checkpoint (step {state['step']}: finite weights{checked}) in {run} is intact: "
-            f"resume it with a lower --lr, e.g. `edlm train --out {run} --resume --lr LR` (or more --warmup_steps)")
+            f"resume it with a lower `lr`, e.g. `edlm train --out {run} --resume --lr LR` (or more `warmup_steps`)")

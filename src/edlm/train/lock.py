@@ -49,7 +49,7 @@ class RunLock:
     def _busy(self, h: dict) -> EdlmError:
         where = "this host" if h.get("host") == self.me["host"] else f"host {h.get('host', '?')}"
         return EdlmError(f"{self.path.parent} is in use by another training (pid {h.get('pid', '?')} on {where}, "
-                         f"since {h.get('since', '?')}): wait for it or stop it, or use another --out")
+                         f"since {h.get('since', '?')}): wait for it or stop it, or use another `out`")
 
     def acquire(self) -> RunLock:
         for _ in range(5):  # the file may be replaced between open and flock: then look again

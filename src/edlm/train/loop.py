@@ -10,11 +10,13 @@ Guards (guards.py): a non-finite loss, weights/EMA/optimizer state that turned N
 loss (above --diverge_factor x the first step's loss) stop training before anything more is saved, and
 every save first scores the weights it is about to write; so each checkpoint is finite and checked, and
 stays in place. One training at a time writes a run folder (train.lock).
+
+Metrics always go to RUN/metrics.jsonl; with log=("tensorboard",) (`--log tensorboard`, needs
+`pip install 'edlm[tensorboard]'`) also to TensorBoard event files in RUN/tensorboard/.
 """
 
 from __future__ import annotations
 
-import json
 import time
 from contextlib import nullcontext
 from dataclasses import dataclass
@@ -33,10 +35,11 @@ from edlm.train.config import TrainConfig, check_config
 from edlm.train.distributed import Dist, all_reduce_sum, barrier, cleanup, init_distributed, wrap_model
 from edlm.train.guards import check_before_save, check_diverging, check_finite, check_finite_state, probe_loss
 from edlm.train.lock import RunLock
+from edlm.train.metrics_log import RunLog, check_log
 from edlm.train.objectives import Objective, build_objective
 from edlm.train.optim import EMA, lr_at, make_optimizer
 from edlm.train.resume import apply_overrides, resume_from, truncate_metrics
-from edlm.utils import pick_device, progress, set_fused_default
+from edlm.utils import pick_device, set_fused_default
 from edlm.validate import out_dir
 
 NOISE_SEED_OFFSET = 12345
@@ -79,9 +82,10 @@ def prepare_run(out: Path, cfg: TrainConfig, model_cfg: TransformerConfig, resum
             check_config(saved)
         except EdlmError as e:  # a bad value saved by an older edlm (given ones were checked already)
             opt = str(e).split()[0]
-            if opt.lstrip("-") in overrides:
+            if opt.strip("`") in overrides:
                 raise
-            raise EdlmError(f"{e} (the value saved in {meta_path}; pass {opt} to override it on --resume)") from None
+            raise EdlmError(f"{e} (the value saved in {meta_path}; pass {opt} to override it on `resume=True`)"
+                            ) from None
         global_batch = raw.get("global_batch", saved.batch_size * saved.grad_accum)
         per = global_batch // (world_size * saved.grad_accum)
         if per * world_size * saved.grad_accum != global_batch:
@@ -92,18 +96,18 @@ def prepare_run(out: Path, cfg: TrainConfig, model_cfg: TransformerConfig, resum
         return meta, saved, meta.model
     check_config(cfg, model_cfg)
     if cfg.objective == "nce" and not cfg.diffusion:
-        raise EdlmError("--objective nce needs --diffusion MDLM_RUN (the trained MDLM to correct)")
+        raise EdlmError("objective 'nce' needs `diffusion` (the trained MDLM run to correct)")
     man = corpora.manifest(cfg.data)
     vocab = man["mask_id"] + 1
     if model_cfg.max_len < cfg.seq_len:
-        raise EdlmError(f"--seq_len {cfg.seq_len} is longer than the model allows ({model_cfg.max_len}); "
-                        "lower --seq_len or raise --max_len")
+        raise EdlmError(f"`seq_len` {cfg.seq_len} is longer than the model allows ({model_cfg.max_len}); "
+                        "lower `seq_len` or raise `max_len`")
     model_cfg = TransformerConfig.from_dict({**model_cfg.to_dict(), "vocab_size": vocab, "out_vocab": vocab,
                                              "causal": cfg.objective == "ar"})
     if cfg.objective == "nce":
         proposal = read_meta(Path(cfg.diffusion))
         if proposal.mask_id != man["mask_id"]:
-            raise EdlmError(f"the MDLM run {cfg.diffusion} was trained on another vocabulary than --data {cfg.data}")
+            raise EdlmError(f"the MDLM run {cfg.diffusion} was trained on another vocabulary than `data` {cfg.data}")
         model_cfg = proposal.model
     meta = RunMeta.create(model_cfg, cfg, vocab_size=man["vocab_size"], mask_id=man["mask_id"],
                           tokenizer=man.get("tokenizer"), global_batch=cfg.batch_size * cfg.grad_accum * world_size)
@@ -111,12 +115,14 @@ def prepare_run(out: Path, cfg: TrainConfig, model_cfg: TransformerConfig, resum
 
 
 def train(cfg: TrainConfig, model_cfg: TransformerConfig, out: str | Path, *, resume: bool = False,
-          max_steps: int | None = None, quiet: bool = False, overrides: dict | None = None) -> dict:
+          max_steps: int | None = None, quiet: bool = False, overrides: dict | None = None, log=()) -> dict:
     """Train (or resume, keeping the saved config except for `overrides` of RESUME_OVERRIDABLE options and
-    `max_steps`). Returns the summary. Holds RUN/train.lock throughout; the lock, the metrics file, the
-    progress bar and the process group are released however training ends."""
+    `max_steps`). Returns the summary. log: extra metric sinks besides metrics.jsonl ("tensorboard": event
+    files in RUN/tensorboard/). Holds RUN/train.lock throughout; the lock, the metrics files, the progress
+    bar and the process group are released however training ends."""
     out = Path(out)
-    out_dir("--out", out)
+    sinks = check_log(log)
+    out_dir("`out`", out)
     if not (out / "run.json").exists():
         check_config(cfg, model_cfg)  # before the folder is created
     d = init_distributed(pick_device(cfg.device))
@@ -128,7 +134,7 @@ def train(cfg: TrainConfig, model_cfg: TransformerConfig, out: str | Path, *, re
             lock = RunLock(out).acquire()
         meta, cfg, model_cfg = prepare_run(out, cfg, model_cfg, resume, max_steps, d.world_size, overrides)
         run = _build(cfg, model_cfg, meta, out, d, resume)
-        log = _Log(out, d, cfg, quiet, run.step)
+        log = RunLog(out, d, cfg, quiet, run.step, sinks)
         try:
             return _loop(run, log)
         finally:
@@ -211,7 +217,7 @@ def _resume(run: _Run, resume: bool) -> None:
         write_run(out, run.meta)
 
 
-def _loop(run: _Run, log: _Log) -> dict:
+def _loop(run: _Run, log: RunLog) -> dict:
     """Optimizer steps up to cfg.max_steps, logging, validating and saving on their cadence."""
     cfg, d, device = run.cfg, run.d, run.d.device
     last_val, result = None, {}
@@ -304,48 +310,6 @@ def _save(run: _Run) -> None:
                               "identity": ckpt.identity(run.meta.raw)},
                              keep=cfg.keep_checkpoints, rng_extra={"noise": run.gen.get_state()})
     barrier(d)
-
-
-class _Log:
-    """metrics.jsonl (written by rank 0) and the progress bar; close() releases both."""
-
-    def __init__(self, out: Path, d: Dist, cfg: TrainConfig, quiet: bool, step: int):
-        self.d, self.cfg = d, cfg
-        self.file = open(out / "metrics.jsonl", "a") if d.is_main else None
-        self.bar = progress(total=cfg.max_steps, initial=step, desc=f"train {cfg.objective}", unit="step",
-                            disable=quiet or not d.is_main or None)
-        self.tokens_per_step = cfg.batch_size * cfg.seq_len * cfg.grad_accum * d.world_size
-        self.tok_since, self.time_since, self.t0 = 0, time.time(), time.time()
-
-    def stepped(self) -> None:
-        self.tok_since += self.tokens_per_step
-        if self.d.is_main:
-            self.bar.update(1)
-
-    def train_row(self, run: _Run, loss: float, gnorm, sums: torch.Tensor, extra_sums: dict) -> dict:
-        """Write (rank 0) and return the row of the step just taken: loss, lr, gradient norm, throughput and
-        the objective's own metrics (its extra sums are reduced here: every rank takes part)."""
-        now = time.time()
-        row = {"step": run.step, "loss": loss, "lr": lr_at(run.step - 1, run.cfg), "grad_norm": float(gnorm),
-               "tokens_per_second": self.tok_since / max(now - self.time_since, 1e-9), "elapsed": now - self.t0}
-        if extra_sums:
-            ex = {k: all_reduce_sum(v.clone(), self.d).item() for k, v in extra_sums.items()}
-            row.update(run.objective.metrics(ex, sums[1].item()))
-        self.tok_since, self.time_since = 0, now
-        if self.d.is_main:
-            self.bar.set_postfix(loss=f"{loss:.4f}", tok_s=f"{row['tokens_per_second']:.0f}")
-        self.write(row)
-        return row
-
-    def write(self, row: dict) -> None:
-        if self.file is not None:
-            self.file.write(json.dumps(row) + "\n")
-            self.file.flush()
-
-    def close(self) -> None:
-        self.bar.close()
-        if self.file is not None:
-            self.file.close()
 
 
 @torch.no_grad()

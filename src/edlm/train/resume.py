@@ -29,8 +29,8 @@ def apply_overrides(out: Path, meta: dict, saved: TrainConfig, overrides: dict) 
         old = meta["train"].get(k, meta["model"].get(k))
         if k in TrainConfig.__dataclass_fields__ or k in meta["model"]:
             if (list(v) if isinstance(v, tuple) else v) != old:
-                raise EdlmError(f"--{k} cannot change on --resume (the run was made with {old}, you gave {v}): "
-                                f"drop --{k}, or start a new run; only {', '.join(RESUME_OVERRIDABLE)} may change")
+                raise EdlmError(f"`{k}` cannot change on `resume=True` (the run was made with {old}, you gave {v}): "
+                                f"drop `{k}`, or start a new run; only {', '.join(RESUME_OVERRIDABLE)} may change")
     if changed:
         meta["train"].update({k: new for k, (_, new) in changed.items()})
         meta.setdefault("resumed", []).append({"changed": changed})
@@ -42,7 +42,7 @@ def resume_from(out: Path, meta: dict, model, ema, opt, gen, loader, cfg) -> tup
     cdir, state = ckpt.checked_state(out)
     if "loader" not in state:
         raise EdlmError(f"{out} has no training state to resume (a converted or hand-made run): train a new "
-                        "run from it instead (e.g. --objective nce --diffusion RUN)")
+                        "run from it instead (e.g. objective 'nce' with `diffusion` RUN)")
     ckpt.check_identity(meta, state, out)
     if ema is not None:
         if not ckpt.has_ema(cdir, state):
@@ -88,7 +88,7 @@ def truncate_metrics(path: Path, step: int) -> None:
             if i == len(lines) - 1:
                 break
             raise EdlmError(f"{path} line {i + 1} is damaged (not a metrics row): remove or repair that line, "
-                            "then --resume again") from None
+                            "then `resume=True` again") from None
         if row_step <= step:
             keep.append(line)
     atomic_write_bytes(path, "".join(line + "\n" for line in keep).encode())
