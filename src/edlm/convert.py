@@ -236,12 +236,12 @@ def convert(fmt: str, src, out, *, data: str = "prose-bpe", seq_len: int | None 
     from edlm.train.config import TrainConfig
 
     if fmt not in FORMATS:
-        raise EdlmError(f"unknown --from {fmt!r}; choose one of {', '.join(FORMATS)}")
+        raise EdlmError(f"unknown `fmt` {fmt!r}; choose one of {', '.join(FORMATS)}")
     src, out = Path(src), Path(out)
     if not src.exists():
-        raise EdlmError(f"--src {src} does not exist")
+        raise EdlmError(f"`src` {src} does not exist")
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
-        raise EdlmError(f"{out} already exists and is not empty: choose another --out")
+        raise EdlmError(f"{out} already exists and is not empty: choose another `out`")
 
     dit = fmt == "mdlm-hf"
     kind = "DiT" if dit else "AR"
@@ -283,11 +283,11 @@ def convert(fmt: str, src, out, *, data: str = "prose-bpe", seq_len: int | None 
     mask_id = V - 1
     if bos_id is None:
         if mask_id != GPT2_EOT + 1:
-            raise EdlmError(f"{fmt}: vocabulary of {V} ids is not GPT-2 + MASK: pass --bos-id, the id MDLM's "
+            raise EdlmError(f"{fmt}: vocabulary of {V} ids is not GPT-2 + MASK: pass `bos_id`, the id MDLM's "
                             "data put first in every block (the tokenizer's BOS)")
         bos_id = GPT2_EOT
     if not 0 <= bos_id < mask_id:
-        raise EdlmError(f"--bos-id {bos_id} is outside the vocabulary [0, {mask_id})")
+        raise EdlmError(f"`bos_id` {bos_id} is outside the vocabulary [0, {mask_id})")
 
     time_cond = bool(stated.get("time_conditioning", False)) if dit else False
     cfg = TransformerConfig(vocab_size=V, out_vocab=V, n_layers=n_blocks, d_model=D, n_heads=heads,
@@ -324,7 +324,7 @@ def convert(fmt: str, src, out, *, data: str = "prose-bpe", seq_len: int | None 
             raise
         man = None
     if man is not None and man["mask_id"] != mask_id:
-        raise EdlmError(f"--data {data} has mask id {man['mask_id']}, but the checkpoint's vocabulary is "
+        raise EdlmError(f"`data` {data} has mask id {man['mask_id']}, but the checkpoint's vocabulary is "
                         f"{mask_id} tokens + MASK: choose a corpus with the checkpoint's tokenizer")
     tokenizer = man.get("tokenizer") if man else ("gpt2" if mask_id == GPT2_EOT + 1 else None)
     objective = "mdlm" if dit else "ar"

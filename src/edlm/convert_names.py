@@ -102,7 +102,7 @@ def _check_keys(bb: dict, names: dict, outside: list, fmt: str, kind: str):
             hint = " (adaLN/sigma_map weights: this looks like a DiT checkpoint, not the AR baseline)"
         elif kind == "DiT" and any("adaLN_modulation" in k for k in missing) and not any(
                 "adaLN_modulation" in k for k in bb):
-            hint = " (no adaLN weights: this looks like the AR baseline; use --from mdlm-ar-lightning)"
+            hint = " (no adaLN weights: this looks like the AR baseline; use `fmt=mdlm-ar-lightning`)"
         raise EdlmError(f"{fmt}: the checkpoint does not match MDLM's {kind} layout; "
                         + "; ".join(parts) + hint)
 

@@ -3,18 +3,26 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 
 from edlm.errors import EdlmError
 
 
 def in_flag_terms(e: EdlmError, options, dash: bool = False) -> EdlmError:
     """A library error re-worded for the command line: each `option` it names (backticked, as the library
-    writes option names) becomes --option (--opt-ion with dash), and `resume=True` becomes --resume."""
+    writes option names) becomes --option (--opt-ion with dash; a mapping of options gives each its flag),
+    `resume=True` becomes --resume and `eos='all'` becomes --eos all."""
     def flag(m: re.Match) -> str:
-        name = m.group(1)
+        name, value = m.group(1), m.group(2)
         if name not in options:
             return m.group(0)
-        return "--" + (name.replace("_", "-") if dash else name)
+        if isinstance(options, Mapping):
+            out = options[name]
+        else:
+            out = "--" + (name.replace("_", "-") if dash else name)
+        if value is not None and value != "True":
+            out += " " + value.strip("'\"")
+        return out
 
-    msg = re.sub(r"`([a-z_]+)(?:=True)?`", flag, str(e))
+    msg = re.sub(r"`([a-z_]+)(?:=([^`\s]+))?`", flag, str(e))
     return EdlmError(msg)

@@ -4,6 +4,13 @@ from __future__ import annotations
 
 import argparse
 
+from edlm.commands import in_flag_terms
+from edlm.errors import EdlmError
+
+# convert()'s arguments and the flags that give them
+FLAGS = {"fmt": "--from", "src": "--src", "out": "--out", "data": "--data", "seq_len": "--seq-len",
+         "n_heads": "--n-heads", "bos_id": "--bos-id"}
+
 
 def add_parser(sub, name, help_):
     p = sub.add_parser(
@@ -40,5 +47,8 @@ def run(args):
     existing_path("--src", args.src)
     out_dir("--out", args.out)
 
-    return convert(args.fmt, args.src, args.out, data=args.data, seq_len=args.seq_len,
-                   n_heads=args.n_heads, bos_id=args.bos_id)
+    try:
+        return convert(args.fmt, args.src, args.out, data=args.data, seq_len=args.seq_len,
+                       n_heads=args.n_heads, bos_id=args.bos_id)
+    except EdlmError as e:  # the library names convert()'s arguments; here they are flags
+        raise in_flag_terms(e, FLAGS) from None

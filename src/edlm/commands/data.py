@@ -13,7 +13,9 @@ from __future__ import annotations
 
 import argparse
 
+from edlm.commands import in_flag_terms
 from edlm.data.corpora import CORPORA, info, prepare
+from edlm.errors import EdlmError
 
 CORPUS_HELP = """corpora:
   synthetic    seeded sparse random Markov chain (32 tokens, entropy rate 1.0 nat/token) with exact
@@ -73,7 +75,10 @@ def add_parser(sub, name, help_):
 
 def run(args) -> dict:
     if args.action == "prepare":
-        return prepare(
-            args.name, root=args.root, force=args.force, source=args.source, tokenizer=args.tokenizer
-        )
+        try:
+            return prepare(
+                args.name, root=args.root, force=args.force, source=args.source, tokenizer=args.tokenizer
+            )
+        except EdlmError as e:  # the library names prepare()'s options; here they are flags
+            raise in_flag_terms(e, ("source", "tokenizer")) from None
     return info(args.name, root=args.root)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import math
 
+from edlm.commands import in_flag_terms
 from edlm.commands.sample import parse_window
 from edlm.errors import EdlmError
 from edlm.utils import pick_device
@@ -112,7 +113,10 @@ def run(args):
 
         at_least("--max-tokens", getattr(args, "max_tokens", None), 1, optional=True)
         existing_path("--samples", args.samples)
-        return samples_command(args)
+        try:
+            return samples_command(args)
+        except EdlmError as e:  # the library names evaluate_rows' options; here they are flags
+            raise in_flag_terms(e, ("batch_size", "max_tokens", "eos", "stride", "evaluator"), dash=True) from None
     at_least("--t-samples", args.t_samples, 1)
     at_least("--max-blocks", args.max_blocks, 1, optional=True)
     at_least("--seed", args.seed, 0)

@@ -8,6 +8,7 @@ import os
 import sys
 from pathlib import Path
 
+from edlm.commands import in_flag_terms
 from edlm.errors import EdlmError
 from edlm.utils import fsync_path, pick_device
 from edlm.validate import at_least, finite_in, out_file
@@ -159,7 +160,7 @@ def run(args):
                         f"give 1..{block}")
     stream = RowStream(args.out)
     try:
-        out = run_.sample(num=args.num, steps=args.steps, energy=args.energy, k=args.k, window=args.window,
+        out = _sample(run_,num=args.num, steps=args.steps, energy=args.energy, k=args.k, window=args.window,
                           temperature=args.temperature, prefix=prefix, seed=args.seed, length=args.length,
                           batch_size=args.batch_size, precision=args.precision, compile=args.compile,
                           cache=not args.no_cache, quiet=args.quiet, on_batch=stream.write,
@@ -170,3 +171,11 @@ def run(args):
         stream.abandon()
         raise
     return {**out.summary, "out": str(args.out)}
+
+
+def _sample(run_, **kw):
+    """Run.sample, its errors in flag terms (the library names options as `stride`, `length`, ...)."""
+    try:
+        return run_.sample(**kw)
+    except EdlmError as e:
+        raise in_flag_terms(e, ("ckpt", "energy", "length", "stride", "prefix")) from None

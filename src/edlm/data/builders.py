@@ -22,7 +22,7 @@ SYNTHETIC_TOKENS = {"train": 2_000_000, "valid": 100_000, "test": 100_000}
 def request_for(name: str, source=None, tokenizer=None) -> dict:
     """What the user asked for; a prepared corpus is reused only when it was built for the same request."""
     if tokenizer is not None and tokenizer not in ("char", "gpt2"):
-        raise EdlmError(f"unknown tokenizer {tokenizer!r}; use --tokenizer char or --tokenizer gpt2")
+        raise EdlmError(f"unknown tokenizer {tokenizer!r}; use `tokenizer=char` or `tokenizer=gpt2`")
     if name == "textfile":
         return {"source": str(Path(source).resolve()) if source else None, "tokenizer": tokenizer or "char"}
     if tokenizer is not None:
@@ -37,7 +37,7 @@ def request_for(name: str, source=None, tokenizer=None) -> dict:
         if fixed.get(name, "synthetic") != tokenizer:
             raise EdlmError(
                 f"corpus {name!r} always uses the {fixed.get(name, 'synthetic')} tokenizer; drop "
-                f"--tokenizer, or use `edlm data prepare textfile --source PATH --tokenizer {tokenizer}`"
+                f"`tokenizer`, or use `edlm data prepare textfile --source PATH --tokenizer {tokenizer}`"
             )
     return {"source": str(Path(source).resolve()) if source else None}
 
@@ -225,7 +225,7 @@ def build_textfile(tmp: Path, root: Path, request: dict):
     if not docs:
         what = f"{p} has no .txt files" if p.is_dir() and not files else f"{p} contains no usable text"
         raise EdlmError(
-            f"empty corpus: {what}; point --source at a non-empty UTF-8 file or folder of .txt files"
+            f"empty corpus: {what}; point `source` at a non-empty UTF-8 file or folder of .txt files"
         )
     if len(docs) < 3:
         raise EdlmError(f"{p} has only {len(docs)} paragraph(s): too little to split into train/valid/test; "

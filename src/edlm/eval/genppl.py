@@ -101,9 +101,9 @@ def evaluate_rows(
     for i, r in enumerate(rows, 1):
         check_row(r, f"row {i}")
     if batch_size < 1:
-        raise EdlmError("--batch-size must be >= 1")
+        raise EdlmError("`batch_size` must be >= 1")
     if max_tokens is not None and max_tokens < 1:
-        raise EdlmError("--max-tokens must be >= 1")
+        raise EdlmError("`max_tokens` must be >= 1")
     if eos not in scoring.EOS_MODES:
         raise EdlmError(f"--eos {eos!r} is not one of {', '.join(scoring.EOS_MODES)}")
     ev = get_evaluator(evaluator, pick_device(device))

@@ -128,7 +128,7 @@ def apply_eos(rows: Sequence[dict], ev: Evaluator, mode: str) -> tuple[list[dict
     """The rows to score under ``mode`` (copies where changed; the input is untouched) and what was done:
     {"samples_cut_at_eos": rows cut at their first EOS, "eos_tokens_skipped": EOS after a first, unscored}."""
     if mode not in EOS_MODES:
-        raise EdlmError(f"--eos {mode!r} is not one of {', '.join(EOS_MODES)}")
+        raise EdlmError(f"`eos` {mode!r} is not one of {', '.join(EOS_MODES)}")
     done = {"samples_cut_at_eos": 0, "eos_tokens_skipped": 0}
     if mode == "all":
         return list(rows), done

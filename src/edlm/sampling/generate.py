@@ -143,22 +143,22 @@ def generate(req: GenerateRequest, device, *, models=None, energies: dict | None
     model, meta = models or load_model(req.ckpt, device)
     obj = meta["objective"]
     if obj == "nce":
-        raise EdlmError(f"{req.ckpt} is an energy (nce) run: sample with --ckpt MDLM_RUN --energy nce:{req.ckpt}")
+        raise EdlmError(f"{req.ckpt} is an energy (nce) run: sample with `ckpt` MDLM_RUN and `energy=nce:{req.ckpt}`")
     mask_id = meta["mask_id"]
     length = len(req.fixed) if req.fixed is not None else (req.length or meta["train"]["seq_len"])
     window = min(meta["train"]["seq_len"], model.cfg.max_len)  # what one semi-AR block sees
     if req.stride is not None:
         if obj != "mdlm":
-            raise EdlmError("--stride (semi-autoregressive blocks) applies to an MDLM run; an AR run needs none")
+            raise EdlmError("`stride` (semi-autoregressive blocks) applies to an MDLM run; an AR run needs none")
         if not 1 <= req.stride <= window:
-            raise EdlmError(f"--stride {req.stride}: give 1..{window} (new tokens per block of {window})")
+            raise EdlmError(f"`stride` {req.stride}: give 1..{window} (new tokens per block of {window})")
     elif length > model.cfg.max_len:
-        raise EdlmError(f"--length {length} exceeds what the model allows ({model.cfg.max_len}); to generate "
-                        f"longer, add --stride S (semi-autoregressive blocks of {window} tokens, e.g. S={window // 2})")
+        raise EdlmError(f"`length` {length} exceeds what the model allows ({model.cfg.max_len}); to generate "
+                        f"longer, add `stride` S (semi-autoregressive blocks of {window} tokens, e.g. S={window // 2})")
     if req.fixed is not None and obj != "mdlm":
-        raise EdlmError("infilling needs an MDLM run (an AR run only continues a --prefix)")
+        raise EdlmError("infilling needs an MDLM run (an AR run only continues a `prefix`)")
     if req.prefix and len(req.prefix) >= length:
-        raise EdlmError(f"the prefix has {len(req.prefix)} tokens, not fewer than --length {length}")
+        raise EdlmError(f"the prefix has {len(req.prefix)} tokens, not fewer than `length` {length}")
     gen = torch.Generator(device=device)
     gen.manual_seed(req.seed)
     energy, method = None, ("ar" if obj == "ar" else "mdlm")
@@ -179,7 +179,7 @@ def generate(req: GenerateRequest, device, *, models=None, energies: dict | None
             if req.compile and ar is not None:
                 _compile_once(ar, device)
     elif req.energy:
-        raise EdlmError("--energy applies to an MDLM run (--ckpt MDLM_RUN); this run is autoregressive")
+        raise EdlmError("`energy` applies to an MDLM run (`ckpt` MDLM_RUN); this run is autoregressive")
     scfg = SamplerConfig(steps=req.steps, k=req.k if energy is not None else 1, window=req.window,
                          temperature=req.temperature, cache=req.cache, unmask=req.unmask)
     unmask = None if obj == "ar" else req.unmask
