@@ -16,9 +16,8 @@ def _cli_err(capsys, *argv):
 
 
 def test_convert_names_arguments_and_the_cli_names_flags(tmp_path, data_root, capsys):
-    from test_convert import dit_ref, hf_folder
-
     from edlm.convert import convert
+    from test_convert import dit_ref, hf_folder
 
     hub = hf_folder(tmp_path / "hub", dit_ref())
     with pytest.raises(EdlmError) as e:
