@@ -46,9 +46,6 @@ def test_eval_and_sampling_errors_in_both_wordings():
     assert str(e.value) == "`batch_size` must be >= 1"
     eval_opts = ("batch_size", "max_tokens", "eos", "stride", "evaluator")  # as `edlm eval samples` does
     assert str(in_flag_terms(e.value, eval_opts, dash=True)) == "--batch-size must be >= 1"
-    hf = EdlmError("evaluator 'x' has no EOS token to put between a sample's documents under `eos=mdlm`; "
-                   "use `eos=first` or `eos=all`")  # eval/hf_evaluator.py
-    assert str(in_flag_terms(hf, eval_opts, dash=True)).endswith("under --eos mdlm; use --eos first or --eos all")
     gen = EdlmError("`length` 99 exceeds what the model allows (16); to generate longer, add `stride` S")
     assert str(in_flag_terms(gen, ("length", "stride"))) == (
         "--length 99 exceeds what the model allows (16); to generate longer, add --stride S")
