@@ -84,29 +84,46 @@ def _sync(device):
         torch.cuda.synchronize(device)
 
 
-def _one_batch(obj, model, denoise, schedule, mask_id, scfg, energy, gen, b, length, prefix, device, clock=None,
-               *, fixed=None, stride=None, window=None, trace=None):
-    if obj == "ar":
-        return ar_sample(model, b, length, mask_id, prefix=prefix, generator=gen, device=device), None
-    x_init = torch.full((b, length), mask_id, dtype=torch.long, device=device)
-    if prefix is not None:
-        x_init[:, :prefix.shape[1]] = prefix
-    if fixed is not None:
-        x_init = Infill(tuple(fixed)).x_init(b, mask_id, device)
-    on_choice = None
-    if trace is not None:
-        trace.begin(x_init, mask_id)
-        on_choice = trace.on_choice
-    if stride is None or length <= window:
-        return sample(denoise, schedule, mask_id, scfg, x_init=x_init, energy=energy, generator=gen, callback=clock,
-                      on_choice=on_choice)
+@dataclass
+class _Job:
+    """What every batch of one generate() call shares: the run, the sampler and its settings, the stream."""
 
-    def block(x_win, cb, oc):
-        return sample(denoise, schedule, mask_id, scfg, x_init=x_win, energy=energy, generator=gen, callback=cb,
-                      on_choice=oc)
+    objective: str  # "mdlm" or "ar"
+    model: torch.nn.Module
+    denoise: object  # the MDLM denoiser (None for an AR run)
+    schedule: object
+    mask_id: int
+    scfg: SamplerConfig
+    energy: object
+    generator: torch.Generator
+    length: int
+    device: torch.device
+    fixed: tuple | None = None  # infill: token ids, None where to generate
+    stride: int | None = None  # semi-AR: new tokens per block
+    window: int = 0  # semi-AR: tokens one block sees
 
-    return sample_long(block, x_init, window, stride, mask_id, scfg.steps, callback=clock, on_choice=on_choice,
-                       on_block=None if trace is None else trace.on_block)
+    def batch(self, b: int, prefix=None, clock=None, trace=None):
+        """One batch of b sequences -> (x0 (b, length), SampleStats or None for AR)."""
+        if self.objective == "ar":
+            return ar_sample(self.model, b, self.length, self.mask_id, prefix=prefix, generator=self.generator,
+                             device=self.device), None
+        x_init = torch.full((b, self.length), self.mask_id, dtype=torch.long, device=self.device)
+        if prefix is not None:
+            x_init[:, :prefix.shape[1]] = prefix
+        if self.fixed is not None:
+            x_init = Infill(tuple(self.fixed)).x_init(b, self.mask_id, self.device)
+        on_choice = None
+        if trace is not None:
+            trace.begin(x_init, self.mask_id)
+            on_choice = trace.on_choice
+        if self.stride is None or self.length <= self.window:
+            return self._sample(x_init, clock, on_choice)
+        return sample_long(self._sample, x_init, self.window, self.stride, self.mask_id, self.scfg.steps,
+                           callback=clock, on_choice=on_choice, on_block=None if trace is None else trace.on_block)
+
+    def _sample(self, x_init, callback, on_choice):
+        return sample(self.denoise, self.schedule, self.mask_id, self.scfg, x_init=x_init, energy=self.energy,
+                      generator=self.generator, callback=callback, on_choice=on_choice)
 
 
 class StepClock:
@@ -193,6 +210,8 @@ def generate(req: GenerateRequest, device, *, models=None, energies: dict | None
     _sync(device)
     startup_s = process_seconds()  # imports, CUDA start-up, loading the model(s): everything before batch 1
     tok = tokenizer_for(meta["data"])
+    job = _Job(obj, model, denoise, schedule, mask_id, scfg, energy, gen, length, device, fixed=req.fixed,
+               stride=req.stride, window=window)
     for start in range(0, req.num, req.batch_size):
         b = min(req.batch_size, req.num - start)
         prefix = torch.tensor([req.prefix] * b, device=device) if req.prefix else None
@@ -202,8 +221,7 @@ def generate(req: GenerateRequest, device, *, models=None, energies: dict | None
         tr = trace if (trace is not None and start == 0 and obj != "ar") else None
         cb = step_cb if tr is None else (lambda *a, tr=tr: (step_cb(*a), tr(*a)))
         with amp, fused_policy("on" if req.compile else None):
-            x, stats = _one_batch(obj, model, denoise, schedule, mask_id, scfg, energy, gen, b, length, prefix,
-                                  device, cb, fixed=req.fixed, stride=req.stride, window=window, trace=tr)
+            x, stats = job.batch(b, prefix, cb, tr)
         _sync(device)
         dt = time.perf_counter() - t0
         t_total += dt
