@@ -6,6 +6,7 @@ import argparse
 import sys
 from pathlib import Path
 
+from edlm.commands import in_flag_terms
 from edlm.commands.sample import parse_window
 from edlm.errors import EdlmError
 from edlm.validate import at_least, out_dir
@@ -72,10 +73,12 @@ def run(args):
     try:
         rows = sweep(settings, runs, num=args.num, batch_size=args.batch_size, seed=args.seed, device=device,
                      evaluator=args.evaluator, out=args.out, quiet=args.quiet)
-    except BaseException:
+    except BaseException as e:
         for d in (out / "samples", out):  # a failed bench leaves no empty folders behind (files are kept)
             if created and d.is_dir() and not any(d.iterdir()):
                 d.rmdir()
+        if isinstance(e, EdlmError):  # the library names options; the command line names flags
+            raise in_flag_terms(e, ("batch_size", "evaluator", "steps", "k", "window"), dash=True) from None
         raise
     meta = {"data": data, "evaluator": args.evaluator, "device": str(device),
             "device_name": _device_name(device), "runs": runs}
