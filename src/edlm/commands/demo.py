@@ -17,7 +17,7 @@ def add_parser(sub, name, help_):
 
     d = DemoConfig()
     p = sub.add_parser(name, help=help_, formatter_class=argparse.ArgumentDefaultsHelpFormatter,
-                       description=help_ + ". About 3-4 minutes on 2 idle CPU cores; uses the GPU if present. "
+                       description=help_ + ". About 4 minutes on 2 idle CPU cores; uses the GPU if present. "
                        "Writes OUT/results.json and PNG plots; re-running reuses the trained runs.")
     p.add_argument("--data", default=d.data, help="corpus: a ground-truth language (exact scoring: synthetic, "
                    "markov2, markov3, lexicon, or markov2-shareS with the knob S in [0, 1]) or e.g. wiki-char")
