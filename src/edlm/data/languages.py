@@ -33,9 +33,11 @@ __all__ = ["FAMILY", "LexiconConfig", "LexiconLanguage", "MarkovConfig", "Markov
 
 # ---------------------------------------------------------------------------------------------------
 # The prepared corpora of the family: name -> the language's config (seed 0).
+MARKOV = {"markov2": MarkovConfig(order=2, vocab_size=32), "markov3": MarkovConfig(order=3, vocab_size=16)}
+"""the Markov members' configs; a knob name (markov2-share0.7) is one of them with its share replaced"""
 FAMILY = {
-    "markov2": lambda: MarkovLanguage(MarkovConfig(order=2, vocab_size=32)),
-    "markov3": lambda: MarkovLanguage(MarkovConfig(order=3, vocab_size=16)),
+    "markov2": lambda: MarkovLanguage(MARKOV["markov2"]),
+    "markov3": lambda: MarkovLanguage(MARKOV["markov3"]),
     "lexicon": lambda: LexiconLanguage(LexiconConfig()),
 }
 
@@ -47,7 +49,7 @@ def make_language(name: str):
     if k is None:
         return FAMILY[name]()
     base, share = k
-    return MarkovLanguage(replace(FAMILY[base]().config, share=share))
+    return MarkovLanguage(replace(MARKOV[base], share=share))
 
 
 def load_language(corpus: str = "synthetic", root=None):
