@@ -13,6 +13,8 @@ import math
 from collections import Counter
 from collections.abc import Iterable, Sequence
 
+import numpy as np
+
 
 def _ints(ids) -> list[int]:
     if hasattr(ids, "tolist"):
@@ -92,11 +94,14 @@ BOOTSTRAP_SEED = 0  # fixed: the same samples always give the same interval
 
 def _resample_ratio(nll: Sequence[float], tokens: Sequence[int], draws: int, seed: int):
     """`draws` bootstrap replicates of sum(nll) / sum(tokens), samples drawn with replacement (numpy)."""
-    import numpy as np
-
     a, b = np.asarray(nll, dtype=np.float64), np.asarray(tokens, dtype=np.float64)
     idx = np.random.default_rng(seed).integers(0, len(a), size=(draws, len(a)))
     return a[idx].sum(1) / b[idx].sum(1)
+
+
+def _percentiles(r, level: float) -> list[float]:
+    q = (1 - level) / 2
+    return [float(np.quantile(r, q)), float(np.quantile(r, 1 - q))]
 
 
 def nll_interval(nll: Sequence[float], tokens: Sequence[int], level: float = 0.95,
@@ -105,22 +110,13 @@ def nll_interval(nll: Sequence[float], tokens: Sequence[int], level: float = 0.9
     sample i contributes nll[i] nats over tokens[i] tokens. None for fewer than 2 samples."""
     if len(nll) < 2:
         return None
-    import numpy as np
-
-    r = _resample_ratio(nll, tokens, draws, seed)
-    q = (1 - level) / 2
-    return [float(np.quantile(r, q)), float(np.quantile(r, 1 - q))]
+    return _percentiles(_resample_ratio(nll, tokens, draws, seed), level)
 
 
 def difference_interval(a: tuple[Sequence[float], Sequence[int]], b: tuple[Sequence[float], Sequence[int]],
                         level: float = 0.95, draws: int = BOOTSTRAP_DRAWS, seed: int = BOOTSTRAP_SEED) -> dict:
     """gen-NLL of sample set a minus that of b (independent samples, each resampled on its own): the difference
     and its percentile bootstrap interval. An interval that contains 0 is no evidence of a difference."""
-    import numpy as np
-
-    ra = _resample_ratio(*a, draws, seed)
-    rb = _resample_ratio(*b, draws, seed + 1)
-    d = ra - rb
-    q = (1 - level) / 2
+    d = _resample_ratio(*a, draws, seed) - _resample_ratio(*b, draws, seed + 1)
     diff = sum(a[0]) / sum(a[1]) - sum(b[0]) / sum(b[1])
-    return {"diff": float(diff), "ci": [float(np.quantile(d, q)), float(np.quantile(d, 1 - q))], "level": level}
+    return {"diff": float(diff), "ci": _percentiles(d, level), "level": level}
