@@ -125,8 +125,8 @@ def evaluate_rows(
         raise EdlmError(
             f"evaluator {ev.name!r} found no token to score in {len(rows)} samples (empty texts?)"
         )
-    per = [s.nll / s.tokens for s in scores if s.tokens > 0]
     scored = [s for s in scores if s.tokens > 0]
+    per = [s.nll / s.tokens for s in scored]
     out = {
         "evaluator": ev.name,
         "num": len(rows),
