@@ -175,3 +175,21 @@ def test_knob_in_the_corpus_name(data_root):
     for bad in ("markov2-share7", "markov2-share", "markov5-share0.5"):
         with pytest.raises(EdlmError, match="markov2-share0.7"):
             prepare(bad)
+
+
+def test_train_tokens_sets_the_training_split(data_root):
+    """`edlm data prepare markov3 --train-tokens N`: the training split has N tokens (valid/test keep theirs, so
+    held-out numbers stay comparable), a later prepare without the option reuses that build, another N
+    rebuilds, and real-text corpora refuse the option with one error naming it."""
+    from edlm.data.corpora import info, load_split, prepare
+    from edlm.errors import EdlmError
+
+    prepare("markov3", train_tokens=30_000)
+    assert len(load_split("markov3", "train")) == 30_000 and len(load_split("markov3", "valid")) == 100_000
+    assert prepare("markov3")["cached"] and info("markov3")["train_tokens"] == 30_000
+    s = prepare("markov3", train_tokens=40_000)
+    assert not s["cached"] and len(load_split("markov3", "train")) == 40_000
+    with pytest.raises(EdlmError, match="train_tokens.*real text"):
+        prepare("wiki-char", train_tokens=40_000)
+    with pytest.raises(EdlmError, match="at least 10000"):
+        prepare("markov3", train_tokens=5)

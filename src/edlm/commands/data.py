@@ -59,6 +59,10 @@ def add_parser(sub, name, help_):
                     "textfile: a UTF-8 file or folder of .txt files")  # fmt: skip
     pp.add_argument("--tokenizer", choices=("char", "gpt2"), help="textfile only: char (text8 alphabet, "
                     "text is lower-cased and normalised) or gpt2 (default char)")  # fmt: skip
+    pp.add_argument("--train-tokens", type=int, metavar="N",
+                    help="ground-truth languages only (synthetic, markov2, ...): tokens in the training split "
+                         "(default 2000000; larger models need more to not over-fit). Without it, whatever "
+                         "size is prepared is reused")
     pp.add_argument("--root", metavar="DIR", help="data cache folder (default $EDLM_DATA or ~/.cache/edlm)")
     pi = actions.add_parser(
         "info",
@@ -77,8 +81,9 @@ def run(args) -> dict:
     if args.action == "prepare":
         try:
             return prepare(
-                args.name, root=args.root, force=args.force, source=args.source, tokenizer=args.tokenizer
+                args.name, root=args.root, force=args.force, source=args.source, tokenizer=args.tokenizer,
+                train_tokens=args.train_tokens,
             )
         except EdlmError as e:  # the library names prepare()'s options; here they are flags
-            raise in_flag_terms(e, ("source", "tokenizer")) from None
+            raise in_flag_terms(e, ("source", "tokenizer", "train_tokens"), dash=True) from None
     return info(args.name, root=args.root)

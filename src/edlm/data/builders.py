@@ -19,8 +19,17 @@ from edlm.utils import progress
 SYNTHETIC_TOKENS = {"train": 2_000_000, "valid": 100_000, "test": 100_000}
 
 
-def request_for(name: str, source=None, tokenizer=None) -> dict:
+def request_for(name: str, source=None, tokenizer=None, train_tokens: int | None = None) -> dict:
     """What the user asked for; a prepared corpus is reused only when it was built for the same request."""
+    if train_tokens is not None:
+        from edlm.data.names import is_language
+
+        if name != "synthetic" and not is_language(name):
+            raise EdlmError(f"`train_tokens` sets how much of a ground-truth language to sample; corpus {name!r} "
+                            "is real text: drop it")
+        if int(train_tokens) < 10_000:
+            raise EdlmError(f"`train_tokens={train_tokens}`: use at least 10000 (a training split needs many windows)")
+        return {"source": None, "train_tokens": int(train_tokens)}
     if tokenizer is not None and tokenizer not in ("char", "gpt2"):
         raise EdlmError(f"unknown tokenizer {tokenizer!r}; use `tokenizer=char` or `tokenizer=gpt2`")
     if name == "textfile":
@@ -47,7 +56,14 @@ def same_request(m: dict, request: dict) -> bool:
     if m["corpus"] == "textfile":  # no --source: whatever textfile is prepared
         return request["source"] is None or (old.get("source"), old.get("tokenizer")) == (
             request["source"], request["tokenizer"])  # fmt: skip
+    if request.get("train_tokens") is not None:  # a language sampled to another size is another build
+        return old.get("train_tokens", SYNTHETIC_TOKENS["train"]) == request["train_tokens"]
     return True  # other corpora do not depend on the request (text8: the same standard file)
+
+
+def split_tokens(request: dict) -> dict:
+    """Tokens per split of a ground-truth language: the defaults, or the requested training size."""
+    return {**SYNTHETIC_TOKENS, "train": request.get("train_tokens") or SYNTHETIC_TOKENS["train"]}
 
 
 def _meta(w: SplitWriter, tokenizer: str, sources: list, **extra) -> dict:
@@ -65,7 +81,7 @@ def build_synthetic(tmp: Path, root: Path, request: dict):
     w = SplitWriter(tmp, cfg.vocab_size)
     # each split is its own long stationary chain (own seed), so any window is an exact sample
     for i, (split, n) in enumerate(
-        progress(SYNTHETIC_TOKENS.items(), desc="synthetic: sampling", unit="split")
+        progress(split_tokens(request).items(), desc="synthetic: sampling", unit="split")
     ):
         w.add(split, lang.sample_chain(n, seed=[cfg.seed, 1000 + i]), docs=1)
     src = [{"generator": "edlm.data.synthetic.SyntheticLanguage", "config": lang.to_dict()["config"],
@@ -90,7 +106,7 @@ def _language_builder(name: str):
         lang = make_language(name)
         w = SplitWriter(tmp, lang.vocab_size)
         seeds = {s: [lang.config.seed, 1000 + i] for i, s in enumerate(SYNTHETIC_TOKENS)}
-        for split, n in progress(SYNTHETIC_TOKENS.items(), desc=f"{name}: sampling", unit="split"):
+        for split, n in progress(split_tokens(request).items(), desc=f"{name}: sampling", unit="split"):
             w.add(split, lang.sample_chain(n, seed=seeds[split]), docs=1)
         d = lang.to_dict()
         src = [{"generator": f"edlm.data.languages.{type(lang).__name__}", "config": d["config"],

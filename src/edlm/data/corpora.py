@@ -128,15 +128,18 @@ def _install(tmp: Path, dest: Path) -> None:
 
 
 def prepare(name: str, *, root: str | Path | None = None, force: bool = False,
-            source: str | Path | None = None, tokenizer: str | None = None) -> dict:  # fmt: skip
-    """Build corpus ``name`` (or reuse a valid existing build) and return its summary dict."""
+            source: str | Path | None = None, tokenizer: str | None = None,
+            train_tokens: int | None = None) -> dict:  # fmt: skip
+    """Build corpus ``name`` (or reuse a valid existing build) and return its summary dict.
+    train_tokens: ground-truth languages only, the training split's size (default 2M tokens; None reuses
+    whatever size is prepared)."""
     from edlm.data import builders
 
     t0 = time.time()
     d = corpus_dir(name, root)
     root_path = d.parent
     builder: Callable = builders.builder_for(name)
-    request = builders.request_for(name, source=source, tokenizer=tokenizer)
+    request = builders.request_for(name, source=source, tokenizer=tokenizer, train_tokens=train_tokens)
     if not force:
         m = read_manifest(d)
         if m is not None and files_ok(d, m, verify_hash=True) and builders.same_request(m, request):
