@@ -181,19 +181,31 @@ SIZES = {
     "gpu": dict(model=dict(n_layers=8, d_model=512, n_heads=8, cond_dim=128, max_len=128, dropout=0.1),
                 train=dict(seq_len=128, batch_size=256, lr=1e-3, warmup_steps=200, lr_schedule="cosine",
                            ema=0.999, eval_every=250, eval_batches=8), mdlm_steps=3000, ar_steps=1500,
-                batch=256),
+                batch=256, train_tokens=40_000_000, nce=dict(steps=1000, batch_size=128, lr=3e-4)),
     # the `tiny` preset's size (4 layers, width 128, 0.8M parameters) at length 32: what one thread of a shared
     # 2-core CPU can train in minutes and sample 256 times per cell; about one epoch of the 2M training tokens,
     # so no dropout (the validation curve shows no over-fitting)
     "cpu": dict(model=dict(n_layers=4, d_model=128, n_heads=4, cond_dim=64, max_len=32, dropout=0.0),
                 train=dict(seq_len=32, batch_size=64, lr=2e-3, warmup_steps=50, lr_schedule="cosine",
                            ema=0.99, eval_every=100, eval_batches=8), mdlm_steps=1000, ar_steps=500,
-                batch=256),
+                batch=256, nce=dict(steps=300, batch_size=32, lr=1e-3)),
     # plumbing check only
     "smoke": dict(model=dict(n_layers=1, d_model=32, n_heads=2, cond_dim=16, max_len=16, dropout=0.0),
                   train=dict(seq_len=16, batch_size=16, lr=3e-3, warmup_steps=2, ema=0.9, eval_every=5,
-                             eval_batches=2), mdlm_steps=10, ar_steps=10, batch=8),
+                             eval_batches=2), mdlm_steps=10, ar_steps=10, batch=8,
+                  nce=dict(steps=5, batch_size=8, lr=1e-3)),
 }
+
+
+# Energy of each EDLM sampler kind: the run folder (under --runs) it loads. `edlm-arq` is an AR with a quarter
+# of the MDLM's matmul FLOPs per token (half the width, same depth): EDLM's cost is 1 + w*k*c_E/c_mu, so a
+# cheaper energy buys more candidates; is it still good enough to help?
+ENERGY_RUNS = {"edlm-ar": "ar", "edlm-arq": "ar-quarter", "edlm-nce": "nce"}
+
+
+def energy_of(sampler: str) -> str | None:
+    """'edlm-ar' / 'confidence+edlm-nce' -> the energy's run folder name; plain samplers -> None."""
+    return ENERGY_RUNS.get(sampler.split("+")[-1])
 
 
 def parse_cells(a) -> list[dict]:
@@ -233,13 +245,15 @@ def val_curve(run: Path) -> list[dict]:
             if "val" in r]
 
 
-def run_cell(cell, a, models, energies, device, lang, ar_run, quiet=True, num=None, steps=None):
+def run_cell(cell, a, models, energies, device, lang, quiet=True, num=None, steps=None):
     from edlm.sampling.generate import GenerateRequest, generate
 
-    edlm = cell["sampler"].endswith("edlm-ar")
+    run = energy_of(cell["sampler"])
+    edlm = run is not None
     w = cell["window"]
+    spec = f"{'nce' if run == 'nce' else 'ar'}:{Path(a.runs) / run}" if edlm else None
     req = GenerateRequest(ckpt=a.mdlm_run, num=num or a.num, steps=steps or cell["steps"], batch_size=a.batch,
-                          seed=a.seed, energy=f"ar:{ar_run}" if edlm else None, k=cell["k"],
+                          seed=a.seed, energy=spec, k=cell["k"],
                           window=(1.0 - w, 1.0) if edlm else None,
                           unmask="confidence" if cell["sampler"].startswith("confidence") else "random")
     rows, summ = generate(req, device, models=models, energies=energies, quiet=quiet)
@@ -278,7 +292,7 @@ def sweep(a):
         if msg:
             print(f"[{time.time() - t_start:7.1f}s] {msg}", flush=True)
 
-    prep = corpora.prepare(a.language)
+    prep = corpora.prepare(a.language, train_tokens=a.train_tokens or size.get("train_tokens"))
     lang = load_language(a.language)
     L = size["train"]["seq_len"]
     res["length"] = L
@@ -288,17 +302,31 @@ def sweep(a):
     res["data"] = {**summarise(nll, ent), "nll": [round(v, 5) for v in nll], "ent": [round(v, 5) for v in ent]}
     runs = Path(a.runs)
     m_cfg = TransformerConfig(**size["model"])
-    for obj, steps in (("mdlm", a.mdlm_train or size["mdlm_steps"]), ("ar", a.ar_train or size["ar_steps"])):
-        path = runs / obj
-        if not (path / "run.json").exists():
-            t_cfg = TrainConfig(objective=obj, data=a.language, max_steps=steps, save_every=steps, log_every=25,
-                                **size["train"])
-            mc = replace(m_cfg, causal=obj == "ar")
-            s = train(t_cfg, mc, path, quiet=True)
+    wanted = {energy_of(c["sampler"]) for c in parse_cells(a)} - {None}
+    jobs = [("mdlm", "mdlm", a.mdlm_train or size["mdlm_steps"], m_cfg, {}),
+            ("ar", "ar", a.ar_train or size["ar_steps"], replace(m_cfg, causal=True), {})]
+    if "ar-quarter" in wanted:  # half the width and heads, same depth: about 1/4 of the matmul FLOPs
+        q = replace(m_cfg, causal=True, d_model=m_cfg.d_model // 2, n_heads=max(m_cfg.n_heads // 2, 1))
+        jobs.append(("ar-quarter", "ar", a.ar_train or size["ar_steps"], q, {}))
+    if "nce" in wanted:  # initialised from the MDLM, which stays the frozen proposal
+        n = size["nce"]
+        jobs.append(("nce", "nce", a.nce_train or n["steps"], m_cfg,
+                     {"diffusion": str(runs / "mdlm"), "batch_size": n["batch_size"], "lr": n["lr"],
+                      "warmup_steps": min(100, n["steps"] // 10)}))
+    for name, obj, steps, mc, over in jobs:
+        path = runs / name
+        done = path / "sweep_done.json"  # trained to the end (a time-out mid-run resumes from its checkpoint)
+        if not done.exists():
+            t_cfg = TrainConfig(**{**size["train"], "objective": obj, "data": a.language, "max_steps": steps,
+                                   "save_every": min(250, steps), "log_every": 25, **over})
+            t0 = time.time()
+            s = train(t_cfg, mc, path, quiet=True, resume=(path / "run.json").exists())
+            s = {**s, "wall_s_this_invocation": time.time() - t0}
+            done.write_text(json.dumps(s))
         else:
-            s = {k: v for k, v in res["train"].get(obj, {}).items() if k != "curve"} or {"reused": str(path)}
-        res["train"][obj] = {**s, "curve": val_curve(path)}
-        save(f"train {obj}: {json.dumps(res['train'][obj])[:300]}")
+            s = {k: v for k, v in res["train"].get(name, {}).items() if k != "curve"} or json.loads(done.read_text())
+        res["train"][name] = {**s, "curve": val_curve(path)}
+        save(f"train {name}: {json.dumps(res['train'][name])[:300]}")
     a.mdlm_run = str(runs / "mdlm")
     models = {a.mdlm_run: load_model(runs / "mdlm", dev)}
     models = models[a.mdlm_run]
@@ -315,7 +343,7 @@ def sweep(a):
         kind = (cell["sampler"], cell["k"])
         if kind not in warmed:  # untimed: first-call costs of this code path
             t0 = time.time()
-            run_cell(cell, a, models, energies, dev, lang, runs / "ar", num=min(a.batch, 32), steps=4)
+            run_cell(cell, a, models, energies, dev, lang, num=min(a.batch, 32), steps=4)
             res.setdefault("warmup_s", {})[f"{kind[0]} k={kind[1]}"] = time.time() - t0
             warmed.add(kind)
         w = cell["window"] or 0.0
@@ -327,7 +355,7 @@ def sweep(a):
             res["cut"].append({**cell, "estimated_s": est})
             save(f"cut {cell} (estimated {est:.0f} s, {budget - spent:.0f} s left)")
             continue
-        r = run_cell(cell, a, models, energies, dev, lang, runs / "ar")
+        r = run_cell(cell, a, models, energies, dev, lang)
         spent += r["seconds"]
         res["cells"].append(r)
         per = r["seconds"] / max(r["steps_run"], 1) / r["num"]  # seconds per step per sequence
@@ -359,6 +387,9 @@ def main():
     sw.add_argument("--runs", default="/tmp/edlm-ceiling")
     sw.add_argument("--mdlm-train", type=int, default=0, help="training steps (0: the size's default)")
     sw.add_argument("--ar-train", type=int, default=0)
+    sw.add_argument("--nce-train", type=int, default=0)
+    sw.add_argument("--train-tokens", type=int, default=0,
+                    help="tokens in the language's training split (0: the size's default, or 2M)")
     sw.add_argument("--num", type=int, default=256)
     sw.add_argument("--batch", type=int, default=0, help="sequences per batch (0: the size's default)")
     sw.add_argument("--seed", type=int, default=0)
@@ -372,8 +403,8 @@ def main():
     sw.add_argument("--conf-edlm-k", default="8")
     sw.add_argument("--conf-edlm-window", default="1.0")
     sw.add_argument("--resume", action="store_true", help="keep the cells already in --out and run only the others")
-    sw.add_argument("--extra", default="", help="more energy cells, SAMPLER:STEPS:K:WINDOW,... (SAMPLER: edlm-ar or "
-                    "confidence+edlm-ar)")
+    sw.add_argument("--extra", default="", help="more energy cells, SAMPLER:STEPS:K:WINDOW,... (SAMPLER: edlm-ar, "
+                    "edlm-arq (a quarter-FLOPs AR), edlm-nce, or confidence+ any of them)")
     sw.add_argument("--max-sample-seconds", type=float, default=0,
                     help="skip (and list under 'cut') cells whose estimated time exceeds what is left (0: no limit)")
     a = ap.parse_args()
