@@ -104,3 +104,46 @@ def test_cli_k_policy_reports_its_cost(synthetic_data, tmp_path, capsys):
     assert 1 <= s["mean_k"] <= 8 and s["energy_candidates_per_sample"] > 0
     assert main(["sample", "--ckpt", str(runs / "mdlm"), "--k-policy", "ess", "--num", "2", "--steps", "2",
                  "--out", str(tmp_path / "m.jsonl"), "--quiet"]) != 0  # needs --energy
+
+
+def test_min_unmask_runs_the_energy_only_where_enough_positions_unmask():
+    seen, before = [], {}
+
+    def cb(i, x, t, ess):
+        if i in before:
+            seen.append((before[i], x.clone()))
+        before.clear()
+        before[i + 1] = x.clone()
+
+    steps_active = {}
+
+    def oc(i, active, chosen, w):
+        steps_active[i] = active.clone()
+
+    g = torch.Generator().manual_seed(2)
+    x_init = torch.full((32, 12), MASK)
+    before[0] = x_init.clone()
+    x, st = sample(iid_denoiser(PROBS, MASK), LogLinear(), MASK, SamplerConfig(steps=12, k=4, min_unmask=2),
+                   x_init=x_init, energy=HashEnergy(3.0), generator=g, callback=cb, on_choice=oc)
+    assert not (x == MASK).any() and st.energy_steps == len(steps_active) > 0
+    singles = 0
+    for i, (xb, xa) in enumerate(seen):
+        moved = (xb != xa).sum(1)
+        act = steps_active.get(i, torch.zeros(0, dtype=torch.long))
+        assert (moved[act] >= 2).all()
+        rest = torch.ones(32, dtype=torch.bool)
+        rest[act] = False
+        assert (moved[rest] <= 1).all()
+        singles += int((moved[rest] == 1).sum())
+    assert singles > 0  # some sequences did take the plain draw
+    assert st.candidates == 4 * sum(e.numel() for e in st.ess)
+
+
+def test_min_unmask_above_length_never_runs_the_energy():
+    x_init = torch.full((16, 12), MASK)
+    x_init[:, ::4] = 1
+    x, st = _run(SamplerConfig(steps=5, k=4, min_unmask=13), HashEnergy(3.0), batch=16, x_init=x_init)
+    assert st.energy_steps == 0 and st.candidates == 0 and not (x == MASK).any()
+    assert (x[:, ::4] == 1).all()
+    with pytest.raises(ValueError):
+        SamplerConfig(min_unmask=2, unmask="confidence")

@@ -51,6 +51,10 @@ def add_parser(sub, name, help_):
                         "find better ones). Each step stays an exact importance-resampling step for its k; the "
                         "summary reports mean_k and energy_candidates_per_sample")
     p.add_argument("--k-max", type=int, default=16, help="with --k-policy ess: the most candidates a step draws")
+    p.add_argument("--energy-min-unmask", type=int, default=1, metavar="M",
+                   help="EDLM: run the energy only for sequences that unmask at least M positions on a step, the "
+                        "others take a plain MDLM draw (the energy corrects tokens fixed TOGETHER; one token from "
+                        "the denoiser's marginal needs none if the denoiser is good). Random unmasking only")
     p.add_argument("--window", type=parse_window, default=(0.0, 1.0), metavar="T_LO,T_HI",
                    help="EDLM on steps whose t is in [T_LO, T_HI]; 'none' = plain MDLM")
     p.add_argument("--temperature", type=float, default=1.0, help="EDLM weights softmax(-E/tau); 1 = exact")
@@ -82,7 +86,7 @@ def add_parser(sub, name, help_):
 
 def check_args(args) -> None:
     """Every option in range and --out usable, before a model is loaded."""
-    for name in ("num", "steps", "k", "k_max", "batch_size"):
+    for name in ("num", "steps", "k", "k_max", "energy_min_unmask", "batch_size"):
         at_least("--" + name.replace("_", "-"), getattr(args, name), 1)
     at_least("--length", args.length, 1, optional=True)
     at_least("--seed", args.seed, 0)
@@ -97,6 +101,9 @@ def check_args(args) -> None:
     if args.k_policy != "fixed" and args.k > args.k_max:
         raise EdlmError(f"--k {args.k} is the first step's k under --k-policy {args.k_policy}: give at most "
                         f"--k-max {args.k_max}")
+    if args.energy_min_unmask > 1 and (not args.energy or args.unmask != "random"):
+        raise EdlmError("--energy-min-unmask skips the energy on steps that unmask few positions: give --energy, "
+                        "with --unmask random")
     if args.trace_mdlm and not (args.trace and args.energy):
         raise EdlmError("--trace-mdlm puts plain MDLM beside EDLM on the --trace page: give --trace and --energy")
     out_file("--trace", args.trace)
@@ -181,7 +188,8 @@ def run(args):
                           cache=not args.no_cache, quiet=args.quiet, on_batch=stream.write,
                           unmask=args.unmask, infill=infill, stride=args.stride, trace=args.trace,
                           trace_num=args.trace_num, trace_mdlm=args.trace_mdlm,
-                          k_policy=parse_k_policy(args.k_policy, args.k_max))
+                          k_policy=parse_k_policy(args.k_policy, args.k_max),
+                          min_unmask=args.energy_min_unmask)
         stream.finish()
     except BaseException:
         stream.abandon()

@@ -54,6 +54,9 @@ class GenerateRequest:
     k_policy: KPolicy | None = None
     """None: `k` candidates on every EDLM step; a KPolicy: `k` on the first, then set by each step's ESS
     (sampling/adaptive.py)"""
+    min_unmask: int = 1
+    """EDLM: the energy runs only for sequences that unmask at least this many positions on a step (the others
+    take a plain MDLM draw); random unmasking only"""
     precision: str = "auto"
     """auto = bf16 autocast on a GPU, fp32 on the CPU; bf16; fp32. Categorical draws are float64 always"""
     fixed: list | None = None
@@ -203,7 +206,8 @@ def generate(req: GenerateRequest, device, *, models=None, energies: dict | None
         raise EdlmError("`energy` applies to an MDLM run (`ckpt` MDLM_RUN); this run is autoregressive")
     scfg = SamplerConfig(steps=req.steps, k=req.k if energy is not None else 1, window=req.window,
                          temperature=req.temperature, cache=req.cache, unmask=req.unmask,
-                         k_policy=req.k_policy if energy is not None else None)
+                         k_policy=req.k_policy if energy is not None else None,
+                         min_unmask=req.min_unmask if energy is not None else 1)
     unmask = None if obj == "ar" else req.unmask
     schedule = get_schedule(meta["train"].get("schedule", "loglinear"))
     rows, ess_all, t_total = [], [], 0.0
@@ -263,6 +267,8 @@ def generate(req: GenerateRequest, device, *, models=None, energies: dict | None
     if req.k_policy is not None and energy is not None:
         p = req.k_policy
         summary.update(k_policy="ess", k_max=p.k_max, k_min=p.k_min)
+    if req.min_unmask > 1 and energy is not None:
+        summary.update(min_unmask=req.min_unmask)
     if req.stride is not None:  # fields added only when used: the JSON of a plain run is unchanged
         summary.update(stride=req.stride, block=window, blocks=len(block_windows(length, window, req.stride)))
     if req.fixed is not None:

@@ -40,10 +40,17 @@ class SamplerConfig:
     """None: k candidates on every step in the window. A KPolicy (sampling/adaptive.py): k is the first step's
     count, and each EDLM step's ESS sets the next step's (halved when the weights are flat, doubled when one
     candidate takes all the weight), within [k_min, k_max]"""
+    min_unmask: int = 1
+    """EDLM steps run the energy only for sequences that unmask at least this many positions on the step; the
+    others take a plain MDLM draw (sampling/importance.py: one token from exact marginals needs no energy).
+    Random unmasking only"""
 
     def __post_init__(self):
         if self.unmask not in UNMASK:
             raise ValueError(f"unmask {self.unmask!r}: use one of {', '.join(UNMASK)}")
+        if self.min_unmask < 1 or (self.min_unmask > 1 and self.unmask != "random"):
+            raise ValueError(f"min_unmask {self.min_unmask}: give 1 or more, and more than 1 only with random "
+                             "unmasking")
 
 
 UNMASK = ("random", "confidence")
@@ -117,7 +124,7 @@ def sample(denoise, schedule, mask_id: int, cfg: SamplerConfig, *, batch: int = 
                                                          cfg.temperature, generator, on_choice=chose)
             else:
                 x, e, moved = importance_step(post, x, t, a_t, a_s, energy, k, mask_id, cfg.temperature,
-                                              generator, on_choice=chose)
+                                              generator, on_choice=chose, min_unmask=cfg.min_unmask)
             if e.numel():  # the energy ran (some sequence unmasked something)
                 stats.energy_steps += 1
                 stats.ks.append(k)
