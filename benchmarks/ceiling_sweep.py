@@ -25,8 +25,9 @@ A cell's seconds/step = its sampling wall time (device synchronised) / the steps
 samples. The JSON is rewritten after every cell, so a time-out keeps what finished.
 
 Adaptive k in the sweep: an `--extra` sampler name ending in `-ess` (edlm-ar-ess, confidence+edlm-ar-ess) runs
-`--k-policy ess` with K as both the first step's k and k_max, e.g. `--extra edlm-ar-ess:16:8:1`; its cells
-report mean_k and energy candidates per sample next to the fixed-k cells' (every energy cell reports them).
+`--k-policy ess` with K as both the first step's k and k_max, e.g. `--extra edlm-ar-ess:16:8:1`; a further
+`-m<M>` (edlm-ar-m2, edlm-ar-ess-m2) runs the energy only for sequences that unmask at least M positions on a step
+(--energy-min-unmask M). Every energy cell reports mean_k and energy candidates per sample (the cost).
 """
 
 from __future__ import annotations
@@ -186,15 +187,20 @@ def look(a):
 
 
 def adaptive_cells(a) -> list[dict]:
-    """MDLM, fixed k x window (FIXED specs K:W), and the ESS policy on every step (ESS specs K0:K_MAX)."""
-    cells = [{"sampler": "mdlm", "k": 1, "window": None, "k_max": None}]
+    """MDLM, fixed k x window (FIXED specs K:W[:M]), and the ESS policy on every step (ESS specs K0:K_MAX[:M]);
+    M = min_unmask (the energy only for sequences that unmask at least M positions on the step; default 1)."""
+    cells = [{"sampler": "mdlm", "k": 1, "window": None, "k_max": None, "min_unmask": 1}]
     for spec in filter(None, a.fixed.split(",")):
-        k, w = spec.split(":")
-        cells.append({"sampler": "edlm", "k": int(k), "window": float(w), "k_max": None})
+        k, w, *m = spec.split(":")
+        cells.append({"sampler": "edlm", "k": int(k), "window": float(w), "k_max": None,
+                      "min_unmask": int(m[0]) if m else 1})
     for spec in filter(None, a.ess.split(",")):
-        k0, k_max = map(int, spec.split(":"))
-        cells.append({"sampler": "edlm-ess", "k": k0, "window": 1.0, "k_max": k_max})
+        k0, k_max, *m = map(int, spec.split(":"))
+        cells.append({"sampler": "edlm-ess", "k": k0, "window": 1.0, "k_max": k_max, "min_unmask": m[0] if m else 1})
     return cells
+
+
+CELL_KEY = ("steps", "sampler", "k", "window", "k_max", "min_unmask")
 
 
 def look_adaptive(a):
@@ -206,18 +212,28 @@ def look_adaptive(a):
 
     res = {**device_info(), "what": "adaptive k look (exact denoiser, true energy)", "args": vars(a),
            "cost": "energy candidate-evaluations per sample", "languages": {}}
+    if a.resume and Path(a.out).exists():  # keep the cells already there (an earlier invocation), add the others
+        old = json.loads(Path(a.out).read_text())
+        res["earlier_invocations"] = old.pop("earlier_invocations", []) + [{"commit": old.get("commit"),
+                                                                            "args": old.get("args")}]
+        res["languages"] = old["languages"]
     for name in a.languages.split(","):
         lang = SyntheticLanguage() if name == "synthetic" else make_language(name)
         den, V = markov_oracle(lang), lang.vocab_size
         g = torch.Generator().manual_seed(0)
         nll, ent = score(lang, lang.sample(a.num, a.length, generator=g))
-        out = {"summary": facts(lang, a.length), "data": summarise(nll, ent, intervals=True), "cells": []}
+        out = res["languages"].get(name) or {"summary": facts(lang, a.length),
+                                             "data": summarise(nll, ent, intervals=True), "cells": []}
         res["languages"][name] = out
+        done = [tuple(c.get(k, 1 if k == "min_unmask" else None) for k in CELL_KEY) for c in out["cells"]]
         for steps in _ints(a.steps):
             for c in adaptive_cells(a):
+                if (steps, *(c[k] for k in CELL_KEY[1:])) in done:
+                    continue
                 w = c["window"]
                 pol = KPolicy(k_max=c["k_max"]) if c["k_max"] else None
-                cfg = SamplerConfig(steps=steps, k=c["k"], window=(1.0 - w, 1.0) if w else None, k_policy=pol)
+                cfg = SamplerConfig(steps=steps, k=c["k"], window=(1.0 - w, 1.0) if w else None, k_policy=pol,
+                                    min_unmask=c["min_unmask"])
                 g = torch.Generator().manual_seed(steps)
                 t0 = time.perf_counter()
                 x, st = sample(den, LogLinear(), V, cfg, batch=a.num, length=a.length, generator=g,
@@ -274,13 +290,25 @@ def parse_cells(a) -> list[dict]:
                 energy.append({"sampler": "confidence+edlm-ar", "steps": s, "k": k, "window": w})
     for spec in filter(None, a.extra.split(",")):
         name, steps, k, w = spec.split(":")
-        if name.removesuffix("-ess") not in ("edlm-ar", "confidence+edlm-ar"):
-            raise SystemExit(f"--extra {spec!r}: SAMPLER is edlm-ar or confidence+edlm-ar, optionally with -ess")
+        base, _, m = sweep_sampler(name)
+        if base not in ("edlm-ar", "confidence+edlm-ar") or (m > 1 and base != "edlm-ar"):
+            raise SystemExit(f"--extra {spec!r}: SAMPLER is edlm-ar or confidence+edlm-ar, optionally with -ess, and "
+                             "edlm-ar also with -m<M> (e.g. edlm-ar-ess-m2)")
         cell = {"sampler": name, "steps": int(steps), "k": int(k), "window": float(w)}
         if cell not in energy:
             energy.append(cell)
     energy.sort(key=lambda c: c["steps"] * (1 + c["window"] * c["k"]))
     return cells + energy
+
+
+def sweep_sampler(name: str) -> tuple[str, bool, int]:
+    """'edlm-ar-ess-m2' -> ('edlm-ar', True, 2): the base sampler, --k-policy ess, --energy-min-unmask."""
+    m = 1
+    head, sep, tail = name.rpartition("-m")
+    if sep and tail.isdigit():
+        name, m = head, int(tail)
+    ess = name.endswith("-ess")
+    return name.removesuffix("-ess"), ess, m
 
 
 def _ints(s):
@@ -301,14 +329,14 @@ def val_curve(run: Path) -> list[dict]:
 def run_cell(cell, a, models, energies, device, lang, ar_run, quiet=True, num=None, steps=None):
     from edlm.sampling.generate import GenerateRequest, generate
 
-    adaptive = cell["sampler"].endswith("-ess")  # --k-policy ess, K = the first step's k and k_max
-    edlm = cell["sampler"].removesuffix("-ess").endswith("edlm-ar")
+    base, adaptive, m = sweep_sampler(cell["sampler"])
+    edlm = base.endswith("edlm-ar")
     w = cell["window"]
     req = GenerateRequest(ckpt=a.mdlm_run, num=num or a.num, steps=steps or cell["steps"], batch_size=a.batch,
                           seed=a.seed, energy=f"ar:{ar_run}" if edlm else None, k=cell["k"],
                           window=(1.0 - w, 1.0) if edlm else None,
                           unmask="confidence" if cell["sampler"].startswith("confidence") else "random",
-                          k_policy=KPolicy(k_max=cell["k"]) if adaptive else None)
+                          k_policy=KPolicy(k_max=cell["k"]) if adaptive else None, min_unmask=m if edlm else 1)
     rows, summ = generate(req, device, models=models, energies=energies, quiet=quiet)
     x = torch.tensor([r["ids"] for r in rows])
     nll, ent = score(lang, x)
@@ -422,10 +450,12 @@ def main():
     lk.add_argument("--k", type=int, default=8)
     lk.add_argument("--adaptive", action="store_true",
                     help="adaptive k (--k-policy ess) next to fixed (k, window) with the true energy, costs counted")
-    lk.add_argument("--fixed", default="2:0.2,8:0.2,2:1,4:1,8:1,16:1",
-                    help="with --adaptive: fixed-k cells K:WINDOW,... (EDLM on the steps with t >= 1 - WINDOW)")
-    lk.add_argument("--ess", default="8:8,16:16,2:16",
-                    help="with --adaptive: ESS-policy cells K0:K_MAX,... (first step's k, the most k), every step")
+    lk.add_argument("--fixed", default="2:0.2,8:0.2,2:1,4:1,8:1,16:1,4:1:2,8:1:2,16:1:2",
+                    help="with --adaptive: fixed-k cells K:WINDOW[:M],... (EDLM on the steps with t >= 1 - WINDOW; "
+                         "M: the energy only for sequences unmasking >= M positions on the step)")
+    lk.add_argument("--ess", default="8:8,16:16,2:16,16:16:2",
+                    help="with --adaptive: ESS-policy cells K0:K_MAX[:M],... (first step's k, the most k), every step")
+    lk.add_argument("--resume", action="store_true", help="with --adaptive: keep the cells in --out, add the others")
     sw = sub.add_parser("sweep")
     sw.add_argument("--out", required=True)
     sw.add_argument("--language", default="markov3")
