@@ -34,7 +34,9 @@ def name(c) -> str:
         return "MDLM"
     if c["sampler"] == "edlm-ess":
         return f"ESS policy k0={c['k']} k_max={c['k_max']}{tail}"
-    return f"fixed k={c['k']} w={c['window']:g}{tail}"
+    w = c["window"]
+    w = f"t in [{w[0]:g}, {w[1]:g}]" if isinstance(w, list) else f"w={w:g}"
+    return f"fixed k={c['k']} {w}{tail}"
 
 
 def on_fixed_curve(c) -> bool:

@@ -192,7 +192,8 @@ def adaptive_cells(a) -> list[dict]:
     cells = [{"sampler": "mdlm", "k": 1, "window": None, "k_max": None, "min_unmask": 1}]
     for spec in filter(None, a.fixed.split(",")):
         k, w, *m = spec.split(":")
-        cells.append({"sampler": "edlm", "k": int(k), "window": float(w), "k_max": None,
+        window = [float(v) for v in w.split("-")] if "-" in w else float(w)  # LO-HI: the steps with t in [LO, HI]
+        cells.append({"sampler": "edlm", "k": int(k), "window": window, "k_max": None,
                       "min_unmask": int(m[0]) if m else 1})
     for spec in filter(None, a.ess.split(",")):
         k0, k_max, *m = map(int, spec.split(":"))
@@ -232,7 +233,8 @@ def look_adaptive(a):
                     continue
                 w = c["window"]
                 pol = KPolicy(k_max=c["k_max"]) if c["k_max"] else None
-                cfg = SamplerConfig(steps=steps, k=c["k"], window=(1.0 - w, 1.0) if w else None, k_policy=pol,
+                win = tuple(w) if isinstance(w, list) else ((1.0 - w, 1.0) if w else None)
+                cfg = SamplerConfig(steps=steps, k=c["k"], window=win, k_policy=pol,
                                     min_unmask=c["min_unmask"])
                 g = torch.Generator().manual_seed(steps)
                 t0 = time.perf_counter()
@@ -451,8 +453,9 @@ def main():
     lk.add_argument("--adaptive", action="store_true",
                     help="adaptive k (--k-policy ess) next to fixed (k, window) with the true energy, costs counted")
     lk.add_argument("--fixed", default="2:0.2,8:0.2,2:1,4:1,8:1,16:1,4:1:2,8:1:2,16:1:2",
-                    help="with --adaptive: fixed-k cells K:WINDOW[:M],... (EDLM on the steps with t >= 1 - WINDOW; "
-                         "M: the energy only for sequences unmasking >= M positions on the step)")
+                    help="with --adaptive: fixed-k cells K:WINDOW[:M],... (EDLM on the steps with t >= 1 - WINDOW, or "
+                         "with t in [LO, HI] for a WINDOW LO-HI; M: the energy only for sequences unmasking >= M "
+                         "positions on the step)")
     lk.add_argument("--ess", default="8:8,16:16,2:16,16:16:2",
                     help="with --adaptive: ESS-policy cells K0:K_MAX[:M],... (first step's k, the most k), every step")
     lk.add_argument("--resume", action="store_true", help="with --adaptive: keep the cells in --out, add the others")
