@@ -5,6 +5,11 @@ confidence, every sample scored by the language's own log p (no evaluator).
     # once cost each language, for MDLM and for confidence unmasking?
     python benchmarks/ceiling_sweep.py look --out results/ceiling_look.json
 
+    # adaptive k (sampling/adaptive.py, --k-policy ess) next to fixed (k, window), exact denoiser and true energy:
+    # gen-NLL with intervals, entropy, and the cost as energy candidate-evaluations per sample
+    python benchmarks/ceiling_sweep.py look --adaptive --languages synthetic,markov3 --steps 4,8,16 \
+        --out results/ceiling/adaptive_look_cpu.json
+
     # the sweep: prepare the language, train an MDLM and an AR, sample every cell, score exactly
     python benchmarks/ceiling_sweep.py sweep --size gpu --out results/ceiling_markov3_h200.json
     python benchmarks/ceiling_sweep.py sweep --size cpu --out results/ceiling_markov3_cpu.json
@@ -18,6 +23,11 @@ kind (MDLM, confidence, EDLM-AR with k candidates, EDLM on confidence with k), a
 the same code path (first-call costs: allocations, kernel compiles; model loading happens before any cell).
 A cell's seconds/step = its sampling wall time (device synchronised) / the steps it ran; s/seq = wall time /
 samples. The JSON is rewritten after every cell, so a time-out keeps what finished.
+
+Adaptive k in the sweep: an `--extra` sampler name ending in `-ess` (edlm-ar-ess, confidence+edlm-ar-ess) runs
+`--k-policy ess` with K as both the first step's k and k_max, e.g. `--extra edlm-ar-ess:16:8:1`; a further
+`-m<M>` (edlm-ar-m2, edlm-ar-ess-m2) runs the energy only for sequences that unmask at least M positions on a step
+(--energy-min-unmask M). Every energy cell reports mean_k and energy candidates per sample (the cost).
 """
 
 from __future__ import annotations
@@ -37,6 +47,7 @@ from common import device_info  # noqa: E402
 from edlm.diffusion.schedules import LogLinear  # noqa: E402
 from edlm.eval.stats import unigram_entropy  # noqa: E402
 from edlm.models.transformer import TransformerConfig  # noqa: E402
+from edlm.sampling.adaptive import KPolicy  # noqa: E402
 from edlm.sampling.loop import SamplerConfig, sample  # noqa: E402
 from edlm.train.config import TrainConfig  # noqa: E402
 
@@ -140,6 +151,8 @@ def look(a):
     from edlm.data.synthetic import SyntheticLanguage
 
     cpu_threads(a.threads)
+    if a.adaptive:
+        return look_adaptive(a)
     res = {**device_info(), "what": "exact-denoiser look", "args": vars(a), "languages": {}}
     for name in a.languages.split(","):
         lang = SyntheticLanguage() if name == "synthetic" else make_language(name)
@@ -171,6 +184,74 @@ def look(a):
                 Path(a.out).write_text(json.dumps(res, indent=1))
         res["languages"][name] = out
         Path(a.out).write_text(json.dumps(res, indent=1))
+
+
+def adaptive_cells(a) -> list[dict]:
+    """MDLM, fixed k x window (FIXED specs K:W[:M]), and the ESS policy on every step (ESS specs K0:K_MAX[:M]);
+    M = min_unmask (the energy only for sequences that unmask at least M positions on the step; default 1)."""
+    cells = [{"sampler": "mdlm", "k": 1, "window": None, "k_max": None, "min_unmask": 1}]
+    for spec in filter(None, a.fixed.split(",")):
+        k, w, *m = spec.split(":")
+        window = [float(v) for v in w.split("-")] if "-" in w else float(w)  # LO-HI: the steps with t in [LO, HI]
+        cells.append({"sampler": "edlm", "k": int(k), "window": window, "k_max": None,
+                      "min_unmask": int(m[0]) if m else 1})
+    for spec in filter(None, a.ess.split(",")):
+        k0, k_max, *m = map(int, spec.split(":"))
+        cells.append({"sampler": "edlm-ess", "k": k0, "window": 1.0, "k_max": k_max, "min_unmask": m[0] if m else 1})
+    return cells
+
+
+CELL_KEY = ("steps", "sampler", "k", "window", "k_max", "min_unmask")
+
+
+def look_adaptive(a):
+    """Adaptive k (KPolicy) against fixed (k, window) with the exact denoiser and the true energy. Cost = energy
+    candidate-evaluations per sample (k x the sequences that unmasked something, summed over EDLM steps): the
+    quantity that EDLM adds to MDLM, independent of this shared CPU's noisy clock (wall time is kept too)."""
+    from edlm.data.languages import make_language
+    from edlm.data.synthetic import SyntheticLanguage
+
+    res = {**device_info(), "what": "adaptive k look (exact denoiser, true energy)", "args": vars(a),
+           "cost": "energy candidate-evaluations per sample", "languages": {}}
+    if a.resume and Path(a.out).exists():  # keep the cells already there (an earlier invocation), add the others
+        old = json.loads(Path(a.out).read_text())
+        res["earlier_invocations"] = old.pop("earlier_invocations", []) + [{"commit": old.get("commit"),
+                                                                            "args": old.get("args")}]
+        res["languages"] = old["languages"]
+    for name in a.languages.split(","):
+        lang = SyntheticLanguage() if name == "synthetic" else make_language(name)
+        den, V = markov_oracle(lang), lang.vocab_size
+        g = torch.Generator().manual_seed(0)
+        nll, ent = score(lang, lang.sample(a.num, a.length, generator=g))
+        out = res["languages"].get(name) or {"summary": facts(lang, a.length),
+                                             "data": summarise(nll, ent, intervals=True), "cells": []}
+        res["languages"][name] = out
+        done = [tuple(c.get(k, 1 if k == "min_unmask" else None) for k in CELL_KEY) for c in out["cells"]]
+        for steps in _ints(a.steps):
+            for c in adaptive_cells(a):
+                if (steps, *(c[k] for k in CELL_KEY[1:])) in done:
+                    continue
+                w = c["window"]
+                pol = KPolicy(k_max=c["k_max"]) if c["k_max"] else None
+                win = tuple(w) if isinstance(w, list) else ((1.0 - w, 1.0) if w else None)
+                cfg = SamplerConfig(steps=steps, k=c["k"], window=win, k_policy=pol,
+                                    min_unmask=c["min_unmask"])
+                g = torch.Generator().manual_seed(steps)
+                t0 = time.perf_counter()
+                x, st = sample(den, LogLinear(), V, cfg, batch=a.num, length=a.length, generator=g,
+                               energy=TrueEnergy(lang) if c["k"] > 1 else None)
+                dt = time.perf_counter() - t0
+                nll, ent = score(lang, x)
+                cell = {"steps": steps, **c, **summarise(nll, ent, intervals=True), "mean_ess": st.mean_ess,
+                        "candidates_per_sample": st.candidates / a.num,
+                        "mean_k": st.candidates / max(sum(e.numel() for e in st.ess), 1) if st.ess else None,
+                        "energy_steps": st.energy_steps, "ks": st.ks,
+                        "ess_per_step": [round(float(e.mean()), 3) for e in st.ess],
+                        "seconds": dt, "nll": [round(v, 5) for v in nll]}
+                out["cells"].append(cell)
+                print(name, json.dumps({k: v for k, v in cell.items() if k != "nll"}), flush=True)
+                Path(a.out).write_text(json.dumps(res, indent=1))
+    Path(a.out).write_text(json.dumps(res, indent=1))
 
 
 # ------------------------------------------------------------------------------------------------------------
@@ -209,8 +290,9 @@ ENERGY_RUNS = {"edlm-ar": "ar", "edlm-arq": "ar-quarter", "edlm-nce": "nce"}
 
 
 def energy_of(sampler: str) -> str | None:
-    """'edlm-ar' / 'confidence+edlm-nce' -> the energy's run folder name; plain samplers -> None."""
-    return ENERGY_RUNS.get(sampler.split("+")[-1])
+    """'edlm-ar' / 'confidence+edlm-nce' / 'edlm-arq-ess-m2' -> the energy's run folder name; plain samplers ->
+    None."""
+    return ENERGY_RUNS.get(sweep_sampler(sampler)[0].split("+")[-1])
 
 
 def parse_cells(a) -> list[dict]:
@@ -228,11 +310,25 @@ def parse_cells(a) -> list[dict]:
                 energy.append({"sampler": "confidence+edlm-ar", "steps": s, "k": k, "window": w})
     for spec in filter(None, a.extra.split(",")):
         name, steps, k, w = spec.split(":")
+        base, _, m = sweep_sampler(name)
+        if energy_of(base) is None or (m > 1 and base.startswith("confidence")):
+            raise SystemExit(f"--extra {spec!r}: SAMPLER is edlm-ar, edlm-arq, edlm-nce or confidence+ one of them, "
+                             "optionally with -ess, and without confidence also with -m<M> (e.g. edlm-ar-ess-m2)")
         cell = {"sampler": name, "steps": int(steps), "k": int(k), "window": float(w)}
         if cell not in energy:
             energy.append(cell)
     energy.sort(key=lambda c: c["steps"] * (1 + c["window"] * c["k"]))
     return cells + energy
+
+
+def sweep_sampler(name: str) -> tuple[str, bool, int]:
+    """'edlm-ar-ess-m2' -> ('edlm-ar', True, 2): the base sampler, --k-policy ess, --energy-min-unmask."""
+    m = 1
+    head, sep, tail = name.rpartition("-m")
+    if sep and tail.isdigit():
+        name, m = head, int(tail)
+    ess = name.endswith("-ess")
+    return name.removesuffix("-ess"), ess, m
 
 
 def _ints(s):
@@ -253,14 +349,16 @@ def val_curve(run: Path) -> list[dict]:
 def run_cell(cell, a, models, energies, device, lang, quiet=True, num=None, steps=None):
     from edlm.sampling.generate import GenerateRequest, generate
 
-    run = energy_of(cell["sampler"])
+    base, adaptive, m = sweep_sampler(cell["sampler"])
+    run = energy_of(base)
     edlm = run is not None
     w = cell["window"]
     spec = f"{'nce' if run == 'nce' else 'ar'}:{Path(a.runs) / run}" if edlm else None
     req = GenerateRequest(ckpt=a.mdlm_run, num=num or a.num, steps=steps or cell["steps"], batch_size=a.batch,
                           seed=a.seed, energy=spec, k=cell["k"],
                           window=(1.0 - w, 1.0) if edlm else None,
-                          unmask="confidence" if cell["sampler"].startswith("confidence") else "random")
+                          unmask="confidence" if cell["sampler"].startswith("confidence") else "random",
+                          k_policy=KPolicy(k_max=cell["k"]) if adaptive else None, min_unmask=m if edlm else 1)
     rows, summ = generate(req, device, models=models, energies=energies, quiet=quiet)
     x = torch.tensor([r["ids"] for r in rows])
     nll, ent = score(lang, x)
@@ -268,6 +366,7 @@ def run_cell(cell, a, models, energies, device, lang, quiet=True, num=None, step
             "seconds_per_sample": summ["sampling_s"] / len(rows), "steps_run": summ["steps_run"],
             "seconds_per_step": summ["sampling_s"] / max(summ["steps_run"], 1),
             "batch": min(a.batch, len(rows)), "mean_ess": summ["mean_ess"],
+            "candidates_per_sample": summ.get("energy_candidates_per_sample", 0.0), "mean_k": summ.get("mean_k"),
             "nll": [round(v, 5) for v in nll], "ent": [round(v, 5) for v in ent]}
 
 
@@ -385,6 +484,15 @@ def main():
     lk.add_argument("--length", type=int, default=32)
     lk.add_argument("--threads", type=int, default=1, help="CPU threads (0: torch's default)")
     lk.add_argument("--k", type=int, default=8)
+    lk.add_argument("--adaptive", action="store_true",
+                    help="adaptive k (--k-policy ess) next to fixed (k, window) with the true energy, costs counted")
+    lk.add_argument("--fixed", default="2:0.2,8:0.2,2:1,4:1,8:1,16:1,4:1:2,8:1:2,16:1:2",
+                    help="with --adaptive: fixed-k cells K:WINDOW[:M],... (EDLM on the steps with t >= 1 - WINDOW, or "
+                         "with t in [LO, HI] for a WINDOW LO-HI; M: the energy only for sequences unmasking >= M "
+                         "positions on the step)")
+    lk.add_argument("--ess", default="8:8,16:16,2:16,16:16:2",
+                    help="with --adaptive: ESS-policy cells K0:K_MAX[:M],... (first step's k, the most k), every step")
+    lk.add_argument("--resume", action="store_true", help="with --adaptive: keep the cells in --out, add the others")
     sw = sub.add_parser("sweep")
     sw.add_argument("--out", required=True)
     sw.add_argument("--language", default="markov3")
@@ -409,7 +517,9 @@ def main():
     sw.add_argument("--conf-edlm-window", default="1.0")
     sw.add_argument("--resume", action="store_true", help="keep the cells already in --out and run only the others")
     sw.add_argument("--extra", default="", help="more energy cells, SAMPLER:STEPS:K:WINDOW,... (SAMPLER: edlm-ar, "
-                    "edlm-arq (a quarter-FLOPs AR), edlm-nce, or confidence+ any of them)")
+                    "edlm-arq (a quarter-FLOPs AR), edlm-nce, or confidence+ any of them; with the suffix -ess, "
+                    "e.g. edlm-ar-ess:16:8:1, k adapts by the ESS (--k-policy ess) starting at K with k_max = K; "
+                    "with -m<M> (random unmasking only) the energy runs only where >= M positions unmask)")
     sw.add_argument("--max-sample-seconds", type=float, default=0,
                     help="skip (and list under 'cut') cells whose estimated time exceeds what is left (0: no limit)")
     a = ap.parse_args()

@@ -145,7 +145,8 @@ class Run:
                temperature: float = 1.0, prefix=None, seed: int = 0, length: int | None = None,
                batch_size: int = 16, callback=None, *, precision: str = "auto", compile: bool = False,
                cache: bool = True, quiet: bool = True, on_batch=None, unmask: str = "random", infill=None,
-               stride: int | None = None, trace=None, trace_num: int = 4, trace_mdlm: bool = False) -> Samples:
+               stride: int | None = None, trace=None, trace_num: int = 4, trace_mdlm: bool = False,
+               k_policy=None, min_unmask: int = 1) -> Samples:
         """Generate `num` sequences; returns Samples (tokens, texts, rows, summary). Nothing is written.
 
         MDLM run: `steps` ancestral denoising steps from all-MASK. With `energy` (edlm.ar_energy(ar_run),
@@ -172,7 +173,12 @@ class Run:
             callback then sees the whole (B, length) tokens, its step index counting on across blocks.
         trace: a path: write an HTML page animating the denoising of the first `trace_num` samples (t, and
             for EDLM the ESS and the winning candidate per step); trace_mdlm: with an energy, also trace plain
-            MDLM from the same seed, side by side (sampling/trace.py)."""
+            MDLM from the same seed, side by side (sampling/trace.py).
+        k_policy: None (k candidates on every EDLM step) or an edlm.sampling.adaptive.KPolicy: k on the first
+            EDLM step, then each step's ESS sets the next step's k in [k_min, k_max] (sampling/adaptive.py); the
+            summary then reports mean_k and energy_candidates_per_sample (the cost).
+        min_unmask: with an energy, run it only for sequences that unmask at least this many positions on a step;
+            the others take a plain MDLM draw (random unmasking only)."""
         from edlm.sampling.generate import GenerateRequest, generate
 
         obj = self.meta.objective
@@ -216,7 +222,8 @@ class Run:
         req = GenerateRequest(ckpt=self.path, num=num, steps=steps, batch_size=batch_size, length=length,
                               seed=seed, energy=spec, k=k, window=tuple(window) if window else None,
                               temperature=temperature, prefix=ids or None, cache=cache, precision=precision,
-                              compile=compile, unmask=unmask, fixed=fixed, stride=stride)
+                              compile=compile, unmask=unmask, fixed=fixed, stride=stride, k_policy=k_policy,
+                              min_unmask=min_unmask)
         recorders = self._recorders(trace, trace_num, req, summary_label=choice)
         rows, summary = generate(req, self.device, models=(self.model, self.meta.raw), energies=energies,
                                  quiet=quiet, on_batch=on_batch, callback=callback,

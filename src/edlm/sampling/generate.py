@@ -12,6 +12,7 @@ from edlm.data.tokenizers import tokenizer_for
 from edlm.diffusion.schedules import get_schedule
 from edlm.errors import EdlmError
 from edlm.runs import load_model
+from edlm.sampling.adaptive import KPolicy
 from edlm.sampling.ar import ar_sample
 from edlm.sampling.infill import Infill
 from edlm.sampling.loop import SamplerConfig, model_denoiser, sample
@@ -50,6 +51,12 @@ class GenerateRequest:
     cache: bool = True
     unmask: str = "random"
     """random (MDLM's positions) or confidence (the most confident draws first; sampling/confidence.py)"""
+    k_policy: KPolicy | None = None
+    """None: `k` candidates on every EDLM step; a KPolicy: `k` on the first, then set by each step's ESS
+    (sampling/adaptive.py)"""
+    min_unmask: int = 1
+    """EDLM: the energy runs only for sequences that unmask at least this many positions on a step (the others
+    take a plain MDLM draw); random unmasking only"""
     precision: str = "auto"
     """auto = bf16 autocast on a GPU, fp32 on the CPU; bf16; fp32. Categorical draws are float64 always"""
     fixed: list | None = None
@@ -198,10 +205,13 @@ def generate(req: GenerateRequest, device, *, models=None, energies: dict | None
     elif req.energy:
         raise EdlmError("`energy` applies to an MDLM run (`ckpt` MDLM_RUN); this run is autoregressive")
     scfg = SamplerConfig(steps=req.steps, k=req.k if energy is not None else 1, window=req.window,
-                         temperature=req.temperature, cache=req.cache, unmask=req.unmask)
+                         temperature=req.temperature, cache=req.cache, unmask=req.unmask,
+                         k_policy=req.k_policy if energy is not None else None,
+                         min_unmask=req.min_unmask if energy is not None else 1)
     unmask = None if obj == "ar" else req.unmask
     schedule = get_schedule(meta["train"].get("schedule", "loglinear"))
     rows, ess_all, t_total = [], [], 0.0
+    cost = {"candidates": 0, "seq_steps": 0}  # energy candidate-evaluations, and sequence-steps that drew them
     bar = progress(total=req.num, desc=f"sample {method}", unit="seq", disable=quiet or None)
     clock = StepClock()
     step_cb = clock if callback is None else (lambda *a: (clock(*a), callback(*a)))
@@ -227,6 +237,8 @@ def generate(req: GenerateRequest, device, *, models=None, energies: dict | None
         t_total += dt
         if stats is not None and stats.ess:
             ess_all.extend(stats.ess)
+            cost["candidates"] += stats.candidates
+            cost["seq_steps"] += sum(e.numel() for e in stats.ess)
         batch_rows = [{"ids": x[i].tolist(), "seconds": dt / b, "method": method, "steps": req.steps,
                        "k": scfg.k, "window": list(req.window) if req.window else None, "unmask": unmask,
                        "corpus": meta["data"], "seed": req.seed} for i in range(b)]
@@ -249,6 +261,14 @@ def generate(req: GenerateRequest, device, *, models=None, energies: dict | None
                # (all batches) = fixed_s + per_step_s x steps_run
                "startup_s": startup_s, "sampling_s": t_total, **clock.summary(startup_s, t_total),
                "fused": fused}
+    if energy is not None:  # the energy's cost, comparable across fixed and adaptive k
+        summary.update(energy_candidates_per_sample=cost["candidates"] / max(len(rows), 1),
+                       mean_k=cost["candidates"] / cost["seq_steps"] if cost["seq_steps"] else None)
+    if req.k_policy is not None and energy is not None:
+        p = req.k_policy
+        summary.update(k_policy="ess", k_max=p.k_max, k_min=p.k_min)
+    if req.min_unmask > 1 and energy is not None:
+        summary.update(min_unmask=req.min_unmask)
     if req.stride is not None:  # fields added only when used: the JSON of a plain run is unchanged
         summary.update(stride=req.stride, block=window, blocks=len(block_windows(length, window, req.stride)))
     if req.fixed is not None:

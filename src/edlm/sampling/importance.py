@@ -50,20 +50,31 @@ def select(energies: torch.Tensor, temperature: float = 1.0, generator=None):
 
 
 def importance_step(post, x_t: torch.Tensor, t: float, alpha_t: float, alpha_s: float,
-                    energy, k: int, mask_id: int, temperature: float = 1.0, generator=None, on_choice=None):
+                    energy, k: int, mask_id: int, temperature: float = 1.0, generator=None, on_choice=None,
+                    min_unmask: int = 1):
     """One EDLM step. post: the proposal's posterior at x_t (or (B, L, V) SUBS log-probs).
     Returns x_s (B, L), ess (B_active,) on the device, and how many positions unmasked (int).
     on_choice(active (Ba,), chosen (Ba,), weights (Ba, k)): optional, told which candidate won (traces).
 
     Which positions unmask does not depend on the chosen x0, so it is drawn first. A sequence where no
     position unmasks keeps x_t whatever candidate wins: it gets no candidates and no energy forward, and
-    no ESS (its ESS would be meaningless, and counting it would inflate the mean)."""
+    no ESS (its ESS would be meaningless, and counting it would inflate the mean).
+    min_unmask: a sequence that unmasks fewer positions than this (but some) takes a plain MDLM draw for them,
+    no energy: the energy corrects the DEPENDENCE between the tokens a step fixes together, and a single token
+    drawn from exact marginals is already exact (while importance resampling with finite k only approximates
+    that marginal). The choice depends on the positions drawn, never on the candidates, so it biases nothing."""
     B, L = x_t.shape
     move = unmask_draw(x_t, alpha_t, alpha_s, mask_id, generator)
-    active = move.any(1).nonzero().squeeze(1)  # syncs once
+    if min_unmask > 1:
+        n_move = move.sum(1)
+        active = (n_move >= min_unmask).nonzero().squeeze(1)
+        single = ((n_move > 0) & (n_move < min_unmask)).nonzero().squeeze(1)
+    else:
+        active, single = move.any(1).nonzero().squeeze(1), None  # syncs once
+    x_t = _plain_draw(post, x_t, move, single, mask_id, generator)
     n_active = active.numel()
     if n_active == 0:
-        return x_t, x_t.new_zeros(0, dtype=torch.float64), 0
+        return x_t, x_t.new_zeros(0, dtype=torch.float64), int(move.sum()) if single is not None else 0
     cand, log_mu = draw_candidates(post, x_t, k, mask_id, generator, seqs=active)  # (Ba, k, L); syncs once
     xa = x_t[active]
     x0_flat = cand.reshape(n_active * k, L)
@@ -77,3 +88,13 @@ def importance_step(post, x_t: torch.Tensor, t: float, alpha_t: float, alpha_s: 
     x_s = x_t.clone()
     x_s[active] = torch.where(move[active], x0, xa)
     return x_s, ess, int(move.sum())
+
+
+def _plain_draw(post, x_t, move, seqs, mask_id, generator):
+    """The sequences `seqs` (or none) take their `move` positions from one factorised draw (an MDLM step)."""
+    if seqs is None or seqs.numel() == 0:
+        return x_t
+    cand, _ = draw_candidates(post, x_t, 1, mask_id, generator, seqs=seqs)  # (Bs, 1, L)
+    x_s = x_t.clone()
+    x_s[seqs] = torch.where(move[seqs], cand[:, 0], x_t[seqs])
+    return x_s

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 import torch
 
 from edlm.diffusion.schedules import pinned_alpha
+from edlm.sampling.adaptive import KPolicy
 from edlm.sampling.ancestral import ancestral_step, time_grid
 from edlm.sampling.confidence import confidence_importance_step, confidence_step
 from edlm.sampling.denoiser import ModelDenoiser, posterior_of
@@ -35,10 +36,21 @@ class SamplerConfig:
     unmask: str = "random"
     """which positions a step unmasks: random (MDLM: each masked one with the schedule's probability) or
     confidence (the schedule's expected count, the most confident draws first; sampling/confidence.py)"""
+    k_policy: KPolicy | None = None
+    """None: k candidates on every step in the window. A KPolicy (sampling/adaptive.py): k is the first step's
+    count, and each EDLM step's ESS sets the next step's (halved when the weights are flat, doubled when one
+    candidate takes all the weight), within [k_min, k_max]"""
+    min_unmask: int = 1
+    """EDLM steps run the energy only for sequences that unmask at least this many positions on the step; the
+    others take a plain MDLM draw (sampling/importance.py: one token from exact marginals needs no energy).
+    Random unmasking only"""
 
     def __post_init__(self):
         if self.unmask not in UNMASK:
             raise ValueError(f"unmask {self.unmask!r}: use one of {', '.join(UNMASK)}")
+        if self.min_unmask < 1 or (self.min_unmask > 1 and self.unmask != "random"):
+            raise ValueError(f"min_unmask {self.min_unmask}: give 1 or more, and more than 1 only with random "
+                             "unmasking")
 
 
 UNMASK = ("random", "confidence")
@@ -51,6 +63,14 @@ class SampleStats:
     """steps on which the energy ran (steps where nothing unmasks skip it)"""
     ess: list = field(default_factory=list)
     """per EDLM step, the effective sample size (B,) of its k candidates"""
+    ks: list = field(default_factory=list)
+    """per EDLM step, the k it drew (constant unless a k_policy adapts it)"""
+    candidates: int = 0
+    """energy candidate-evaluations spent: sum over EDLM steps of k x the sequences that unmasked something"""
+
+    @property
+    def mean_ess(self) -> float | None:
+        return float(torch.cat(self.ess).mean()) if self.ess else None
 
 
 def model_denoiser(model, mask_id: int) -> ModelDenoiser:
@@ -87,6 +107,7 @@ def sample(denoise, schedule, mask_id: int, cfg: SamplerConfig, *, batch: int = 
     remaining = int(start.sum())
     confident = cfg.unmask == "confidence"
     post = None
+    k = cfg.k if cfg.k_policy is None else cfg.k_policy.start(cfg.k)
     for i in range(cfg.steps):
         if remaining == 0:
             break
@@ -97,16 +118,20 @@ def sample(denoise, schedule, mask_id: int, cfg: SamplerConfig, *, batch: int = 
         a_t, a_s = pinned_alpha(schedule, t), pinned_alpha(schedule, s)
         e = None
         chose = None if on_choice is None else (lambda a, j, w, i=i: on_choice(i, a, j, w))
-        if energy is not None and cfg.k > 1 and in_window(t, cfg.window):
+        if energy is not None and k > 1 and in_window(t, cfg.window):
             if confident:
-                x, e, moved = confidence_importance_step(post, x, t, start, a_s, energy, cfg.k, mask_id,
+                x, e, moved = confidence_importance_step(post, x, t, start, a_s, energy, k, mask_id,
                                                          cfg.temperature, generator, on_choice=chose)
             else:
-                x, e, moved = importance_step(post, x, t, a_t, a_s, energy, cfg.k, mask_id, cfg.temperature,
-                                              generator, on_choice=chose)
+                x, e, moved = importance_step(post, x, t, a_t, a_s, energy, k, mask_id, cfg.temperature,
+                                              generator, on_choice=chose, min_unmask=cfg.min_unmask)
             if e.numel():  # the energy ran (some sequence unmasked something)
                 stats.energy_steps += 1
+                stats.ks.append(k)
+                stats.candidates += e.numel() * k
                 ess.append(e)
+                if cfg.k_policy is not None:  # this step's ESS sets the NEXT step's k (sampling/adaptive.py)
+                    k = cfg.k_policy.next_k(k, e)
             else:
                 e = None
         elif confident:

@@ -62,5 +62,7 @@ def sample_long(sample_block, x_init: torch.Tensor, window: int, stride: int, ma
         total.forwards += st.forwards
         total.energy_steps += st.energy_steps
         total.ess.extend(st.ess)
+        total.ks.extend(st.ks)
+        total.candidates += st.candidates
         offset += steps
     return x, total
