@@ -23,6 +23,7 @@ import math
 from pathlib import Path
 
 import numpy as np
+from ceiling_text import pick_evaluator
 
 
 def family(c) -> str:
@@ -167,7 +168,8 @@ def plots(res: dict, an: dict, stem: Path) -> list[str]:
              f"{res.get('device_name', '')}, {an['cells'][0]['num']} samples/cell")
     styles = ["-", "--", "-.", ":"]
     files = []
-    nll_label = "gen-NLL (nats/token, exact)"
+    ev = res.get("scored_by")
+    nll_label = "gen-NLL (nats/token, exact)" if ev is None else f"gen-NLL (nats per {ev} token)"
     for name, xk, yk, xl, yl in (("quality_vs_steps", "steps", "gen_nll", "sampling steps", nll_label),
                                  ("quality_vs_time", "seconds_per_sample", "gen_nll", "seconds per sample", nll_label),
                                  ("entropy_vs_steps", "steps", "entropy", "sampling steps",
@@ -184,7 +186,8 @@ def plots(res: dict, an: dict, stem: Path) -> list[str]:
         if d:
             key = "gen_nll" if yk == "gen_nll" else "entropy"
             ax.axhspan(*d[key + "_ci"], color="gray", alpha=0.3)
-            ax.axhline(d[key], color="gray", ls="--", lw=1, label="data (exact samples)")
+            ax.axhline(d[key], color="gray", ls="--", lw=1,
+                       label="data (exact samples)" if ev is None else "data (test-split windows)")
         ax.set_xscale("log", base=2 if xk == "steps" else 10)
         ax.set_xlabel(xl)
         ax.set_ylabel(yl)
@@ -237,7 +240,8 @@ def tables(res: dict, an: dict) -> str:
     lines = []
     d = an.get("data")
     if d:
-        lines.append(f"data (exact samples, n={d['num']}): gen-NLL {f3(d['gen_nll'], d['gen_nll_ci'])}, "
+        what = "exact samples" if res.get("scored_by") is None else f"test-split windows, {res['scored_by']}"
+        lines.append(f"data ({what}, n={d['num']}): gen-NLL {f3(d['gen_nll'], d['gen_nll_ci'])}, "
                      f"entropy {f3(d['entropy'], d['entropy_ci'])}")
     lines += ["", "| sampler | best gen-NLL [95% CI] | at steps | entropy [95% CI] | s/step | s/sample |",
               "|---|---|---|---|---|---|"]
@@ -269,14 +273,20 @@ def main():
     ap.add_argument("json")
     ap.add_argument("--boot", type=int, default=2000)
     ap.add_argument("--no-plots", action="store_true")
+    ap.add_argument("--evaluator", help="real-text sweeps: whose per-sample NLL to analyse (ceiling_sweep.py score)")
     a = ap.parse_args()
     path = Path(a.json)
     res = json.loads(path.read_text())
-    an = analyse(res, a.boot)
+    scored = json.loads(path.read_text())  # a copy whose cells take the evaluator's NLL; the file keeps all
+    ev = pick_evaluator(scored, a.evaluator)
+    an = analyse(scored, a.boot)
+    tag = None if ev is None else ev.replace(":", "-").replace("/", "-")
+    stem = path.with_suffix("") if ev is None else path.with_name(f"{path.stem}_{tag}")
     if not a.no_plots:
-        an["plots"] = plots(res, an, path.with_suffix(""))
-    res["analysis"] = an
+        an["plots"] = plots(scored, an, stem)
+    res["analysis" if ev is None else f"analysis_{ev}"] = an
     path.write_text(json.dumps(res, indent=1))
+    res = scored
     print(tables(res, an))
 
 

@@ -17,6 +17,11 @@ confidence, every sample scored by the language's own log p (no evaluator).
     # tables, intervals, speed-ups and plots from the JSON (benchmarks/ceiling_report.py)
     python benchmarks/ceiling_report.py results/ceiling_markov3_cpu.json
 
+    # real text (ceiling_text.py): the GPU keeps every cell's ids, a CPU machine scores them with evaluators
+    python benchmarks/ceiling_sweep.py sweep --size gpu-char --language wiki-char --out OUT.json
+    python benchmarks/ceiling_sweep.py score --out OUT.json --evaluator smollm2-135m --evaluator gemma3-270m
+    python benchmarks/ceiling_report.py OUT.json --evaluator smollm2-135m
+
 Every cell keeps the per-sample gen-NLL (nats/token, exact: -log p(x) / L under the language) and unigram
 entropy, so the report can bootstrap intervals over samples. Timing: before the first cell of each sampler
 kind (MDLM, confidence, EDLM-AR with k candidates, EDLM on confidence with k), an untimed warm-up batch runs
@@ -42,6 +47,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
+from ceiling_text import ExactScorer, TextScorer, cell_key, is_exact  # noqa: E402
 from common import device_info  # noqa: E402
 
 from edlm.diffusion.schedules import LogLinear  # noqa: E402
@@ -128,7 +134,8 @@ def facts(lang, L: int) -> dict:
 
 def summarise(nll, ent, intervals: bool = False, n_boot: int = 2000) -> dict:
     """Means; with intervals, 95% percentile bootstrap intervals over samples too."""
-    out = {"gen_nll": sum(nll) / len(nll), "entropy": sum(ent) / len(ent), "num": len(nll)}
+    out = {"gen_nll": sum(nll) / len(nll) if nll is not None else None, "entropy": sum(ent) / len(ent),
+           "num": len(ent)}
     if intervals:
         g = torch.Generator().manual_seed(0)
         idx = torch.randint(0, len(nll), (n_boot, len(nll)), generator=g)
@@ -268,6 +275,16 @@ SIZES = {
                            ema=0.999, eval_every=250, eval_batches=8, loss_weight="flat"),
                 mdlm_steps=4000, ar_steps=1500,
                 batch=256, train_tokens=40_000_000, nce=dict(steps=1000, batch_size=128, lr=3e-4)),
+    # real text (ceiling_text.py): the gpu-char / gpu-bpe presets' models and optimisation (MDLM's own init:
+    # on real text one neighbour is informative, and these presets learned with it), length 256
+    "gpu-char": dict(model=dict(n_layers=8, d_model=512, n_heads=8, cond_dim=128, max_len=256, dropout=0.1),
+                     train=dict(seq_len=256, batch_size=128, lr=1e-3, warmup_steps=300, lr_schedule="cosine",
+                                ema=0.999, eval_every=250, eval_batches=8),
+                     mdlm_steps=5000, ar_steps=3000, batch=256, nce=dict(steps=1000, batch_size=64, lr=3e-4)),
+    "gpu-bpe": dict(model=dict(n_layers=8, d_model=512, n_heads=8, cond_dim=128, max_len=256, dropout=0.1),
+                    train=dict(seq_len=256, batch_size=128, lr=1e-3, warmup_steps=300, lr_schedule="cosine",
+                               ema=0.999, eval_every=250, eval_batches=8),
+                    mdlm_steps=4000, ar_steps=2500, batch=128, nce=dict(steps=800, batch_size=32, lr=3e-4)),
     # the `tiny` preset's size (4 layers, width 128, 0.8M parameters) at length 32: what one thread of a shared
     # 2-core CPU can train in minutes and sample 256 times per cell; about one epoch of the 2M training tokens,
     # so no dropout (the validation curve shows no over-fitting)
@@ -346,7 +363,9 @@ def val_curve(run: Path) -> list[dict]:
             if "val" in r]
 
 
-def run_cell(cell, a, models, energies, device, lang, quiet=True, num=None, steps=None):
+def run_cell(cell, a, models, energies, device, scorer, quiet=True, num=None, steps=None):
+    """Sample one cell and score it (exact language) or keep its ids for `score` (real text). With num/steps
+    (the untimed warm-up) nothing is scored or kept."""
     from edlm.sampling.generate import GenerateRequest, generate
 
     base, adaptive, m = sweep_sampler(cell["sampler"])
@@ -361,18 +380,17 @@ def run_cell(cell, a, models, energies, device, lang, quiet=True, num=None, step
                           k_policy=KPolicy(k_max=cell["k"]) if adaptive else None, min_unmask=m if edlm else 1)
     rows, summ = generate(req, device, models=models, energies=energies, quiet=quiet)
     x = torch.tensor([r["ids"] for r in rows])
-    nll, ent = score(lang, x)
+    nll, ent = scorer.record(cell_key(cell), x) if num is None else (None, [0.0])
     return {**cell, **summarise(nll, ent), "seconds": summ["sampling_s"],
             "seconds_per_sample": summ["sampling_s"] / len(rows), "steps_run": summ["steps_run"],
             "seconds_per_step": summ["sampling_s"] / max(summ["steps_run"], 1),
             "batch": min(a.batch, len(rows)), "mean_ess": summ["mean_ess"],
             "candidates_per_sample": summ.get("energy_candidates_per_sample", 0.0), "mean_k": summ.get("mean_k"),
-            "nll": [round(v, 5) for v in nll], "ent": [round(v, 5) for v in ent]}
+            "nll": None if nll is None else [round(v, 5) for v in nll], "ent": [round(v, 5) for v in ent]}
 
 
 def sweep(a):
     from edlm.data import corpora
-    from edlm.data.languages import load_language
     from edlm.runs import load_model
     from edlm.train.loop import train
 
@@ -389,6 +407,8 @@ def sweep(a):
         res["earlier_invocations"] = old.pop("earlier_invocations", []) + [
             {k: old.get(k) for k in ("commit", "args", "elapsed_s", "sampling_s", "cut", "warmup_s")}]
         res["cells"], res["train"] = old["cells"], old.get("train", {})
+        if "data" in old:
+            res["data"] = old["data"]
 
     def save(msg=None):
         res["elapsed_s"] = time.time() - t_start
@@ -396,14 +416,18 @@ def sweep(a):
         if msg:
             print(f"[{time.time() - t_start:7.1f}s] {msg}", flush=True)
 
-    prep = corpora.prepare(a.language, train_tokens=a.train_tokens or size.get("train_tokens"))
-    lang = load_language(a.language)
+    exact = is_exact(a.language)
+    prep = corpora.prepare(a.language, train_tokens=(a.train_tokens or size.get("train_tokens")) if exact else None)
+    scorer = ExactScorer(a.language) if exact else TextScorer(a.language, out.with_suffix(".samples.jsonl.gz"))
     L = size["train"]["seq_len"]
     res["length"] = L
-    res["language_facts"] = {**facts(lang, L), "train_tokens": prep.get("train_tokens")}
-    g = torch.Generator().manual_seed(a.seed + 999)
-    nll, ent = score(lang, lang.sample(a.num, L, generator=g))
-    res["data"] = {**summarise(nll, ent), "nll": [round(v, 5) for v in nll], "ent": [round(v, 5) for v in ent]}
+    res["language_facts"] = {**(facts(scorer.lang, L) if exact else {}), "train_tokens": prep.get("train_tokens"),
+                             "exact": exact}
+    ref = scorer.reference(a.num, L, a.seed)
+    if "data" not in res:  # kept on --resume (a real-text data row's ids are in the side file already)
+        nll, ent = scorer.record("data", ref)
+        res["data"] = {**summarise(nll, ent), "nll": None if nll is None else [round(v, 5) for v in nll],
+                       "ent": [round(v, 5) for v in ent]}
     runs = Path(a.runs)
     m_cfg = TransformerConfig(**size["model"])
     wanted = {energy_of(c["sampler"]) for c in parse_cells(a)} - {None}
@@ -447,7 +471,7 @@ def sweep(a):
         kind = (cell["sampler"], cell["k"])
         if kind not in warmed:  # untimed: first-call costs of this code path
             t0 = time.time()
-            run_cell(cell, a, models, energies, dev, lang, num=min(a.batch, 32), steps=4)
+            run_cell(cell, a, models, energies, dev, scorer, num=min(a.batch, 32), steps=4)
             res.setdefault("warmup_s", {})[f"{kind[0]} k={kind[1]}"] = time.time() - t0
             warmed.add(kind)
         w = cell["window"] or 0.0
@@ -459,7 +483,7 @@ def sweep(a):
             res["cut"].append({**cell, "estimated_s": est})
             save(f"cut {cell} (estimated {est:.0f} s, {budget - spent:.0f} s left)")
             continue
-        r = run_cell(cell, a, models, energies, dev, lang)
+        r = run_cell(cell, a, models, energies, dev, scorer)
         spent += r["seconds"]
         res["cells"].append(r)
         per = r["seconds"] / max(r["steps_run"], 1) / r["num"]  # seconds per step per sequence
@@ -467,7 +491,8 @@ def sweep(a):
             rate[cell["sampler"]] = per
         elif plain in rate:
             rate[cell["sampler"]] = max(per - rate[plain], 0.0) / max(w * cell["k"], 1e-9)
-        save(f"{cell['sampler']} steps={cell['steps']} k={cell['k']} w={cell['window']}: gen-NLL {r['gen_nll']:.4f} "
+        save(f"{cell['sampler']} steps={cell['steps']} k={cell['k']} w={cell['window']}: gen-NLL "
+             f"{'(later)' if r['gen_nll'] is None else format(r['gen_nll'], '.4f')} "
              f"H {r['entropy']:.3f} {r['seconds_per_step'] * 1e3:.1f} ms/step ESS {r['mean_ess']}")
     res["sampling_s"] = spent
     save("done")
@@ -522,7 +547,21 @@ def main():
                     "with -m<M> (random unmasking only) the energy runs only where >= M positions unmask)")
     sw.add_argument("--max-sample-seconds", type=float, default=0,
                     help="skip (and list under 'cut') cells whose estimated time exceeds what is left (0: no limit)")
+    sc = sub.add_parser("score", help="real-text sweeps: per-sample NLL of every cell under language-model "
+                        "evaluators, into the sweep's JSON (ceiling_text.py)")
+    sc.add_argument("--out", required=True, help="the sweep's JSON")
+    sc.add_argument("--samples", default="", help="its side file (default: OUT with .samples.jsonl.gz)")
+    sc.add_argument("--evaluator", action="append", required=True,
+                    help="smollm2-135m, gemma3-270m, edlm:AR_RUN, ... (repeat for several)")
+    sc.add_argument("--batch", type=int, default=16)
+    sc.add_argument("--eos", default="mdlm")
+    sc.add_argument("--force", action="store_true", help="rescore cells that already have this evaluator")
     a = ap.parse_args()
+    if a.cmd == "score":
+        from ceiling_text import score as score_text
+
+        score_text(a)
+        return
     if a.cmd == "look":
         look(a)
     else:

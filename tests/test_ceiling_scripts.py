@@ -1,0 +1,59 @@
+"""The ceiling sweep's real-text path end to end at smoke size (issue 18): the GPU run keeps every cell's ids, a
+CPU machine scores them later with an evaluator, and the report analyses one evaluator's per-sample NLL. A
+GPU session is too short to find a broken scoring step after the fact, so it is exercised here on a text file
+(char tokenizer), scored by an edlm AR run instead of a GGUF model."""
+
+import gzip
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+BENCH = Path(__file__).resolve().parents[1] / "benchmarks"
+
+pytestmark = pytest.mark.slow
+
+
+def _run(*args):
+    r = subprocess.run([sys.executable, *map(str, args)], capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr[-2000:]
+    return r.stdout
+
+
+def test_real_text_sweep_score_report(tmp_path, data_root):
+    from edlm.data.corpora import prepare
+
+    src = tmp_path / "t.txt"
+    words = "the quick brown fox jumps over a lazy dog while seven wizards hex big frogs".split()
+    src.write_text("".join(" ".join(words[(i * 7 + j) % len(words)] for j in range(9)) + ".\n\n"
+                           for i in range(1500)))
+    prepare("textfile", source=src, tokenizer="char")
+    out, runs = tmp_path / "sweep.json", tmp_path / "runs"
+    _run(BENCH / "ceiling_sweep.py", "sweep", "--size", "smoke", "--language", "textfile", "--runs", runs,
+         "--out", out, "--num", 12, "--mdlm-steps", "4,8", "--conf-steps", "4", "--edlm-steps", "4,8",
+         "--edlm-k", "2", "--edlm-window", "1.0", "--conf-edlm-steps", "")
+    res = json.loads(out.read_text())
+    assert res["language_facts"]["exact"] is False and res["data"]["nll"] is None
+    assert all(c["gen_nll"] is None and len(c["ent"]) == 12 for c in res["cells"])
+    with gzip.open(out.with_suffix(".samples.jsonl.gz"), "rt") as f:
+        kept = {json.loads(line)["key"] for line in f}
+    assert kept == {"data", "mdlm|4|1|None", "mdlm|8|1|None", "confidence|4|1|None", "edlm-ar|4|2|1.0",
+                    "edlm-ar|8|2|1.0"}
+
+    ev = f"edlm:{runs / 'ar'}"
+    _run(BENCH / "ceiling_sweep.py", "score", "--out", out, "--evaluator", ev)
+    res = json.loads(out.read_text())
+    for c in [res["data"], *res["cells"]]:
+        e = c["evals"][ev]
+        assert len(e["nll"]) == 12 and all(v > 0 for v in e["nll"])
+        assert e["gen_nll"] == pytest.approx(sum(e["nll"]) / 12, abs=1e-4)
+
+    table = _run(BENCH / "ceiling_report.py", out, "--evaluator", ev, "--no-plots")
+    assert "test-split windows" in table and "| mdlm |" in table
+    res = json.loads(out.read_text())
+    assert f"analysis_{ev}" in res and "analysis" not in res  # the exact-language key stays free
+    r = subprocess.run([sys.executable, str(BENCH / "ceiling_report.py"), str(out), "--no-plots"],
+                       capture_output=True, text=True)
+    assert r.returncode != 0 and "pass --evaluator" in r.stderr  # real text needs an evaluator named
