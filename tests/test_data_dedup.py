@@ -42,6 +42,10 @@ def test_near_duplicates_mostly_seen_passages():
     assert kept == [half] and dropped == 1 and d.near == 1
     short = " ".join(a.split()[:30])  # too few passages to judge: only the exact check applies
     assert d.keep([short])[0] == [short]
+    e = _words(rng, 300)
+    assert d.keep([e])[0] == [e]
+    holder = _words(rng, 900) + " " + e  # holds all of an earlier document, which is a quarter of it
+    assert d.keep([holder])[1] == 1 and d.near == 2
 
 
 def _fake_sources(monkeypatch, docs_by_source: dict[str, list[str]]):
