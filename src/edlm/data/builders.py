@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 
 from edlm.data import sources as S
+from edlm.data.dedup import Deduper
 from edlm.data.writers import WIKI_CHAR_MIN_CHARS, SplitWriter, write_bpe_docs, write_char_docs
 from edlm.errors import EdlmError
 from edlm.utils import progress
@@ -37,8 +38,10 @@ def request_for(name: str, source=None, tokenizer=None, train_tokens: int | None
     if tokenizer is not None:
         fixed = {
             "wiki-char": "char",
+            "wiki-char-small": "char",
             "text8": "char",
             "prose-bpe": "gpt2",
+            "prose-bpe-small": "gpt2",
             "openwebtext": "gpt2",
             "lm1b": "gpt2",
             "lexicon": "char",
@@ -125,47 +128,96 @@ def _language_builder(name: str):
     return build
 
 
-def _gather(loaders, root, text8: bool) -> tuple[list[str], list[dict]]:
+# The sources of each corpus, in the order their documents are numbered (the split hashes that number).
+# Since issue 18 wiki-char and prose-bpe take more offline prose, duplicates dropped; the *-small corpora are
+# the earlier ones, built as before (same documents, split and bytes) for the results made on them.
+# wiki-char stays on PyPI + npm sources (36M characters without Debian's); prose-bpe needs two Debian
+# packages (Austen, the Python docs) to pass 10M GPT-2 tokens.
+WIKI_CHAR_SOURCES = ("wiki-summaries", "enwiki-sample", "sotu", "kjv", "brown", "shakespeare", "moby-dick")
+PROSE_BPE_SOURCES = ("wiki-summaries", "enwiki-sample", "brown", "shakespeare", "moby-dick", "sotu", "kjv",
+                     "austen", "python-docs")  # fmt: skip
+SMALL_PROSE_BPE_SOURCES = PROSE_BPE_SOURCES[:5]
+SMALL_WIKI_CHAR_SOURCES = ("wiki-summaries", "enwiki-sample")
+SMALL_WIKI_CHAR_EXTRAS = ("moby-dick", "brown", "shakespeare")  # only if the two Wikipedia sources fall short
+
+
+def _gather(loaders, root, text8: bool, deduper: Deduper | None = None) -> tuple[list[str], list[dict]]:
     docs, recs = [], []
     for name in progress(loaders, desc="fetching + cleaning sources", unit="source"):
         d, rec = S.LOADERS[name](root, text8=text8)
         rec["source"] = name
+        if deduper is not None:
+            near = deduper.near
+            d, dropped, dropped_chars = deduper.keep(d)
+            rec.update(documents=len(d), chars=sum(map(len, d)), duplicates_dropped=dropped,
+                       near_duplicates_dropped=deduper.near - near, duplicate_chars_dropped=dropped_chars)  # fmt: skip
         docs += d
         recs.append(rec)
     return docs, recs
 
 
+def _char_corpus(tmp: Path, docs: list[str], recs: list[dict], split_key: str, **extra):
+    w = SplitWriter(tmp, 27)
+    write_char_docs(w, split_key, docs)
+    meta = _meta(w, "char", recs, split_method="by document (hash order, 5% test, 5% valid of characters)",
+                 **extra)  # fmt: skip
+    return meta, 27
+
+
 def build_wiki_char(tmp: Path, root: Path, request: dict):
-    docs, recs = _gather(["wiki-summaries", "enwiki-sample"], root, text8=True)
-    for extra in ("moby-dick", "brown", "shakespeare"):  # only if the two Wikipedia sources fall short
+    """Every offline prose source in text8 format, duplicates (after normalising) dropped."""
+    docs, recs = _gather(WIKI_CHAR_SOURCES, root, text8=True, deduper=Deduper())
+    return _char_corpus(tmp, docs, recs, "wiki-char", dedup=DEDUP_NOTE)
+
+
+def build_wiki_char_small(tmp: Path, root: Path, request: dict):
+    """wiki-char as it was before issue 18: the two Wikipedia sources (more only if they fall short), no
+    dedup, split under the name wiki-char, so the same tokens as then."""
+    docs, recs = _gather(SMALL_WIKI_CHAR_SOURCES, root, text8=True)
+    for extra in SMALL_WIKI_CHAR_EXTRAS:
         if sum(map(len, docs)) + len(docs) >= WIKI_CHAR_MIN_CHARS:
             break
         more, recs2 = _gather([extra], root, text8=True)
         docs += more
         recs += recs2
-    w = SplitWriter(tmp, 27)
-    write_char_docs(w, "wiki-char", docs)
-    meta = _meta(w, "char", recs, split_method="by document (hash order, 5% test, 5% valid of characters)")
-    return meta, 27
+    return _char_corpus(tmp, docs, recs, "wiki-char")
 
 
-def build_prose_bpe(tmp: Path, root: Path, request: dict):
+DEDUP_NOTE = ("documents equal after text8 normalisation, or with >= half of their sampled 8-word passages in "
+              "earlier documents, dropped (first copy kept, in source order; data/dedup.py)")
+
+
+def _bpe_corpus(tmp: Path, root: Path, sources, dedup: bool):
     from edlm.data.tokenizers import gpt2_tokenizer
 
     tok = gpt2_tokenizer(root)
-    docs, recs = _gather(
-        ["wiki-summaries", "enwiki-sample", "brown", "shakespeare", "moby-dick"], root, text8=False
-    )
+    docs, recs = _gather(sources, root, text8=False, deduper=Deduper() if dedup else None)
     w = SplitWriter(tmp, tok.vocab_size)
-    write_bpe_docs(w, "prose-bpe", docs, tok)
+    counts = write_bpe_docs(w, "prose-bpe", docs, tok)
+    lo = 0
+    for rec in recs:  # each source's documents are consecutive in `docs`
+        rec["tokens"] = int(counts[lo : lo + rec["documents"]].sum())
+        lo += rec["documents"]
+    extra = {"dedup": DEDUP_NOTE} if dedup else {}
     meta = _meta(
         w,
         "gpt2",
         recs,
         eos_id=tok.eos_id,
         split_method="by document (hash order, 5% test, 5% valid of characters); EOS after each document",
+        **extra,
     )
     return meta, tok.vocab_size
+
+
+def build_prose_bpe(tmp: Path, root: Path, request: dict):
+    """GPT-2 BPE over every offline prose source, duplicates dropped."""
+    return _bpe_corpus(tmp, root, PROSE_BPE_SOURCES, dedup=True)
+
+
+def build_prose_bpe_small(tmp: Path, root: Path, request: dict):
+    """prose-bpe as it was before issue 18 (five sources, no dedup, split under the name prose-bpe)."""
+    return _bpe_corpus(tmp, root, SMALL_PROSE_BPE_SOURCES, dedup=False)
 
 
 TEXT8_HELP = ("text8 needs its source file, which no package registry ships: download "
@@ -329,8 +381,10 @@ BUILDERS = {
     "markov3": _language_builder("markov3"),
     "lexicon": _language_builder("lexicon"),
     "wiki-char": build_wiki_char,
+    "wiki-char-small": build_wiki_char_small,
     "text8": build_text8,
     "prose-bpe": build_prose_bpe,
+    "prose-bpe-small": build_prose_bpe_small,
     "textfile": build_textfile,
     "openwebtext": _hf_builder("openwebtext", None, "text"),
     "lm1b": _hf_builder("lm1b", None, "text"),

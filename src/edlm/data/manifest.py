@@ -16,7 +16,8 @@ from edlm.data.names import LANGUAGES, is_language
 from edlm.errors import EdlmError
 from edlm.utils import cache_root, sha256_file
 
-CORPORA = (*LANGUAGES, "wiki-char", "text8", "prose-bpe", "textfile", "openwebtext", "lm1b")
+CORPORA = (*LANGUAGES, "wiki-char", "text8", "prose-bpe", "textfile", "openwebtext", "lm1b", "wiki-char-small",
+           "prose-bpe-small")
 SPLITS = ("train", "valid", "test")
 FORMAT_VERSION = 1
 SUMMARY_KEYS = ("corpus", "path", "vocab_size", "mask_id", "train_tokens", "valid_tokens", "test_tokens",

