@@ -53,8 +53,8 @@ def _fake_sources(monkeypatch, docs_by_source: dict[str, list[str]]):
     from edlm.data.wikifil import text8_normalize
 
     for name, docs in docs_by_source.items():
-        def load(root=None, text8=False, _docs=docs, _name=name):
-            out = [text8_normalize(d) if text8 else d for d in _docs]
+        def load(root=None, text8=False, legacy=False, _docs=docs, _name=name):
+            out = [text8_normalize(d, legacy) if text8 else d for d in _docs]
             return out, {"registry": "test", "name": _name, "version": "0", "license": "test",
                          "documents": len(out), "chars": sum(map(len, out))}  # fmt: skip
 
@@ -112,3 +112,15 @@ def test_prose_bpe_counts_tokens_per_source(fake_corpus, data_root, monkeypatch)
     small = prepare("prose-bpe-small")
     assert small["documents"] == 82 and "dedup" not in json.loads(
         (data_root / "prose-bpe-small" / "manifest.json").read_text())  # fmt: skip
+
+
+def test_text8_normalize_spaces_what_has_no_ascii_form():
+    """text8 turns every non-letter into a space: a dash or curly quote must separate words, not glue them
+    ("speaker\u2014no" -> "speaker no"); accents fold to the base letter. `legacy` keeps the pre-issue-18
+    behaviour (dropped, glued) for the *-small corpora, which must stay byte-identical to their first builds."""
+    from edlm.data.wikifil import text8_normalize
+
+    s = "The speaker\u2014no, the caf\u00e9\u2019s 1984 na\u00efve \u201cquote\u201d\u2013done"
+    assert text8_normalize(s) == "the speaker no the cafe s one nine eight four naive quote done"
+    assert text8_normalize(s, legacy=True) == "the speakerno the cafes one nine eight four naive quotedone"
+    assert text8_normalize("plain ascii - text") == text8_normalize("plain ascii - text", legacy=True)

@@ -141,10 +141,12 @@ SMALL_WIKI_CHAR_SOURCES = ("wiki-summaries", "enwiki-sample")
 SMALL_WIKI_CHAR_EXTRAS = ("moby-dick", "brown", "shakespeare")  # only if the two Wikipedia sources fall short
 
 
-def _gather(loaders, root, text8: bool, deduper: Deduper | None = None) -> tuple[list[str], list[dict]]:
+def _gather(loaders, root, text8: bool, deduper: Deduper | None = None,
+            legacy: bool = False) -> tuple[list[str], list[dict]]:  # fmt: skip
+    """legacy: text8 as before issue 18 (characters without an ASCII form dropped, not spaced; wikifil.py)."""
     docs, recs = [], []
     for name in progress(loaders, desc="fetching + cleaning sources", unit="source"):
-        d, rec = S.LOADERS[name](root, text8=text8)
+        d, rec = S.LOADERS[name](root, text8=text8, legacy=legacy)
         rec["source"] = name
         if deduper is not None:
             near = deduper.near
@@ -173,11 +175,11 @@ def build_wiki_char(tmp: Path, root: Path, request: dict):
 def build_wiki_char_small(tmp: Path, root: Path, request: dict):
     """wiki-char as it was before issue 18: the two Wikipedia sources (more only if they fall short), no
     dedup, split under the name wiki-char, so the same tokens as then."""
-    docs, recs = _gather(SMALL_WIKI_CHAR_SOURCES, root, text8=True)
+    docs, recs = _gather(SMALL_WIKI_CHAR_SOURCES, root, text8=True, legacy=True)
     for extra in SMALL_WIKI_CHAR_EXTRAS:
         if sum(map(len, docs)) + len(docs) >= WIKI_CHAR_MIN_CHARS:
             break
-        more, recs2 = _gather([extra], root, text8=True)
+        more, recs2 = _gather([extra], root, text8=True, legacy=True)
         docs += more
         recs += recs2
     return _char_corpus(tmp, docs, recs, "wiki-char")

