@@ -163,7 +163,13 @@ def plots(res: dict, an: dict, stem: Path) -> list[str]:
     fams: dict[str, list[dict]] = {}
     for c in cells:
         fams.setdefault(c["family"], []).append(c)
-    shown = [f for f in fams if len(fams[f]) >= 3]
+    # the curves: families run at 3+ step counts, the energy only on every step (w = 1) plus the paper's speed
+    # setting (k=2, w=0.2); the other windows are in the k x window grid plot
+    def curve(f):
+        w = fams[f][0]["window"]
+        return len(fams[f]) >= 3 and (w is None or w == 1.0 or (fams[f][0]["k"] == 2 and w == 0.2))
+
+    shown = [f for f in fams if curve(f)]
     title = (f"{res['language']}, L={seq_len(res)}, "
              f"{res.get('device_name', '')}, {an['cells'][0]['num']} samples/cell")
     styles = ["-", "--", "-.", ":"]
@@ -174,7 +180,7 @@ def plots(res: dict, an: dict, stem: Path) -> list[str]:
                                  ("quality_vs_time", "seconds_per_sample", "gen_nll", "seconds per sample", nll_label),
                                  ("entropy_vs_steps", "steps", "entropy", "sampling steps",
                                   "unigram entropy (nats)")):
-        fig, ax = plt.subplots(figsize=(6, 4.2), dpi=80)
+        fig, ax = plt.subplots(figsize=(8.2, 4.2), dpi=80)
         for i, f in enumerate(shown):
             cs = sorted(fams[f], key=lambda c: c[xk])
             x = [c[xk] for c in cs]
@@ -192,7 +198,7 @@ def plots(res: dict, an: dict, stem: Path) -> list[str]:
         ax.set_xlabel(xl)
         ax.set_ylabel(yl)
         ax.set_title(title, fontsize=8)
-        ax.legend(fontsize=7)
+        ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))
         ax.grid(alpha=0.3)
         fig.tight_layout()
         p = stem.parent / f"{stem.name}_{name}.png"
