@@ -3,6 +3,9 @@
 visible), the late steps (most of the context visible), or every step.
 
     python benchmarks/window_look.py --out results/ceiling/window_look_cpu.json
+    # the same windows with trained models (e.g. the demo's runs): an MDLM proposal and an AR energy
+    python benchmarks/window_look.py --languages markov2-share0.7 --mdlm edlm-demo/runs/mdlm \
+        --energy ar:edlm-demo/runs/ar --steps 2,4,8 --length 64 --out results/ceiling/window_look_demo_cpu.json
 
 The GPU sweep (README, markov3 on one H200) found that windows covering only the first steps (t >= 0.8 or
 t >= 0.5: the paper's speed setting is t >= 0.8) change nothing measurable, while the energy on every step
@@ -43,7 +46,11 @@ def main():
     ap.add_argument("--num", type=int, default=256)
     ap.add_argument("--length", type=int, default=32)
     ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--mdlm", help="a trained MDLM run instead of the exact denoiser (one language: its data)")
+    ap.add_argument("--energy", help="with --mdlm (required there): the energy spec, e.g. ar:RUN")
     a = ap.parse_args()
+    if a.mdlm and not a.energy:
+        ap.error("--mdlm needs --energy (e.g. ar:RUN)")
     from edlm.data.languages import make_language
     from edlm.data.synthetic import SyntheticLanguage
 
@@ -52,24 +59,38 @@ def main():
            "windows": {k: v for k, v in WINDOWS.items()}, "languages": {}}
     for name in a.languages.split(","):
         lang = SyntheticLanguage() if name == "synthetic" else make_language(name)
-        den = markov_oracle(lang)
+        den = markov_oracle(lang) if not a.mdlm else None
         nll, ent = score(lang, lang.sample(a.num, a.length, generator=torch.Generator().manual_seed(0)))
         out = res["languages"][name] = {"data": summarise(nll, ent, intervals=True), "cells": []}
         for steps in map(int, a.steps.split(",")):
             for label, window in WINDOWS.items():
-                cfg = SamplerConfig(steps=steps, k=a.k if window else 1, window=window)
-                x, st = sample(den, LogLinear(), lang.vocab_size, cfg, batch=a.num, length=a.length,
-                               generator=torch.Generator().manual_seed(steps),
-                               energy=TrueEnergy(lang) if window else None)
+                if a.mdlm:
+                    x, energy_steps, ess = trained(a, steps, window)
+                else:
+                    cfg = SamplerConfig(steps=steps, k=a.k if window else 1, window=window)
+                    x, st = sample(den, LogLinear(), lang.vocab_size, cfg, batch=a.num, length=a.length,
+                                   generator=torch.Generator().manual_seed(steps),
+                                   energy=TrueEnergy(lang) if window else None)
+                    energy_steps, ess = st.energy_steps, float(torch.cat(st.ess).mean()) if st.ess else None
                 nll, ent = score(lang, x)
-                cell = {"steps": steps, "window": label, "k": cfg.k, **summarise(nll, ent, intervals=True),
-                        "energy_steps": st.energy_steps,
-                        "mean_ess": float(torch.cat(st.ess).mean()) if st.ess else None,
+                cell = {"steps": steps, "window": label, "k": a.k if window else 1,
+                        **summarise(nll, ent, intervals=True), "energy_steps": energy_steps, "mean_ess": ess,
                         "nll": [round(v, 5) for v in nll]}
                 out["cells"].append(cell)
                 print(name, steps, label, f"{cell['gen_nll']:.3f} {cell['gen_nll_ci']} H {cell['entropy']:.3f} "
-                      f"energy steps {st.energy_steps}", flush=True)
+                      f"energy steps {energy_steps}", flush=True)
                 Path(a.out).write_text(json.dumps(res, indent=1))
+
+
+def trained(a, steps: int, window):
+    """Sample with the trained MDLM (and energy) through the CLI's own path -> ids, energy steps, mean ESS."""
+    from edlm.sampling.generate import GenerateRequest, generate
+
+    energy = a.energy if window else None
+    req = GenerateRequest(ckpt=a.mdlm, num=a.num, steps=steps, batch_size=a.num, seed=steps, length=a.length,
+                          energy=energy, k=a.k if window else 1, window=window)
+    rows, summ = generate(req, torch.device("cpu"), quiet=True)
+    return torch.tensor([r["ids"] for r in rows]), summ.get("energy_steps"), summ.get("mean_ess")
 
 
 if __name__ == "__main__":
