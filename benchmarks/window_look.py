@@ -25,7 +25,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
-from ceiling_sweep import TrueEnergy, cpu_threads, markov_oracle, score, summarise  # noqa: E402
+from ceiling_look import TrueEnergy, cpu_threads, markov_oracle, score, summarise  # noqa: E402
 from common import device_info  # noqa: E402
 
 from edlm.diffusion.schedules import LogLinear  # noqa: E402
