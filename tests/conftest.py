@@ -31,6 +31,18 @@ def synthetic_data(tmp_path_factory):
         os.environ["EDLM_DATA"] = old
 
 
+@pytest.fixture(scope="session")
+def micro_runs(synthetic_data, tmp_path_factory):
+    """ROOT/mdlm and ROOT/ar trained with micro_configs on `synthetic`, shared by the sampling-feature tests
+    (semi-AR, trace); tests read them and write their outputs elsewhere."""
+    import edlm
+
+    root = tmp_path_factory.mktemp("micro-runs")
+    for obj in ("mdlm", "ar"):
+        edlm.train(micro_configs(obj), out=root / obj)
+    return root
+
+
 def micro_configs(objective="mdlm", **over):
     """A model + training config small enough for a test to train in seconds on 2 CPU cores."""
     from dataclasses import replace

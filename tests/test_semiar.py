@@ -7,7 +7,6 @@ import pytest
 import torch
 
 import edlm
-from conftest import micro_configs
 from edlm.cli import main
 from edlm.data.synthetic import SyntheticConfig, SyntheticLanguage
 from edlm.diffusion.schedules import LogLinear
@@ -73,19 +72,11 @@ def test_semi_ar_with_the_exact_denoiser_keeps_blocks_and_matches_in_context_qua
     assert _transition_nll(lang, cut) > long_nll + 0.2
 
 
-@pytest.fixture(scope="module")
-def runs(synthetic_data, tmp_path_factory):
-    root = tmp_path_factory.mktemp("semiar-runs")
-    for obj in ("mdlm", "ar"):
-        edlm.train(micro_configs(obj), out=root / obj)
-    return root
-
-
 @pytest.mark.parametrize("energy", [False, True])
-def test_api_semi_ar_length_and_earlier_blocks_never_change(runs, energy):
-    run = edlm.load(runs / "mdlm")
+def test_api_semi_ar_length_and_earlier_blocks_never_change(micro_runs, energy):
+    run = edlm.load(micro_runs / "mdlm")
     L, steps, stride = run.meta.train.seq_len, 3, 6
-    spec = f"ar:{runs / 'ar'}" if energy else None
+    spec = f"ar:{micro_runs / 'ar'}" if energy else None
     his = [hi for _, hi in block_windows(4 * L, L, stride)]
     prev = {}
 
@@ -109,8 +100,8 @@ def test_api_semi_ar_length_and_earlier_blocks_never_change(runs, energy):
     assert all(t[:3] == "abc" and t[23:26] == "xyz" and len(t) == 56 for t in inf.texts)
 
 
-def test_semi_ar_errors_name_the_fix(runs, tmp_path, capsys):
-    run, ar = edlm.load(runs / "mdlm"), edlm.load(runs / "ar")
+def test_semi_ar_errors_name_the_fix(micro_runs, tmp_path, capsys):
+    run, ar = edlm.load(micro_runs / "mdlm"), edlm.load(micro_runs / "ar")
     with pytest.raises(EdlmError, match="pass stride=S"):
         run.sample(length=64)
     with pytest.raises(EdlmError, match="more than the block length 16"):
@@ -119,11 +110,11 @@ def test_semi_ar_errors_name_the_fix(runs, tmp_path, capsys):
         ar.sample(length=8, stride=4)
     for argv, msg in ((["--length", "64"], "add --stride S"), (["--length", "64", "--stride", "17"], "1..16"),
                       (["--stride", "0"], "--stride must be an integer >= 1")):
-        assert main(["sample", "--ckpt", str(runs / "mdlm"), *argv, "--out", str(tmp_path / "x.jsonl")]) == 2
+        assert main(["sample", "--ckpt", str(micro_runs / "mdlm"), *argv, "--out", str(tmp_path / "x.jsonl")]) == 2
         err = capsys.readouterr().err
         assert msg in err and err.count("error") == 1, err
     out = tmp_path / "long.jsonl"
-    assert main(["sample", "--ckpt", str(runs / "mdlm"), "--length", "40", "--stride", "8", "--num", "2",
+    assert main(["sample", "--ckpt", str(micro_runs / "mdlm"), "--length", "40", "--stride", "8", "--num", "2",
                  "--steps", "2", "--out", str(out), "--quiet"]) == 0
     s = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert s["length"] == 40 and s["blocks"] == 4

@@ -11,8 +11,6 @@ import subprocess
 import pytest
 import torch
 
-import edlm
-from conftest import micro_configs
 from edlm.cli import main
 from edlm.data.synthetic import SyntheticConfig, SyntheticLanguage
 from edlm.diffusion.schedules import LogLinear
@@ -61,17 +59,9 @@ def test_recorder_replays_the_sampler_and_knows_the_winning_candidate():
     assert chosen and st.energy_steps == len({c[0] for c in chosen})
 
 
-@pytest.fixture(scope="module")
-def runs(synthetic_data, tmp_path_factory):
-    root = tmp_path_factory.mktemp("trace-runs")
-    for obj in ("mdlm", "ar"):
-        edlm.train(micro_configs(obj), out=root / obj)
-    return root
-
-
-def _trace(runs, tmp_path, capsys, *extra):
+def _trace(micro_runs, tmp_path, capsys, *extra):
     page = tmp_path / "trace.html"
-    assert main(["sample", "--ckpt", str(runs / "mdlm"), "--num", "3", "--steps", "5", "--seed", "3",
+    assert main(["sample", "--ckpt", str(micro_runs / "mdlm"), "--num", "3", "--steps", "5", "--seed", "3",
                  "--out", str(tmp_path / "s.jsonl"), "--trace", str(page), "--quiet", *extra]) == 0
     summary = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     rows = [json.loads(r) for r in (tmp_path / "s.jsonl").read_text().splitlines()]
@@ -84,8 +74,8 @@ def _data(page):
     return text, json.loads(blob)
 
 
-def test_cli_trace_page_is_self_contained_and_holds_both_methods(runs, tmp_path, capsys):
-    page, summary, rows = _trace(runs, tmp_path, capsys, "--energy", f"ar:{runs / 'ar'}", "--k", "3",
+def test_cli_trace_page_is_self_contained_and_holds_both_methods(micro_runs, tmp_path, capsys):
+    page, summary, rows = _trace(micro_runs, tmp_path, capsys, "--energy", f"ar:{micro_runs / 'ar'}", "--k", "3",
                                  "--trace-mdlm", "--infill", "ab[MASK*6]cd[MASK*4]")
     assert summary["trace"] == str(page)
     text, data = _data(page)
@@ -96,10 +86,10 @@ def test_cli_trace_page_is_self_contained_and_holds_both_methods(runs, tmp_path,
     assert all(u[:2] == [-1, -1] and u[8:10] == [-1, -1] for u in edlm_run["unmasked_at"])  # the fixed tokens
     assert any(c is not None for s in edlm_run["steps"] for c in s["chosen"])
     assert all(c is None for s in data["runs"][1]["steps"] for c in s["chosen"])  # MDLM: no candidates
-    assert main(["sample", "--ckpt", str(runs / "mdlm"), "--trace-mdlm", "--trace", str(tmp_path / "t.html"),
+    assert main(["sample", "--ckpt", str(micro_runs / "mdlm"), "--trace-mdlm", "--trace", str(tmp_path / "t.html"),
                  "--out", str(tmp_path / "x.jsonl")]) == 2
     assert "give --trace and --energy" in capsys.readouterr().err
-    assert main(["sample", "--ckpt", str(runs / "ar"), "--trace", str(tmp_path / "t.html"),
+    assert main(["sample", "--ckpt", str(micro_runs / "ar"), "--trace", str(tmp_path / "t.html"),
                  "--out", str(tmp_path / "x.jsonl")]) == 2
     assert "--trace applies to an MDLM run" in capsys.readouterr().err
 
@@ -123,11 +113,11 @@ def _shown(dom, ri, si):
 
 
 @pytest.mark.browser
-def test_trace_page_plays_to_the_final_text_in_a_real_browser(runs, tmp_path, capsys):
+def test_trace_page_plays_to_the_final_text_in_a_real_browser(micro_runs, tmp_path, capsys):
     if _chromium() is None:
         pytest.skip("no Chromium installed (apt-get install chromium); .ci/run installs it")
-    page, _, rows = _trace(runs, tmp_path, capsys, "--energy", f"ar:{runs / 'ar'}", "--k", "3", "--trace-mdlm",
-                           "--infill", "ab[MASK*6]cd[MASK*4]")
+    page, _, rows = _trace(micro_runs, tmp_path, capsys, "--energy", f"ar:{micro_runs / 'ar'}", "--k", "3",
+                           "--trace-mdlm", "--infill", "ab[MASK*6]cd[MASK*4]")
     _, data = _data(page)
     url = page.resolve().as_uri()
     # At load (frame 0): the template, every blank masked.
