@@ -117,6 +117,28 @@ def summarise(nll, ent, intervals: bool = False, n_boot: int = 2000) -> dict:
     return out
 
 
+def exact_language(name: str):
+    """A ground-truth language by corpus name, built directly (no prepared corpus needed)."""
+    from edlm.data.languages import make_language
+    from edlm.data.synthetic import SyntheticLanguage
+
+    return SyntheticLanguage() if name == "synthetic" else make_language(name)
+
+
+def data_row(lang, num: int, length: int) -> dict:
+    """The reference row: `num` exact samples of the language (seed 0), summarised like every cell."""
+    nll, ent = score(lang, lang.sample(num, length, generator=torch.Generator().manual_seed(0)))
+    return summarise(nll, ent, intervals=True)
+
+
+def exact_draw(lang, den, cfg: SamplerConfig, num: int, length: int):
+    """`num` samples with the exact denoiser `den` (markov_oracle), the true energy when cfg.k > 1; seeded by
+    the step count, so the cells of one step count share their random stream. -> (x, SampleStats)."""
+    return sample(den, LogLinear(), lang.vocab_size, cfg, batch=num, length=length,
+                  generator=torch.Generator().manual_seed(cfg.steps),
+                  energy=TrueEnergy(lang) if cfg.k > 1 else None)
+
+
 def cpu_threads(n: int) -> None:
     """On a CPU shared with other jobs, torch's 2 OpenMP threads spin against each other: one training step of the
     `cpu` size took 4.9 s with 2 threads and 0.18 s with 1 (load average 11 on 2 cores). Default: 1 thread."""
@@ -126,34 +148,24 @@ def cpu_threads(n: int) -> None:
 
 def look(a):
     """Exact denoisers: the cost of drawing many tokens at once, per language, with no training."""
-    from edlm.data.languages import make_language
-    from edlm.data.synthetic import SyntheticLanguage
-
     cpu_threads(a.threads)
     if a.adaptive:
         return look_adaptive(a)
     res = {**device_info(), "what": "exact-denoiser look", "args": vars(a), "languages": {}}
     for name in a.languages.split(","):
-        lang = SyntheticLanguage() if name == "synthetic" else make_language(name)
+        lang = exact_language(name)
         if getattr(lang, "kind", "markov") != "markov":
             res["languages"][name] = {"skipped": "an HMM over words: a misspelt word has probability 0, so one "
                                                  "bad draw makes gen-NLL infinite (no finite mean to compare)"}
             Path(a.out).write_text(json.dumps(res, indent=1))
             continue
         den = markov_oracle(lang)
-        V = lang.vocab_size
-        g = torch.Generator().manual_seed(0)
-        ref = lang.sample(a.num, a.length, generator=g)
-        nll, ent = score(lang, ref)
         out = {"summary": facts(lang, a.length), "block_entropy": lang.block_entropy(a.length),
-               "data": summarise(nll, ent, intervals=True), "cells": []}
+               "data": data_row(lang, a.num, a.length), "cells": []}
         for steps in map(int, a.steps.split(",")):
             for unmask, k in (("random", 1), ("confidence", 1), ("random", a.k), ("confidence", a.k)):
-                g = torch.Generator().manual_seed(steps)
                 t0 = time.perf_counter()
-                cfg = SamplerConfig(steps=steps, unmask=unmask, k=k)
-                x, st = sample(den, LogLinear(), V, cfg, batch=a.num, length=a.length, generator=g,
-                               energy=TrueEnergy(lang) if k > 1 else None)
+                x, st = exact_draw(lang, den, SamplerConfig(steps=steps, unmask=unmask, k=k), a.num, a.length)
                 nll, ent = score(lang, x)
                 cell = {"steps": steps, "unmask": unmask, "k": k, **summarise(nll, ent, intervals=True),
                         "mean_ess": st.mean_ess, "seconds": time.perf_counter() - t0}
@@ -187,9 +199,6 @@ def look_adaptive(a):
     """Adaptive k (KPolicy) against fixed (k, window) with the exact denoiser and the true energy. Cost = energy
     candidate-evaluations per sample (k x the sequences that unmasked something, summed over EDLM steps): the
     quantity that EDLM adds to MDLM, independent of this shared CPU's noisy clock (wall time is kept too)."""
-    from edlm.data.languages import make_language
-    from edlm.data.synthetic import SyntheticLanguage
-
     res = {**device_info(), "what": "adaptive k look (exact denoiser, true energy)", "args": vars(a),
            "cost": "energy candidate-evaluations per sample", "languages": {}}
     if a.resume and Path(a.out).exists():  # keep the cells already there (an earlier invocation), add the others
@@ -198,12 +207,10 @@ def look_adaptive(a):
                                                                             "args": old.get("args")}]
         res["languages"] = old["languages"]
     for name in a.languages.split(","):
-        lang = SyntheticLanguage() if name == "synthetic" else make_language(name)
-        den, V = markov_oracle(lang), lang.vocab_size
-        g = torch.Generator().manual_seed(0)
-        nll, ent = score(lang, lang.sample(a.num, a.length, generator=g))
+        lang = exact_language(name)
+        den = markov_oracle(lang)
         out = res["languages"].get(name) or {"summary": facts(lang, a.length),
-                                             "data": summarise(nll, ent, intervals=True), "cells": []}
+                                             "data": data_row(lang, a.num, a.length), "cells": []}
         res["languages"][name] = out
         done = [tuple(c.get(k, 1 if k == "min_unmask" else None) for k in CELL_KEY) for c in out["cells"]]
         for steps in _ints(a.steps):
@@ -215,10 +222,8 @@ def look_adaptive(a):
                 win = tuple(w) if isinstance(w, list) else ((1.0 - w, 1.0) if w else None)
                 cfg = SamplerConfig(steps=steps, k=c["k"], window=win, k_policy=pol,
                                     min_unmask=c["min_unmask"])
-                g = torch.Generator().manual_seed(steps)
                 t0 = time.perf_counter()
-                x, st = sample(den, LogLinear(), V, cfg, batch=a.num, length=a.length, generator=g,
-                               energy=TrueEnergy(lang) if c["k"] > 1 else None)
+                x, st = exact_draw(lang, den, cfg, a.num, a.length)
                 dt = time.perf_counter() - t0
                 nll, ent = score(lang, x)
                 cell = {"steps": steps, **c, **summarise(nll, ent, intervals=True), "mean_ess": st.mean_ess,

@@ -25,11 +25,18 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
-from ceiling_look import TrueEnergy, cpu_threads, markov_oracle, score, summarise  # noqa: E402
+from ceiling_look import (  # noqa: E402
+    cpu_threads,
+    data_row,
+    exact_draw,
+    exact_language,
+    markov_oracle,
+    score,
+    summarise,
+)
 from common import device_info  # noqa: E402
 
-from edlm.diffusion.schedules import LogLinear  # noqa: E402
-from edlm.sampling.loop import SamplerConfig, sample  # noqa: E402
+from edlm.sampling.loop import SamplerConfig  # noqa: E402
 
 # disjoint halves and quarters: a window holds the steps whose current t is in [lo, hi], and the grid's t values
 # are multiples of 1/steps, so the early windows start just above 0.5 / 0.75 to not share a step with the late
@@ -51,27 +58,22 @@ def main():
     a = ap.parse_args()
     if a.mdlm and not a.energy:
         ap.error("--mdlm needs --energy (e.g. ar:RUN)")
-    from edlm.data.languages import make_language
-    from edlm.data.synthetic import SyntheticLanguage
-
     cpu_threads(a.threads)
-    res = {**device_info(), "what": "energy window look (exact denoiser, true energy)", "args": vars(a),
+    how = f"trained MDLM, energy {a.energy}" if a.mdlm else "exact denoiser, true energy"
+    res = {**device_info(), "what": f"energy window look ({how})", "args": vars(a),
            "windows": {k: v for k, v in WINDOWS.items()}, "languages": {}}
     for name in a.languages.split(","):
-        lang = SyntheticLanguage() if name == "synthetic" else make_language(name)
+        lang = exact_language(name)
         den = markov_oracle(lang) if not a.mdlm else None
-        nll, ent = score(lang, lang.sample(a.num, a.length, generator=torch.Generator().manual_seed(0)))
-        out = res["languages"][name] = {"data": summarise(nll, ent, intervals=True), "cells": []}
+        out = res["languages"][name] = {"data": data_row(lang, a.num, a.length), "cells": []}
         for steps in map(int, a.steps.split(",")):
             for label, window in WINDOWS.items():
                 if a.mdlm:
                     x, energy_steps, ess = trained(a, steps, window)
                 else:
                     cfg = SamplerConfig(steps=steps, k=a.k if window else 1, window=window)
-                    x, st = sample(den, LogLinear(), lang.vocab_size, cfg, batch=a.num, length=a.length,
-                                   generator=torch.Generator().manual_seed(steps),
-                                   energy=TrueEnergy(lang) if window else None)
-                    energy_steps, ess = st.energy_steps, float(torch.cat(st.ess).mean()) if st.ess else None
+                    x, st = exact_draw(lang, den, cfg, a.num, a.length)
+                    energy_steps, ess = st.energy_steps, st.mean_ess
                 nll, ent = score(lang, x)
                 cell = {"steps": steps, "window": label, "k": a.k if window else 1,
                         **summarise(nll, ent, intervals=True), "energy_steps": energy_steps, "mean_ess": ess,
