@@ -180,6 +180,11 @@ def fetch(pkg: Package, root: Path | None = None) -> Path:
         return dest
 
 
+def _open_tar(archive: str | Path) -> tarfile.TarFile:
+    """A tar archive, or the data tar inside a Debian .deb (deb.py)."""
+    return data_tar(archive) if is_deb(archive) else tarfile.open(archive)
+
+
 def read_member(archive: str | Path, member: str) -> bytes:
     """Bytes of one member of a .whl/.zip or .tar.gz/.tgz archive (exact name)."""
     archive = Path(archive)
@@ -187,7 +192,7 @@ def read_member(archive: str | Path, member: str) -> bytes:
         if zipfile.is_zipfile(archive):
             with zipfile.ZipFile(archive) as z:
                 return z.read(member)
-        with data_tar(archive) if is_deb(archive) else tarfile.open(archive) as t:
+        with _open_tar(archive) as t:
             f = t.extractfile(member)
             if f is None:
                 raise KeyError(member)
@@ -211,7 +216,7 @@ def list_members(archive: str | Path, pattern: str) -> list[str]:
             with zipfile.ZipFile(archive) as z:
                 names = z.namelist()
         else:
-            with data_tar(archive) if is_deb(archive) else tarfile.open(archive) as t:
+            with _open_tar(archive) as t:
                 names = [m.name for m in t.getmembers() if m.isfile()]
     except (tarfile.TarError, EOFError, OSError) as e:
         raise EdlmError(
@@ -229,7 +234,7 @@ def read_members(archive: str | Path, pattern: str) -> dict[str, bytes]:
             for n in sorted(names):
                 out[n] = z.read(n)
         return out
-    with data_tar(archive) if is_deb(archive) else tarfile.open(archive) as t:
+    with _open_tar(archive) as t:
         for m in t:
             if m.name in names:
                 out[m.name] = t.extractfile(m).read()
