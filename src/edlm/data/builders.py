@@ -30,7 +30,6 @@ def request_for(name: str, source=None, tokenizer=None, train_tokens: int | None
                             "is real text: drop it")
         if int(train_tokens) < 10_000:
             raise EdlmError(f"`train_tokens={train_tokens}`: use at least 10000 (a training split needs many windows)")
-        return {"source": None, "train_tokens": int(train_tokens)}
     if tokenizer is not None and tokenizer not in ("char", "gpt2"):
         raise EdlmError(f"unknown tokenizer {tokenizer!r}; use `tokenizer=char` or `tokenizer=gpt2`")
     if name == "textfile":
@@ -51,7 +50,10 @@ def request_for(name: str, source=None, tokenizer=None, train_tokens: int | None
                 f"corpus {name!r} always uses the {fixed.get(name, 'synthetic')} tokenizer; drop "
                 f"`tokenizer`, or use `edlm data prepare textfile --source PATH --tokenizer {tokenizer}`"
             )
-    return {"source": str(Path(source).resolve()) if source else None}
+    request = {"source": str(Path(source).resolve()) if source else None}
+    if train_tokens is not None:  # checked above: a ground-truth language (the tokenizer is checked too)
+        request["train_tokens"] = int(train_tokens)
+    return request
 
 
 def same_request(m: dict, request: dict) -> bool:
