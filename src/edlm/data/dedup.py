@@ -25,7 +25,11 @@ from edlm.data.wikifil import text8_normalize
 def doc_key(doc: str) -> bytes:
     """16-byte hash of the normalised text: equal for documents that differ only in case, spacing,
     punctuation or line breaks."""
-    return hashlib.blake2b(text8_normalize(doc).encode("ascii"), digest_size=16).digest()
+    return _key(text8_normalize(doc))
+
+
+def _key(norm: str) -> bytes:
+    return hashlib.blake2b(norm.encode("ascii"), digest_size=16).digest()
 
 
 SHINGLE_WORDS = 8
@@ -67,7 +71,7 @@ class Deduper:
         out, dropped, chars = [], 0, 0
         for d in docs:
             norm = text8_normalize(d)
-            k = hashlib.blake2b(norm.encode("ascii"), digest_size=16).digest()
+            k = _key(norm)
             sh = shingles(norm)
             exact = k in self.seen
             if exact or self._is_near(sh):
