@@ -58,6 +58,17 @@ from edlm.train.config import TrainConfig  # noqa: E402
 # ------------------------------------------------------------------------------------------------------------
 # The sweep with trained models.
 
+def _preset(name: str) -> dict:
+    """A preset's model and optimisation (presets.py) as a size's model/train dicts, validated every 250 steps."""
+    from dataclasses import asdict
+
+    from edlm.presets import get_preset
+
+    m, t = get_preset(name)
+    train = {k: getattr(t, k) for k in ("seq_len", "batch_size", "lr", "warmup_steps", "lr_schedule", "ema")}
+    return dict(model=asdict(m), train={**train, "eval_every": 250, "eval_batches": 8})
+
+
 SIZES = {
     # ~29M-parameter DiT as the `gpu-char` preset, at length 128 (the language's dependencies are 3 tokens)
     # with the `tiny` preset's fix for the zero-init saddle (docs/mdlm_recipe.md): with MDLM's zero-initialised
@@ -71,14 +82,10 @@ SIZES = {
                 batch=256, train_tokens=40_000_000, nce=dict(steps=1000, batch_size=128, lr=3e-4)),
     # real text (ceiling_text.py): the gpu-char / gpu-bpe presets' models and optimisation (MDLM's own init:
     # on real text one neighbour is informative, and these presets learned with it), length 256
-    "gpu-char": dict(model=dict(n_layers=8, d_model=512, n_heads=8, cond_dim=128, max_len=256, dropout=0.1),
-                     train=dict(seq_len=256, batch_size=128, lr=1e-3, warmup_steps=300, lr_schedule="cosine",
-                                ema=0.999, eval_every=250, eval_batches=8),
-                     mdlm_steps=5000, ar_steps=3000, batch=256, nce=dict(steps=1000, batch_size=64, lr=3e-4)),
-    "gpu-bpe": dict(model=dict(n_layers=8, d_model=512, n_heads=8, cond_dim=128, max_len=256, dropout=0.1),
-                    train=dict(seq_len=256, batch_size=128, lr=1e-3, warmup_steps=300, lr_schedule="cosine",
-                               ema=0.999, eval_every=250, eval_batches=8),
-                    mdlm_steps=4000, ar_steps=2500, batch=128, nce=dict(steps=800, batch_size=32, lr=3e-4)),
+    "gpu-char": dict(**_preset("gpu-char"), mdlm_steps=5000, ar_steps=3000, batch=256,
+                     nce=dict(steps=1000, batch_size=64, lr=3e-4)),
+    "gpu-bpe": dict(**_preset("gpu-bpe"), mdlm_steps=4000, ar_steps=2500, batch=128,
+                    nce=dict(steps=800, batch_size=32, lr=3e-4)),
     # the `tiny` preset's size (4 layers, width 128, 0.8M parameters) at length 32: what one thread of a shared
     # 2-core CPU can train in minutes and sample 256 times per cell; about one epoch of the 2M training tokens,
     # so no dropout (the validation curve shows no over-fitting)
