@@ -216,9 +216,8 @@ def sweep(a):
     res["length"] = L
     res["language_facts"] = {**(facts(scorer.lang, L) if exact else {}), "train_tokens": prep.get("train_tokens"),
                              "exact": exact}
-    ref = scorer.reference(a.num, L, a.seed)
     if "data" not in res:  # kept on --resume (a real-text data row's ids are in the side file already)
-        nll, ent = scorer.record("data", ref)
+        nll, ent = scorer.record("data", scorer.reference(a.num, L, a.seed))
         res["data"] = {**summarise(nll, ent), "nll": None if nll is None else [round(v, 5) for v in nll],
                        "ent": [round(v, 5) for v in ent]}
     runs = Path(a.runs)
