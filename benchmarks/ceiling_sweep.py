@@ -271,9 +271,11 @@ def sweep(a):
         est = None  # seconds, from the per-step cost of the plain sampler and of one energy candidate so far
         if plain in rate and (cell["k"] == 1 or cell["sampler"] in rate):
             est = cell["steps"] * a.num * (rate[plain] + w * cell["k"] * rate.get(cell["sampler"], 0.0))
-        if budget and est is not None and spent + est > budget:
+        left = min(budget - spent if budget else float("inf"),
+                   a.max_wall_seconds - (time.time() - t_start) if a.max_wall_seconds else float("inf"))
+        if est is not None and est > left:
             res["cut"].append({**cell, "estimated_s": est})
-            save(f"cut {cell} (estimated {est:.0f} s, {budget - spent:.0f} s left)")
+            save(f"cut {cell} (estimated {est:.0f} s, {left:.0f} s left)")
             continue
         r = run_cell(cell, a, models, energies, dev, scorer)
         spent += r["seconds"]
@@ -339,6 +341,9 @@ def main():
                     "with -m<M> (random unmasking only) the energy runs only where >= M positions unmask)")
     sw.add_argument("--max-sample-seconds", type=float, default=0,
                     help="skip (and list under 'cut') cells whose estimated time exceeds what is left (0: no limit)")
+    sw.add_argument("--max-wall-seconds", type=float, default=0,
+                    help="the same cut against the wall clock since this invocation started, training included: "
+                         "for a run that must end inside a machine lease (0: no limit)")
     sc = sub.add_parser("score", help="real-text sweeps: per-sample NLL of every cell under language-model "
                         "evaluators, into the sweep's JSON (ceiling_text.py)")
     sc.add_argument("--out", required=True, help="the sweep's JSON")

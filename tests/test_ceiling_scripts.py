@@ -57,3 +57,13 @@ def test_real_text_sweep_score_report(tmp_path, data_root):
     r = subprocess.run([sys.executable, str(BENCH / "ceiling_report.py"), str(out), "--no-plots"],
                        capture_output=True, text=True)
     assert r.returncode != 0 and "pass --evaluator" in r.stderr  # real text needs an evaluator named
+
+    # a deadline cuts the cells whose estimated time would pass it (the first of a kind has no estimate yet and
+    # runs); the trained runs are reused
+    out2 = tmp_path / "cut.json"
+    _run(BENCH / "ceiling_sweep.py", "sweep", "--size", "smoke", "--language", "textfile", "--runs", runs,
+         "--out", out2, "--num", 12, "--mdlm-steps", "4,8", "--conf-steps", "", "--edlm-steps", "",
+         "--conf-edlm-steps", "", "--max-wall-seconds", "0.01")
+    res = json.loads(out2.read_text())
+    assert [(c["sampler"], c["steps"]) for c in res["cells"]] == [("mdlm", 4)]
+    assert [(c["sampler"], c["steps"]) for c in res["cut"]] == [("mdlm", 8)]
