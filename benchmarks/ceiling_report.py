@@ -50,6 +50,13 @@ def crossing_time(steps_sorted, means, secs, target):
     return None
 
 
+def forwards(c) -> float:
+    """Network forwards per sample: the denoiser's steps that ran plus one per energy candidate scored (an energy
+    the size of the denoiser, as edlm-ar / edlm-nce here, costs about one denoiser forward per candidate). A cost
+    that other jobs on the same GPU cannot inflate, beside the measured seconds."""
+    return c["steps_run"] + c.get("candidates_per_sample", 0.0)
+
+
 def analyse(res: dict, n_boot: int = 2000, seed: int = 0) -> dict:
     rng = np.random.default_rng(seed)
     cells = res["cells"]
@@ -77,7 +84,8 @@ def analyse(res: dict, n_boot: int = 2000, seed: int = 0) -> dict:
                              "window": c["window"], "gen_nll": c["gen_nll"], "gen_nll_ci": ci(bn),
                              "entropy": c["entropy"], "entropy_ci": ci(be), "seconds_per_sample":
                              c["seconds_per_sample"], "seconds_per_step": c["seconds_per_step"],
-                             "steps_run": c["steps_run"], "mean_ess": c["mean_ess"], "num": c["num"]})
+                             "steps_run": c["steps_run"], "forwards": forwards(c), "mean_ess": c["mean_ess"],
+                             "num": c["num"]})
     by_key = {(family(c), c["steps"]): c for c in cells}
     # the ceiling: best gen-NLL at any step count, bootstrapped as a minimum
     for f, cs in fams.items():
@@ -107,36 +115,46 @@ def analyse(res: dict, n_boot: int = 2000, seed: int = 0) -> dict:
                 "beats_mdlm": ci_c[1] < ci_m[0], "loses_to_mdlm": ci_c[0] > ci_m[1],
                 "entropy": c["entropy"], "mdlm_entropy": m["entropy"],
                 "entropy_diff_ci": ci(boot[id(c)][1] - boot[id(m)][1]),
-                "time_ratio": c["seconds_per_sample"] / m["seconds_per_sample"]})
-    # matched-quality speed-up against MDLM's best
-    if "mdlm" in fams:
-        ms = fams["mdlm"]
-        m_secs = [c["seconds_per_sample"] for c in ms]
-        m_boot = np.stack([boot[id(c)][0] for c in ms])  # (n_cells, n_boot)
-        m_means = [c["gen_nll"] for c in ms]
-        i_best = int(np.argmin(m_means))
-        target, t_m = m_means[i_best], m_secs[i_best]
-        for f, cs in fams.items():
-            if f == "mdlm":
-                continue
-            secs = [c["seconds_per_sample"] for c in cs]
-            t_f = crossing_time([c["steps"] for c in cs], [c["gen_nll"] for c in cs], secs, target)
-            fb = np.stack([boot[id(c)][0] for c in cs])
-            sp = np.zeros(n_boot)
-            for r in range(n_boot):
-                ib = int(np.argmin(m_boot[:, r]))
-                tt = crossing_time(None, fb[:, r].tolist(), secs, float(m_boot[ib, r]))
-                sp[r] = 0.0 if tt is None else m_secs[ib] / tt
-            reached = float((sp > 0).mean())
-            lo, hi = ci(sp)
-            out["speedup"][f] = {
-                "mdlm_target": target, "mdlm_steps": ms[i_best]["steps"], "mdlm_seconds_per_sample": t_m,
-                "reached": t_f is not None, "seconds_per_sample": t_f,
-                "speedup": (t_m / t_f) if t_f else None,
-                "speedup_ci": [lo if lo > 0 else None, hi if hi > 0 else None],
-                "reached_fraction": reached,
-                "steps_range": [cs[0]["steps"], cs[-1]["steps"]]}
+                "time_ratio": c["seconds_per_sample"] / m["seconds_per_sample"],
+                "forwards_ratio": forwards(c) / forwards(m)})
+    # matched-quality speed-up against MDLM's best, in measured seconds and in network forwards
+    for key, cost in (("speedup", lambda c: c["seconds_per_sample"]), ("speedup_forwards", forwards)):
+        if "mdlm" in fams:
+            out[key] = speedups(fams, boot, n_boot, cost)
     return out
+
+
+def speedups(fams, boot, n_boot, cost) -> dict:
+    """Per family: the cost (cost(cell) per sample) at which it first reaches MDLM's best gen-NLL, as a speed-up
+    over MDLM at its best, with a bootstrap interval (MDLM's best re-picked in every replicate)."""
+    res = {}
+    ms = fams["mdlm"]
+    m_cost = [cost(c) for c in ms]
+    m_boot = np.stack([boot[id(c)][0] for c in ms])  # (n_cells, n_boot)
+    m_means = [c["gen_nll"] for c in ms]
+    i_best = int(np.argmin(m_means))
+    target, t_m = m_means[i_best], m_cost[i_best]
+    for f, cs in fams.items():
+        if f == "mdlm":
+            continue
+        costs = [cost(c) for c in cs]
+        t_f = crossing_time([c["steps"] for c in cs], [c["gen_nll"] for c in cs], costs, target)
+        fb = np.stack([boot[id(c)][0] for c in cs])
+        sp = np.zeros(n_boot)
+        for r in range(n_boot):
+            ib = int(np.argmin(m_boot[:, r]))
+            tt = crossing_time(None, fb[:, r].tolist(), costs, float(m_boot[ib, r]))
+            sp[r] = 0.0 if tt is None else m_cost[ib] / tt
+        reached = float((sp > 0).mean())
+        lo, hi = ci(sp)
+        res[f] = {
+            "mdlm_target": target, "mdlm_steps": ms[i_best]["steps"], "mdlm_cost_per_sample": t_m,
+            "reached": t_f is not None, "cost_per_sample": t_f,
+            "speedup": (t_m / t_f) if t_f else None,
+            "speedup_ci": [lo if lo > 0 else None, hi if hi > 0 else None],
+            "reached_fraction": reached,
+            "steps_range": [cs[0]["steps"], cs[-1]["steps"]]}
+    return res
 
 
 def seq_len(res: dict):
@@ -178,6 +196,8 @@ def plots(res: dict, an: dict, stem: Path) -> list[str]:
     nll_label = "gen-NLL (nats/token, exact)" if ev is None else f"gen-NLL (nats per {ev} token)"
     for name, xk, yk, xl, yl in (("quality_vs_steps", "steps", "gen_nll", "sampling steps", nll_label),
                                  ("quality_vs_time", "seconds_per_sample", "gen_nll", "seconds per sample", nll_label),
+                                 ("quality_vs_forwards", "forwards", "gen_nll",
+                                  "network forwards per sample (denoiser steps + energy candidates)", nll_label),
                                  ("entropy_vs_steps", "steps", "entropy", "sampling steps",
                                   "unigram entropy (nats)")):
         fig, ax = plt.subplots(figsize=(8.2, 4.2), dpi=80)
@@ -256,21 +276,27 @@ def tables(res: dict, an: dict) -> str:
                      f"{f3(v['entropy_at_best'], v['entropy_at_best_ci'])} | {v['seconds_per_step_at_best']:.4f} | "
                      f"{v['seconds_per_sample_at_best']:.5f} |")
     lines += ["", "| sampler | vs | steps | gen-NLL | theirs | diff [95% CI] | better (no overlap) | entropy (theirs) "
-              "| entropy diff [95% CI] | time x |", "|---|---|---|---|---|---|---|---|---|---|"]
+              "| entropy diff [95% CI] | time x | forwards x |", "|---|---|---|---|---|---|---|---|---|---|---|"]
     for e in an["equal_steps"]:
         verdict = "yes" if e["beats_mdlm"] else ("worse" if e["loses_to_mdlm"] else "no (overlap)")
         dh = e["entropy"] - e["mdlm_entropy"]
         lines.append(f"| {e['family']} | {e.get('against', 'mdlm')} | {e['steps']} | {e['gen_nll']:.3f} | "
                      f"{e['mdlm_gen_nll']:.3f} | {f3(e['diff'], e['diff_ci'])} | {verdict} | "
                      f"{e['entropy']:.3f} ({e['mdlm_entropy']:.3f}) | {f3(dh, e['entropy_diff_ci'])} | "
-                     f"{e['time_ratio']:.2f} |")
-    lines += ["", "| sampler | reaches MDLM's best? | speed-up [95% CI] | replicates reaching it |",
-              "|---|---|---|---|"]
-    for f, s in an["speedup"].items():
+                     f"{e['time_ratio']:.2f} | {e['forwards_ratio']:.2f} |")
+    lines += ["", "| sampler | reaches MDLM's best? | speed-up in seconds [95% CI] | in forwards [95% CI] | "
+              "replicates reaching it |", "|---|---|---|---|---|"]
+
+    def sp(s):
         lo, hi = s["speedup_ci"]
         rng = f"[{'not reached' if lo is None else f'{lo:.2f}'}, {'not reached' if hi is None else f'{hi:.2f}'}]"
-        sp = f"{s['speedup']:.2f}x" if s["speedup"] else "no"
-        lines.append(f"| {f} | {'yes' if s['reached'] else 'no'} | {sp} {rng} | {s['reached_fraction']:.0%} |")
+        return f"{s['speedup']:.2f}x {rng}" if s["speedup"] else f"no {rng}"
+    fw = an.get("speedup_forwards", {})
+    for f, s in an["speedup"].items():
+        lines.append(f"| {f} | {'yes' if s['reached'] else 'no'} | {sp(s)} | {sp(fw[f]) if f in fw else '-'} | "
+                     f"{s['reached_fraction']:.0%} |")
+    if an.get("unscored"):
+        lines += ["", f"not scored by this evaluator (left out): {', '.join(an['unscored'])}"]
     return "\n".join(lines)
 
 
@@ -286,6 +312,8 @@ def main():
     scored = json.loads(path.read_text())  # a copy whose cells take the evaluator's NLL; the file keeps all
     ev = pick_evaluator(scored, a.evaluator)
     an = analyse(scored, a.boot)
+    if scored.get("unscored"):
+        an["unscored"] = scored["unscored"]
     tag = None if ev is None else ev.replace(":", "-").replace("/", "-")
     stem = path.with_suffix("") if ev is None else path.with_name(f"{path.stem}_{tag}")
     if not a.no_plots:

@@ -352,6 +352,9 @@ def main():
                     help="smollm2-135m, gemma3-270m, edlm:AR_RUN, ... (repeat for several)")
     sc.add_argument("--batch", type=int, default=16)
     sc.add_argument("--eos", default="mdlm")
+    sc.add_argument("--only", default="", help="score the data row and only the cells whose key SAMPLER|STEPS|K|"
+                    "WINDOW matches one of these comma-separated patterns, in that order (e.g. "
+                    "'mdlm|*,edlm-ar|*|8|1.0'); the report then analyses the scored cells and lists the others")
     sc.add_argument("--force", action="store_true", help="rescore cells that already have this evaluator")
     a = ap.parse_args()
     if a.cmd == "score":

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import gzip
 import json
+from fnmatch import fnmatch
 from pathlib import Path
 
 import numpy as np
@@ -105,6 +106,11 @@ def score(a) -> None:
     corpus = res["language"]
     tok = tokenizer_for(corpus)
     targets = [("data", res["data"])] + [(cell_key(c), c) for c in res["cells"]]
+    if a.only:  # a CPU too slow for every cell: score the data row and the cells named, in the order named
+        pats = [p for p in a.only.split(",") if p]
+        targets = [("data", res["data"])] + sorted(
+            ((k, c) for k, c in targets[1:] if any(fnmatch(k, p) for p in pats)),
+            key=lambda kc: min(i for i, p in enumerate(pats) if fnmatch(kc[0], p)))
     for ev in a.evaluator:
         for i, (key, cell) in enumerate(targets):
             if ev in cell.get("evals", {}) and not a.force:
@@ -131,10 +137,14 @@ def pick_evaluator(res: dict, name: str | None) -> str | None:
         if name:
             raise SystemExit("this sweep is scored exactly (a ground-truth language): drop --evaluator")
         return None
-    have = set.intersection(*(set(c.get("evals", {})) for c in cells))
+    have = set(res["data"].get("evals", {}))
     if not name or name not in have:
         raise SystemExit(f"real-text sweep: pass --evaluator, one of {sorted(have) or 'none scored yet'} "
                          "(score with `ceiling_sweep.py score`)")
+    # cells this evaluator has not scored (`score --only`) leave the analysis, by name
+    res["unscored"] = [cell_key(c) for c in res["cells"] if name not in c.get("evals", {})]
+    res["cells"] = [c for c in res["cells"] if name in c.get("evals", {})]
+    cells = [res["data"]] + res["cells"]
     for c in cells:
         e = c["evals"][name]
         keep = [i for i, v in enumerate(e["nll"]) if v == v]  # drop unscored (empty) samples, NaN
