@@ -17,8 +17,10 @@ is `num` windows of the test split, of the sweep's length, at evenly spaced offs
 
 from __future__ import annotations
 
+import fcntl
 import gzip
 import json
+import os
 from fnmatch import fnmatch
 from pathlib import Path
 
@@ -95,6 +97,20 @@ def read_samples(path: Path) -> dict[str, list[list[int]]]:
     return out
 
 
+def save_eval(out: Path, key: str, ev: str, entry: dict) -> None:
+    """One cell's evaluation into the sweep's JSON as it is on disk now, under a lock, written atomically: several
+    `score` processes (one per evaluator, say, on a 2-core machine) can share one sweep file without one writing
+    back its stale copy over the others' cells."""
+    with open(out.with_name(out.name + ".lock"), "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        res = json.loads(out.read_text())
+        cell = res["data"] if key == "data" else next(c for c in res["cells"] if cell_key(c) == key)
+        cell.setdefault("evals", {})[ev] = entry
+        tmp = out.with_name(out.name + ".tmp")
+        tmp.write_text(json.dumps(res, indent=1))
+        os.replace(tmp, out)
+
+
 def score(a) -> None:
     """Per-sample NLL of every cell (and the data row) under each --evaluator, written into the sweep's JSON."""
     from edlm.data.tokenizers import tokenizer_for
@@ -124,7 +140,7 @@ def score(a) -> None:
                 "gen_nll": float(np.nanmean(per)), "gen_nll_token_weighted": r["gen_nll"],
                 "gen_ppl": r["gen_ppl"], "nll": [round(v, 5) for v in per], "tokens": [t for _, t in r["scores"]],
                 "unscored": r["samples_unscored"], "score_seconds": r["score_seconds"]}
-            out.write_text(json.dumps(res, indent=1))  # after every cell: an interrupted scoring resumes
+            save_eval(out, key, ev, cell["evals"][ev])  # after every cell: an interrupted scoring resumes
             print(f"[{ev}] {i + 1}/{len(targets)} {key}: gen-NLL {cell['evals'][ev]['gen_nll']:.4f} "
                   f"({r['score_seconds']:.0f} s)", flush=True)
 

@@ -50,10 +50,18 @@ def test_real_text_sweep_score_report(tmp_path, data_root):
         {"data", "mdlm8", "edlm-ar4"} and ev in res["data"]["evals"]
     table = _run(BENCH / "ceiling_report.py", out, "--evaluator", ev, "--no-plots")
     assert "left out): mdlm|4|1|None, confidence|4|1|None, edlm-ar|8|2|1.0" in table
-    _run(BENCH / "ceiling_sweep.py", "score", "--out", out, "--evaluator", ev)  # the rest
+    # the rest, by two processes at once (a second name for the same evaluator): neither writes back a stale copy
+    ev2 = f"edlm:{runs / 'ar'}/"
+    procs = [subprocess.Popen([sys.executable, str(BENCH / "ceiling_sweep.py"), "score", "--out", str(out),
+                               "--evaluator", e], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+             for e in (ev, ev2)]
+    assert all(p.wait(timeout=300) == 0 for p in procs), [p.stderr.read()[-2000:] for p in procs]
+    res = json.loads(out.read_text())
+    assert all({ev, ev2} <= set(c["evals"]) for c in [res["data"], *res["cells"]])
     res = json.loads(out.read_text())
     for c in [res["data"], *res["cells"]]:
         e = c["evals"][ev]
+        assert c["evals"][ev2]["nll"] == pytest.approx(e["nll"], abs=1e-4)  # same model, same numbers
         assert len(e["nll"]) == 12 and all(v > 0 for v in e["nll"])
         assert e["gen_nll"] == pytest.approx(sum(e["nll"]) / 12, abs=1e-4)
 
