@@ -225,6 +225,24 @@ def plots(res: dict, an: dict, stem: Path) -> list[str]:
         fig.savefig(p)
         plt.close(fig)
         files.append(str(p))
+    runs = {k: v["curve"] for k, v in res.get("train", {}).items() if v.get("curve")}
+    if runs:  # over-fitting shows here: validation turning up while training loss still falls
+        fig, axes = plt.subplots(1, len(runs), figsize=(3.2 * len(runs), 3.0), dpi=80, squeeze=False)
+        for ax, (name, cv) in zip(axes[0], runs.items(), strict=True):
+            ax.plot([r["step"] for r in cv], [r["val"] for r in cv], marker="o", ms=2, label="validation")
+            tr = [r for r in cv if r.get("train") is not None]
+            ax.plot([r["step"] for r in tr], [r["train"] for r in tr], lw=1, alpha=0.7, label="training batch")
+            ax.set_title(f"{name} ({res['train'][name].get('params', 0) / 1e6:.0f}M parameters)", fontsize=8)
+            ax.set_xlabel("step")
+            ax.grid(alpha=0.3)
+        axes[0][0].set_ylabel("loss (nats/token; NCE: its own loss)")
+        axes[0][0].legend(fontsize=7)
+        fig.suptitle(title.rsplit(",", 1)[0], fontsize=8)
+        fig.tight_layout()
+        p = stem.parent / f"{stem.name}_training.png"
+        fig.savefig(p)
+        plt.close(fig)
+        files.append(str(p))
     grid = [c for c in cells if c["sampler"] == "edlm-ar"]
     if grid:
         counts: dict[int, int] = {}
