@@ -23,7 +23,7 @@ import math
 from pathlib import Path
 
 import numpy as np
-from ceiling_text import pick_evaluator
+from ceiling_text import pick_evaluator, sample_texts, update_json
 
 
 def family(c) -> str:
@@ -324,9 +324,11 @@ def main():
     ap.add_argument("--boot", type=int, default=2000)
     ap.add_argument("--no-plots", action="store_true")
     ap.add_argument("--evaluator", help="real-text sweeps: whose per-sample NLL to analyse (ceiling_sweep.py score)")
+    ap.add_argument("--texts", type=int, default=0,
+                    help="real-text sweeps: write this many decoded samples of the data and of each sampler's best "
+                    "cell to OUT_EVALUATOR_texts.md")
     a = ap.parse_args()
     path = Path(a.json)
-    res = json.loads(path.read_text())
     scored = json.loads(path.read_text())  # a copy whose cells take the evaluator's NLL; the file keeps all
     ev = pick_evaluator(scored, a.evaluator)
     an = analyse(scored, a.boot)
@@ -336,10 +338,13 @@ def main():
     stem = path.with_suffix("") if ev is None else path.with_name(f"{path.stem}_{tag}")
     if not a.no_plots:
         an["plots"] = plots(scored, an, stem)
-    res["analysis" if ev is None else f"analysis_{ev}"] = an
-    path.write_text(json.dumps(res, indent=1))
-    res = scored
-    print(tables(res, an))
+    key = "analysis" if ev is None else f"analysis_{ev}"
+    update_json(path, lambda res: res.__setitem__(key, an))  # a score process may be writing the same file
+    if a.texts and ev is not None:
+        md = Path(f"{stem}_texts.md")
+        md.write_text(sample_texts(scored, an, path.with_suffix(".samples.jsonl.gz"), a.texts))
+        print(f"sample texts: {md}")
+    print(tables(scored, an))
 
 
 if __name__ == "__main__":

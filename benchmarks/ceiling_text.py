@@ -97,18 +97,46 @@ def read_samples(path: Path) -> dict[str, list[list[int]]]:
     return out
 
 
-def save_eval(out: Path, key: str, ev: str, entry: dict) -> None:
-    """One cell's evaluation into the sweep's JSON as it is on disk now, under a lock, written atomically: several
-    `score` processes (one per evaluator, say, on a 2-core machine) can share one sweep file without one writing
-    back its stale copy over the others' cells."""
+def update_json(out: Path, change) -> None:
+    """change(res) applied to the sweep's JSON as it is on disk now, under a lock, written atomically: several
+    `score` processes (one per evaluator, say, on a 2-core machine) and the report can share one sweep file
+    without one writing back its stale copy over the others' work."""
     with open(out.with_name(out.name + ".lock"), "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         res = json.loads(out.read_text())
-        cell = res["data"] if key == "data" else next(c for c in res["cells"] if cell_key(c) == key)
-        cell.setdefault("evals", {})[ev] = entry
+        change(res)
         tmp = out.with_name(out.name + ".tmp")
         tmp.write_text(json.dumps(res, indent=1))
         os.replace(tmp, out)
+
+
+def save_eval(out: Path, key: str, ev: str, entry: dict) -> None:
+    """One cell's evaluation into the sweep's JSON on disk (update_json)."""
+    def change(res):
+        cell = res["data"] if key == "data" else next(c for c in res["cells"] if cell_key(c) == key)
+        cell.setdefault("evals", {})[ev] = entry
+    update_json(out, change)
+
+
+def sample_texts(res: dict, an: dict, samples: Path, n: int) -> str:
+    """Markdown: the first n samples (decoded) of the data row and of each sampler's best cell, with the cell's
+    gen-NLL and entropy, so a reader sees what the numbers mean."""
+    from edlm.data.tokenizers import tokenizer_for
+
+    tok, ids = tokenizer_for(res["language"]), read_samples(samples)
+    fams = {f: v for f, v in an["families"].items()} if isinstance(an["families"], dict) else {}
+    d = an["data"]
+    parts = [f"# Samples: {res['language']}, scored by {res.get('scored_by')}", "",
+             f"## data (test-split windows): gen-NLL {d['gen_nll']:.3f}, entropy {d['entropy']:.3f}", ""]
+    parts += [f"    {tok.decode(x)!r}" for x in ids["data"][:n]]
+    for c in an["cells"]:
+        f = fams.get(c.get("family"))
+        if not f or f["at_steps"] != c["steps"]:
+            continue
+        parts += ["", f"## {c['family']}, {c['steps']} steps (its best): gen-NLL {c['gen_nll']:.3f}, "
+                  f"entropy {c['entropy']:.3f}", ""]
+        parts += [f"    {tok.decode(x)!r}" for x in ids[cell_key(c)][:n]]
+    return "\n".join(parts) + "\n"
 
 
 def score(a) -> None:

@@ -65,8 +65,18 @@ def test_real_text_sweep_score_report(tmp_path, data_root):
         assert len(e["nll"]) == 12 and all(v > 0 for v in e["nll"])
         assert e["gen_nll"] == pytest.approx(sum(e["nll"]) / 12, abs=1e-4)
 
-    table = _run(BENCH / "ceiling_report.py", out, "--evaluator", ev, "--no-plots")
+    table = _run(BENCH / "ceiling_report.py", out, "--evaluator", ev, "--no-plots", "--texts", 2)
     assert "test-split windows" in table and "| mdlm |" in table
+    # decoded samples of the data row and of each sampler's best cell, two each, as the side file holds them
+    md = (tmp_path / f"sweep_{ev.replace(':', '-').replace('/', '-')}_texts.md").read_text()
+    with gzip.open(out.with_suffix(".samples.jsonl.gz"), "rt") as f:
+        rows = {r["key"]: r["ids"] for r in map(json.loads, f)}
+    from edlm.data.tokenizers import CHAR_ALPHABET
+    assert md.count("## ") == 4 and md.count("(its best)") == 3  # data, mdlm, confidence, edlm-ar k=2 w=1
+    def text(x):
+        return repr("".join(CHAR_ALPHABET[i] for i in x))
+    assert all(text(x) in md for x in rows["data"][:2]) and text(rows["data"][2]) not in md
+    assert sum(text(x) in md for k in ("mdlm|4|1|None", "mdlm|8|1|None") for x in rows[k][:2]) == 2  # best only
     res = json.loads(out.read_text())
     assert f"analysis_{ev}" in res and "analysis" not in res  # the exact-language key stays free
     r = subprocess.run([sys.executable, str(BENCH / "ceiling_report.py"), str(out), "--no-plots"],
