@@ -136,9 +136,14 @@ def train(cfg: TrainConfig, model_cfg: TransformerConfig, out: str | Path, *, re
         run = _build(cfg, model_cfg, meta, out, d, resume)
         log = RunLog(out, d, cfg, quiet, run.step, sinks)
         try:
-            return _loop(run, log)
+            result = _loop(run, log)
         finally:
             log.close()
+        # every rank past its last collective before any rank tears the group down. Seen once (a .ci/run of
+        # 2026-12-02): rank 1 of a complete 2-process FSDP2 run on gloo aborted at exit ("terminate called
+        # without an active exception"), failing torchrun; not reproduced in 12 runs since, so a precaution
+        barrier(d)
+        return result
     except BaseException:
         if lock is not None:
             lock.release()
