@@ -39,7 +39,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 import time
 from dataclasses import replace
@@ -55,6 +54,7 @@ from common import device_info  # noqa: E402
 from edlm.models.transformer import TransformerConfig  # noqa: E402
 from edlm.sampling.adaptive import KPolicy  # noqa: E402
 from edlm.train.config import TrainConfig  # noqa: E402
+from edlm.utils import atomic_write_bytes  # noqa: E402
 
 # ------------------------------------------------------------------------------------------------------------
 # The sweep with trained models.
@@ -212,9 +212,7 @@ def sweep(a):
 
     def save(msg=None):
         res["elapsed_s"] = time.time() - t_start
-        tmp = out.with_name(out.name + ".tmp")  # atomic: a crash mid-write leaves the last complete file
-        tmp.write_text(json.dumps(res, indent=1))
-        os.replace(tmp, out)
+        atomic_write_bytes(out, json.dumps(res, indent=1).encode())  # a crash leaves the last complete file
         if msg:
             print(f"[{time.time() - t_start:7.1f}s] {msg}", flush=True)
 

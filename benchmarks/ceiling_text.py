@@ -20,7 +20,6 @@ from __future__ import annotations
 import fcntl
 import gzip
 import json
-import os
 from fnmatch import fnmatch
 from pathlib import Path
 
@@ -28,6 +27,7 @@ import numpy as np
 import torch
 
 from edlm.eval.stats import unigram_entropy
+from edlm.utils import atomic_write_bytes
 
 
 def is_exact(name: str) -> bool:
@@ -105,9 +105,7 @@ def update_json(out: Path, change) -> None:
         fcntl.flock(lock, fcntl.LOCK_EX)
         res = json.loads(out.read_text())
         change(res)
-        tmp = out.with_name(out.name + ".tmp")
-        tmp.write_text(json.dumps(res, indent=1))
-        os.replace(tmp, out)
+        atomic_write_bytes(out, json.dumps(res, indent=1).encode())
 
 
 def save_eval(out: Path, key: str, ev: str, entry: dict) -> None:
@@ -124,7 +122,7 @@ def sample_texts(res: dict, an: dict, samples: Path, n: int) -> str:
     from edlm.data.tokenizers import tokenizer_for
 
     tok, ids = tokenizer_for(res["language"]), read_samples(samples)
-    fams = {f: v for f, v in an["families"].items()} if isinstance(an["families"], dict) else {}
+    fams = an["families"]
     d = an["data"]
     parts = [f"# Samples: {res['language']}, scored by {res.get('scored_by')}", "",
              f"## data (test-split windows): gen-NLL {d['gen_nll']:.3f}, entropy {d['entropy']:.3f}", ""]

@@ -58,7 +58,6 @@ def test_real_text_sweep_score_report(tmp_path, data_root):
     assert all(p.wait(timeout=300) == 0 for p in procs), [p.stderr.read()[-2000:] for p in procs]
     res = json.loads(out.read_text())
     assert all({ev, ev2} <= set(c["evals"]) for c in [res["data"], *res["cells"]])
-    res = json.loads(out.read_text())
     for c in [res["data"], *res["cells"]]:
         e = c["evals"][ev]
         assert c["evals"][ev2]["nll"] == pytest.approx(e["nll"], abs=1e-4)  # same model, same numbers
