@@ -331,6 +331,9 @@ def main():
     path = Path(a.json)
     scored = json.loads(path.read_text())  # a copy whose cells take the evaluator's NLL; the file keeps all
     ev = pick_evaluator(scored, a.evaluator)
+    side = path.with_suffix(".samples.jsonl.gz")
+    if a.texts and ev is not None and not side.exists():  # before anything is written
+        raise SystemExit(f"--texts needs the sweep's side file {side} (the samples' ids); copy it beside the JSON")
     an = analyse(scored, a.boot)
     if scored.get("unscored"):
         an["unscored"] = scored["unscored"]
@@ -342,7 +345,7 @@ def main():
     update_json(path, lambda res: res.__setitem__(key, an))  # a score process may be writing the same file
     if a.texts and ev is not None:
         md = Path(f"{stem}_texts.md")
-        md.write_text(sample_texts(scored, an, path.with_suffix(".samples.jsonl.gz"), a.texts))
+        md.write_text(sample_texts(scored, an, side, a.texts))
         print(f"sample texts: {md}")
     print(tables(scored, an))
 
