@@ -160,7 +160,8 @@ def score(a) -> None:
             if key not in samples:
                 raise SystemExit(f"no samples for {key} in the side file; was the sweep run with this --out?")
             rows = [{"ids": ids, "text": tok.decode(ids), "corpus": corpus} for ids in samples[key]]
-            r = evaluate_rows(rows, ev, batch_size=a.batch, eos=a.eos, keep_scores=True)
+            r = evaluate_rows(rows, ev, batch_size=a.batch, eos=a.eos, keep_scores=True,
+                             device=getattr(a, "device", "cpu"))
             per = [n / t if t else float("nan") for n, t in r["scores"]]
             cell.setdefault("evals", {})[ev] = {
                 "gen_nll": float(np.nanmean(per)), "gen_nll_token_weighted": r["gen_nll"],
