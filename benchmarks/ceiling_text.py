@@ -143,6 +143,9 @@ def score(a) -> None:
     from edlm.eval.genppl import evaluate_rows
 
     out = Path(a.out)
+    device = getattr(a, "device", "cpu")
+    if str(device).startswith("cuda") and not torch.cuda.is_available():
+        raise SystemExit(f"--device {device}: this machine has no CUDA device; score with --device cpu (or auto)")
     res = json.loads(out.read_text())
     samples = read_samples(Path(a.samples) if a.samples else out.with_suffix(".samples.jsonl.gz"))
     corpus = res["language"]
@@ -161,7 +164,7 @@ def score(a) -> None:
                 raise SystemExit(f"no samples for {key} in the side file; was the sweep run with this --out?")
             rows = [{"ids": ids, "text": tok.decode(ids), "corpus": corpus} for ids in samples[key]]
             r = evaluate_rows(rows, ev, batch_size=a.batch, eos=a.eos, keep_scores=True,
-                             device=getattr(a, "device", "cpu"))
+                             device=device)
             per = [n / t if t else float("nan") for n, t in r["scores"]]
             cell.setdefault("evals", {})[ev] = {
                 "gen_nll": float(np.nanmean(per)), "gen_nll_token_weighted": r["gen_nll"],

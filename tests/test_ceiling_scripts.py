@@ -43,6 +43,12 @@ def test_real_text_sweep_score_report(tmp_path, data_root):
                     "edlm-ar|8|2|1.0"}
 
     ev = f"edlm:{runs / 'ar'}"
+    import torch
+    if not torch.cuda.is_available():  # --device reaches the scorer: cuda here is one clear error, file untouched
+        before = out.read_bytes()
+        r = subprocess.run([sys.executable, str(BENCH / "ceiling_sweep.py"), "score", "--out", str(out),
+                            "--evaluator", ev, "--device", "cuda"], capture_output=True, text=True)
+        assert r.returncode != 0 and "no CUDA device" in r.stderr and out.read_bytes() == before
     # a slow CPU scores a subset first: the data row always, then the cells matched; the report names the rest
     _run(BENCH / "ceiling_sweep.py", "score", "--out", out, "--evaluator", ev, "--only", "mdlm|8*,edlm-ar|4|*")
     res = json.loads(out.read_text())
