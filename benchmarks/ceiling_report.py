@@ -169,7 +169,7 @@ def seq_len(res: dict):
     return SIZES[res["size"]]["train"]["seq_len"]
 
 
-def plots(res: dict, an: dict, stem: Path) -> list[str]:
+def plots(res: dict, an: dict, stem: Path, train_stem: Path | None = None) -> list[str]:
     """Curves of the samplers run at 3 or more step counts (bands: 95% bootstrap intervals), and the k x window
     grid at the step count where it is fullest."""
     import matplotlib
@@ -239,7 +239,8 @@ def plots(res: dict, an: dict, stem: Path) -> list[str]:
         axes[0][0].legend(fontsize=7)
         fig.suptitle(title.rsplit(",", 1)[0], fontsize=8)
         fig.tight_layout()
-        p = stem.parent / f"{stem.name}_training.png"
+        # the curves do not depend on the evaluator: one file per sweep, named without it
+        p = (train_stem or stem).parent / f"{(train_stem or stem).name}_training.png"
         fig.savefig(p)
         plt.close(fig)
         files.append(str(p))
@@ -340,7 +341,7 @@ def main():
     tag = None if ev is None else ev.replace(":", "-").replace("/", "-")
     stem = path.with_suffix("") if ev is None else path.with_name(f"{path.stem}_{tag}")
     if not a.no_plots:
-        an["plots"] = plots(scored, an, stem)
+        an["plots"] = plots(scored, an, stem, path.with_suffix(""))
     key = "analysis" if ev is None else f"analysis_{ev}"
     update_json(path, lambda res: res.__setitem__(key, an))  # a score process may be writing the same file
     if a.texts and ev is not None:
