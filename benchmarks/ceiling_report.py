@@ -53,8 +53,10 @@ def crossing_time(steps_sorted, means, secs, target):
 def forwards(c) -> float:
     """Network forwards per sample: the denoiser's steps that ran plus one per energy candidate scored (an energy
     the size of the denoiser, as edlm-ar / edlm-nce here, costs about one denoiser forward per candidate). A cost
-    that other jobs on the same GPU cannot inflate, beside the measured seconds."""
-    return c["steps_run"] + c.get("candidates_per_sample", 0.0)
+    that other jobs on the same GPU cannot inflate, beside the measured seconds. ``steps_run`` counts the
+    steps of every batch, so a cell sampled in several batches (num > batch) divides it by their number."""
+    batches = -(-c.get("num", 1) // c.get("batch", c.get("num", 1)))
+    return c["steps_run"] / batches + c.get("candidates_per_sample", 0.0)
 
 
 def analyse(res: dict, n_boot: int = 2000, seed: int = 0) -> dict:

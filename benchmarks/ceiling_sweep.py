@@ -287,7 +287,8 @@ def sweep(a):
         r = run_cell(cell, a, models, energies, dev, scorer)
         spent += r["seconds"]
         res["cells"].append(r)
-        per = r["seconds"] / max(r["steps_run"], 1) / r["num"]  # seconds per step per sequence
+        # seconds per step per sequence (steps_run counts the steps of every batch of `batch` sequences)
+        per = r["seconds"] / max(r["steps_run"], 1) / r["batch"]
         if cell["k"] == 1:
             rate[cell["sampler"]] = per
         elif plain in rate:

@@ -6,12 +6,12 @@
 # (docs/real_text_sweep.md). Copy the JSON and side files into results/ceiling/ and commit the JSON before
 # scoring. Needs the corpora
 # prepared (`edlm data prepare wiki-char prose-bpe`, or unpacked as in docs/real_text_sweep.md).
-# Then score on a CPU machine: docs/real_text_sweep.md, step 3.
-#   RUNS=/tmp/r18 MAXWALL=1150 bash benchmarks/real_text_sweeps.sh
+# Then score on the same GPU (`ceiling_sweep.py score --device cuda`) or on a CPU machine: docs/real_text_sweep.md.
+#   RUNS=/tmp/r18 MAXWALL=1120 bash benchmarks/real_text_sweeps.sh
 set -eu
 RUNS=${RUNS:-/tmp/r18}
 HERE=$(cd "$(dirname "$0")" && pwd)
-COMMON=(--max-wall-seconds "${MAXWALL:-1150}" --conf-steps 8,16,32,64,128 --conf-edlm-steps 8,16,32
+COMMON=(--max-wall-seconds "${MAXWALL:-1120}" --conf-steps 8,16,32,64,128 --conf-edlm-steps 8,16,32
         --conf-edlm-k 8 --conf-edlm-window 1.0)
 mkdir -p "$RUNS"
 python "$HERE/ceiling_sweep.py" sweep --size gpu-char --language wiki-char --runs "$RUNS/char" \
