@@ -59,6 +59,19 @@ def forwards(c) -> float:
     return c["steps_run"] / batches + c.get("candidates_per_sample", 0.0)
 
 
+def multiplicity(equal_steps: list[dict]) -> dict:
+    """How many energy-vs-MDLM comparisons at equal steps have a difference interval excluding 0, on each side,
+    beside what chance alone gives: with n comparisons at 95%, about n/20 exclude 0 with no effect at all
+    (roughly: the comparisons share MDLM's cells, so they are not independent). A sweep of 30 cells with one
+    'significant' cell has shown nothing."""
+    es = [e for e in equal_steps if e.get("against", "mdlm") == "mdlm" and e["family"] != "confidence"]
+    lower = sum(e["diff_ci"][1] < 0 for e in es)
+    higher = sum(e["diff_ci"][0] > 0 for e in es)
+    return {"comparisons": len(es), "diff_excludes_0_lower": lower, "diff_excludes_0_higher": higher,
+            "clear_of_mdlm_lower": sum(bool(e["beats_mdlm"]) for e in es),
+            "clear_of_mdlm_higher": sum(bool(e["loses_to_mdlm"]) for e in es), "expected_by_chance": 0.05 * len(es)}
+
+
 def analyse(res: dict, n_boot: int = 2000, seed: int = 0) -> dict:
     rng = np.random.default_rng(seed)
     cells = res["cells"]
@@ -119,6 +132,7 @@ def analyse(res: dict, n_boot: int = 2000, seed: int = 0) -> dict:
                 "entropy_diff_ci": ci(boot[id(c)][1] - boot[id(m)][1]),
                 "time_ratio": c["seconds_per_sample"] / m["seconds_per_sample"],
                 "forwards_ratio": forwards(c) / forwards(m)})
+    out["multiplicity"] = multiplicity(out["equal_steps"])
     # matched-quality speed-up against MDLM's best, in measured seconds and in network forwards
     for key, cost in (("speedup", lambda c: c["seconds_per_sample"]), ("speedup_forwards", forwards)):
         if "mdlm" in fams:
@@ -305,6 +319,13 @@ def tables(res: dict, an: dict) -> str:
                      f"{e['mdlm_gen_nll']:.3f} | {f3(e['diff'], e['diff_ci'])} | {verdict} | "
                      f"{e['entropy']:.3f} ({e['mdlm_entropy']:.3f}) | {f3(dh, e['entropy_diff_ci'])} | "
                      f"{e['time_ratio']:.2f} | {e['forwards_ratio']:.2f} |")
+    mu = an.get("multiplicity")
+    if mu and mu["comparisons"]:
+        lines += ["", f"Energy samplers vs MDLM at equal steps: {mu['comparisons']} comparisons; the difference's "
+                  f"interval excludes 0 in {mu['diff_excludes_0_lower']} (lower gen-NLL) and "
+                  f"{mu['diff_excludes_0_higher']} (higher); cells clear of MDLM's: {mu['clear_of_mdlm_lower']} "
+                  f"lower, {mu['clear_of_mdlm_higher']} higher. With no effect at all, about "
+                  f"{mu['expected_by_chance']:.1f} would exclude 0 by chance."]
     lines += ["", "| sampler | reaches MDLM's best? | speed-up in seconds [95% CI] | in forwards [95% CI] | "
               "replicates reaching it |", "|---|---|---|---|---|"]
 
