@@ -25,6 +25,8 @@ from pathlib import Path
 import numpy as np
 from ceiling_text import pick_evaluator, sample_texts, update_json
 
+from edlm.utils import atomic_write_bytes
+
 
 def family(c) -> str:
     if c["sampler"] in ("mdlm", "confidence"):
@@ -255,8 +257,8 @@ def plots(res: dict, an: dict, stem: Path, train_stem: Path | None = None) -> li
         axes[0][0].legend(fontsize=7)
         fig.suptitle(title.rsplit(",", 1)[0], fontsize=8)
         fig.tight_layout()
-        # the curves do not depend on the evaluator: one file per sweep, named without it
-        p = (train_stem or stem).parent / f"{(train_stem or stem).name}_training.png"
+        base = train_stem or stem  # the curves do not depend on the evaluator: one file per sweep, named without it
+        p = base.parent / f"{base.name}_training.png"
         fig.savefig(p)
         plt.close(fig)
         files.append(str(p))
@@ -369,7 +371,7 @@ def main():
     update_json(path, lambda res: res.__setitem__(key, an))  # a score process may be writing the same file
     if a.texts and ev is not None:
         md = Path(f"{stem}_texts.md")
-        md.write_text(sample_texts(scored, an, side, a.texts))
+        atomic_write_bytes(md, sample_texts(scored, an, side, a.texts).encode())
         print(f"sample texts: {md}")
     print(tables(scored, an))
 

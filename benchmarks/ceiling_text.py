@@ -26,8 +26,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from edlm.errors import EdlmError
 from edlm.eval.stats import unigram_entropy
-from edlm.utils import atomic_write_bytes
+from edlm.utils import atomic_write_bytes, pick_device
 
 
 def is_exact(name: str) -> bool:
@@ -143,9 +144,10 @@ def score(a) -> None:
     from edlm.eval.genppl import evaluate_rows
 
     out = Path(a.out)
-    device = getattr(a, "device", "cpu")
-    if str(device).startswith("cuda") and not torch.cuda.is_available():
-        raise SystemExit(f"--device {device}: this machine has no CUDA device; score with --device cpu (or auto)")
+    try:  # before the JSON is read: a wrong device is one error, not a traceback after loading
+        device = pick_device(a.device)
+    except EdlmError as e:
+        raise SystemExit(f"--device: {e}") from None
     res = json.loads(out.read_text())
     samples = read_samples(Path(a.samples) if a.samples else out.with_suffix(".samples.jsonl.gz"))
     corpus = res["language"]
@@ -163,8 +165,7 @@ def score(a) -> None:
             if key not in samples:
                 raise SystemExit(f"no samples for {key} in the side file; was the sweep run with this --out?")
             rows = [{"ids": ids, "text": tok.decode(ids), "corpus": corpus} for ids in samples[key]]
-            r = evaluate_rows(rows, ev, batch_size=a.batch, eos=a.eos, keep_scores=True,
-                             device=device)
+            r = evaluate_rows(rows, ev, batch_size=a.batch, eos=a.eos, keep_scores=True, device=device)
             per = [n / t if t else float("nan") for n, t in r["scores"]]
             cell.setdefault("evals", {})[ev] = {
                 "gen_nll": float(np.nanmean(per)), "gen_nll_token_weighted": r["gen_nll"],

@@ -44,6 +44,16 @@ def test_bad_sample_option_is_one_error_and_writes_nothing(runs, tmp_path, capsy
     assert list(tmp_path.iterdir()) == []
 
 
+def test_cuda_device_without_cuda_is_one_error_and_writes_nothing(runs, tmp_path, capsys):
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("this machine has CUDA")
+    rc, err = cli(capsys, _sample(runs, tmp_path, "--device", "cuda"))  # was torch's AssertionError traceback
+    assert_one_clear_error(rc, err, "device 'cuda': this machine has no CUDA device")
+    assert list(tmp_path.iterdir()) == []
+
+
 def test_sample_out_that_is_a_folder_is_refused_before_sampling(runs, tmp_path, capsys):
     (tmp_path / "d").mkdir()
     rc, err = cli(capsys, ["sample", "--ckpt", runs / "mdlm", "--out", tmp_path / "d", "--num", "2"])

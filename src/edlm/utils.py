@@ -108,6 +108,10 @@ def pick_device(name: str | torch.device | None = None) -> torch.device:
         return name
     if name in (None, "", "auto"):
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if str(name).startswith("cuda") and not torch.cuda.is_available():  # else torch's AssertionError, much later
+        from edlm.errors import EdlmError
+
+        raise EdlmError(f"device {name!r}: this machine has no CUDA device; use cpu (or auto)")
     return torch.device(name)
 
 
