@@ -7,8 +7,11 @@ whole trunk in one graph; `full-logits` = eager MDLM with the vocabulary project
 (the plain path: the speed-up of projecting masked rows only, measured in the same run). Flags joined
 with '+': `cap` = MDLM's masked rows through a static budget (losses.masked_rows_cap: no host sync);
 `graph` = the whole step (loss, backward, clipping, AdamW(capturable)) captured in one CUDA graph and
-replayed (needs `cap`); `cdt` = Inductor's coordinate-descent tuning of its Triton kernels.
-E.g. --variants blocks,blocks+cap,blocks+cap+graph.
+replayed (needs `cap`); `cdt` = Inductor's coordinate-descent tuning of its Triton kernels; `drop` = the
+`small` preset's dropout 0.1 on the residual branches (what `edlm train` runs; the default is none);
+`adrop` = `drop` plus dropout 0.1 on the attention probabilities (edlm before `attn_dropout`); `ema` = an
+EMA update (train/optim.EMA) in every step; `mat` = compile mode max-autotune-no-cudagraphs (Triton matrix
+templates with fused epilogues; long compile). E.g. --variants blocks,blocks+cap,blocks+cap+graph.
 
 FLOPs per token, stated: 6 * (block weights + adaLN + output layer) + 12 * layers * d * L (attention),
 PaLM appendix-B convention, against the card's dense bf16 peak (989 TFLOP/s for H100/H200 SXM).
@@ -31,6 +34,7 @@ from common import device_info, prefer_sdpa, timed, train_flops_per_token, write
 from edlm.diffusion.losses import ar_nll, masked_log_likelihood, masked_rows_cap, mdlm_nelbo  # noqa: E402
 from edlm.diffusion.schedules import LogLinear  # noqa: E402
 from edlm.models.transformer import Transformer, TransformerConfig  # noqa: E402
+from edlm.train.optim import EMA  # noqa: E402
 
 SMALL = dict(n_layers=12, d_model=768, n_heads=12, cond_dim=128)
 SETUPS = {
@@ -40,10 +44,10 @@ SETUPS = {
 }
 
 
-def build(s):
+def build(s, dropout=0.0, attn_dropout=0.0):
     cfg = TransformerConfig(vocab_size=s["vocab"], n_layers=s["n_layers"], d_model=s["d_model"],
                             n_heads=s["n_heads"], cond_dim=s["cond_dim"], max_len=s["L"],
-                            causal=s.get("causal", False))
+                            causal=s.get("causal", False), dropout=dropout, attn_dropout=attn_dropout)
     return Transformer(cfg).cuda()
 
 
@@ -80,7 +84,7 @@ def fused_loss_parity():
 
 def bench(name, s, variant, steps, mode=None, profile_dir=None):
     base, *flags = variant.split("+")
-    unknown = set(flags) - {"cap", "graph", "cdt"}
+    unknown = set(flags) - {"cap", "graph", "cdt", "drop", "adrop", "ema", "mat"}
     if unknown or base not in ("eager", "blocks", "trunk", "full-logits"):
         raise SystemExit(f"unknown variant {variant!r}")
     torch.manual_seed(0)
@@ -88,10 +92,13 @@ def bench(name, s, variant, steps, mode=None, profile_dir=None):
     import torch._inductor.config as inductor_config
 
     inductor_config.coordinate_descent_tuning = "cdt" in flags
-    model = build(s)
+    drop = 0.1 if {"drop", "adrop"} & set(flags) else 0.0
+    model = build(s, dropout=drop, attn_dropout=0.1 if "adrop" in flags else 0.0)
     cfg = model.cfg
+    mode = "max-autotune-no-cudagraphs" if "mat" in flags else mode
     if base in ("blocks", "trunk"):
         model.compile_trunk(per_block=base == "blocks", **({"mode": mode} if mode else {}))
+    ema = EMA(model, 0.9999) if "ema" in flags else None
     fwd = (lambda a, b: model(a, b)) if base == "full-logits" else model  # a lambda hides rows=
     graph = "graph" in flags
     opt = torch.optim.AdamW(model.parameters(), lr=1e-4, fused=True, capturable=graph)
@@ -108,6 +115,8 @@ def bench(name, s, variant, steps, mode=None, profile_dir=None):
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         opt.step()
         opt.zero_grad(set_to_none=True)
+        if ema is not None:
+            ema.update(model, 10_000)
 
     torch.cuda.reset_peak_memory_stats()
     if graph:

@@ -14,7 +14,7 @@ from edlm.train.config import RESUME_OVERRIDABLE, TrainConfig
 from edlm.train.metrics_log import LOG_SINKS
 
 MODEL_FIELDS = ("n_layers", "d_model", "n_heads", "cond_dim", "mlp_ratio", "max_len", "dropout",
-                "time_conditioning")
+                "attn_dropout", "time_conditioning")
 OPTIONS = {f.name for f in dataclasses.fields(TrainConfig)} | set(MODEL_FIELDS) | {"out", "resume", "preset", "log"}
 """the option names a library error may mention (as `name`), each a flag of `edlm train`"""
 

@@ -130,10 +130,10 @@ class Block(nn.Module):
     """Pre-norm transformer block with adaLN modulation (shift, scale, gate) from the conditioning vector."""
 
     def __init__(self, dim: int, n_heads: int, cond_dim: int, mlp_ratio: int = 4, dropout: float = 0.0,
-                 adaln: bool = True):
+                 adaln: bool = True, attn_dropout: float = 0.0):
         super().__init__()
         self.norm1 = LayerNorm(dim)
-        self.attn = Attention(dim, n_heads, dropout)
+        self.attn = Attention(dim, n_heads, attn_dropout)
         self.norm2 = LayerNorm(dim)
         self.mlp = MLP(dim, mlp_ratio)
         self.drop = nn.Dropout(dropout)

@@ -33,6 +33,10 @@ class TransformerConfig:
     mlp_ratio: int = 4
     max_len: int = 64
     dropout: float = 0.0
+    """dropout on each block's two residual branches (training only), as MDLM's DiT"""
+    attn_dropout: float = 0.0
+    """dropout on the attention probabilities (training only). 0 = MDLM, whose flash-attention call passes
+    0; configs saved before this field existed dropped them at `dropout` and keep doing so on resume"""
     causal: bool = False
     time_conditioning: bool = False
     # The three fields below exist to load checkpoints of other codebases faithfully (`edlm convert`,
@@ -63,6 +67,7 @@ class TransformerConfig:
     def from_dict(cls, d: dict) -> TransformerConfig:
         known = {k: v for k, v in d.items() if k in cls.__dataclass_fields__}
         known.setdefault("out_pad", 1)  # configs saved before padding existed: the unpadded layer
+        known.setdefault("attn_dropout", known.get("dropout", 0.0))  # older edlm dropped attention at `dropout`
         return cls(**known)
 
     @property
@@ -107,7 +112,7 @@ class Transformer(nn.Module):
         self._extra = 1 if cfg.prefix_token is not None and not cfg.causal else 0
         self.rotary = Rotary(cfg.d_model // cfg.n_heads, cfg.max_len + self._extra)
         self.blocks = nn.ModuleList(
-            Block(cfg.d_model, cfg.n_heads, cfg.cond_dim, cfg.mlp_ratio, cfg.dropout, cfg.adaln)
+            Block(cfg.d_model, cfg.n_heads, cfg.cond_dim, cfg.mlp_ratio, cfg.dropout, cfg.adaln, cfg.attn_dropout)
             for _ in range(cfg.n_layers)
         )
         self.final = FinalLayer(cfg.d_model, cfg.cond_dim, cfg.n_out_padded, cfg.adaln)

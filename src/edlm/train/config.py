@@ -95,5 +95,6 @@ def check_config(cfg: TrainConfig, model_cfg=None) -> None:
         for name in ("n_layers", "d_model", "n_heads", "cond_dim", "mlp_ratio", "max_len"):
             at_least(f"`{name}`", getattr(model_cfg, name), 1)
         finite_in("`dropout`", model_cfg.dropout, 0, 1, hi_open=True)
+        finite_in("`attn_dropout`", model_cfg.attn_dropout, 0, 1, hi_open=True)
         if model_cfg.d_model % model_cfg.n_heads:
             raise EdlmError(f"`d_model` {model_cfg.d_model} must be a multiple of `n_heads` {model_cfg.n_heads}")
