@@ -66,7 +66,7 @@ def draw_parity(V, n=4096, k=4):
     return {"draw_same_tokens": float((a == b).float().mean()), "draw_max_logp_diff": float((la - lb).abs().max())}
 
 
-def profile_run(out_dir, fn, n=30):
+def profile_run(out_dir, fn, n=30, name="sampling_mdlm_b16_s128"):
     """Top kernels (CUDA time) and the kernel total of one run, next to its wall time."""
     from torch.profiler import ProfilerActivity, profile
 
@@ -82,7 +82,7 @@ def profile_run(out_dir, fn, n=30):
         text = (f"wall {wall:.3f} s (profiled); self CUDA time of all events {kern:.3f} s\n"
                 + ev.table(sort_by="self_cuda_time_total", row_limit=n, max_name_column_width=90))
         Path(out_dir).mkdir(parents=True, exist_ok=True)
-        (Path(out_dir) / "sampling_mdlm_b16_s128.txt").write_text(text)
+        (Path(out_dir) / f"{name}.txt").write_text(text)
         print(text, flush=True)
     except Exception as e:  # noqa: BLE001 - a profiler failure must not cost the timings
         print(f"profile failed: {e!r}", flush=True)
@@ -100,7 +100,8 @@ def main():
     ap.add_argument("--paths", default="plain,lazy,lazy+compiled-fp32w,lazy+compiled",
                     help="paths timed at batch 16 / 128 steps (all other rows use the last one)")
     ap.add_argument("--sdpa", default="default", help="SDPA backend put first: default, cudnn, flash, efficient")
-    ap.add_argument("--profile", default=None, metavar="DIR", help="write a profile of MDLM batch 16 / 128 steps")
+    ap.add_argument("--profile", default=None, metavar="DIR", help="write a profile of MDLM batch 16 / 128 steps "
+                    "and of each EDLM row")
     a = ap.parse_args()
     sdpa = prefer_sdpa(a.sdpa)
     V, L, mask = a.vocab, a.length, a.vocab
@@ -181,6 +182,9 @@ def main():
                 emit({"method": "edlm-ar", "batch": B, "steps": S, "k": k, "window": w, "oom": True})
                 torch.cuda.empty_cache()
                 continue
+            if a.profile:
+                profile_run(a.profile, lambda: run_one(lazy, energy, mask, L, B, S, k, (1 - w, 1.0)),  # noqa: B023
+                            name=f"sampling_edlm_b{B}_s{S}_k{k}_w{w}")
             xk = torch.randint(0, V, (B * k, L), device="cuda")
             t_en = timed(lambda: energy.ar_log_prob(xk, xk), warmup=2, iters=5)  # noqa: B023 (called at once)
             frac = st.energy_steps / S

@@ -72,6 +72,24 @@ def test_two_level_draw_keeps_tiny_probabilities():
     assert abs(lp[0, 1].item() - p1.log().item()) < 1e-4
 
 
+def test_two_level_draw_with_whole_blocks_of_impossible_tokens():
+    # Blocks whose every logit is -inf (a constrained vocabulary) weigh 0 and give no NaN; a block far below
+    # the mode keeps its float64 weight (each block is normalised by its own maximum), drawn where u says.
+    logits = torch.full((2, 200), float("-inf"))
+    logits[0, 70:75] = torch.tensor([0.0, 1.0, 2.0, -1.0, 0.5])  # block 1 only
+    logits[1, 130] = -300.0  # block 2: p = e^-300 / (1 + e^-300), ~1e-130
+    logits[1, 5] = 0.0       # block 0 holds the mode
+    top = 1 - 2.0 ** -53  # the largest float64 below 1 (uniforms lie in [0, 1))
+    u = torch.tensor([[0.0, 0.3, 0.999999, top], [0.5, top, 0.0, 0.25]], dtype=torch.float64)
+    tok, lp = _draw_plain(logits, u, 200)
+    assert bool(torch.isfinite(lp).all())
+    assert ((tok[0] >= 70) & (tok[0] < 75)).all()
+    assert tok[1].tolist() == [5, 5, 5, 5]  # the sliver of block 2 sits past 1 - 1e-130: no float64 u reaches it
+    ref_tok, ref_lp = sample_categorical_reference(logits[:1], u[:1], 200)
+    assert torch.equal(tok[0], ref_tok[0])
+    torch.testing.assert_close(lp[0], ref_lp[0], atol=1e-5, rtol=0)
+
+
 def test_lazy_denoiser_samples_exactly_what_the_full_one_does():
     # The trunk-once / project-only-unmasking-rows path against full (B, L, V) log-probs every step,
     # MDLM and EDLM (AR energy, k = 3): identical samples for the same seed (fp32, CPU).
