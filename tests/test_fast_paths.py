@@ -73,8 +73,8 @@ def test_two_level_draw_keeps_tiny_probabilities():
 
 
 def test_two_level_draw_with_whole_blocks_of_impossible_tokens():
-    # Blocks whose every logit is -inf (a constrained vocabulary) weigh 0 and give no NaN; a block far below
-    # the mode keeps its float64 weight (each block is normalised by its own maximum), drawn where u says.
+    # Blocks whose every logit is -inf (a constrained vocabulary) weigh 0 and give no NaN, and are never drawn,
+    # not even by the largest float64 uniform below 1; a token 300 nats below the mode is never drawn either.
     logits = torch.full((2, 200), float("-inf"))
     logits[0, 70:75] = torch.tensor([0.0, 1.0, 2.0, -1.0, 0.5])  # block 1 only
     logits[1, 130] = -300.0  # block 2: p = e^-300 / (1 + e^-300), ~1e-130

@@ -3,18 +3,14 @@
 Sampling from float32 probabilities (or float32 Gumbel noise) truncates the tail and lowers the
 effective temperature: lower generative perplexity AND lower entropy, a fake win. What must be float64
 is the cumulative sum the uniform is compared against (a float32 CDF near 1 has steps of 6e-8, so every
-token below that is drawn wrongly). Each token's weight is exp(l - m_b) * exp(m_b - max), where m_b is the
-largest logit of its block of BLOCK tokens: the first factor is a float32 exp, exact to float32's relative
-precision (1e-7) down to 1e-38, the second a float64 exp, so a token more than 103 nats below its own
-block's maximum (p < 1e-45 of that block) gets weight 0, and whole blocks far below the mode keep theirs.
+token below that is drawn wrongly). Each token's weight exp(l - max) is exact to float32's relative
+precision, 1e-7, down to 1e-38; tokens more than 103 nats below the mode (p < 1e-45) get weight 0.
 
 So a draw is an inverse-CDF search in two levels, with float64 uniforms:
-  1. per block of BLOCK tokens, its maximum and the float64 sum of exp(l - m_b), both from one read of
-     the logits (a reduction over BLOCK elements; no pass over the whole row for its maximum first), scaled
-     by exp(m_b - max) -> (N, V/BLOCK) block CDF -> block;
-  2. the chosen block's BLOCK weights, computed the same way -> float64 CDF -> token.
-The only pass over all N*V logits reads them once; `sample_categorical_reference`, a flat float64
-softmax + CDF search, is the plain version the tests hold it to (same uniforms).
+  1. the weights summed in float64 per block of BLOCK tokens -> (N, V/BLOCK) block CDF -> block;
+  2. the chosen block's BLOCK weights -> float64 CDF -> token.
+The only pass over all N*V logits reads them once (plus the max); `sample_categorical_reference`, a
+flat float64 softmax + CDF search, is the plain version the tests hold it to (same uniforms).
 """
 
 from __future__ import annotations
@@ -36,39 +32,31 @@ def uniforms(n: int, k: int, generator=None, device=None) -> torch.Tensor:
     return torch.rand(n, k, dtype=torch.float64, generator=generator, device=device)
 
 
-def _block_weights(logits: torch.Tensor, V: int):
-    """(n, W >= V) logits -> (n, nb) float64 block weights sum_j exp(l_j - M) over each block of BLOCK
-    tokens (M: the row's maximum), the blocks' maxima m_b (n, nb) float32 with -inf replaced by 0, and
-    exp(m_b - M) (n, nb) float64. One read of the logits: max and sum reduce the same BLOCK elements."""
+def _block_sums(logits: torch.Tensor, m: torch.Tensor, V: int) -> torch.Tensor:
+    """(n, W >= V) logits, (n, 1) float32 row max -> (n, ceil(V/BLOCK)) float64 sums of exp(l - m)."""
     n = logits.shape[0]
     nb = -(-V // BLOCK)
-    lf = logits[:, :V].float()
+    w = torch.exp(logits[:, :V].float() - m)
     if nb * BLOCK != V:
-        lf = torch.nn.functional.pad(lf, (0, nb * BLOCK - V), value=float("-inf"))
-    lf = lf.view(n, nb, BLOCK)
-    mb = lf.amax(-1)
-    mb = torch.where(mb == float("-inf"), torch.zeros_like(mb), mb)  # an all -inf block: weight 0, no NaN
-    s = torch.exp(lf - mb[..., None]).sum(-1, dtype=torch.float64)
-    scale = torch.exp(mb.double() - mb.amax(-1, keepdim=True).double())
-    return s * scale, mb, scale
+        w = torch.nn.functional.pad(w, (0, nb * BLOCK - V))
+    return w.view(n, nb, BLOCK).sum(-1, dtype=torch.float64)
 
 
 def _draw_plain(logits: torch.Tensor, u: torch.Tensor, V: int):
     """One chunk: logits (n, W >= V), u (n, k) float64 -> tokens (n, k) int64, log-probs (n, k) float32."""
     n, k = u.shape
-    bs, mb, scale = _block_weights(logits, V)  # (n, nb) float64
+    m = logits[:, :V].amax(-1, keepdim=True).float()
+    bs = _block_sums(logits, m, V)  # (n, nb) float64
     cb = bs.cumsum(-1)
     total = cb[:, -1:]
     target = u * total
     b = torch.searchsorted(cb, target, right=True).clamp_(max=cb.shape[1] - 1)  # (n, k)
     before = torch.where(b > 0, cb.gather(1, (b - 1).clamp(min=0)), torch.zeros_like(target))
-    # Level 2: the chosen block's weights, recomputed exactly as in level 1 (float32 exp against the block's
-    # maximum, then its float64 scale), summed in float64.
+    # Level 2: the chosen block's weights, recomputed exactly as in level 1 (float32 exp), summed in float64.
     cols = b[..., None] * BLOCK + torch.arange(BLOCK, device=logits.device)  # (n, k, BLOCK)
     valid = cols < V
     lb = logits.gather(1, cols.clamp(max=V - 1).view(n, -1)).view(n, k, BLOCK)
-    wb = torch.exp(lb.float() - mb.gather(1, b)[..., None]).double().masked_fill(~valid, 0.0)
-    wb = wb * scale.gather(1, b)[..., None]
+    wb = torch.exp(lb.float() - m[..., None]).double().masked_fill(~valid, 0.0)
     cw = wb.cumsum(-1)
     # Position inside the block, rescaled to this block's own sum (level-1 and level-2 sums may differ in
     # the last bits) and kept strictly below it, so a zero-weight slot is never chosen.
