@@ -75,3 +75,15 @@ def test_mdlm_objective_projects_a_static_row_budget_off_the_cpu(monkeypatch):
     assert obj2._rows_cap(torch.zeros(32, 1024, device="meta"), 1) is None
     assert obj._rows_cap(torch.zeros(16, 1024, device="meta"), 2) == masked_rows_cap(obj.schedule, 16, 1024, world=2,
                                                                                        t_eps=cfg.t_eps)
+
+
+def test_attn_dropout_is_a_train_flag_recorded_in_run_json(synthetic_data, tmp_path):
+    import json
+
+    from edlm.cli import main
+
+    out = tmp_path / "run"
+    main(["train", "--preset", "micro", "--data", "synthetic", "--out", str(out), "--max_steps", "1", "--quiet",
+          "--attn_dropout", "0.05"])
+    model = json.loads((out / "run.json").read_text())["model"]
+    assert model["attn_dropout"] == 0.05 and model["dropout"] == 0.0

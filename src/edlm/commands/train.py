@@ -15,17 +15,24 @@ from edlm.train.metrics_log import LOG_SINKS
 
 MODEL_FIELDS = ("n_layers", "d_model", "n_heads", "cond_dim", "mlp_ratio", "max_len", "dropout",
                 "attn_dropout", "time_conditioning")
+MODEL_HELP = {"n_layers": "transformer blocks", "d_model": "hidden size", "n_heads": "attention heads",
+              "cond_dim": "size of the time-conditioning vector (adaLN)", "mlp_ratio": "MLP width / hidden size",
+              "max_len": "longest sequence the model accepts (rotary tables)",
+              "dropout": "dropout on each block's two residual branches, training only (MDLM: 0.1)",
+              "attn_dropout": "dropout on the attention probabilities, training only (MDLM: 0)",
+              "time_conditioning": "condition the denoiser on t (MDLM's default: no)"}
 OPTIONS = {f.name for f in dataclasses.fields(TrainConfig)} | set(MODEL_FIELDS) | {"out", "resume", "preset", "log"}
 """the option names a library error may mention (as `name`), each a flag of `edlm train`"""
 
 
-def _add_fields(g, cls, names=None):
+def _add_fields(g, cls, names=None, helps=None):
     hints = typing.get_type_hints(cls)
     for f in dataclasses.fields(cls):
         if names is not None and f.name not in names:
             continue
         typ = hints[f.name]
-        kw = {"default": None, "help": f.metadata.get("help", f.name) + " (preset default if not given)"}
+        text = (helps or {}).get(f.name) or f.metadata.get("help", f.name)
+        kw = {"default": None, "help": text + " (preset default if not given)"}
         if typ is bool:
             kw["action"] = argparse.BooleanOptionalAction
         elif typing.get_origin(typ) is tuple:
@@ -55,7 +62,7 @@ def add_parser(sub, name, help_):
                    help="also log metrics to this (repeatable; metrics.jsonl is always written): tensorboard = "
                    "event files in OUT/tensorboard/ (pip install 'edlm[tensorboard]')")
     _add_fields(p.add_argument_group("training (TrainConfig)"), TrainConfig)
-    _add_fields(p.add_argument_group("model (TransformerConfig)"), TransformerConfig, MODEL_FIELDS)
+    _add_fields(p.add_argument_group("model (TransformerConfig)"), TransformerConfig, MODEL_FIELDS, MODEL_HELP)
     return p
 
 
