@@ -15,10 +15,11 @@ import torch
 sys.path.insert(0, str(Path(__file__).parent))
 from common import device_info  # noqa: E402
 
+from edlm.config.sampling import SamplerConfig  # noqa: E402
 from edlm.diffusion.schedules import LogLinear  # noqa: E402
 from edlm.eval.stats import unigram_entropy  # noqa: E402
 from edlm.sampling.adaptive import KPolicy  # noqa: E402
-from edlm.sampling.loop import SamplerConfig, sample  # noqa: E402
+from edlm.sampling.loop import sample  # noqa: E402
 
 
 def _ints(s):

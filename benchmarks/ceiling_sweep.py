@@ -51,9 +51,9 @@ from ceiling_look import _floats, _ints, cpu_threads, facts, look, summarise  # 
 from ceiling_text import ExactScorer, TextScorer, cell_key, is_exact  # noqa: E402
 from common import device_info  # noqa: E402
 
-from edlm.models.transformer import TransformerConfig  # noqa: E402
+from edlm.config.model import TransformerConfig  # noqa: E402
+from edlm.config.train import TrainConfig  # noqa: E402
 from edlm.sampling.adaptive import KPolicy  # noqa: E402
-from edlm.train.config import TrainConfig  # noqa: E402
 from edlm.utils import atomic_write_bytes  # noqa: E402
 
 # ------------------------------------------------------------------------------------------------------------
@@ -166,7 +166,7 @@ def val_curve(run: Path) -> list[dict]:
 def run_cell(cell, a, models, energies, device, scorer, quiet=True, num=None, steps=None):
     """Sample one cell and score it (exact language) or keep its ids for `score` (real text). With num/steps
     (the untimed warm-up) nothing is scored or kept."""
-    from edlm.sampling.generate import GenerateRequest, generate
+    from edlm.api.generate import GenerateRequest, generate
 
     base, adaptive, m = sweep_sampler(cell["sampler"])
     run = energy_of(base)
@@ -190,9 +190,9 @@ def run_cell(cell, a, models, energies, device, scorer, quiet=True, num=None, st
 
 
 def sweep(a):
+    from edlm.api.trainer import train_run as train
     from edlm.data import corpora
-    from edlm.runs import load_model
-    from edlm.train.loop import train
+    from edlm.runs.load import load_model
 
     dev = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     cpu_threads(a.threads)

@@ -140,8 +140,8 @@ def sample_texts(res: dict, an: dict, samples: Path, n: int) -> str:
 
 def score(a) -> None:
     """Per-sample NLL of every cell (and the data row) under each --evaluator, written into the sweep's JSON."""
+    from edlm.api.evaluators import evaluate_rows
     from edlm.data.tokenizers import tokenizer_for
-    from edlm.eval.genppl import evaluate_rows
 
     out = Path(a.out)
     try:  # before the JSON is read: a wrong device is one error, not a traceback after loading

@@ -38,9 +38,10 @@ def make_run(root: Path) -> Path:
     (ids shown as <id>), so nothing needs fetching."""
     import torch
 
-    from edlm.models.transformer import Transformer, TransformerConfig
+    from edlm.config.model import TransformerConfig
+    from edlm.models.transformer import Transformer
     from edlm.presets import small
-    from edlm.train.checkpoint import save_checkpoint
+    from edlm.runs.checkpoint import save_checkpoint
     from edlm.utils import atomic_write_json
 
     data = root / "data"
@@ -141,7 +142,7 @@ def main():
                       ".item(); import edlm.cli"]
     res["bare"] = [timed_process(bare, env()[0]) for _ in range(a.repeats)]
     # bare + loading the run's model onto the device: what loading costs
-    load = [py, "-c", "import torch; from edlm.runs import load_model; from edlm.utils import pick_device; "
+    load = [py, "-c", "import torch; from edlm.runs.load import load_model; from edlm.utils import pick_device; "
             f"d = pick_device(); load_model({str(run)!r}, d); torch.ones(1, device=d).sum().item(); import edlm.cli"]
     res["bare_and_load"] = [timed_process(load, env()[0]) for _ in range(a.repeats)]
     emit()

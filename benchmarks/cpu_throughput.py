@@ -21,12 +21,14 @@ import torch
 sys.path.insert(0, str(Path(__file__).parent))
 from common import device_info, write_json  # noqa: E402
 
+from edlm.config.model import TransformerConfig  # noqa: E402
+from edlm.config.sampling import SamplerConfig  # noqa: E402
 from edlm.diffusion.losses import ar_nll, mdlm_nelbo  # noqa: E402
 from edlm.diffusion.schedules import LogLinear  # noqa: E402
 from edlm.energy.ar import AREnergy  # noqa: E402
-from edlm.models.transformer import Transformer, TransformerConfig  # noqa: E402
+from edlm.models.transformer import Transformer  # noqa: E402
 from edlm.presets import tiny  # noqa: E402
-from edlm.sampling.loop import SamplerConfig, model_denoiser, sample  # noqa: E402
+from edlm.sampling.loop import model_denoiser, sample  # noqa: E402
 
 
 def model(V, causal=False, seed=0):

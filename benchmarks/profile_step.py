@@ -19,11 +19,13 @@ from torch.profiler import ProfilerActivity, profile
 sys.path.insert(0, str(Path(__file__).parent))
 from common import timed  # noqa: E402
 
+from edlm.config.model import TransformerConfig  # noqa: E402
+from edlm.config.sampling import SamplerConfig  # noqa: E402
 from edlm.diffusion.losses import mdlm_nelbo  # noqa: E402
 from edlm.diffusion.schedules import LogLinear  # noqa: E402
 from edlm.energy.ar import AREnergy  # noqa: E402
-from edlm.models.transformer import Transformer, TransformerConfig  # noqa: E402
-from edlm.sampling.loop import SamplerConfig, model_denoiser, sample  # noqa: E402
+from edlm.models.transformer import Transformer  # noqa: E402
+from edlm.sampling.loop import model_denoiser, sample  # noqa: E402
 
 V = 50257
 

@@ -23,17 +23,17 @@ import torch
 sys.path.insert(0, str(Path(__file__).parent))
 from common import device_info  # noqa: E402
 
+from edlm.api.energies import build_energy  # noqa: E402
+from edlm.api.generate import GenerateRequest, generate  # noqa: E402
+from edlm.api.trainer import train_run as train  # noqa: E402
 from edlm.data import corpora  # noqa: E402
 from edlm.data.loader import iter_eval_blocks  # noqa: E402
-from edlm.energy.factory import build_energy  # noqa: E402
 from edlm.eval.likelihood import EDLMSampler, LikelihoodPlan, evaluate_split  # noqa: E402
 from edlm.eval.report import likelihood_report  # noqa: E402
 from edlm.eval.stats import sample_stats  # noqa: E402
 from edlm.presets import get_preset  # noqa: E402
-from edlm.runs import load_model  # noqa: E402
-from edlm.sampling.generate import GenerateRequest, generate  # noqa: E402
+from edlm.runs.load import load_model  # noqa: E402
 from edlm.sampling.loop import model_denoiser  # noqa: E402
-from edlm.train.loop import train  # noqa: E402
 
 
 def main():

@@ -3,7 +3,7 @@
     python benchmarks/recipe_sweep.py --grid stall --out out/sweep --jobs 8 --device cuda
     python benchmarks/recipe_sweep.py --grid final --out out/final --jobs 1 --device cpu --threads 2
 
-Each job trains one run with `edlm.train.loop.train` (validation every --eval-every steps, EMA weights),
+Each job trains one run with `edlm.api.trainer.train_run` (validation every --eval-every steps, EMA weights),
 then scores the whole test split (MDLM: NELBO bound, one t per sequence; AR: exact NLL) and writes
 OUT/NAME.json: the curve (step, seconds, train loss, validation loss), the test NLL, its ratio to the
 language's entropy rate, and the first step / second at which validation came within 15% and 10%.
@@ -148,7 +148,7 @@ def _reinit(model, how):
 
 def _t_power(p: float):
     """Training t = u^p for antithetic u (p > 1 draws more low-noise sequences)."""
-    from edlm.train import objectives as ob
+    from edlm.training import objectives as ob
 
     orig = ob.antithetic_times
 
@@ -163,7 +163,7 @@ def _is_weight(p: float):
     """Unbiased NELBO under t = u^p: each sequence's NELBO term times 1/q(t), q(t) = t^(1/p - 1) / p."""
     import torch
 
-    from edlm.train import objectives as ob
+    from edlm.training import objectives as ob
 
     orig = ob.mdlm_nelbo
 
@@ -183,7 +183,7 @@ def _flat_weight():
 
     from edlm.diffusion.losses import masked_log_likelihood
     from edlm.diffusion.masking import mask_tokens
-    from edlm.train import objectives as ob
+    from edlm.training import objectives as ob
 
     orig = ob.mdlm_nelbo
 
@@ -211,13 +211,13 @@ def run_job(j: dict, out: str, device: str, threads: int, eval_every: int) -> di
         corpora.prepare("markov2")
 
     torch.set_num_threads(threads)
+    from edlm.api import trainer
     from edlm.data import corpora
     from edlm.data.languages import load_language
     from edlm.data.loader import iter_eval_blocks
     from edlm.eval.likelihood import evaluate_split
     from edlm.presets import get_preset
-    from edlm.runs import load_model
-    from edlm.train import loop
+    from edlm.runs.load import load_model
 
     w = j.get("weight") or ""
     if "flat" in w:
@@ -228,21 +228,21 @@ def run_job(j: dict, out: str, device: str, threads: int, eval_every: int) -> di
         if "is" in w:
             _is_weight(p)
     if j["init"]:
-        orig = loop.build_model
+        orig = trainer.build_model
 
         def build(objective, cfg):
             m = orig(objective, cfg)
             _reinit(m, j["init"])
             return m
 
-        loop.build_model = build
+        trainer.build_model = build
     mcfg, tcfg = get_preset("tiny")
     mcfg = replace(mcfg, **j["model"])
     tcfg = replace(tcfg, objective=j["objective"], data=j["data"], max_steps=j["steps"], eval_every=eval_every,
                    eval_batches=8, save_every=j["steps"], device=device, precision="fp32", **j["train"])
     run = Path(out) / "runs" / j["name"]
     t0 = time.time()
-    summ = loop.train(tcfg, mcfg, run, quiet=True)
+    summ = trainer.train_run(tcfg, mcfg, run, quiet=True)
     train_s = time.time() - t0
     model, meta = load_model(run, device)
     L = tcfg.seq_len

@@ -28,10 +28,12 @@ import torch
 sys.path.insert(0, str(Path(__file__).parent))
 from common import device_info, prefer_sdpa, timed, write_json  # noqa: E402
 
+from edlm.config.model import TransformerConfig  # noqa: E402
+from edlm.config.sampling import SamplerConfig  # noqa: E402
 from edlm.diffusion.schedules import LogLinear  # noqa: E402
 from edlm.energy.ar import AREnergy  # noqa: E402
-from edlm.models.transformer import Transformer, TransformerConfig  # noqa: E402
-from edlm.sampling.loop import SamplerConfig, model_denoiser, sample  # noqa: E402
+from edlm.models.transformer import Transformer  # noqa: E402
+from edlm.sampling.loop import model_denoiser, sample  # noqa: E402
 
 
 def build(V, L, causal, seed):

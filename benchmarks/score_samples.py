@@ -17,7 +17,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).parent))
 from common import write_json  # noqa: E402
 
-from edlm.eval.genppl import evaluate_rows  # noqa: E402
+from edlm.api.evaluators import evaluate_rows  # noqa: E402
 
 
 def matched_quality(table):

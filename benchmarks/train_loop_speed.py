@@ -31,8 +31,8 @@ sys.path.insert(0, str(Path(__file__).parent))
 from common import device_info, write_json  # noqa: E402
 from train_throughput import SETUPS, bench  # noqa: E402
 
+from edlm.api.trainer import train_run as train  # noqa: E402
 from edlm.presets import PRESETS  # noqa: E402
-from edlm.train.loop import train  # noqa: E402
 
 RUNS = {"mdlm": ("mdlm", 0.0, "small-owt-mdlm", "blocks+cap+drop+ema"),
         "mdlm-adrop": ("mdlm", 0.1, "small-owt-mdlm", "blocks+cap+adrop+ema"),

@@ -31,10 +31,11 @@ import torch
 sys.path.insert(0, str(Path(__file__).parent))
 from common import device_info, prefer_sdpa, timed, train_flops_per_token, write_json  # noqa: E402
 
+from edlm.config.model import TransformerConfig  # noqa: E402
 from edlm.diffusion.losses import ar_nll, masked_log_likelihood, masked_rows_cap, mdlm_nelbo  # noqa: E402
 from edlm.diffusion.schedules import LogLinear  # noqa: E402
-from edlm.models.transformer import Transformer, TransformerConfig  # noqa: E402
-from edlm.train.optim import EMA  # noqa: E402
+from edlm.models.transformer import Transformer  # noqa: E402
+from edlm.training.optim import EMA  # noqa: E402
 
 SMALL = dict(n_layers=12, d_model=768, n_heads=12, cond_dim=128)
 SETUPS = {

@@ -36,7 +36,7 @@ from ceiling_look import (  # noqa: E402
 )
 from common import device_info  # noqa: E402
 
-from edlm.sampling.loop import SamplerConfig  # noqa: E402
+from edlm.config.sampling import SamplerConfig  # noqa: E402
 
 # disjoint halves and quarters: a window holds the steps whose current t is in [lo, hi], and the grid's t values
 # are multiples of 1/steps, so the early windows start just above 0.5 / 0.75 to not share a step with the late
@@ -86,7 +86,7 @@ def main():
 
 def trained(a, steps: int, window):
     """Sample with the trained MDLM (and energy) through the CLI's own path -> ids, energy steps, mean ESS."""
-    from edlm.sampling.generate import GenerateRequest, generate
+    from edlm.api.generate import GenerateRequest, generate
 
     energy = a.energy if window else None
     req = GenerateRequest(ckpt=a.mdlm, num=a.num, steps=steps, batch_size=a.num, seed=steps, length=a.length,

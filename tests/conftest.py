@@ -47,8 +47,8 @@ def micro_configs(objective="mdlm", **over):
     """A model + training config small enough for a test to train in seconds on 2 CPU cores."""
     from dataclasses import replace
 
-    from edlm.models.transformer import TransformerConfig
-    from edlm.train.config import TrainConfig
+    from edlm.config.model import TransformerConfig
+    from edlm.config.train import TrainConfig
 
     m = TransformerConfig(n_layers=2, d_model=32, n_heads=2, cond_dim=16, max_len=16)
     t = TrainConfig(objective=objective, data="synthetic", seq_len=16, batch_size=8, lr=3e-3, warmup_steps=2,

@@ -7,10 +7,11 @@ import pytest
 import torch
 
 from edlm.cli import main
+from edlm.config.sampling import SamplerConfig
 from edlm.diffusion.schedules import LogLinear
 from edlm.energy.base import TableEnergy
 from edlm.sampling.adaptive import KPolicy, parse_k_policy
-from edlm.sampling.loop import SamplerConfig, sample
+from edlm.sampling.loop import sample
 from oracles import iid_denoiser
 
 MASK = 3

@@ -3,6 +3,7 @@
 import pytest
 import torch
 
+from edlm.config.sampling import SamplerConfig
 from edlm.diffusion.schedules import LogLinear, pinned_alpha
 from edlm.energy.base import TableEnergy
 from edlm.sampling.ancestral import time_grid
@@ -13,7 +14,7 @@ from edlm.sampling.confidence import (
     confidence_step,
     keep_most_confident,
 )
-from edlm.sampling.loop import SamplerConfig, sample
+from edlm.sampling.loop import sample
 from oracles import iid_denoiser
 
 MASK = 3

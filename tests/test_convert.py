@@ -14,12 +14,13 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
-from edlm.convert import convert, parameter_map
+from edlm.config.model import TransformerConfig
 from edlm.diffusion.losses import ar_token_log_probs
 from edlm.diffusion.subs import subs_log_probs
 from edlm.errors import EdlmError
-from edlm.models.transformer import Transformer, TransformerConfig
-from edlm.runs import load_model
+from edlm.models.transformer import Transformer
+from edlm.runs.convert import convert, parameter_map
+from edlm.runs.load import load_model
 from mdlm_reference import ReferenceMDLM, randomize
 
 V, D, H, C, NB, LENGTH, BOS = 33, 32, 4, 16, 2, 17, 5  # tiny; LENGTH = MDLM block length (BOS + 16)

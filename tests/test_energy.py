@@ -7,10 +7,11 @@ import pytest
 import torch
 
 from conftest import micro_configs
+from edlm.config.model import TransformerConfig
 from edlm.diffusion.losses import ar_token_log_probs
 from edlm.energy.ar import AREnergy
 from edlm.energy.nce import EnergyNet, nce_loss
-from edlm.models.transformer import Transformer, TransformerConfig
+from edlm.models.transformer import Transformer
 
 
 def _random_ar(V, L, seed=0):
@@ -75,13 +76,13 @@ def test_energy_net_starts_constant_and_nce_loss_optimum():
 
 @pytest.mark.slow
 def test_nce_learns_on_synthetic(synthetic_data, tmp_path):
+    from edlm.api.trainer import train_run as train
     from edlm.data import corpora
     from edlm.data.synthetic import load_language
     from edlm.diffusion.masking import mask_tokens
     from edlm.diffusion.subs import subs_log_probs
-    from edlm.runs import load_model
+    from edlm.runs.load import load_model
     from edlm.sampling.importance import draw_candidates
-    from edlm.train.loop import train
 
     m, t = micro_configs("mdlm", max_steps=150, lr=3e-3, warmup_steps=10, batch_size=32, log_every=50)
     m = replace(m, d_model=64, n_heads=4)

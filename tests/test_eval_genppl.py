@@ -8,11 +8,12 @@ import math
 import pytest
 import torch
 
+from edlm.api.evaluators import evaluate_rows, get_evaluator
 from edlm.cli import main
 from edlm.errors import EdlmError
 from edlm.eval import scoring
-from edlm.eval.evaluators import EdlmAREvaluator, TrueEvaluator, get_evaluator
-from edlm.eval.genppl import evaluate_rows, read_samples
+from edlm.eval.evaluators import EdlmAREvaluator, TrueEvaluator
+from edlm.eval.genppl import read_samples
 from edlm.eval.scoring import windows
 
 KEYS = (
@@ -103,9 +104,10 @@ def test_evaluator_is_cached(synthetic_data):
 
 def save_tiny_ar_run(run, seed=0):
     """A randomly initialised AR run written with edlm's own checkpoint code."""
+    from edlm.config.model import TransformerConfig
     from edlm.data.corpora import manifest
-    from edlm.models.transformer import Transformer, TransformerConfig
-    from edlm.train.checkpoint import save_checkpoint
+    from edlm.models.transformer import Transformer
+    from edlm.runs.checkpoint import save_checkpoint
     from edlm.utils import atomic_write_json
 
     man = manifest("synthetic")

@@ -6,6 +6,8 @@ The GPU benchmarks repeat the draw and loss checks on the device (results/bench_
 import pytest
 import torch
 
+from edlm.config.model import TransformerConfig
+from edlm.config.sampling import SamplerConfig
 from edlm.diffusion.losses import (
     TokenLogProbs,
     ar_token_log_probs,
@@ -17,9 +19,9 @@ from edlm.diffusion.losses import (
 from edlm.diffusion.masking import antithetic_times, mask_tokens
 from edlm.diffusion.schedules import Cosine, LogLinear
 from edlm.energy.ar import AREnergy
-from edlm.models.transformer import Transformer, TransformerConfig
+from edlm.models.transformer import Transformer
 from edlm.sampling.categorical import _draw_plain, sample_categorical_reference, uniforms
-from edlm.sampling.loop import SamplerConfig, model_denoiser, sample
+from edlm.sampling.loop import model_denoiser, sample
 
 V = 150  # not a multiple of the draw's block (64) nor of the output padding (128)
 
@@ -343,8 +345,8 @@ def test_fused_kernels_compile_only_once_the_job_pays_for_it(monkeypatch):
 def test_models_load_without_random_init_and_equal_the_saved_ones(tmp_path):
     # runs.load_model builds on the meta device and takes the checkpoint's tensors (cold start): same
     # outputs as the model that was saved, rotary tables rebuilt in float32.
-    from edlm.runs import load_model
-    from edlm.train.checkpoint import save_checkpoint
+    from edlm.runs.checkpoint import save_checkpoint
+    from edlm.runs.load import load_model
     from edlm.utils import atomic_write_json
 
     dit, _ = _models()

@@ -15,8 +15,8 @@ import torch
 from safetensors.torch import load_file
 
 from conftest import micro_configs
-from edlm.train import checkpoint as ckpt
-from edlm.train.loop import train
+from edlm.api.trainer import train_run as train
+from edlm.runs import checkpoint as ckpt
 
 STEPS, SAVE_EVERY, KILL_AT = 6, 2, 4  # the kill hits the save of step 4; the step-2 checkpoint is complete
 
@@ -97,7 +97,7 @@ def _killed_run(run, stage, **over):
         try:
             torch.set_num_threads(1)
             if stage == "mid-step":
-                from edlm.train import objectives
+                from edlm.training import objectives
 
                 real, calls = objectives.MDLMObjective.__call__, {"n": 0}
 

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from edlm.train.lock import RunLock
+from edlm.runs.lock import RunLock
 from faultlib import MICRO, assert_one_clear_error, cli, snapshot
 
 

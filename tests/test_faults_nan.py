@@ -8,9 +8,9 @@ import torch
 from safetensors.torch import load_file
 
 from conftest import micro_configs
+from edlm.api.trainer import train_run as train
 from edlm.errors import EdlmError
-from edlm.train import checkpoint as ckpt
-from edlm.train.loop import train
+from edlm.runs import checkpoint as ckpt
 from faultlib import MICRO, assert_one_clear_error, cli, latest_dir
 
 
@@ -48,7 +48,7 @@ def test_nan_loss_before_any_save_does_not_claim_a_good_checkpoint(synthetic_dat
 
 
 def test_diverging_loss_stops_with_the_rule_in_the_message(synthetic_data, tmp_path, monkeypatch):
-    from edlm.train import objectives
+    from edlm.training import objectives
 
     real, calls = objectives.MDLMObjective.__call__, {"n": 0}
 
@@ -87,7 +87,7 @@ def test_resume_with_a_lower_lr_wins_over_the_saved_lr(synthetic_data, tmp_path,
 
 def _save_unguarded(run, monkeypatch, scale):
     """A checkpoint written by an older edlm (no guard): the run's weights times `scale`."""
-    from edlm.runs import load_model
+    from edlm.runs.load import load_model
 
     model, _ = load_model(run)
     with torch.no_grad():

@@ -12,8 +12,8 @@ import pytest
 import torch
 
 from conftest import micro_configs
+from edlm.api.trainer import train_run as train
 from edlm.errors import EdlmError
-from edlm.train.loop import train
 from faultlib import assert_one_clear_error, cli, latest_dir, loss_rows
 
 
@@ -112,7 +112,7 @@ def test_no_weights_only_false_anywhere_a_run_is_read():
 
     src = Path(edlm.__file__).parent
     hits = [str(p.relative_to(src)) for p in src.rglob("*.py") if "weights_only=False" in p.read_text()]
-    assert hits == ["convert.py"], hits
+    assert hits == ["runs/convert.py"], hits
 
 
 def test_library_refusal_is_an_edlm_error(run, tmp_path):

@@ -4,11 +4,12 @@ import itertools
 
 import torch
 
+from edlm.config.sampling import SamplerConfig
 from edlm.data.synthetic import SyntheticConfig, SyntheticLanguage
 from edlm.diffusion.schedules import LogLinear
 from edlm.energy.base import TableEnergy
 from edlm.sampling.importance import draw_candidates, importance_step, select
-from edlm.sampling.loop import SamplerConfig, sample
+from edlm.sampling.loop import sample
 from oracles import iid_denoiser, markov_denoiser
 
 MASK = 3

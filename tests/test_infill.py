@@ -10,11 +10,12 @@ import torch
 import edlm
 from conftest import micro_configs
 from edlm.cli import main
+from edlm.config.sampling import SamplerConfig
 from edlm.data.synthetic import SyntheticConfig, SyntheticLanguage
 from edlm.diffusion.schedules import LogLinear
 from edlm.errors import EdlmError
 from edlm.sampling.infill import Infill, as_infill
-from edlm.sampling.loop import SamplerConfig, sample
+from edlm.sampling.loop import sample
 from oracles import markov_denoiser
 from test_sampling import _chi2_pvalue
 

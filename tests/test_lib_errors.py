@@ -16,7 +16,7 @@ def _cli_err(capsys, *argv):
 
 
 def test_convert_names_arguments_and_the_cli_names_flags(tmp_path, data_root, capsys):
-    from edlm.convert import convert
+    from edlm.runs.convert import convert
     from test_convert import dit_ref, hf_folder
 
     hub = hf_folder(tmp_path / "hub", dit_ref())

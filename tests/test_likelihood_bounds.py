@@ -15,11 +15,12 @@ import numpy as np
 import pytest
 import torch
 
+from edlm.config.sampling import SamplerConfig
 from edlm.diffusion.schedules import Cosine, LogLinear, pinned_alpha
 from edlm.energy.base import TableEnergy
 from edlm.eval.likelihood import EDLMSampler, discrete_nelbo, edlm_estimate, mdlm_nelbo
 from edlm.sampling.ancestral import time_grid
-from edlm.sampling.loop import SamplerConfig, in_window, sample
+from edlm.sampling.loop import in_window, sample
 
 V, MASK, L = 3, 3, 3
 ALL = list(itertools.product(range(V), repeat=L))
@@ -334,7 +335,7 @@ def test_cli_labels_every_likelihood_and_withholds_a_negative_estimate(synthetic
     import sys
 
     from conftest import micro_configs
-    from edlm.train.loop import train
+    from edlm.api.trainer import train_run as train
 
     for obj in ("mdlm", "ar"):
         m, t = micro_configs(obj, max_steps=2, save_every=2)

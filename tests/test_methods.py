@@ -2,10 +2,10 @@
 
 import pytest
 
+from edlm.api.methods import METHODS, get_method
 from edlm.energy.base import TableEnergy, is_normalised
 from edlm.errors import EdlmError
 from edlm.eval.report import likelihood_report
-from edlm.methods import METHODS, get_method
 
 
 def test_registry_names_the_runs_each_method_needs():

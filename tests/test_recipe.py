@@ -7,12 +7,13 @@ from dataclasses import replace
 import pytest
 import torch
 
+from edlm.config.model import TransformerConfig
+from edlm.config.train import TrainConfig
 from edlm.diffusion.losses import masked_log_likelihood, mdlm_nelbo
 from edlm.diffusion.masking import mask_tokens
 from edlm.diffusion.schedules import get_schedule
-from edlm.models.transformer import Transformer, TransformerConfig
-from edlm.train.config import TrainConfig
-from edlm.train.objectives import MDLMObjective, global_noise
+from edlm.models.transformer import Transformer
+from edlm.training.objectives import MDLMObjective, global_noise
 
 
 def test_init_std_replaces_the_zero_init():
@@ -62,13 +63,13 @@ def test_tiny_mdlm_learns_a_second_order_language(data_root, monkeypatch):
     the old zero-init / 1/t recipe stays near the unigram much longer). The 32-symbol `markov2` needs far
     more than a CPU test has (docs/mdlm_recipe.md)."""
     import edlm.data.languages as langs
+    from edlm.api.trainer import train_run as train
     from edlm.data import corpora
     from edlm.data.languages import load_language
     from edlm.data.loader import iter_eval_blocks
     from edlm.eval.likelihood import evaluate_split
     from edlm.presets import tiny
-    from edlm.runs import load_model
-    from edlm.train.loop import train
+    from edlm.runs.load import load_model
 
     cfg = langs.MarkovConfig(order=2, vocab_size=6, successors=(2, 3), target_entropy=1.0)
     monkeypatch.setitem(langs.FAMILY, "markov2", lambda: langs.MarkovLanguage(cfg))

@@ -5,10 +5,11 @@ import itertools
 import pytest
 import torch
 
+from edlm.config.sampling import SamplerConfig
 from edlm.diffusion.schedules import SCHEDULES, LogLinear
 from edlm.sampling.ancestral import ancestral_step, posterior_step, time_grid
 from edlm.sampling.categorical import sample_categorical
-from edlm.sampling.loop import SamplerConfig, sample
+from edlm.sampling.loop import sample
 from oracles import iid_denoiser
 
 MASK = 3

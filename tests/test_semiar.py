@@ -8,10 +8,11 @@ import torch
 
 import edlm
 from edlm.cli import main
+from edlm.config.sampling import SamplerConfig
 from edlm.data.synthetic import SyntheticConfig, SyntheticLanguage
 from edlm.diffusion.schedules import LogLinear
 from edlm.errors import EdlmError
-from edlm.sampling.loop import SamplerConfig, sample
+from edlm.sampling.loop import sample
 from edlm.sampling.semiar import block_windows, sample_long
 from oracles import markov_denoiser
 

@@ -12,10 +12,11 @@ import pytest
 import torch
 
 from edlm.cli import main
+from edlm.config.sampling import SamplerConfig
 from edlm.data.synthetic import SyntheticConfig, SyntheticLanguage
 from edlm.diffusion.schedules import LogLinear
 from edlm.sampling.infill import Infill
-from edlm.sampling.loop import SamplerConfig, sample
+from edlm.sampling.loop import sample
 from edlm.sampling.trace import TraceRecorder
 from oracles import markov_denoiser
 

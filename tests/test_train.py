@@ -7,8 +7,8 @@ import pytest
 import torch
 
 from conftest import micro_configs
+from edlm.api.trainer import train_run as train
 from edlm.errors import EdlmError
-from edlm.train.loop import train
 
 
 def _losses(run):
@@ -55,7 +55,7 @@ def test_existing_run_is_never_overwritten(synthetic_data, tmp_path):
 
 
 def test_nan_loss_stops_and_keeps_last_good_checkpoint(synthetic_data, tmp_path, monkeypatch):
-    from edlm.train import objectives
+    from edlm.training import objectives
 
     m, t = micro_configs(max_steps=6, save_every=2)
     calls = {"n": 0}
@@ -71,7 +71,7 @@ def test_nan_loss_stops_and_keeps_last_good_checkpoint(synthetic_data, tmp_path,
         train(t, m, tmp_path / "r", quiet=True)
     latest = json.loads((tmp_path / "r" / "latest.json").read_text())
     assert latest["step"] == 2
-    from edlm.runs import load_model
+    from edlm.runs.load import load_model
 
     model, meta = load_model(tmp_path / "r")
     assert all(torch.isfinite(p).all() for p in model.parameters())
@@ -89,7 +89,7 @@ def test_gradient_accumulation_matches_big_batch(synthetic_data, tmp_path):
 
 def test_ema_decay_warms_up():
     # With a fixed 0.999 decay a 400-step run's EMA would still hold 67% of the initial weights.
-    from edlm.train.optim import EMA
+    from edlm.training.optim import EMA
 
     model = torch.nn.Linear(3, 3)
     ema = EMA(model, 0.999)
@@ -104,8 +104,8 @@ def test_ema_decay_warms_up():
 def test_resume_without_training_state_is_a_clear_error(synthetic_data, tmp_path):
     m, t = micro_configs(max_steps=2)
     train(t, m, tmp_path / "r", quiet=True)
-    from edlm.runs import load_model
-    from edlm.train.checkpoint import save_checkpoint
+    from edlm.runs.checkpoint import save_checkpoint
+    from edlm.runs.load import load_model
 
     model, _ = load_model(tmp_path / "r")
     save_checkpoint(tmp_path / "r", 2, model, None, None, {"converted_from": "mdlm-hf"})  # as `edlm convert` writes

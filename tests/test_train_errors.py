@@ -3,9 +3,9 @@
 import pytest
 
 from conftest import micro_configs
+from edlm.api.trainer import train_run as train
 from edlm.cli import main
 from edlm.errors import EdlmError
-from edlm.train.loop import train
 
 CASES = [
     ({"objective": "nce"}, {}, "objective 'nce' needs `diffusion`", "objective 'nce' needs --diffusion"),

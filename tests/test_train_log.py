@@ -6,9 +6,9 @@ import sys
 import pytest
 
 from conftest import micro_configs
+from edlm.api.trainer import train_run as train
 from edlm.cli import main
 from edlm.errors import EdlmError
-from edlm.train.loop import train
 
 
 def test_tensorboard_gets_the_metrics_of_metrics_jsonl(synthetic_data, tmp_path):

@@ -5,11 +5,12 @@ from __future__ import annotations
 
 import torch
 
+from edlm.config.model import TransformerConfig
+from edlm.config.train import TrainConfig
 from edlm.diffusion.losses import masked_rows_cap
-from edlm.models.transformer import Transformer, TransformerConfig
-from edlm.train import objectives
-from edlm.train.config import TrainConfig
-from edlm.train.optim import EMA
+from edlm.models.transformer import Transformer
+from edlm.training import objectives
+from edlm.training.optim import EMA
 
 
 def test_attention_dropout_is_off_by_default_and_old_configs_keep_theirs():

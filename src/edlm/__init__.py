@@ -6,16 +6,9 @@
     run.nelbo(split="test")                       # the report `edlm eval nelbo` prints
     edlm.train(edlm.presets.tiny(), out="runs/x", objective="mdlm", data="synthetic")
 
-The names below are imported on first use: `import edlm` stays free of torch, so `edlm.cli` can set
-its OpenMP environment before torch loads.
-
-`edlm.train` is the function, although a subpackage edlm/train/ exists: the import system would set the
-package attribute to the subpackage when it is first imported, so _Package refuses that one assignment.
-The subpackage stays reachable by import (`from edlm.train.loop import train`), not as `edlm.train.loop`.
+The names below are imported on first use (from edlm.api): `import edlm` stays free of torch, so `edlm.cli` can
+set its OpenMP environment before torch loads.
 """
-
-import sys
-import types
 
 __version__ = "0.1.0"
 
@@ -37,13 +30,3 @@ def __getattr__(name):
 
 def __dir__():
     return sorted(__all__)
-
-
-class _Package(types.ModuleType):
-    def __setattr__(self, name, value):
-        if name in _API and isinstance(value, types.ModuleType):
-            return  # a subpackage of the same name (edlm/train/) must not hide the API function
-        super().__setattr__(name, value)
-
-
-sys.modules[__name__].__class__ = _Package

@@ -12,8 +12,8 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
-from edlm.methods import METHODS
-from edlm.sampling.generate import GenerateRequest, generate
+from edlm.api.generate import GenerateRequest, generate
+from edlm.api.methods import METHODS
 from edlm.utils import atomic_write_bytes, atomic_write_json
 
 
@@ -41,7 +41,7 @@ def settings_for(methods, steps, ks, windows) -> list[Setting]:
 
 def run_setting(st: Setting, runs: dict, models: dict, *, num, batch_size, seed, device, evaluator,
                 samples_dir: Path | None, quiet=False, energies: dict | None = None) -> dict:
-    from edlm.eval.genppl import evaluate_rows
+    from edlm.api.evaluators import evaluate_rows
 
     method = METHODS[st.method]
     energy = f"{method.energy}:{runs[method.runs[1]]}" if method.energy else None
@@ -62,7 +62,7 @@ def run_setting(st: Setting, runs: dict, models: dict, *, num, batch_size, seed,
 
 def sweep(settings, runs: dict, *, num=64, batch_size=64, seed=0, device="cpu", evaluator="true",
           out: Path | None = None, quiet=False, on_row=None) -> list[dict]:
-    from edlm.runs import load_model
+    from edlm.runs.load import load_model
 
     models = {p: load_model(p, device) for p in {runs.get("mdlm"), runs.get("ar")} if p}
     samples_dir = None

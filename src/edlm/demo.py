@@ -19,38 +19,18 @@ import json
 import math
 import sys
 import time
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, replace
 from pathlib import Path
 
+from edlm.api.trainer import train_run as train
 from edlm.bench import Setting, format_table, sweep, write_results
+from edlm.config.demo import DemoConfig
 from edlm.data import corpora
 from edlm.data.names import is_language
 from edlm.presets import get_preset
-from edlm.run_folder import is_run_folder, read_meta
-from edlm.train import checkpoint as ckpt
-from edlm.train.loop import train
+from edlm.runs import checkpoint as ckpt
+from edlm.runs.folder import is_run_folder, read_meta
 from edlm.utils import pick_device
-
-
-@dataclass
-class DemoConfig:
-    data: str = "markov2-share0.7"
-    out: str = "edlm-demo"
-    preset: str = "tiny"
-    steps: list[int] = field(default_factory=lambda: [2, 4, 8])
-    num: int = 96
-    k: int = 8
-    window: tuple[float, float] = (0.0, 1.0)
-    mdlm_steps: int = 300
-    ar_steps: int = 120
-    nce_steps: int = 100
-    nce_batch: int = 32
-    """NCE training batch (0: the preset's); an NCE step costs ~2.5 MDLM steps at the same batch"""
-    nce_lr: float = 1e-3
-    nce_negatives: int = 1
-    evaluator: str | None = None
-    device: str = "auto"
-    seed: int = 0
 
 
 def _train_once(name, objective, dc: DemoConfig, out: Path, steps: int, **over) -> str:
@@ -108,7 +88,7 @@ def run_demo(dc: DemoConfig) -> dict:
 
 def write_sample_texts(out: Path, rows: list[dict], dc: DemoConfig, evaluator: str, per: int = 3) -> None:
     """OUT/sample_texts.md: the first samples of every setting at the fewest steps, with their NLL/token."""
-    from edlm.eval.genppl import evaluate_rows
+    from edlm.api.evaluators import evaluate_rows
     from edlm.utils import atomic_write_bytes
 
     few = min(dc.steps)

@@ -13,8 +13,8 @@ from __future__ import annotations
 
 from dataclasses import replace
 
-from edlm.models.transformer import TransformerConfig
-from edlm.train.config import TrainConfig
+from edlm.config.model import TransformerConfig
+from edlm.config.train import TrainConfig
 
 
 def micro() -> tuple[TransformerConfig, TrainConfig]:

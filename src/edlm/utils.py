@@ -237,3 +237,15 @@ def process_seconds() -> float:
     except (OSError, ValueError, IndexError):
         pass
     return time.perf_counter() - _T_IMPORT
+
+
+def non_finite(tree, prefix: str = "") -> str | None:
+    """The name of the first floating tensor holding a NaN or inf in a (nested) state dict, else None."""
+    if torch.is_tensor(tree):
+        return prefix or "tensor" if tree.is_floating_point() and not torch.isfinite(tree).all() else None
+    items = tree.items() if isinstance(tree, dict) else enumerate(tree) if isinstance(tree, list | tuple) else ()
+    for k, v in items:
+        bad = non_finite(v, f"{prefix}.{k}" if prefix else str(k))
+        if bad:
+            return bad
+    return None

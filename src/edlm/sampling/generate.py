@@ -1,4 +1,9 @@
-"""Generate from a run folder: MDLM, EDLM (MDLM + energy) or AR. Used by `edlm sample`, demo and bench."""
+"""A sampling job over a loaded model: MDLM, EDLM (MDLM + energy) or AR, in batches, with timing, the rows
+`edlm sample` writes and its summary. It takes the model, its run.json dict and a built energy; opening run
+folders and building energies from spec strings is edlm.api.generate's (used by `edlm sample`, demo and bench).
+
+    rows, summary = generate(GenerateRequest(ckpt="label", num=8, steps=16), device, model, meta)
+"""
 
 from __future__ import annotations
 
@@ -8,14 +13,13 @@ from dataclasses import dataclass
 
 import torch
 
+from edlm.config.sampling import GenerateRequest, SamplerConfig
 from edlm.data.tokenizers import tokenizer_for
 from edlm.diffusion.schedules import get_schedule
 from edlm.errors import EdlmError
-from edlm.runs import load_model
-from edlm.sampling.adaptive import KPolicy
 from edlm.sampling.ar import ar_sample
 from edlm.sampling.infill import Infill
-from edlm.sampling.loop import SamplerConfig, model_denoiser, sample
+from edlm.sampling.loop import model_denoiser, sample
 from edlm.sampling.semiar import block_windows, sample_long
 from edlm.utils import fused_mode, fused_policy, process_seconds, progress
 
@@ -33,42 +37,6 @@ class Samples:
 
     def __len__(self) -> int:
         return len(self.texts)
-
-
-@dataclass
-class GenerateRequest:
-    ckpt: str
-    num: int = 16
-    steps: int = 64
-    batch_size: int = 16
-    length: int | None = None
-    seed: int = 0
-    energy: str | None = None
-    k: int = 1
-    window: tuple[float, float] | None = (0.0, 1.0)
-    temperature: float = 1.0
-    prefix: list[int] | None = None
-    cache: bool = True
-    unmask: str = "random"
-    """random (MDLM's positions) or confidence (the most confident draws first; sampling/confidence.py)"""
-    k_policy: KPolicy | None = None
-    """None: `k` candidates on every EDLM step; a KPolicy: `k` on the first, then set by each step's ESS
-    (sampling/adaptive.py)"""
-    min_unmask: int = 1
-    """EDLM: the energy runs only for sequences that unmask at least this many positions on a step (the others
-    take a plain MDLM draw); random unmasking only"""
-    precision: str = "auto"
-    """auto = bf16 autocast on a GPU, fp32 on the CPU; bf16; fp32. Categorical draws are float64 always"""
-    fixed: list | None = None
-    """infill: one entry per position, a token id (kept) or None (generated); sets the length
-    (sampling/infill.py)"""
-    stride: int | None = None
-    """semi-autoregressive: generate in blocks of the training length, each new block `stride` tokens on,
-    with the tokens before it in its window as fixed context (sampling/semiar.py); allows any length"""
-    compile: bool = False
-    """torch.compile the denoiser's trunk (with CUDA graphs on a GPU) and the fused draw / log-prob kernels
-    at once; the first batch pays the compile. Without it those kernels compile only once the job has run
-    long enough to pay for it (utils.fused_on_gpu), so a short job starts at once"""
 
 
 def precision_context(precision: str, device):
@@ -157,18 +125,11 @@ class StepClock:
         return {"steps_run": len(self.times), "per_step_s": per_step, "fixed_s": fixed}
 
 
-def generate(req: GenerateRequest, device, *, models=None, energies: dict | None = None, quiet: bool = False,
-             on_batch=None, callback=None, trace=None):
-    """Returns (rows, summary). `models` = (model, meta) to reuse an already loaded run; `energies` = a dict
-    that caches built energies by spec across calls (a sweep then loads each energy run once); `on_batch`
-    is called with each batch's finished rows as soon as they exist (`edlm sample` streams them to disk);
-    `callback(i, x, t, ess)` sees every sampler step (MDLM/EDLM; its time counts in the step times);
-    `trace` (a sampling/trace.py TraceRecorder) records the first batch's denoising."""
-    model, meta = models or load_model(req.ckpt, device)
+def check_request(req: GenerateRequest, model, meta: dict) -> tuple[int, int]:
+    """The request's checks against the run, before any work -> (sample length, semi-AR block length)."""
     obj = meta["objective"]
     if obj == "nce":
         raise EdlmError(f"{req.ckpt} is an energy (nce) run: sample with `ckpt` MDLM_RUN and `energy=nce:{req.ckpt}`")
-    mask_id = meta["mask_id"]
     length = len(req.fixed) if req.fixed is not None else (req.length or meta["train"]["seq_len"])
     window = min(meta["train"]["seq_len"], model.cfg.max_len)  # what one semi-AR block sees
     if req.stride is not None:
@@ -183,27 +144,35 @@ def generate(req: GenerateRequest, device, *, models=None, energies: dict | None
         raise EdlmError("infilling needs an MDLM run (an AR run only continues a `prefix`)")
     if req.prefix and len(req.prefix) >= length:
         raise EdlmError(f"the prefix has {len(req.prefix)} tokens, not fewer than `length` {length}")
+    if req.energy and obj != "mdlm":
+        raise EdlmError("`energy` applies to an MDLM run (`ckpt` MDLM_RUN); this run is autoregressive")
+    return length, window
+
+
+def generate(req: GenerateRequest, device, model, meta: dict, *, energy=None, quiet: bool = False, on_batch=None,
+             callback=None, trace=None):
+    """Returns (rows, summary). model, meta: the run's network and run.json dict; energy: (energy, method name)
+    built for this MDLM (EDLM), or None; req.ckpt and req.energy only label the rows and summary. `on_batch` is
+    called with each batch's finished rows as soon as they exist (`edlm sample` streams them to disk);
+    `callback(i, x, t, ess)` sees every sampler step (MDLM/EDLM; its time counts in the step times);
+    `trace` (a sampling/trace.py TraceRecorder) records the first batch's denoising."""
+    length, window = check_request(req, model, meta)
+    obj = meta["objective"]
+    mask_id = meta["mask_id"]
     gen = torch.Generator(device=device)
     gen.manual_seed(req.seed)
-    energy, method = None, ("ar" if obj == "ar" else "mdlm")
+    method = "ar" if obj == "ar" else "mdlm"
     denoise = None
     amp = precision_context(req.precision, device)
     if req.compile:
         _compile_once(model, device)
     if obj == "mdlm":
         denoise = model_denoiser(model, mask_id)
-        if req.energy:
-            from edlm.energy.factory import build_energy
-
-            cache = energies if energies is not None else {}
-            if req.energy not in cache:
-                cache[req.energy] = build_energy(req.energy, denoise, meta, device)
-            energy, method = cache[req.energy]
+        if energy is not None:
+            energy, method = energy
             ar = getattr(energy, "ar", None)  # the AR energy's network: compiled alongside the denoiser
             if req.compile and ar is not None:
                 _compile_once(ar, device)
-    elif req.energy:
-        raise EdlmError("`energy` applies to an MDLM run (`ckpt` MDLM_RUN); this run is autoregressive")
     scfg = SamplerConfig(steps=req.steps, k=req.k if energy is not None else 1, window=req.window,
                          temperature=req.temperature, cache=req.cache, unmask=req.unmask,
                          k_policy=req.k_policy if energy is not None else None,

@@ -14,46 +14,12 @@ from dataclasses import dataclass, field
 
 import torch
 
+from edlm.config.sampling import SamplerConfig
 from edlm.diffusion.schedules import pinned_alpha
-from edlm.sampling.adaptive import KPolicy
 from edlm.sampling.ancestral import ancestral_step, time_grid
 from edlm.sampling.confidence import confidence_importance_step, confidence_step
 from edlm.sampling.denoiser import ModelDenoiser, posterior_of
 from edlm.sampling.importance import importance_step
-
-
-@dataclass
-class SamplerConfig:
-    steps: int = 64
-    k: int = 1
-    """candidates per step inside the window (EDLM); 1 or no energy = plain MDLM"""
-    window: tuple[float, float] | None = (0.0, 1.0)
-    """EDLM is used at steps whose current t is in [t_lo, t_hi]; None = never"""
-    temperature: float = 1.0
-    cache: bool = True
-    """reuse the denoiser output when x_t did not change, for denoisers that declare themselves
-    time-independent (time_conditioning = False); a plain callable is assumed to depend on t"""
-    unmask: str = "random"
-    """which positions a step unmasks: random (MDLM: each masked one with the schedule's probability) or
-    confidence (the schedule's expected count, the most confident draws first; sampling/confidence.py)"""
-    k_policy: KPolicy | None = None
-    """None: k candidates on every step in the window. A KPolicy (sampling/adaptive.py): k is the first step's
-    count, and each EDLM step's ESS sets the next step's (halved when the weights are flat, doubled when one
-    candidate takes all the weight), within [k_min, k_max]"""
-    min_unmask: int = 1
-    """EDLM steps run the energy only for sequences that unmask at least this many positions on the step; the
-    others take a plain MDLM draw (sampling/importance.py: one token from exact marginals needs no energy).
-    Random unmasking only"""
-
-    def __post_init__(self):
-        if self.unmask not in UNMASK:
-            raise ValueError(f"unmask {self.unmask!r}: use one of {', '.join(UNMASK)}")
-        if self.min_unmask < 1 or (self.min_unmask > 1 and self.unmask != "random"):
-            raise ValueError(f"min_unmask {self.min_unmask}: give 1 or more, and more than 1 only with random "
-                             "unmasking")
-
-
-UNMASK = ("random", "confidence")
 
 
 @dataclass

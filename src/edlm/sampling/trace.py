@@ -1,7 +1,7 @@
 """A picture of the denoising: record each sampler step, write one self-contained HTML page that animates it.
 
     rec = TraceRecorder(label="EDLM-AR", keep=4)     # records the first `keep` sequences of the first batch
-    generate(req, device, trace=rec)                  # sampling/generate.py calls begin / __call__ / on_choice
+    generate(req, device, model, meta, trace=rec)     # sampling/generate.py calls begin / __call__ / on_choice
     write_trace_html("trace.html", [rec], tokenizer)  # no network needed to view it
 
 Tokens never change once unmasked (method.md 1), so a sequence's whole history is its final tokens plus the

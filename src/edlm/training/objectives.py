@@ -16,7 +16,6 @@ from edlm.diffusion.masking import antithetic_times, mask_tokens
 from edlm.diffusion.schedules import get_schedule
 from edlm.energy.nce import nce_loss
 from edlm.errors import EdlmError
-from edlm.runs import load_model
 from edlm.sampling.denoiser import ModelDenoiser, posterior_of
 from edlm.sampling.importance import draw_candidates
 
@@ -52,13 +51,17 @@ class Objective:
         return {}
 
 
-def build_objective(cfg, mask_id: int, device) -> Objective:
+def build_objective(cfg, mask_id: int, device, proposal=None) -> Objective:
+    """The objective cfg.objective names. NCE needs `proposal`: the trained MDLM (a loaded model, on `device`)
+    whose samples are the negatives and whose weights initialise the energy; it is frozen here."""
     if cfg.objective == "mdlm":
         return MDLMObjective(get_schedule(cfg.schedule), mask_id, cfg)
     if cfg.objective == "ar":
         return ARObjective(mask_id)
-    if cfg.objective == "nce":  # prepare_run has checked that a diffusion run is given
-        mdlm, _ = load_model(cfg.diffusion, device, expect="mdlm")
+    if cfg.objective == "nce":
+        if proposal is None:
+            raise EdlmError("objective 'nce' needs the trained MDLM to correct (`diffusion`)")
+        mdlm = proposal
         for p in mdlm.parameters():
             p.requires_grad_(False)
         # The frozen proposal always sees the real t (harmless when it ignores t); as a ModelDenoiser it

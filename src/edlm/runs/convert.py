@@ -31,7 +31,7 @@ from pathlib import Path
 
 import torch
 
-from edlm.convert_names import (  # noqa: F401 (parameter_map re-exported)
+from edlm.runs.convert_names import (  # noqa: F401 (parameter_map re-exported)
     _SHOW,
     BUFFERS,
     ROTARY_BASE,
@@ -230,10 +230,11 @@ def convert(fmt: str, src, out, *, data: str = "prose-bpe", seq_len: int | None 
             n_heads: int | None = None, bos_id: int | None = None) -> dict:
     """Convert and write the run folder `out`. Returns the summary printed by `edlm convert`."""
     from edlm.data import corpora
-    from edlm.models.transformer import Transformer, TransformerConfig
-    from edlm.run_folder import RunMeta, write_run
-    from edlm.train import checkpoint as ckpt
-    from edlm.train.config import TrainConfig
+    from edlm.config.model import TransformerConfig
+    from edlm.models.transformer import Transformer
+    from edlm.runs.folder import RunMeta, write_run
+    from edlm.runs import checkpoint as ckpt
+    from edlm.config.train import TrainConfig
 
     if fmt not in FORMATS:
         raise EdlmError(f"unknown `fmt` {fmt!r}; choose one of {', '.join(FORMATS)}")

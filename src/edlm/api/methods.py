@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from edlm.energy.factory import KINDS as ENERGY_RUN  # energy kind -> the objective of the run it is built from
+from edlm.api.energies import KINDS as ENERGY_RUN  # energy kind -> the objective of the run it is built from
 from edlm.errors import EdlmError
 
 

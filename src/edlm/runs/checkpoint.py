@@ -28,9 +28,9 @@ from safetensors.torch import load_file, save_file
 
 from edlm.errors import EdlmError
 
-# Reading lives in edlm.run_folder (sampling and eval open runs without training); re-exported here for the
-# writers and for code that reads and writes (resume).
-from edlm.run_folder import (  # noqa: E402, F401
+# Reading lives in edlm.runs.folder (loading a run's model needs no writer); re-exported here for the writers
+# and for code that reads and writes (resume).
+from edlm.runs.folder import (  # noqa: E402, F401
     FILES,
     IDENTITY,
     check_identity,
@@ -45,43 +45,14 @@ from edlm.run_folder import (  # noqa: E402, F401
     load_tensors,
     load_weights,
     newest_complete,
-    non_finite,
     read_run,
     read_state,
     verify_files,
 )
-from edlm.utils import atomic_write_json, file_mode_for, fsync_path, sha256_file
+from edlm.training.state import full_cpu_state, load_optimizer_state
+from edlm.utils import atomic_write_json, file_mode_for, fsync_path, non_finite, sha256_file
 
 FORMAT = 2  # 2: state.json lists its files with sizes + sha256, RNG in rng.safetensors; 1 (older): neither
-
-
-def full_cpu_state(module_or_sd) -> dict:
-    """Full (unsharded) CPU tensors. FSDP2 holds DTensors: gathering them is a collective, so EVERY rank
-    must call this, even though only rank 0 writes."""
-    sd = module_or_sd.state_dict() if hasattr(module_or_sd, "state_dict") else module_or_sd
-    return {k: (v.full_tensor() if hasattr(v, "full_tensor") else v).detach().to("cpu").contiguous()
-            for k, v in sd.items()}
-
-
-def full_optimizer_state(model, optimizer) -> dict:
-    """The optimizer state keyed by parameter NAME with full tensors (collective under FSDP2), so a
-    checkpoint resumes on any number of devices and with or without sharding."""
-    from torch.distributed.checkpoint.state_dict import StateDictOptions, get_optimizer_state_dict
-
-    return get_optimizer_state_dict(model, optimizer, options=StateDictOptions(full_state_dict=True))
-
-
-def load_optimizer_state(model, optimizer, osd: dict) -> None:
-    from torch.distributed.checkpoint.state_dict import StateDictOptions, set_optimizer_state_dict
-
-    set_optimizer_state_dict(model, optimizer, optim_state_dict=osd, options=StateDictOptions(full_state_dict=True))
-
-
-def load_full_model_state(model, sd: dict) -> None:
-    """Load full tensors into a plain, DDP or FSDP2 model (each rank keeps its own shard)."""
-    from torch.distributed.checkpoint.state_dict import StateDictOptions, set_model_state_dict
-
-    set_model_state_dict(model, sd, options=StateDictOptions(full_state_dict=True))
 
 
 def save_checkpoint(run: Path, step: int, model_sd: dict, ema_sd: dict | None, optim_sd: dict | None,
@@ -181,3 +152,40 @@ def _torch_load(p: Path, d: Path):
     except Exception as e:  # noqa: BLE001 - a truncated zip raises RuntimeError, others vary
         raise EdlmError(f"cannot read {p} ({type(e).__name__}): it is truncated or corrupt; "
                         f"{fallback_advice(d)}") from None
+
+
+def last_good_note(run: Path) -> str:
+    """A sentence on the run's last checkpoint that is TRUE: only a verified, finite checkpoint is called good."""
+    restart = f"restart from step 0 with a lower `lr`, e.g. `edlm train --out {run} --resume --lr LR`"
+    if not has_checkpoint(run):
+        return f"No checkpoint was saved: {restart} (or more `warmup_steps`)"
+    try:
+        d = checkpoint_dir(run)
+        state = read_state(d)
+        name = "ema.safetensors" if has_ema(d, state) else "model.safetensors"
+        verify_files(d, state, [name])
+        bad = non_finite(load_file(str(d / name)))
+    except EdlmError as e:
+        return f"The run's latest checkpoint is not usable either: {e}"
+    if bad:
+        return (f"The run's latest checkpoint (step {state['step']}, saved by an edlm without this guard) holds "
+                f"NaN/inf weights too: retrain in a new folder")
+    checked = f", validation loss {state['save_loss']:.4g} when saved" if state.get("save_loss") is not None else ""
+    return (f"The last good checkpoint (step {state['step']}: finite weights{checked}) in {run} is intact: "
+            f"resume it with a lower `lr`, e.g. `edlm train --out {run} --resume --lr LR` (or more `warmup_steps`)")
+
+
+class RunStore:
+    """The training loop's checkpoint store for a run folder (edlm.training.loop.fit's `store`): checkpoints/ and
+    latest.json of `out`, every state.json carrying the run's identity (the run.json fields its weights fit)."""
+
+    def __init__(self, out: Path, meta: dict):
+        self.out, self.meta, self.label = Path(out), meta, str(out)
+
+    def save(self, step: int, model_sd: dict, ema_sd: dict | None, optim_sd: dict | None, state: dict, *,
+             keep: int, rng_extra: dict | None = None) -> None:
+        save_checkpoint(self.out, step, model_sd, ema_sd, optim_sd, {**state, "identity": identity(self.meta)},
+                        keep=keep, rng_extra=rng_extra)
+
+    def last_good_note(self) -> str:
+        return last_good_note(self.out)

@@ -7,8 +7,9 @@ import json
 from pathlib import Path
 
 from edlm.errors import EdlmError
-from edlm.train import checkpoint as ckpt
-from edlm.train.config import RESUME_OVERRIDABLE, TrainConfig
+from edlm.runs import checkpoint as ckpt
+from edlm.config.train import RESUME_OVERRIDABLE, TrainConfig
+from edlm.training.state import load_full_model_state
 from edlm.utils import atomic_write_bytes
 
 
@@ -65,7 +66,7 @@ def resume_from(out: Path, meta: dict, model, ema, opt, gen, loader, cfg) -> tup
 
 def _load_into(model, sd: dict, out: Path) -> None:
     try:
-        ckpt.load_full_model_state(model, sd)
+        load_full_model_state(model, sd)
     except (RuntimeError, KeyError, ValueError) as e:
         raise EdlmError(f"the checkpoint of {out} does not fit the model run.json describes "
                         f"({str(e).strip().splitlines()[-1][:160]}): run.json or the weights were edited") from None

@@ -1,7 +1,7 @@
 """Open a run folder and rebuild its model: the one entry point for sampling, eval and the energies.
 
     model, meta = load_model("runs/mdlm")       # EMA weights, eval mode; meta: run.json's dict + "step"
-    RunMeta.from_dict(meta)                       # its typed view (run_folder.py): objective, mask_id, model ...
+    RunMeta.from_dict(meta)                       # its typed view (runs/folder.py): objective, mask_id, model ...
 """
 
 from __future__ import annotations
@@ -12,8 +12,9 @@ from pathlib import Path
 import torch
 
 from edlm.errors import EdlmError
-from edlm.models.transformer import Transformer, TransformerConfig
-from edlm.run_folder import (
+from edlm.config.model import TransformerConfig
+from edlm.models.transformer import Transformer
+from edlm.runs.folder import (
     RunMeta,
     as_meta,
     check_identity,

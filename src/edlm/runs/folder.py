@@ -1,8 +1,8 @@
 """A run folder: run.json (RunMeta: read here, and written here by training and `edlm convert` alike), and
 reading latest.json, checkpoint folders and their weights, checked on the way in.
 
-The checkpoint layout and its guarantees are described in train/checkpoint.py, which writes checkpoints;
-sampling, evaluation and the API open runs through this module without importing training.
+The checkpoint layout and its guarantees are described in runs/checkpoint.py, which writes checkpoints; loading
+a run's model (runs/load.py) reads through this module alone.
 """
 
 from __future__ import annotations
@@ -16,23 +16,11 @@ import torch
 from safetensors.torch import load_file
 
 from edlm.errors import EdlmError
-from edlm.models.transformer import TransformerConfig
-from edlm.train.config import TrainConfig
-from edlm.utils import atomic_write_json, sha256_file
+from edlm.config.model import TransformerConfig
+from edlm.config.train import TrainConfig
+from edlm.utils import atomic_write_json, non_finite, sha256_file  # noqa: F401 (non_finite re-exported)
 
 FILES = ("model.safetensors", "state.json")
-
-
-def non_finite(tree, prefix: str = "") -> str | None:
-    """The name of the first floating tensor holding a NaN or inf in a (nested) state dict, else None."""
-    if torch.is_tensor(tree):
-        return prefix or "tensor" if tree.is_floating_point() and not torch.isfinite(tree).all() else None
-    items = tree.items() if isinstance(tree, dict) else enumerate(tree) if isinstance(tree, list | tuple) else ()
-    for k, v in items:
-        bad = non_finite(v, f"{prefix}.{k}" if prefix else str(k))
-        if bad:
-            return bad
-    return None
 
 
 @dataclass

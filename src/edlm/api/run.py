@@ -1,4 +1,4 @@
-"""The Python API: load a run, sample from it (MDLM, EDLM, AR), score a split, train, plot.
+"""A loaded run: edlm.load opens a run folder; Run samples from it (MDLM, EDLM, AR), scores a split, plots.
 
     import edlm
     run = edlm.load("runs/mdlm")                                    # a Run: model, meta, schedule, tokenizer
@@ -13,78 +13,17 @@ flags and adds their names to messages; this module speaks of arguments, never o
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
-from edlm.energy.factory import KINDS as ENERGY_KINDS  # energy kind -> the objective of its run
+from edlm.api.energies import as_energy
 from edlm.errors import EdlmError
-from edlm.models.transformer import TransformerConfig
-from edlm.run_folder import RunMeta
+from edlm.runs.folder import RunMeta
 from edlm.sampling.generate import Samples
-from edlm.train.config import TrainConfig
 from edlm.utils import pick_device
 from edlm.validate import window_in_unit
-
-
-@dataclass
-class EnergyChoice:
-    """An energy to correct an MDLM with, made by ar_energy / coar_energy / nce_energy; built against the
-    proposal (the MDLM run) when sampling or evaluating."""
-
-    kind: str
-    """"ar" (the AR model's full joint), "coar" (carry-over AR) or "nce" (a trained energy network)"""
-    source: Run | str | Path
-    spec: str | None = None
-    """the "kind:path" string it was given as, if any (reported as the summary's "energy")"""
-
-    def label(self) -> str:
-        path = self.source.path if isinstance(self.source, Run) else self.source
-        return self.spec or f"{self.kind}:{path}"
-
-    def build(self, proposal: Run, batch_size: int = 0):
-        """-> (energy, method name) for the MDLM run `proposal`, on its device."""
-        from edlm.energy.factory import make_energy
-        from edlm.sampling.loop import model_denoiser
-
-        src = self.source
-        if not isinstance(src, Run):
-            src = load(src, device=proposal.device, expect=ENERGY_KINDS[self.kind])
-        elif src.meta.objective != ENERGY_KINDS[self.kind]:
-            raise EdlmError(f"a {self.kind} energy needs a {ENERGY_KINDS[self.kind]!r} run; {src.path} is a "
-                            f"{src.meta.objective!r} run")
-        den = model_denoiser(proposal.model, proposal.meta.mask_id)
-        return make_energy(self.kind, src.model, src.meta.raw, den, proposal.meta.raw, f"energy {self.label()}",
-                           batch_size)
-
-
-def ar_energy(run: Run | str | Path) -> EnergyChoice:
-    """EDLM-AR: the energy is the AR model's full joint log-probability (no training). `run`: a loaded AR
-    Run or its folder (then loaded on the proposal's device)."""
-    return EnergyChoice("ar", run)
-
-
-def coar_energy(run: Run | str | Path) -> EnergyChoice:
-    """EDLM-coAR: the AR joint over the tokens being generated, carrying over the ones already fixed."""
-    return EnergyChoice("coar", run)
-
-
-def nce_energy(run: Run | str | Path) -> EnergyChoice:
-    """EDLM-NCE: a trained energy network (a run trained with objective "nce")."""
-    return EnergyChoice("nce", run)
-
-
-def as_energy(energy) -> EnergyChoice | None:
-    """An EnergyChoice, a "kind:path" string (kind: ar, coar, nce) or None."""
-    if energy is None or isinstance(energy, EnergyChoice):
-        return energy
-    if isinstance(energy, str):
-        kind, sep, path = energy.partition(":")
-        if sep and kind in ENERGY_KINDS and path:
-            return EnergyChoice(kind, path, spec=energy)
-    raise EdlmError(f"energy {energy!r} is not understood: give edlm.ar_energy(run), edlm.coar_energy(run), "
-                    "edlm.nce_energy(run) or a string 'ar:AR_RUN', 'coar:AR_RUN' or 'nce:NCE_RUN'")
 
 
 def load(path: str | Path, device: str | torch.device = "cpu", *, ema: bool = True, expect: str | None = None
@@ -93,7 +32,7 @@ def load(path: str | Path, device: str | torch.device = "cpu", *, ema: bool = Tr
 
     device: "cpu", "cuda", "cuda:N", "auto" or a torch.device. ema: the EMA weights (as evaluated) rather
     than the raw ones. expect: "mdlm", "ar", "nce" or several joined by "|" to refuse other kinds of run."""
-    from edlm.runs import load_model
+    from edlm.runs.load import load_model
 
     dev = pick_device(device)
     model, meta = load_model(path, dev, ema=ema, expect=expect)
@@ -179,7 +118,7 @@ class Run:
             summary then reports mean_k and energy_candidates_per_sample (the cost).
         min_unmask: with an energy, run it only for sequences that unmask at least this many positions on a step;
             the others take a plain MDLM draw (random unmasking only)."""
-        from edlm.sampling.generate import GenerateRequest, generate
+        from edlm.api.generate import GenerateRequest, generate
 
         obj = self.meta.objective
         if obj == "nce":
@@ -275,7 +214,7 @@ class Run:
         """The HTML page; with_mdlm: trace plain MDLM from the same seed too and put it beside the EDLM one."""
         from dataclasses import replace
 
-        from edlm.sampling.generate import generate
+        from edlm.api.generate import generate
         from edlm.sampling.trace import write_trace_html
 
         if with_mdlm:
@@ -346,51 +285,6 @@ class Run:
             rep["results"]["edlm_steps"]["bound_draws"] = bound_draws
         return {"model": name, "split": split, "tokens": res["tokens"], "ckpt": self.path, "data": self.meta.data,
                 "energy": spec, "t_samples": t_samples, "seed": seed, **rep}
-
-
-def _split_configs(configs) -> tuple[TransformerConfig, TrainConfig]:
-    if isinstance(configs, str):
-        from edlm.presets import get_preset
-
-        return get_preset(configs)
-    found = {type(c): c for c in (configs or ())}
-    if set(found) != {TransformerConfig, TrainConfig} or len(configs) != 2:
-        raise EdlmError("configs must be a preset name or a (TransformerConfig, TrainConfig) pair, as "
-                        "edlm.presets.tiny() returns")
-    return found[TransformerConfig], found[TrainConfig]
-
-
-def train(configs="tiny", out: str | Path | None = None, *, resume: bool = False, quiet: bool = True,
-          log=(), **options) -> dict:
-    """Train (or, with resume=True, continue) a model into the run folder `out`; returns the summary.
-
-    configs: a preset's (TransformerConfig, TrainConfig) pair, e.g. edlm.presets.tiny() (either order is
-    accepted), or a preset name. options: any TrainConfig or TransformerConfig field, e.g.
-    objective="ar", data="synthetic", max_steps=200, d_model=64. log="tensorboard": metrics also go to
-    TensorBoard event files in out/tensorboard/ (pip install 'edlm[tensorboard]'); metrics.jsonl always.
-    The trained run opens with edlm.load(out)."""
-    from dataclasses import replace
-
-    from edlm.train.config import check_config
-    from edlm.train.loop import train as train_loop
-
-    if out is None:
-        raise EdlmError("train needs `out`, the run folder to write")
-    model_cfg, cfg = _split_configs(configs)
-    tr_names = {f.name for f in fields(TrainConfig)}
-    md_names = {f.name for f in fields(TransformerConfig)}
-    unknown = sorted(set(options) - tr_names - md_names)
-    if unknown:
-        raise EdlmError(f"unknown option(s) {', '.join(unknown)}: give fields of TrainConfig or TransformerConfig")
-    tr = {k: v for k, v in options.items() if k in tr_names}
-    md = {k: v for k, v in options.items() if k in md_names and k not in tr_names}
-    cfg, model_cfg = replace(cfg, **tr), replace(model_cfg, **md)
-    if "seq_len" in tr and "max_len" not in md:  # a longer sequence than the preset's widens the model
-        model_cfg = replace(model_cfg, max_len=max(model_cfg.max_len, cfg.seq_len))
-    if not resume:
-        check_config(cfg, model_cfg)  # on resume the saved values merged with `options` are checked instead
-    return train_loop(cfg, model_cfg, out, resume=resume, max_steps=tr.get("max_steps"), quiet=quiet,
-                      overrides={**tr, **md}, log=log)
 
 
 def plot_run(path: str | Path, out: str | Path | None = None) -> Path:

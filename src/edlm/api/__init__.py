@@ -1,0 +1,16 @@
+"""The Python API: the application layer that opens run folders, builds energies from what users name, and
+wires samplers, training and evaluation. `import edlm` exposes the names below (edlm.load, edlm.train ...).
+
+    run = edlm.load("runs/mdlm")                                      # api/run.py
+    run.sample(num=8, steps=16, energy=edlm.ar_energy("runs/ar"), k=4)   # energies: api/energies.py
+    edlm.train(edlm.presets.tiny(), out="runs/x", objective="mdlm")   # api/trainer.py
+"""
+
+from edlm.api.energies import EnergyChoice, ar_energy, as_energy, coar_energy, nce_energy
+from edlm.api.run import Run, load, plot_run
+from edlm.api.trainer import train
+from edlm.runs.folder import RunMeta
+from edlm.sampling.generate import Samples
+
+__all__ = ["EnergyChoice", "Run", "RunMeta", "Samples", "ar_energy", "as_energy", "coar_energy", "load", "nce_energy",
+           "plot_run", "train"]

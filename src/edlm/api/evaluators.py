@@ -1,0 +1,22 @@
+"""Evaluators named the way users name them, edlm runs included: "true", "smollm2-135m", "gemma3-270m", a Hugging
+Face name or folder, "gguf:FILE", or "edlm:AR_RUN" (an AR run folder, loaded here). edlm.eval does the scoring.
+
+    ev = get_evaluator("edlm:runs/ar")
+    evaluate_rows(rows, "smollm2-135m")   # the summary `edlm eval samples` prints
+"""
+
+from __future__ import annotations
+
+from edlm.eval import evaluators, genppl
+from edlm.runs.load import load_model
+
+
+def get_evaluator(name, device="cpu"):
+    """edlm.eval.evaluators.get_evaluator, able to open edlm runs."""
+    return evaluators.get_evaluator(name, device, load_run=load_model)
+
+
+def evaluate_rows(rows: list[dict], evaluator, **options) -> dict:
+    """edlm.eval.genppl.evaluate_rows (options: device, batch_size, max_tokens, eos, stride, show_progress,
+    keep_scores), able to open edlm runs."""
+    return genppl.evaluate_rows(rows, evaluator, load_run=load_model, **options)

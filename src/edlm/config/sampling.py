@@ -1,0 +1,131 @@
+"""What a sampler is asked to do: the step loop's settings (SamplerConfig), the adaptive-k policy (KPolicy,
+explained in sampling/adaptive.py) and a whole sampling job (GenerateRequest).
+
+    SamplerConfig(steps=16, k=4, window=(0.0, 1.0))
+    GenerateRequest(ckpt="runs/mdlm", num=64, steps=16, energy="ar:runs/ar", k=4)
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:  # the CLI imports this module before torch is needed
+    import torch
+
+UNMASK = ("random", "confidence")
+"""which positions a step unmasks (SamplerConfig.unmask)"""
+
+K_POLICIES = ("fixed", "ess")
+
+
+@dataclass(frozen=True)
+class KPolicy:
+    """Adapt k between EDLM steps from the ESS (the rule and why: sampling/adaptive.py). The first step in the
+    window uses SamplerConfig.k (clamped to [k_min, k_max])."""
+
+    k_max: int = 16
+    """the most candidates a step may draw"""
+    k_min: int = 1
+    """the fewest; 1 lets the policy fall back to plain MDLM steps (absorbing), 2 keeps the energy on"""
+    double_below: float = 0.25
+    """double k when the weights use at most this share of the extra candidates, (ESS - 1) / (k - 1)"""
+    halve_above: float = 0.75
+    """halve k when they use at least this share (near-uniform weights)"""
+
+    def __post_init__(self):
+        if not 1 <= self.k_min <= self.k_max:
+            raise ValueError(f"k policy: need 1 <= k_min ({self.k_min}) <= k_max ({self.k_max})")
+        if not 0.0 <= self.double_below < self.halve_above <= 1.0:
+            raise ValueError(f"k policy: need 0 <= double_below ({self.double_below}) < halve_above "
+                             f"({self.halve_above}) <= 1")
+
+    def start(self, k: int) -> int:
+        return min(max(k, self.k_min), self.k_max)
+
+    def next_k(self, k: int, ess: torch.Tensor) -> int:
+        """k for the next step in the window, from this step's k and its ESS (B_active,) (one host sync)."""
+        if k <= 1 or ess.numel() == 0:
+            return k
+        usage = (float(ess.double().mean()) - 1.0) / (k - 1)
+        if usage <= self.double_below:
+            return min(2 * k, self.k_max)
+        if usage >= self.halve_above:
+            return max(k // 2, self.k_min)
+        return k
+
+
+def parse_k_policy(kind: str | None, k_max: int = 16, k_min: int = 1) -> KPolicy | None:
+    """The CLI's --k-policy: 'fixed' (or None) -> None (every step uses k), 'ess' -> KPolicy."""
+    if kind in (None, "fixed"):
+        return None
+    if kind == "ess":
+        return KPolicy(k_max=k_max, k_min=k_min)
+    raise ValueError(f"k policy {kind!r}: use one of {', '.join(K_POLICIES)}")
+
+
+@dataclass
+class SamplerConfig:
+    steps: int = 64
+    k: int = 1
+    """candidates per step inside the window (EDLM); 1 or no energy = plain MDLM"""
+    window: tuple[float, float] | None = (0.0, 1.0)
+    """EDLM is used at steps whose current t is in [t_lo, t_hi]; None = never"""
+    temperature: float = 1.0
+    cache: bool = True
+    """reuse the denoiser output when x_t did not change, for denoisers that declare themselves
+    time-independent (time_conditioning = False); a plain callable is assumed to depend on t"""
+    unmask: str = "random"
+    """which positions a step unmasks: random (MDLM: each masked one with the schedule's probability) or
+    confidence (the schedule's expected count, the most confident draws first; sampling/confidence.py)"""
+    k_policy: KPolicy | None = None
+    """None: k candidates on every step in the window. A KPolicy (sampling/adaptive.py): k is the first step's
+    count, and each EDLM step's ESS sets the next step's (halved when the weights are flat, doubled when one
+    candidate takes all the weight), within [k_min, k_max]"""
+    min_unmask: int = 1
+    """EDLM steps run the energy only for sequences that unmask at least this many positions on the step; the
+    others take a plain MDLM draw (sampling/importance.py: one token from exact marginals needs no energy).
+    Random unmasking only"""
+
+    def __post_init__(self):
+        if self.unmask not in UNMASK:
+            raise ValueError(f"unmask {self.unmask!r}: use one of {', '.join(UNMASK)}")
+        if self.min_unmask < 1 or (self.min_unmask > 1 and self.unmask != "random"):
+            raise ValueError(f"min_unmask {self.min_unmask}: give 1 or more, and more than 1 only with random "
+                             "unmasking")
+
+
+@dataclass
+class GenerateRequest:
+    ckpt: str
+    num: int = 16
+    steps: int = 64
+    batch_size: int = 16
+    length: int | None = None
+    seed: int = 0
+    energy: str | None = None
+    k: int = 1
+    window: tuple[float, float] | None = (0.0, 1.0)
+    temperature: float = 1.0
+    prefix: list[int] | None = None
+    cache: bool = True
+    unmask: str = "random"
+    """random (MDLM's positions) or confidence (the most confident draws first; sampling/confidence.py)"""
+    k_policy: KPolicy | None = None
+    """None: `k` candidates on every EDLM step; a KPolicy: `k` on the first, then set by each step's ESS
+    (sampling/adaptive.py)"""
+    min_unmask: int = 1
+    """EDLM: the energy runs only for sequences that unmask at least this many positions on a step (the others
+    take a plain MDLM draw); random unmasking only"""
+    precision: str = "auto"
+    """auto = bf16 autocast on a GPU, fp32 on the CPU; bf16; fp32. Categorical draws are float64 always"""
+    fixed: list | None = None
+    """infill: one entry per position, a token id (kept) or None (generated); sets the length
+    (sampling/infill.py)"""
+    stride: int | None = None
+    """semi-autoregressive: generate in blocks of the training length, each new block `stride` tokens on,
+    with the tokens before it in its window as fixed context (sampling/semiar.py); allows any length"""
+    compile: bool = False
+    """torch.compile the denoiser's trunk (with CUDA graphs on a GPU) and the fused draw / log-prob kernels
+    at once; the first batch pays the compile. Without it those kernels compile only once the job has run
+    long enough to pay for it (utils.fused_on_gpu), so a short job starts at once"""
