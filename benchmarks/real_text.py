@@ -1,4 +1,4 @@
-"""Real-text experiment in one command (the GPU runs behind the README's tables).
+"""Real-text experiment in one command (the GPU runs behind docs/studies/likelihood_numbers.md).
 
 Trains MDLM, AR and an NCE energy on a prepared corpus, evaluates test likelihood bounds (AR exact,
 MDLM NELBO, EDLM-coAR exact, EDLM-AR / EDLM-NCE with log Z bounds), then samples every method at

@@ -7,7 +7,7 @@ visible), the late steps (most of the context visible), or every step.
     python benchmarks/window_look.py --languages markov2-share0.7 --mdlm edlm-demo/runs/mdlm \
         --energy ar:edlm-demo/runs/ar --steps 2,4,8 --length 64 --out results/ceiling/window_look_demo_cpu.json
 
-The GPU sweep (README, markov3 on one H200) found that windows covering only the first steps (t >= 0.8 or
+The GPU sweep (docs/studies/ceiling_markov3_h200.md) found that windows covering only the first steps (t >= 0.8 or
 t >= 0.5: the paper's speed setting is t >= 0.8) change nothing measurable, while the energy on every step
 helps at every step count. This look separates early from late with a perfect model, so the answer does not
 depend on what a trained MDLM happens to get wrong. A window (lo, hi) runs the energy at steps whose current

@@ -1,4 +1,5 @@
-"""The Python API: the README's Python section runs as written, and the API returns what the CLI prints."""
+"""The Python API: the README's Python section and docs/python.md run as written, and the API returns what
+the CLI prints."""
 
 import json
 import re
@@ -11,34 +12,55 @@ import edlm
 from edlm.cli import main
 from edlm.errors import EdlmError
 
-README = Path(__file__).resolve().parents[1] / "README.md"
+ROOT = Path(__file__).resolve().parents[1]
+README = ROOT / "README.md"
+GUIDE = ROOT / "docs" / "python.md"
+
+
+def python_blocks(text: str) -> list[str]:
+    return re.findall(r"```python\n(.*?)```", text, re.S)
 
 
 def readme_python_blocks() -> list[str]:
     text = README.read_text()
-    section = text[text.index("## The Python API"):]
+    section = text[text.index("\n## Python"):]
     section = section[:section.index("\n## ", 1)]
-    return re.findall(r"```python\n(.*?)```", section, re.S)
+    return python_blocks(section)
+
+
+def run_blocks(blocks: list[str], where: Path, filename: str) -> dict:
+    """Run the blocks in order, in one namespace, with `where` as the working folder."""
+    import os
+
+    cwd = os.getcwd()
+    os.chdir(where)
+    try:
+        ns: dict = {}
+        for block in blocks:
+            exec(compile(block, filename, "exec"), ns)
+    finally:
+        os.chdir(cwd)
+    ns["_root"] = where
+    return ns
 
 
 @pytest.fixture(scope="module")
 def readme_ns(synthetic_data, tmp_path_factory):
-    """Run every Python block of the README's API section in order, in one namespace, in a fresh folder."""
-    import os
+    """Every Python block of docs/python.md (the Python tour), in order, in a fresh folder."""
+    blocks = python_blocks(GUIDE.read_text())
+    assert len(blocks) >= 3, "docs/python.md lost its examples"
+    return run_blocks(blocks, tmp_path_factory.mktemp("guide"), str(GUIDE))
 
+
+def test_readme_python_section_runs_as_written(synthetic_data, tmp_path):
     blocks = readme_python_blocks()
-    assert len(blocks) >= 3, "the README's Python API section lost its examples"
-    cwd = os.getcwd()
-    root = tmp_path_factory.mktemp("readme")
-    os.chdir(root)
-    try:
-        ns: dict = {}
-        for block in blocks:
-            exec(compile(block, str(README), "exec"), ns)
-    finally:
-        os.chdir(cwd)
-    ns["_root"] = root
-    return ns
+    assert len(blocks) == 1, "the README's Python section should hold one example"
+    ns = run_blocks(blocks, tmp_path, str(README))
+    run, out, report = ns["run"], ns["out"], ns["report"]
+    assert isinstance(run, edlm.Run) and run.meta.objective == "mdlm" and run.meta.step == 20
+    assert out.tokens.shape == (4, run.meta.train.seq_len) and out.summary["method"] == "edlm-ar"
+    assert 1 <= out.summary["mean_ess"] <= 4 and not (out.tokens == run.meta.mask_id).any()
+    assert report["kind"] == "upper bound" and report["nll"] > 0
 
 
 def test_readme_examples_run_and_return_what_they_say(readme_ns):

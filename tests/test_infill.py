@@ -190,14 +190,12 @@ def test_cli_infill_writes_rows_and_adds_summary_fields(runs, tmp_path, capsys):
     assert "--infill applies to an MDLM run" in capsys.readouterr().err
 
 
-def test_readme_infill_section_runs(runs, monkeypatch):
+def test_docs_infill_example_runs(runs, monkeypatch):
     import re
     from pathlib import Path
 
-    text = (Path(__file__).resolve().parents[1] / "README.md").read_text()
-    section = text[text.index("## Infilling, generation beyond the context"):]
-    section = section[:section.index("\n## ", 1)]
-    blocks = re.findall(r"```python\n(.*?)```", section, re.S)
+    page = Path(__file__).resolve().parents[1] / "docs" / "sampling.md"
+    blocks = re.findall(r"```python\n(.*?)```", page.read_text(), re.S)
     assert len(blocks) == 1
     monkeypatch.chdir(runs)  # the block reads runs/mdlm and runs/ar: link them there
     (runs / "runs").mkdir(exist_ok=True)
@@ -205,7 +203,7 @@ def test_readme_infill_section_runs(runs, monkeypatch):
         if not (runs / "runs" / obj).exists():
             (runs / "runs" / obj).symlink_to(runs / obj)
     ns: dict = {}
-    exec(compile(blocks[0], "README.md", "exec"), ns)
+    exec(compile(blocks[0], str(page), "exec"), ns)
     assert all(t.startswith("ab") and t[8:10] == "cd" for t in ns["filled"].texts)
     assert (runs / "trace.html").exists() and ns["long"].tokens.shape == (2, 64) and ns["long"].summary["blocks"] == 7
     assert ns["ids"].tokens[:, [0, 1, 4]].tolist() == [[0, 1, 2]] * 2

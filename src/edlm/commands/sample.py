@@ -50,7 +50,7 @@ def add_parser(sub, name, help_):
                         "double it up to --k-max when one candidate takes all the weight (more candidates would "
                         "find better ones). Each step stays an exact importance-resampling step for its k; the "
                         "summary reports mean_k and energy_candidates_per_sample. On exact languages it matched, "
-                        "and did not beat, fixed k on every step at equal energy cost (README)")
+                        "and did not beat, fixed k on every step at equal energy cost (docs/studies/adaptive_k.md)")
     p.add_argument("--k-max", type=int, default=16, help="with --k-policy ess: the most candidates a step draws")
     p.add_argument("--energy-min-unmask", type=int, default=1, metavar="M",
                    help="EDLM: run the energy only for sequences that unmask at least M positions on a step, the "
@@ -58,7 +58,7 @@ def add_parser(sub, name, help_):
                         "the denoiser's marginal needs none if the denoiser is good). Random unmasking only")
     p.add_argument("--window", type=parse_window, default=(0.0, 1.0), metavar="T_LO,T_HI",
                    help="EDLM on steps whose t is in [T_LO, T_HI] (t runs from 1, all masked, to 0); 'none' = "
-                        "plain MDLM. Measured on order-2/3 languages (README, 'The ceiling question'): the "
+                        "plain MDLM. Measured on order-2/3 languages (docs/studies/window_look.md): the "
                         "energy pays mostly on the late steps, 0,0.5 keeps 70-90%% of every step's gain at half "
                         "the energy cost; a window at the start (the paper's 0.8,1) gave no measurable gain")
     p.add_argument("--temperature", type=float, default=1.0, help="EDLM weights softmax(-E/tau); 1 = exact")

@@ -34,7 +34,7 @@ That is deliberate (as x_t fills in, mu only gets closer to the joint), and `k_m
 The decision uses the batch's mean, so a batch shares one k per step (per-sequence k would need the candidates of
 different sequences drawn in groups); a different batch size can therefore give different k trajectories.
 
-Measured (README, "The ceiling question"; exact denoiser and true energy, length 32): the policy does NOT beat
+Measured (docs/studies/adaptive_k.md; exact denoiser and true energy, length 32): the policy does NOT beat
 fixed k on every step at equal energy cost. The ESS rises steadily along the trajectory (k = 8: about 1.2 on the
 first half of the steps, 7.8 on the last), yet the energy's gain does not follow a low ESS (on `synthetic` the
 early and the late half of the steps each give about half the every-step gain; on markov3 the late half, with
