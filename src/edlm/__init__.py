@@ -12,8 +12,8 @@ set its OpenMP environment before torch loads.
 
 __version__ = "0.1.0"
 
-_API = ("load", "train", "plot_run", "ar_energy", "coar_energy", "nce_energy", "Run", "RunMeta", "Samples",
-        "EnergyChoice")
+_API = ("load", "train", "plot_run", "ar_energy", "coar_energy", "nce_energy", "lm_energy", "fn_energy", "Run",
+        "RunMeta", "Samples", "EnergyChoice")
 _MODULES = ("presets",)
 __all__ = ["__version__", *_API, *_MODULES]
 

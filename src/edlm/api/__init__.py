@@ -6,11 +6,12 @@ wires samplers, training and evaluation. `import edlm` exposes the names below (
     edlm.train(edlm.presets.tiny(), out="runs/x", objective="mdlm")   # api/trainer.py
 """
 
-from edlm.api.energies import EnergyChoice, ar_energy, as_energy, coar_energy, nce_energy
+from edlm.api.energies import EnergyChoice, ar_energy, as_energy, coar_energy, fn_energy, lm_energy, nce_energy
 from edlm.api.run import Run, load, plot_run
 from edlm.api.trainer import train
 from edlm.runs.folder import RunMeta
 from edlm.sampling.generate import Samples
 
-__all__ = ["EnergyChoice", "Run", "RunMeta", "Samples", "ar_energy", "as_energy", "coar_energy", "load", "nce_energy",
+__all__ = ["EnergyChoice", "Run", "RunMeta", "Samples", "ar_energy", "as_energy", "coar_energy", "fn_energy",
+           "lm_energy", "load", "nce_energy",
            "plot_run", "train"]

@@ -102,6 +102,9 @@ def add_samples_parser(subparsers):
         "advance N tokens: every token is predicted once, each with at least context - N tokens before it "
         "(None: half the context; 1 <= N < context)",
     )
+    p.add_argument("--allow-circular", action="store_true",
+                   help="score samples even when their EDLM energy was this evaluator's model (refused by default: "
+                        "a model judging the candidates it picked itself measures the selection, not the text)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     return p
 
@@ -158,6 +161,7 @@ def samples_command(args) -> dict:
     from edlm.eval.genppl import read_samples
 
     out = evaluate_rows(read_samples(args.samples), args.evaluator, device=args.device, batch_size=args.batch_size,
-                        max_tokens=args.max_tokens, eos=args.eos, stride=args.stride, show_progress=not args.quiet)
+                        max_tokens=args.max_tokens, eos=args.eos, stride=args.stride, show_progress=not args.quiet,
+                        allow_circular=args.allow_circular)
     out["samples"] = str(args.samples)
     return out

@@ -40,7 +40,15 @@ def add_parser(sub, name, help_):
     p.add_argument("--length", type=int, default=None, help="tokens per sample (default: the training length)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--energy", default=None, metavar="KIND:RUN",
-                   help="EDLM: ar:AR_RUN (full AR joint), coar:AR_RUN (carry-over) or nce:NCE_RUN")
+                   help="EDLM: ar:AR_RUN (full AR joint), coar:AR_RUN (carry-over), nce:NCE_RUN, lm:NAME (any causal "
+                        "LM: smollm2-135m, gemma3-270m, a Hugging Face folder or name, gguf:FILE, an AR run) or "
+                        "py:MODULE:FUNCTION (a function of the candidates' texts returning log-weights; -inf vetoes)")
+    p.add_argument("--energy-form", default=None, choices=("residual", "product"),
+                   help="lm: energies: residual (default, the paper's: target p_LM, the proposal only proposes) or "
+                        "product (target mu * p_LM^scale: the LM reranks the proposal's draws); docs/method.md 3e")
+    p.add_argument("--energy-scale", type=float, default=None, metavar="LAMBDA",
+                   help="lm: and py: energies: lambda > 0 (default 1). residual: target mu^(1-lambda) p_LM^lambda; "
+                        "product: mu * p_LM^lambda; py: mu * exp(lambda * r)")
     p.add_argument("--k", type=int, default=4, help="EDLM candidates per step (with --k-policy ess: on the first "
                    "EDLM step)")
     p.add_argument("--k-policy", default="fixed", choices=("fixed", "ess"),
@@ -108,6 +116,15 @@ def check_args(args) -> None:
     if args.energy_min_unmask > 1 and (not args.energy or args.unmask != "random"):
         raise EdlmError("--energy-min-unmask skips the energy on steps that unmask few positions: give --energy, "
                         "with --unmask random")
+    kind = (args.energy or "").partition(":")[0]
+    if args.energy_form is not None and kind != "lm":
+        raise EdlmError("--energy-form chooses the form of an lm: energy (--energy lm:NAME)" +
+                        ("; a py: function is a log-weight r, its target is mu * exp(r) (product form)"
+                         if kind == "py" else ""))
+    if args.energy_scale is not None and kind not in ("lm", "py"):
+        raise EdlmError("--energy-scale applies to --energy lm:NAME or py:MODULE:FUNCTION")
+    if args.energy_scale is not None:
+        finite_in("--energy-scale", args.energy_scale, lo=0, lo_open=True)
     if args.trace_mdlm and not (args.trace and args.energy):
         raise EdlmError("--trace-mdlm puts plain MDLM beside EDLM on the --trace page: give --trace and --energy")
     out_file("--trace", args.trace)
@@ -162,6 +179,7 @@ def run(args):
     from edlm.api import load
 
     check_args(args)
+    energy = energy_choice(args)  # an lm: / py: energy's options checked, a py: function imported, before loading
     run_ = load(args.ckpt, pick_device(args.device))
     prefix = run_.encode(args.prefix, what="--prefix") if args.prefix else None
     if args.energy and run_.meta.objective == "ar":
@@ -186,7 +204,7 @@ def run(args):
                         f"give 1..{block}")
     stream = RowStream(args.out)
     try:
-        out = _sample(run_,num=args.num, steps=args.steps, energy=args.energy, k=args.k, window=args.window,
+        out = _sample(run_,num=args.num, steps=args.steps, energy=energy, k=args.k, window=args.window,
                           temperature=args.temperature, prefix=prefix, seed=args.seed, length=args.length,
                           batch_size=args.batch_size, precision=args.precision, compile=args.compile,
                           cache=not args.no_cache, quiet=args.quiet, on_batch=stream.write,
@@ -199,6 +217,20 @@ def run(args):
         stream.abandon()
         raise
     return {**out.summary, "out": str(args.out)}
+
+
+def energy_choice(args):
+    """--energy with --energy-form / --energy-scale: a spec string, or the EnergyChoice of an lm: / py: energy."""
+    from edlm.api.energies import as_energy, fn_energy, lm_energy
+
+    kind, _, name = (args.energy or "").partition(":")
+    scale = 1.0 if args.energy_scale is None else args.energy_scale
+    if kind == "lm":
+        return lm_energy(name, form=args.energy_form or "residual", scale=scale)
+    if kind == "py":
+        choice = as_energy(args.energy)
+        return fn_energy(choice.source, inputs=choice.options["inputs"], scale=scale, name=args.energy)
+    return args.energy
 
 
 def _sample(run_, **kw):

@@ -251,6 +251,17 @@ def _resolve(name: str) -> tuple[str, str]:
     raise _unknown(name, " (not a built-in name, an existing folder or .gguf file, or a Hugging Face name)")
 
 
+def model_identity(name: str) -> str | None:
+    """Which model a name points at, the same string however it is written ("smollm2-135m" and an energy's
+    "lm:smollm2-135m" -> "gguf-builtin:smollm2-135m"; "runs/ar", "edlm:runs/ar" -> "edlm:/abs/runs/ar"); None when
+    the name points at no model this machine can tell. The circularity guard compares these."""
+    try:
+        kind, arg = _resolve(str(name).strip())
+    except EdlmError:
+        return None
+    return f"{kind}:{arg}"
+
+
 def get_evaluator(name: str | Evaluator, device="cpu", *, load_run=None) -> Evaluator:
     """The evaluator for ``name`` (see module doc), loaded once per (name, device) and cached. An edlm run
     (``edlm:RUN`` or a run folder) needs `load_run` (edlm.runs.load.load_model; edlm.api passes it)."""
@@ -293,6 +304,7 @@ def get_evaluator(name: str | Evaluator, device="cpu", *, load_run=None) -> Eval
         ev = HFEvaluator.from_gguf(arg, dev, name=name if name.startswith("gguf:") else f"gguf:{name}")
     else:
         ev = HFEvaluator.from_pretrained(arg, dev, name=name)
+    ev.identity = f"{kind}:{arg}"  # model_identity(name): what the circularity guard compares
     _CACHE[key] = ev
     return ev
 

@@ -28,6 +28,7 @@ from pathlib import Path
 
 from edlm.errors import EdlmError
 from edlm.eval import scoring
+from edlm.eval.circular import check_not_circular
 from edlm.eval.evaluators import Evaluator, get_evaluator, perplexity
 from edlm.eval.stats import nll_interval, sample_stats
 from edlm.utils import pick_device, progress
@@ -94,9 +95,11 @@ def evaluate_rows(
     show_progress: bool = False,
     keep_scores: bool = False,
     load_run=None,
+    allow_circular: bool = False,
 ) -> dict:
     """The summary of ``edlm eval samples`` for rows already in memory (see module doc). load_run: how to open an
-    edlm run named as the evaluator (edlm.api.evaluators.evaluate_rows passes edlm.runs.load.load_model)."""
+    edlm run named as the evaluator (edlm.api.evaluators.evaluate_rows passes edlm.runs.load.load_model).
+    allow_circular: score even rows whose energy was this evaluator's model (edlm.eval.circular refuses them)."""
     if not rows:
         raise EdlmError("no samples to evaluate (empty list of rows)")
     for i, r in enumerate(rows, 1):
@@ -108,6 +111,7 @@ def evaluate_rows(
     if eos not in scoring.EOS_MODES:
         raise EdlmError(f"--eos {eos!r} is not one of {', '.join(scoring.EOS_MODES)}")
     ev = get_evaluator(evaluator, pick_device(device), load_run=load_run)
+    circular = check_not_circular(rows, ev, allow_circular)  # before any scoring
     ev.check_rows(rows)
     used_stride = ev.stride_for(stride)  # checked before any scoring
     todo, eos_done = scoring.apply_eos(rows, ev, eos)
@@ -162,6 +166,8 @@ def evaluate_rows(
     out.update(eos_done)
     out["stride"] = used_stride
     out["samples_windowed"] = sum(1 for s in scores if s.windows > 1)
+    if circular:
+        out["circular"] = True  # some rows were chosen by this evaluator's model as their energy
     out["load_seconds"] = ev.load_seconds
     out["score_seconds"] = score_s
     if keep_scores:  # per sample (nll, tokens), for intervals of differences between sample sets

@@ -261,9 +261,16 @@ class HFEvaluator(Evaluator):
     def score(self, rows, *, batch_size=16, max_tokens=None, stride=None, bar=None):
         stride = self.stride_for(stride)
         enc = [self._encode_row(r, t, max_tokens) for r, t in zip(rows, self._texts(rows), strict=True)]
+        return self.score_tokens(enc, batch_size=batch_size, stride=stride, bar=bar)
+
+    def score_tokens(self, enc, *, batch_size=16, stride=None, bar=None) -> list[Score]:
+        """Score sequences already in this model's tokens: enc = [(ids, counted)], counted[i] saying whether the
+        prediction of ids[i] counts (the first never does: it is context). score() encodes rows and calls this;
+        an energy whose MDLM shares this tokenizer calls it on the candidates' ids directly."""
+        stride = self.stride_for(stride)
         wins = window_items([q for q, _ in enc], [c for _, c in enc], self.context, stride, 1)
-        nll, nwin = [0.0] * len(rows), [0] * len(rows)
-        done = RowsDone([w[0] for w in wins], len(rows), bar)
+        nll, nwin = [0.0] * len(enc), [0] * len(enc)
+        done = RowsDone([w[0] for w in wins], len(enc), bar)
         order = sorted(range(len(wins)), key=lambda k: -len(wins[k][1]))
         j = 0
         while j < len(order):

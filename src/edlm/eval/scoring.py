@@ -60,6 +60,7 @@ class Evaluator:
     context: int | None = None
     default_corpus: str | None = None  # the corpus of rows that do not name theirs
     load_seconds: float = 0.0
+    identity: str | None = None  # which model this is (evaluators.model_identity), set by get_evaluator
 
     def check_rows(self, rows: Sequence[dict]) -> None:
         """Raise EdlmError when the rows cannot be scored by this evaluator."""

@@ -18,6 +18,7 @@ from edlm.data.tokenizers import tokenizer_for
 from edlm.diffusion.schedules import get_schedule
 from edlm.errors import EdlmError
 from edlm.sampling.ar import ar_sample
+from edlm.sampling.energy_clock import TimedEnergy
 from edlm.sampling.infill import Infill
 from edlm.sampling.loop import model_denoiser, sample
 from edlm.sampling.semiar import block_windows, sample_long
@@ -162,7 +163,7 @@ def generate(req: GenerateRequest, device, model, meta: dict, *, energy=None, qu
     gen = torch.Generator(device=device)
     gen.manual_seed(req.seed)
     method = "ar" if obj == "ar" else "mdlm"
-    denoise = None
+    denoise, lm_tokens0 = None, None
     amp = precision_context(req.precision, device)
     if req.compile:
         _compile_once(model, device)
@@ -170,6 +171,8 @@ def generate(req: GenerateRequest, device, model, meta: dict, *, energy=None, qu
         denoise = model_denoiser(model, mask_id)
         if energy is not None:
             energy, method = energy
+            energy = TimedEnergy(energy, device)  # its own time and candidates, for the summary
+            lm_tokens0 = getattr(getattr(energy, "scorer", None), "lm_tokens", None)
             ar = getattr(energy, "ar", None)  # the AR energy's network: compiled alongside the denoiser
             if req.compile and ar is not None:
                 _compile_once(ar, device)
@@ -180,7 +183,8 @@ def generate(req: GenerateRequest, device, model, meta: dict, *, energy=None, qu
     unmask = None if obj == "ar" else req.unmask
     schedule = get_schedule(meta["train"].get("schedule", "loglinear"))
     rows, ess_all, t_total = [], [], 0.0
-    cost = {"candidates": 0, "seq_steps": 0}  # energy candidate-evaluations, and sequence-steps that drew them
+    cost = {"candidates": 0, "seq_steps": 0, "vetoed": 0, "forwards": 0}  # energy candidate-evaluations, the
+    # sequence-steps that drew them, those whose candidates were all vetoed (ESS 0), denoiser passes x sequences
     bar = progress(total=req.num, desc=f"sample {method}", unit="seq", disable=quiet or None)
     clock = StepClock()
     step_cb = clock if callback is None else (lambda *a: (clock(*a), callback(*a)))
@@ -204,13 +208,19 @@ def generate(req: GenerateRequest, device, model, meta: dict, *, energy=None, qu
         _sync(device)
         dt = time.perf_counter() - t0
         t_total += dt
+        if stats is not None:
+            cost["forwards"] += stats.forwards * b
         if stats is not None and stats.ess:
             ess_all.extend(stats.ess)
             cost["candidates"] += stats.candidates
             cost["seq_steps"] += sum(e.numel() for e in stats.ess)
+            cost["vetoed"] += sum(int((e == 0).sum()) for e in stats.ess)
         batch_rows = [{"ids": x[i].tolist(), "seconds": dt / b, "method": method, "steps": req.steps,
                        "k": scfg.k, "window": list(req.window) if req.window else None, "unmask": unmask,
                        "corpus": meta["data"], "seed": req.seed} for i in range(b)]
+        if energy is not None:  # which model chose these samples: the circularity guard of eval reads it
+            for r in batch_rows:
+                r.update(energy=req.energy, energy_model=getattr(energy, "model_identity", None))
         for r in batch_rows:
             r["text"] = tok.decode(r["ids"])
         rows.extend(batch_rows)
@@ -230,9 +240,19 @@ def generate(req: GenerateRequest, device, model, meta: dict, *, energy=None, qu
                # (all batches) = fixed_s + per_step_s x steps_run
                "startup_s": startup_s, "sampling_s": t_total, **clock.summary(startup_s, t_total),
                "fused": fused}
+    if obj == "mdlm":
+        summary["denoiser_forwards_per_sample"] = cost["forwards"] / max(len(rows), 1)
     if energy is not None:  # the energy's cost, comparable across fixed and adaptive k
-        summary.update(energy_candidates_per_sample=cost["candidates"] / max(len(rows), 1),
-                       mean_k=cost["candidates"] / cost["seq_steps"] if cost["seq_steps"] else None)
+        n = max(len(rows), 1)
+        summary.update(energy_candidates_per_sample=cost["candidates"] / n,
+                       mean_k=cost["candidates"] / cost["seq_steps"] if cost["seq_steps"] else None,
+                       energy_seconds=energy.seconds, energy_seconds_per_sample=energy.seconds / n,
+                       energy_share_of_time=energy.seconds / t_total if t_total > 0 else None,
+                       all_vetoed=cost["vetoed"], energy_model=getattr(energy, "model_identity", None))
+        describe = getattr(energy, "describe", None)
+        summary.update(describe() if callable(describe) else {})
+        if lm_tokens0 is not None:  # an LM energy: the LM tokens it read in this job
+            summary["energy_lm_tokens_per_sample"] = (energy.scorer.lm_tokens - lm_tokens0) / n
     if req.k_policy is not None and energy is not None:
         p = req.k_policy
         summary.update(k_policy="ess", k_max=p.k_max, k_min=p.k_min)

@@ -42,10 +42,17 @@ def draw_candidates(post, x_t: torch.Tensor, k: int, mask_id: int, generator=Non
 
 
 def select(energies: torch.Tensor, temperature: float = 1.0, generator=None):
-    """energies (B, k) -> chosen index (B,), weights (B, k) float64, effective sample size (B,)."""
-    w = torch.softmax(-energies.double() / temperature, dim=-1)  # lower energy -> more weight
+    """energies (B, k) -> chosen index (B,), weights (B, k) float64, effective sample size (B,).
+
+    E = +inf vetoes a candidate (weight 0). A sequence whose k candidates are ALL vetoed has no valid candidate
+    to weight: it takes one of them uniformly, which is one plain proposal draw (the MDLM step), and its ESS is
+    reported as 0, so that the summary can count such steps (`all_vetoed`): the veto did not hold there."""
+    e = energies.double() / temperature
+    vetoed = torch.isposinf(e).all(-1, keepdim=True)  # no host sync: the rule applies row by row
+    e = torch.where(vetoed, torch.zeros_like(e), e)
+    w = torch.softmax(-e, dim=-1)  # lower energy -> more weight
     j = torch.multinomial(w, 1, generator=generator).squeeze(-1)
-    ess = 1.0 / (w ** 2).sum(-1)
+    ess = torch.where(vetoed.squeeze(-1), torch.zeros_like(w[:, 0]), 1.0 / (w ** 2).sum(-1))
     return j, w, ess
 
 
