@@ -104,7 +104,8 @@ def _load_ckpt(path: Path):
     """The checkpoint as torch.load(weights_only=True) reads it, MDLM's config and tokenizer classes as inert
     Foreign objects (edlm.safe_load); anything else that is not tensors, numbers and containers is refused."""
     return load_torch_file(path, "a Lightning checkpoint", refused=_RESAVE.format(src=path),
-                           foreign=LIGHTNING_FOREIGN)
+                           damaged=lambda: "pass the .ckpt file MDLM's Lightning trainer wrote (download it again "
+                                           "if it was cut short)", foreign=LIGHTNING_FOREIGN)
 
 
 def _plain(v):

@@ -89,6 +89,9 @@ LIGHTNING_FOREIGN = foreign_classes([
 @contextlib.contextmanager
 def _registered(classes):
     """torch's safe-global table with `classes` added, restored after (public API since torch 2.4)."""
+    if not classes:
+        yield
+        return
     ser = torch.serialization
     before = list(ser.get_safe_globals())
     ser.add_safe_globals(list(classes))
@@ -163,7 +166,10 @@ def _refusal(path: Path, foreign, torch_reason: str) -> str | None:
 
 def _as_torch_reads(module: str, name: str) -> str:
     """The key torch looks up for a GLOBAL: Python 2 names (protocol 2 writes __builtin__) mapped first."""
-    from torch._utils import IMPORT_MAPPING, NAME_MAPPING
+    try:
+        from torch._utils import IMPORT_MAPPING, NAME_MAPPING
+    except ImportError:  # private tables; the stdlib's are the same up to a few entries
+        from _compat_pickle import IMPORT_MAPPING, NAME_MAPPING
 
     module, name = NAME_MAPPING.get((module, name), (IMPORT_MAPPING.get(module, module), name))
     return f"{module}.{name}"
