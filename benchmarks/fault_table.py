@@ -1,5 +1,6 @@
 """The fault table of issue 16: the real CLI (subprocesses, CPU, `micro` preset) on damaged run folders and
-corpora, bad options, NaN/divergence, pickle payloads, two trainers on one folder, and SIGKILLs.
+corpora, bad options, NaN/divergence, pickle payloads (group "security": crafted pickles through convert and
+resume), two trainers on one folder, and SIGKILLs.
 
 Each case records the exit code, whether stderr is ONE clear error line (no traceback), and whether data was
 lost (a file of the run or corpus changed or vanished other than the one the case damaged; for cases that
@@ -269,6 +270,120 @@ def run_cases(t: Table, base: Path, ref: Path, ar: Path, data: Path) -> None:
           expect="ok")
 
 
+def _u(x: str) -> bytes:  # BINUNICODE
+    return b"X" + len(x.encode()).to_bytes(4, "little") + x.encode()
+
+
+def _g(module: str, name: str) -> bytes:  # GLOBAL
+    return f"c{module}\n{name}\n".encode()
+
+
+def _call(f: bytes, *args: bytes) -> bytes:  # REDUCE
+    return f + b"(" + b"".join(args) + b"tR"
+
+
+def payloads(marker: Path) -> dict:
+    """{case: (pickle protocol, opcodes)}: each would mkdir `marker` if its code ran (the last is a trick on
+    torch's persistent ids, not code)."""
+    code = _u(f"__import__('os').mkdir({str(marker)!r})")
+    return {
+        "a dotted torch._utils name reaching eval": (4, _call(_call(
+            _g("torch._utils", "_rebuild_tensor.__builtins__.get"), _u("eval")), code)),
+        "a dotted name reaching _import_dotted_name": (4, _call(_call(_call(
+            _g("torch._utils", "_rebuild_tensor_v2.__globals__.get"), _u("_import_dotted_name")), _u("os.mkdir")),
+            _u(str(marker)))),
+        "a dotted name under a listed omegaconf class": (4, _call(_call(
+            _g("omegaconf.dictconfig", "DictConfig.__init__.__builtins__.get"), _u("exec")), code)),
+        "REDUCE builtins.eval": (2, _call(_g("builtins", "eval"), code)),
+        "REDUCE os.system": (2, _call(_g("os", "system"), _u(f"mkdir {marker}"))),
+        "REDUCE getattr(__import__('os'), 'mkdir')": (2, _call(_call(_g("builtins", "getattr"), _call(
+            _g("builtins", "__import__"), _u("os")), _u("mkdir")), _u(str(marker)))),
+        "eval nested in a list": (2, b"}" + _u("config") + b"](" + _call(_g("builtins", "eval"), code) + b"tas"),
+        "STACK_GLOBAL builtins.eval": (4, b"\x8c\x08builtins\x8c\x04eval\x93(" + code + b"tR"),
+        "INST builtins.eval (protocol 0)": (0, b"(" + code + b"ibuiltins\neval\n"),
+        "a persistent id that is not a storage": (2, b"(" + _u("module") + _u(str(marker)) + _u("s") * 2 + b"tQ"),
+    }
+
+
+def crafted(path: Path, payload: tuple, legacy: bool, key: str = "hyper_parameters") -> Path:
+    """A torch file (zip, or the legacy format) whose object pickle is {'state_dict': {}, key: payload}, written
+    byte by byte: no pickler writes dotted names, STACK_GLOBAL in protocol 2, or INST."""
+    import pickle
+    import types
+
+    import torch
+
+    proto, ops = payload
+    raw = (b"\x80" + bytes([proto]) if proto else b"") + b"}(" + _u("state_dict") + b"}" + _u(key) + ops + b"u."
+
+    class Raw:  # torch.save's pickle_module: torch's own container around our object pickle
+        def __init__(self, f, protocol=2):
+            self.f = f
+
+        def dump(self, obj):
+            self.f.write(raw)
+
+    torch.save({}, path, pickle_module=types.SimpleNamespace(__name__="raw", Pickler=Raw, dump=pickle.dump),
+               _use_new_zipfile_serialization=not legacy)
+    return path
+
+
+def _plant(run: Path, name: str) -> None:
+    """Make the run folder accept the planted file: rng.pt as the old format (no file list, no state hash);
+    optim.pt with state.json and latest.json hashes forged to match, as someone editing the folder can."""
+    d = latest(run)
+    s = json.loads((d / "state.json").read_text())
+    if name == "rng.pt":
+        (d / "rng.safetensors").unlink()
+        for k in ("files", "format", "identity"):
+            s.pop(k, None)
+        (d / "state.json").write_text(json.dumps(s))
+        (run / "latest.json").write_text(json.dumps({"step": s["step"], "dir": f"checkpoints/{d.name}"}))
+        return
+    data = (d / name).read_bytes()
+    s["files"][name] = {"bytes": len(data), "sha256": hashlib.sha256(data).hexdigest()}
+    (d / "state.json").write_text(json.dumps(s))
+    lj = json.loads((run / "latest.json").read_text())
+    lj["state_sha256"] = hashlib.sha256((d / "state.json").read_bytes()).hexdigest()
+    (run / "latest.json").write_text(json.dumps(lj))
+
+
+def security_cases(t: Table, base: Path) -> None:
+    """Crafted pickles through the real CLI: `edlm convert` of a .ckpt (zip and legacy format) and of a
+    pytorch_model.bin, and `train --resume` with a planted optim.pt (hashes forged) or an old-format rng.pt.
+    As expected: one clear error saying it refuses, no marker (no code ran), no output folder, run unchanged."""
+    root = t.work / "cases" / "security"
+    shutil.rmtree(root, ignore_errors=True)
+    root.mkdir(parents=True)
+    kinds = list(payloads(root))
+    for i, kind in enumerate(kinds):
+        for legacy in (False, True):
+            d = root / f"ckpt-{i}-{int(legacy)}"
+            d.mkdir()
+            src = crafted(d / "evil.ckpt", payloads(d / "PWNED")[kind], legacy)
+            rc, err = edlm("convert", "--from", "mdlm-ar-lightning", "--src", src, "--out", d / "run", "--n-heads", 2)
+            t.add("security", f"convert a {'legacy' if legacy else 'zip'} .ckpt with {kind}", rc, err,
+                  (d / "run").exists(), ok=not (d / "PWNED").exists() and "refusing to load" in err)
+    for i, kind in enumerate(kinds[:2] + kinds[6:8]):
+        d = root / f"bin-{i}"
+        (d / "hub").mkdir(parents=True)
+        crafted(d / "hub" / "pytorch_model.bin", payloads(d / "PWNED")[kind], False, key="w")
+        rc, err = edlm("convert", "--from", "mdlm-hf", "--src", d / "hub", "--out", d / "run", "--bos-id", 0)
+        t.add("security", f"convert an HF folder whose pytorch_model.bin has {kind}", rc, err, (d / "run").exists(),
+              ok=not (d / "PWNED").exists() and "refusing to load" in err)
+    for name in ("optim.pt", "rng.pt"):
+        for i, kind in enumerate([kinds[0], kinds[4], kinds[7], kinds[8]]):
+            run = t.copy(base, f"security-{name}-{i}")
+            marker = run.parent / f"PWNED-{name}-{i}"
+            shutil.rmtree(marker, ignore_errors=True)
+            crafted(latest(run) / name, payloads(marker)[kind], legacy=name == "rng.pt", key="state")
+            _plant(run, name)
+            before = snapshot(run)
+            rc, err = edlm("train", "--resume", "--max_steps", "6", "--quiet", "--out", run)
+            t.add("security", f"resume with an {name} holding {kind}", rc, err,
+                  snapshot(run, ("train.lock",)) != before, ok=not marker.exists() and "refusing to load" in err)
+
+
 def kill_trials(work: Path, n: int, seed: int) -> dict:
     """SIGKILL a training at seeded random moments (saves every step), resume, compare with a straight run."""
     steps = 40
@@ -320,6 +435,7 @@ def main():
     assert edlm("train", "--out", ar, "--objective", "ar", *MICRO, "--max_steps", "2")[0] == 0
     t = Table(work)
     run_cases(t, base, ref, ar, data)
+    security_cases(t, base)
     kills = kill_trials(work, a.kills, a.seed) if a.kills else None
     groups = {}
     for r in t.rows:

@@ -12,12 +12,11 @@ import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import torch
 from safetensors.torch import load_file
 
-from edlm.errors import EdlmError
 from edlm.config.model import TransformerConfig
 from edlm.config.train import TrainConfig
+from edlm.errors import EdlmError
 from edlm.utils import atomic_write_json, non_finite, sha256_file  # noqa: F401 (non_finite re-exported)
 
 FILES = ("model.safetensors", "state.json")

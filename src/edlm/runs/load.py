@@ -11,8 +11,8 @@ from pathlib import Path
 
 import torch
 
-from edlm.errors import EdlmError
 from edlm.config.model import TransformerConfig
+from edlm.errors import EdlmError
 from edlm.models.transformer import Transformer
 from edlm.runs.folder import (
     RunMeta,

@@ -6,9 +6,9 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from edlm.config.train import RESUME_OVERRIDABLE, TrainConfig
 from edlm.errors import EdlmError
 from edlm.runs import checkpoint as ckpt
-from edlm.config.train import RESUME_OVERRIDABLE, TrainConfig
 from edlm.training.state import load_full_model_state
 from edlm.utils import atomic_write_bytes
 
