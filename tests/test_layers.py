@@ -11,6 +11,7 @@ SRC = Path(__file__).resolve().parents[1] / "src" / "edlm"
 LAYERS = {
     "edlm.errors": 0, "edlm.utils": 0, "edlm.validate": 0,
     "edlm.models": 1, "edlm.diffusion": 1, "edlm.data": 1, "edlm.run_folder": 1,
+    "edlm.run_binding": 1,  # run.json bound to its corpus and to its checkpoints (run_folder re-exports)
     "edlm.train.config": 1,  # the TrainConfig dataclass (run.json's "train"), imports only layer 0
     "edlm.energy": 2, "edlm.sampling": 2, "edlm.runs": 2,
     "edlm.energy.factory": 3,  # builds energies from run folders (loads runs)

@@ -50,7 +50,8 @@ class EnergyChoice:
 
         src = self.source
         if not isinstance(src, Run):
-            src = load(src, device=proposal.device, expect=ENERGY_KINDS[self.kind])
+            src = load(src, device=proposal.device, expect=ENERGY_KINDS[self.kind],
+                       accept_data_change=proposal.accept_data_change)
         elif src.meta.objective != ENERGY_KINDS[self.kind]:
             raise EdlmError(f"a {self.kind} energy needs a {ENERGY_KINDS[self.kind]!r} run; {src.path} is a "
                             f"{src.meta.objective!r} run")
@@ -87,17 +88,20 @@ def as_energy(energy) -> EnergyChoice | None:
                     "edlm.nce_energy(run) or a string 'ar:AR_RUN', 'coar:AR_RUN' or 'nce:NCE_RUN'")
 
 
-def load(path: str | Path, device: str | torch.device = "cpu", *, ema: bool = True, expect: str | None = None
-         ) -> Run:
+def load(path: str | Path, device: str | torch.device = "cpu", *, ema: bool = True, expect: str | None = None,
+         accept_data_change: bool = False) -> Run:
     """Open a run folder (written by edlm.train, `edlm train` or `edlm convert`) and rebuild its model.
 
     device: "cpu", "cuda", "cuda:N", "auto" or a torch.device. ema: the EMA weights (as evaluated) rather
-    than the raw ones. expect: "mdlm", "ar", "nce" or several joined by "|" to refuse other kinds of run."""
+    than the raw ones. expect: "mdlm", "ar", "nce" or several joined by "|" to refuse other kinds of run.
+    A run whose corpus changed since it was made (another text prepared under its name) is an error;
+    accept_data_change=True makes it a warning, for this run and the energy runs it is used with."""
     from edlm.runs import load_model
 
     dev = pick_device(device)
-    model, meta = load_model(path, dev, ema=ema, expect=expect)
-    return Run(path=str(path), model=model, meta=RunMeta.from_dict(meta), device=dev)
+    model, meta = load_model(path, dev, ema=ema, expect=expect, accept_data_change=accept_data_change)
+    return Run(path=str(path), model=model, meta=RunMeta.from_dict(meta), device=dev,
+               accept_data_change=accept_data_change)
 
 
 def _at_least(name: str, value, low: int) -> None:
@@ -113,6 +117,8 @@ class Run:
     model: torch.nn.Module
     meta: RunMeta
     device: torch.device
+    accept_data_change: bool = False
+    """loaded although its corpus changed (edlm.load's argument): energy runs loaded for it accept it too"""
 
     @property
     def schedule(self):
@@ -361,14 +367,16 @@ def _split_configs(configs) -> tuple[TransformerConfig, TrainConfig]:
 
 
 def train(configs="tiny", out: str | Path | None = None, *, resume: bool = False, quiet: bool = True,
-          log=(), **options) -> dict:
+          log=(), accept_data_change: bool = False, **options) -> dict:
     """Train (or, with resume=True, continue) a model into the run folder `out`; returns the summary.
 
     configs: a preset's (TransformerConfig, TrainConfig) pair, e.g. edlm.presets.tiny() (either order is
     accepted), or a preset name. options: any TrainConfig or TransformerConfig field, e.g.
     objective="ar", data="synthetic", max_steps=200, d_model=64. log="tensorboard": metrics also go to
     TensorBoard event files in out/tensorboard/ (pip install 'edlm[tensorboard]'); metrics.jsonl always.
-    The trained run opens with edlm.load(out)."""
+    The trained run opens with edlm.load(out). accept_data_change: resume (or, for objective "nce", use the
+    `diffusion` run) although the corpus changed since the run was made: a warning instead of an error, and
+    a resumed run is bound to the corpus as it is now (docs/reliability.md)."""
     from dataclasses import replace
 
     from edlm.train.config import check_config
@@ -390,7 +398,7 @@ def train(configs="tiny", out: str | Path | None = None, *, resume: bool = False
     if not resume:
         check_config(cfg, model_cfg)  # on resume the saved values merged with `options` are checked instead
     return train_loop(cfg, model_cfg, out, resume=resume, max_steps=tr.get("max_steps"), quiet=quiet,
-                      overrides={**tr, **md}, log=log)
+                      overrides={**tr, **md}, log=log, accept_data_change=accept_data_change)
 
 
 def plot_run(path: str | Path, out: str | Path | None = None) -> Path:

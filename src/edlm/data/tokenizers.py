@@ -13,6 +13,7 @@ after them: ``mask_id == vocab_size``, so a model needs ``vocab_size + 1`` outpu
 from __future__ import annotations
 
 import functools
+import hashlib
 import json
 import string
 from collections.abc import Iterable, Sequence
@@ -213,6 +214,38 @@ def gpt2_tokenizer(root: str | Path | None = None) -> GPT2Tokenizer:
 
 
 TOKENIZER_NAMES = ("char", "gpt2", "synthetic")
+
+
+def tokenizer_sha256(m: dict, root: str | Path | None = None) -> str | None:
+    """sha256 of the vocabulary a corpus's ids stand for (manifest `m`): the char alphabet, the synthetic
+    vocabulary size, or GPT-2's token -> id map and merges as read from its files (the same for either file
+    source fetch.py takes them from). None for GPT-2 when its files are not here: nothing is fetched for a
+    check, and the files are verified against OpenAI's when they are fetched to decode."""
+    kind = m.get("tokenizer")
+    if kind == "char":
+        content = f"char\n{CHAR_ALPHABET}"
+    elif kind == "synthetic":
+        content = f"synthetic\n{int(m['vocab_size'])}"
+    elif kind == "gpt2":
+        from edlm.data.fetch import gpt2_dir
+
+        folder = gpt2_dir(Path(root) if root else None)
+        enc, bpe = folder / "encoder.json", folder / "vocab.bpe"
+        if not (enc.is_file() and bpe.is_file()):
+            return None
+        return _gpt2_sha256(str(enc), str(bpe), *(p.stat().st_mtime_ns for p in (enc, bpe)))
+    else:
+        return None
+    return hashlib.sha256(content.encode()).hexdigest()
+
+
+@functools.lru_cache(maxsize=4)
+def _gpt2_sha256(enc: str, bpe: str, *_mtimes) -> str:  # ~0.1 s, once per process and file version
+    vocab = json.loads(Path(enc).read_text(encoding="utf-8"))
+    merges = [ln for ln in Path(bpe).read_text(encoding="utf-8").splitlines() if ln.strip() and
+              not ln.startswith("#version")]
+    content = json.dumps({"vocab": vocab, "merges": merges}, sort_keys=True, ensure_ascii=False)
+    return hashlib.sha256(("gpt2\n" + content).encode()).hexdigest()
 
 
 def tokenizer_for(corpus_name_or_manifest: str | dict, root: str | Path | None = None) -> Tokenizer:

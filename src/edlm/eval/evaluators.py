@@ -138,13 +138,13 @@ class EdlmAREvaluator(Evaluator):
 
     space = "ids"
 
-    def __init__(self, run: str | Path, device="cpu"):
+    def __init__(self, run: str | Path, device="cpu", accept_data_change: bool = False):
         from edlm.runs import load_model
 
         t = time.perf_counter()
         self.run = Path(run)
         self.device = pick_device(device)
-        self.model, self.meta = load_model(self.run, self.device, expect="ar")
+        self.model, self.meta = load_model(self.run, self.device, expect="ar", accept_data_change=accept_data_change)
         typed = as_meta(self.meta)
         self.bos = typed.mask_id
         self.max_len = self.context = typed.model.max_len
@@ -248,8 +248,9 @@ def _resolve(name: str) -> tuple[str, str]:
     raise _unknown(name, " (not a built-in name, an existing folder or .gguf file, or a Hugging Face name)")
 
 
-def get_evaluator(name: str | Evaluator, device="cpu") -> Evaluator:
-    """The evaluator for ``name`` (see module doc), loaded once per (name, device) and cached."""
+def get_evaluator(name: str | Evaluator, device="cpu", accept_data_change: bool = False) -> Evaluator:
+    """The evaluator for ``name`` (see module doc), loaded once per (name, device) and cached.
+    accept_data_change: an edlm run whose corpus changed since it was made loads, with a warning."""
     if isinstance(name, Evaluator):
         return name
     name = str(name).strip()
@@ -264,13 +265,13 @@ def get_evaluator(name: str | Evaluator, device="cpu") -> Evaluator:
         key = (f"{kind}:{arg}:{cache_root()}", key[1])
     elif kind == "edlm":  # a retrained run in the same folder must not hit the old model
         latest = Path(arg) / "latest.json"
-        key = (f"edlm:{arg}:{latest.stat().st_mtime_ns if latest.exists() else 0}", str(dev))
+        key = (f"edlm:{arg}:{latest.stat().st_mtime_ns if latest.exists() else 0}:{accept_data_change}", str(dev))
     if key in _CACHE:
         return _CACHE[key]
     if kind == "true":
         ev: Evaluator = TrueEvaluator()
     elif kind == "edlm":
-        ev = EdlmAREvaluator(arg, dev)
+        ev = EdlmAREvaluator(arg, dev, accept_data_change)
         ev.name = name if name.startswith("edlm:") else f"edlm:{name}"
     elif kind == "gguf-builtin":
         from edlm.eval.offline_models import gguf_path

@@ -94,6 +94,7 @@ def evaluate_rows(
     stride: int | None = None,
     show_progress: bool = False,
     keep_scores: bool = False,
+    accept_data_change: bool = False,
 ) -> dict:
     """The summary of ``edlm eval samples`` for rows already in memory (see module doc)."""
     if not rows:
@@ -106,7 +107,7 @@ def evaluate_rows(
         raise EdlmError("`max_tokens` must be >= 1")
     if eos not in scoring.EOS_MODES:
         raise EdlmError(f"--eos {eos!r} is not one of {', '.join(scoring.EOS_MODES)}")
-    ev = get_evaluator(evaluator, pick_device(device))
+    ev = get_evaluator(evaluator, pick_device(device), accept_data_change)
     ev.check_rows(rows)
     used_stride = ev.stride_for(stride)  # checked before any scoring
     todo, eos_done = scoring.apply_eos(rows, ev, eos)
@@ -181,6 +182,7 @@ def samples_command(args) -> dict:
         eos=args.eos,
         stride=args.stride,
         show_progress=not args.quiet,
+        accept_data_change=getattr(args, "accept_data_change", False),
     )
     out["samples"] = str(args.samples)
     return out

@@ -28,6 +28,7 @@ from edlm.data import corpora
 from edlm.data.loader import BlockLoader, iter_eval_blocks
 from edlm.errors import EdlmError
 from edlm.models.transformer import TransformerConfig
+from edlm.run_binding import manifest_binding, rebind
 from edlm.run_folder import RunMeta, read_meta, read_run, write_run
 from edlm.runs import build_model
 from edlm.train import checkpoint as ckpt
@@ -56,14 +57,16 @@ def _autocast(cfg: TrainConfig, device):
 
 
 def prepare_run(out: Path, cfg: TrainConfig, model_cfg: TransformerConfig, resume: bool,
-                max_steps: int | None = None, world_size: int = 1, overrides: dict | None = None):
+                max_steps: int | None = None, world_size: int = 1, overrides: dict | None = None,
+                accept_data_change: bool = False):
     """-> (RunMeta, TrainConfig, TransformerConfig) of a new run, or of the run in `out` on resume (written
     to RUN/run.json later, by _resume). Never overwrites an existing run unless resuming it.
 
     On resume the saved config wins, except for the options in `overrides` that RESUME_OVERRIDABLE lists
     (learning rate and schedule, clipping, logging/saving cadence, length of training, device); any other
     option given with a value that differs from the saved one is an error. The per-device batch is
-    re-derived from the saved GLOBAL batch, so a run can continue on another number of devices."""
+    re-derived from the saved GLOBAL batch, so a run can continue on another number of devices. The corpus
+    must be the one the run was made from (run_binding.check_data), unless accept_data_change."""
     out = Path(out)
     meta_path = out / "run.json"
     if not meta_path.exists() and (ckpt.has_run_state(out)):
@@ -73,11 +76,13 @@ def prepare_run(out: Path, cfg: TrainConfig, model_cfg: TransformerConfig, resum
         if not resume:
             raise EdlmError(f"{out} already holds a run: pass --resume to continue it, or choose another --out")
         raw = read_run(out)
+        if ckpt.has_checkpoint(out):  # run.json as its checkpoint left it, before anything is built from it
+            ckpt.check_identity(raw, ckpt.checked_state(out, quiet=True)[1], out)
         saved = TrainConfig.from_dict(raw["train"])
         overrides = dict(overrides or {})
         if max_steps is not None:
             overrides["max_steps"] = max_steps
-        apply_overrides(out, raw, saved, overrides)
+        changed = apply_overrides(out, raw, saved, overrides, rebind(raw, out, accept_data_change))
         try:
             check_config(saved)
         except EdlmError as e:  # a bad value saved by an older edlm (given ones were checked already)
@@ -91,7 +96,12 @@ def prepare_run(out: Path, cfg: TrainConfig, model_cfg: TransformerConfig, resum
         if per * world_size * saved.grad_accum != global_batch:
             raise EdlmError(f"the run's global batch {global_batch} does not split over {world_size} devices x "
                             f"{saved.grad_accum} accumulation steps; resume on a device count that divides it")
+        if per != saved.batch_size:  # the per-device batch follows the device count
+            changed["batch_size"] = [saved.batch_size, per]
         saved.batch_size = raw["train"]["batch_size"] = per
+        raw.setdefault("global_batch", global_batch)
+        if changed:  # what this resume changed: run_binding.check_identity accepts exactly these
+            raw.setdefault("resumed", []).append({"changed": changed})
         meta = RunMeta.from_dict(raw)
         return meta, saved, meta.model
     check_config(cfg, model_cfg)
@@ -110,12 +120,14 @@ def prepare_run(out: Path, cfg: TrainConfig, model_cfg: TransformerConfig, resum
             raise EdlmError(f"the MDLM run {cfg.diffusion} was trained on another vocabulary than `data` {cfg.data}")
         model_cfg = proposal.model
     meta = RunMeta.create(model_cfg, cfg, vocab_size=man["vocab_size"], mask_id=man["mask_id"],
-                          tokenizer=man.get("tokenizer"), global_batch=cfg.batch_size * cfg.grad_accum * world_size)
+                          tokenizer=man.get("tokenizer"), global_batch=cfg.batch_size * cfg.grad_accum * world_size,
+                          **manifest_binding(man))
     return meta, cfg, model_cfg
 
 
 def train(cfg: TrainConfig, model_cfg: TransformerConfig, out: str | Path, *, resume: bool = False,
-          max_steps: int | None = None, quiet: bool = False, overrides: dict | None = None, log=()) -> dict:
+          max_steps: int | None = None, quiet: bool = False, overrides: dict | None = None, log=(),
+          accept_data_change: bool = False) -> dict:
     """Train (or resume, keeping the saved config except for `overrides` of RESUME_OVERRIDABLE options and
     `max_steps`). Returns the summary. log: extra metric sinks besides metrics.jsonl ("tensorboard": event
     files in RUN/tensorboard/). Holds RUN/train.lock throughout; the lock, the metrics files, the progress
@@ -132,8 +144,9 @@ def train(cfg: TrainConfig, model_cfg: TransformerConfig, out: str | Path, *, re
         if d.is_main:
             out.mkdir(parents=True, exist_ok=True)
             lock = RunLock(out).acquire()
-        meta, cfg, model_cfg = prepare_run(out, cfg, model_cfg, resume, max_steps, d.world_size, overrides)
-        run = _build(cfg, model_cfg, meta, out, d, resume)
+        meta, cfg, model_cfg = prepare_run(out, cfg, model_cfg, resume, max_steps, d.world_size, overrides,
+                                           accept_data_change)
+        run = _build(cfg, model_cfg, meta, out, d, resume, accept_data_change)
         log = RunLog(out, d, cfg, quiet, run.step, sinks)
         try:
             result = _loop(run, log)
@@ -180,11 +193,12 @@ class _Run:
     """the divergence rule's reference: the first step's loss (kept on resume)"""
 
 
-def _build(cfg: TrainConfig, model_cfg: TransformerConfig, meta: RunMeta, out: Path, d: Dist, resume: bool) -> _Run:
+def _build(cfg: TrainConfig, model_cfg: TransformerConfig, meta: RunMeta, out: Path, d: Dist, resume: bool,
+           accept_data_change: bool = False) -> _Run:
     """Model, objective, data, optimizer, EMA and noise stream, restored from the checkpoint on resume."""
     device = d.device
     torch.manual_seed(cfg.seed)
-    objective = build_objective(cfg, meta.mask_id, device)
+    objective = build_objective(cfg, meta.mask_id, device, accept_data_change)
     model = build_model(cfg.objective, model_cfg)
     if not resume:
         objective.init_model(model)
@@ -312,7 +326,7 @@ def _save(run: _Run) -> None:
         ckpt.save_checkpoint(run.out, run.step, model_sd, ema_sd, optim_sd,
                              {"loader": run.loader.state_dict(), "objective": cfg.objective,
                               "world_size": d.world_size, "initial_loss": run.initial_loss, "save_loss": probe,
-                              "identity": ckpt.identity(run.meta.raw)},
+                              "identity": ckpt.identity(run.meta.raw)},  # all of run.json: run_binding.py
                              keep=cfg.keep_checkpoints, rng_extra={"noise": run.gen.get_state()})
     barrier(d)
 

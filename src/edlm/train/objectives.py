@@ -52,13 +52,13 @@ class Objective:
         return {}
 
 
-def build_objective(cfg, mask_id: int, device) -> Objective:
+def build_objective(cfg, mask_id: int, device, accept_data_change: bool = False) -> Objective:
     if cfg.objective == "mdlm":
         return MDLMObjective(get_schedule(cfg.schedule), mask_id, cfg)
     if cfg.objective == "ar":
         return ARObjective(mask_id)
     if cfg.objective == "nce":  # prepare_run has checked that a diffusion run is given
-        mdlm, _ = load_model(cfg.diffusion, device, expect="mdlm")
+        mdlm, _ = load_model(cfg.diffusion, device, expect="mdlm", accept_data_change=accept_data_change)
         for p in mdlm.parameters():
             p.requires_grad_(False)
         # The frozen proposal always sees the real t (harmless when it ignores t); as a ModelDenoiser it
