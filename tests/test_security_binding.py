@@ -173,6 +173,22 @@ def test_the_api_names_its_argument_and_accepts(w, src, capsys):
     edlm.train("micro", out=w / "mdlm", resume=True, max_steps=4, accept_data_change=True)
 
 
+def test_tokenizer_hashes_without_fetching(tmp_path):
+    from edlm.data.tokenizers import tokenizer_sha256
+
+    assert tokenizer_sha256({"tokenizer": "char"}) != tokenizer_sha256({"tokenizer": "synthetic", "vocab_size": 32})
+    assert tokenizer_sha256({"tokenizer": "gpt2"}, root=tmp_path) is None  # not fetched here: nothing fetched
+    d = tmp_path / "tokenizers" / "gpt2"
+    d.mkdir(parents=True)
+    (d / "encoder.json").write_text('{"a": 0}')
+    (d / "vocab.bpe").write_text("#version: 0.2\na b\n")
+    first = tokenizer_sha256({"tokenizer": "gpt2"}, root=tmp_path)
+    (d / "vocab.bpe").write_text("#version: 0.2\nb a\n")
+    os.utime(d / "vocab.bpe", ns=(1, 1))
+    assert len(first) == 64 and tokenizer_sha256({"tokenizer": "gpt2"}, root=tmp_path) != first
+    assert not (tmp_path / "packages").exists()
+
+
 # ---- the config binding --------------------------------------------------------------------------------
 
 def _other(v):

@@ -218,9 +218,9 @@ TOKENIZER_NAMES = ("char", "gpt2", "synthetic")
 
 def tokenizer_sha256(m: dict, root: str | Path | None = None) -> str | None:
     """sha256 of the vocabulary a corpus's ids stand for (manifest `m`): the char alphabet, the synthetic
-    vocabulary size, or GPT-2's token -> id map and merges as read from its files (the same for either file
-    source fetch.py takes them from). None for GPT-2 when its files are not here: nothing is fetched for a
-    check, and the files are verified against OpenAI's when they are fetched to decode."""
+    vocabulary size, or GPT-2's two files (encoder.json in either of the serialisations of OpenAI's map that
+    fetch.py accepts counts as one). None for GPT-2 when its files are not here: nothing is fetched for a
+    check, and they are verified against OpenAI's when fetched to decode."""
     kind = m.get("tokenizer")
     if kind == "char":
         content = f"char\n{CHAR_ALPHABET}"
@@ -230,22 +230,21 @@ def tokenizer_sha256(m: dict, root: str | Path | None = None) -> str | None:
         from edlm.data.fetch import gpt2_dir
 
         folder = gpt2_dir(Path(root) if root else None)
-        enc, bpe = folder / "encoder.json", folder / "vocab.bpe"
-        if not (enc.is_file() and bpe.is_file()):
+        files = [folder / "encoder.json", folder / "vocab.bpe"]
+        if not all(p.is_file() for p in files):
             return None
-        return _gpt2_sha256(str(enc), str(bpe), *(p.stat().st_mtime_ns for p in (enc, bpe)))
+        content = "gpt2\n" + "\n".join(_gpt2_file_id(str(p), p.stat().st_mtime_ns) for p in files)
     else:
         return None
     return hashlib.sha256(content.encode()).hexdigest()
 
 
-@functools.lru_cache(maxsize=4)
-def _gpt2_sha256(enc: str, bpe: str, *_mtimes) -> str:  # ~0.1 s, once per process and file version
-    vocab = json.loads(Path(enc).read_text(encoding="utf-8"))
-    merges = [ln for ln in Path(bpe).read_text(encoding="utf-8").splitlines() if ln.strip() and
-              not ln.startswith("#version")]
-    content = json.dumps({"vocab": vocab, "merges": merges}, sort_keys=True, ensure_ascii=False)
-    return hashlib.sha256(("gpt2\n" + content).encode()).hexdigest()
+@functools.lru_cache(maxsize=8)
+def _gpt2_file_id(path: str, _mtime: int) -> str:  # ~3 ms, once per process and file version
+    from edlm.data.fetch import _GPT2_SHA, sha256_file
+
+    h, known = sha256_file(path), _GPT2_SHA[Path(path).name]
+    return known[0] if h.startswith(known) else h
 
 
 def tokenizer_for(corpus_name_or_manifest: str | dict, root: str | Path | None = None) -> Tokenizer:
