@@ -173,6 +173,23 @@ def test_the_api_names_its_argument_and_accepts(w, src, capsys):
     edlm.train("micro", out=w / "mdlm", resume=True, max_steps=4, accept_data_change=True)
 
 
+def test_a_converted_run_is_bound_when_its_corpus_is_prepared(synthetic_data, tmp_path):
+    from edlm.convert import convert
+    from edlm.data.corpora import manifest
+    from edlm.data.manifest import manifest_sha256
+    from edlm.errors import EdlmError
+    from edlm.runs import load_model
+    from test_convert import BOS, dit_ref, hf_folder
+
+    convert("mdlm-hf", hf_folder(tmp_path / "hub", dit_ref()), tmp_path / "run", data="synthetic", bos_id=BOS)
+    meta = json.loads((tmp_path / "run" / "run.json").read_text())
+    assert meta["data_sha256"] == manifest_sha256(manifest("synthetic")) and meta["tokenizer_sha256"]
+    load_model(tmp_path / "run")
+    _edit(tmp_path / "run", "train.t_eps")
+    with pytest.raises(EdlmError, match=r"train.t_eps differs"):
+        load_model(tmp_path / "run")
+
+
 def test_tokenizer_hashes_without_fetching(tmp_path):
     from edlm.data.tokenizers import tokenizer_sha256
 
