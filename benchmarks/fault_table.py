@@ -1,6 +1,6 @@
 """The fault table of issue 16: the real CLI (subprocesses, CPU, `micro` preset) on damaged run folders and
 corpora, bad options, NaN/divergence, pickle payloads (group "security": crafted pickles through convert and
-resume), two trainers on one folder, and SIGKILLs.
+resume), two trainers on one folder, a run's binding to its corpus and config (binding_cases), and SIGKILLs.
 
 Each case records the exit code, whether stderr is ONE clear error line (no traceback), and whether data was
 lost (a file of the run or corpus changed or vanished other than the one the case damaged; for cases that
@@ -384,6 +384,103 @@ def security_cases(t: Table, base: Path) -> None:
                   snapshot(run, ("train.lock",)) != before, ok=not marker.exists() and "refusing to load" in err)
 
 
+def binding_cases(t: Table) -> None:
+    """A run bound to its corpus and config (docs/reliability.md): another text prepared under the corpus's
+    name, run.json edited, a resume that changes options, an old run folder; corpus sources that never end
+    (/dev/zero, a FIFO) or exceed the cap. Uses its own data root (EDLM_DATA restored at the end)."""
+    import resource
+
+    work = t.work / "cases" / "binding"
+    shutil.rmtree(work, ignore_errors=True)
+    work.mkdir(parents=True)
+    saved_data = ENV.get("EDLM_DATA")
+    ENV["EDLM_DATA"] = str(work / "data")
+    words = "alpha beta gamma delta river stone light north quiet table".split()
+    rng = random.Random(0)
+    text = "\n\n".join(" ".join(rng.choice(words) for _ in range(40)) for _ in range(60))
+    (work / "a.txt").write_text(text)
+    (work / "b.txt").write_text(text.translate(str.maketrans("aeiou", "eioua")))  # same shape, other text
+    micro = ["--preset", "micro", "--data", "textfile", "--quiet"]
+    assert edlm("data", "prepare", "textfile", "--source", work / "a.txt")[0] == 0
+    base = work / "base"
+    assert edlm("train", "--out", base, *micro, "--max_steps", "2", "--save_every", "2")[0] == 0
+    commands = {"sample": lambda r: ["sample", "--ckpt", r, "--out", r.parent / f"{r.name}.jsonl", "--num", "2",
+                                     "--steps", "2"],
+                "eval": lambda r: ["eval", "nelbo", "--ckpt", r, "--max-blocks", "2"],
+                "resume": lambda r: ["train", "--out", r, "--resume", "--max_steps", "4", "--quiet"]}
+
+    assert edlm("data", "prepare", "textfile", "--source", work / "b.txt", "--force")[0] == 0
+    for cmd, argv in commands.items():
+        run = t.copy(base, f"binding-data-{cmd}")
+        before = snapshot(run, ("train.lock",))
+        rc, err = edlm(*argv(run))
+        t.add("binding", f"{cmd} after textfile re-prepared from other text", rc, err,
+              snapshot(run, ("train.lock",)) != before)
+        rc, err = edlm(*argv(run), "--accept-data-change")
+        t.add("binding", f"{cmd} --accept-data-change after the same (a warning, then it works)", rc, err, False,
+              expect="ok", ok="edlm: warning: corpus 'textfile' changed" in err)
+    assert edlm("data", "prepare", "textfile", "--source", work / "a.txt", "--force")[0] == 0
+
+    for field in ("train.schedule", "train.t_eps", "train.seq_len", "train.lr", "diffusion", "tokenizer"):
+        for cmd in ("sample", "resume"):
+            run = t.copy(base, f"binding-edit-{field}-{cmd}")
+            meta = json.loads((run / "run.json").read_text())
+            top, _, sub = field.partition(".")
+            box, key = (meta[top], sub) if sub else (meta, top)
+            old = box[key]
+            box[key] = {"train.schedule": "cosine", "train.t_eps": 0.002, "train.seq_len": 8, "train.lr": 0.01,
+                        "diffusion": "elsewhere", "tokenizer": "gpt2"}[field]
+            assert box[key] != old
+            (run / "run.json").write_text(json.dumps(meta))
+            before = snapshot(run, ("train.lock",))
+            rc, err = edlm(*commands[cmd](run))
+            t.add("binding", f"{cmd} with run.json {field} edited", rc, err, snapshot(run, ("train.lock",)) != before)
+
+    run = t.copy(base, "binding-resume-lr")
+    rc, err = edlm("train", "--out", run, "--resume", "--lr", "0.001", "--max_steps", "4", "--quiet")
+    rc2, err2 = edlm(*commands["sample"](run))
+    t.add("binding", "resume --lr 0.001 (an overridable option), then sample", max(rc, rc2), err + err2, False,
+          expect="ok")
+
+    run = t.copy(base, "binding-old-format")  # as written before runs were bound
+    meta = json.loads((run / "run.json").read_text())
+    for k in ("data_sha256", "tokenizer_sha256", "data_request"):
+        meta.pop(k)
+    (run / "run.json").write_text(json.dumps(meta))
+    state_p = latest(run) / "state.json"
+    state = json.loads(state_p.read_text())
+    state["identity"] = {k: meta[k] for k in ("objective", "data", "mask_id", "model")}
+    state_p.write_text(json.dumps(state))
+    lj = json.loads((run / "latest.json").read_text())
+    lj["state_sha256"] = hashlib.sha256(state_p.read_bytes()).hexdigest()
+    (run / "latest.json").write_text(json.dumps(lj))
+    rc, err = edlm(*commands["sample"](run))
+    rc2, err2 = edlm(*commands["resume"](run))
+    t.add("binding", "sample, then resume, of a run folder from before the binding", max(rc, rc2), err + err2,
+          False, expect="ok", ok=bool(json.loads((run / "run.json").read_text()).get("data_sha256")))
+
+    def limit():  # a source read whole must not take the machine down with it
+        resource.setrlimit(resource.RLIMIT_AS, (2 << 30, 2 << 30))
+
+    os.mkfifo(work / "pipe.txt")
+    (work / "big.txt").write_text(text)
+    for case, src, env in (("/dev/zero", "/dev/zero", {}), ("a FIFO without writer", work / "pipe.txt", {}),
+                           (f"a {len(text) >> 10} KiB file over a 2 KiB cap", work / "big.txt",
+                            {"EDLM_MAX_SOURCE_BYTES": "2K"})):
+        before = snapshot(work / "data")
+        t0 = time.time()
+        try:
+            r = subprocess.run([sys.executable, "-m", "edlm", "data", "prepare", "textfile", "--source", str(src),
+                                "--force"], env={**ENV, **env}, capture_output=True, text=True, timeout=60,
+                               preexec_fn=limit)
+            rc, err = r.returncode, r.stderr
+        except subprocess.TimeoutExpired:
+            rc, err = -1, "timed out after 60 s"
+        t.add("binding", f"data prepare textfile --source {case} ({time.time() - t0:.1f} s)", rc, err,
+              snapshot(work / "data") != before)
+    ENV["EDLM_DATA"] = saved_data
+
+
 def kill_trials(work: Path, n: int, seed: int) -> dict:
     """SIGKILL a training at seeded random moments (saves every step), resume, compare with a straight run."""
     steps = 40
@@ -436,6 +533,7 @@ def main():
     t = Table(work)
     run_cases(t, base, ref, ar, data)
     security_cases(t, base)
+    binding_cases(t)
     kills = kill_trials(work, a.kills, a.seed) if a.kills else None
     groups = {}
     for r in t.rows:

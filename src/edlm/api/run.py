@@ -26,17 +26,20 @@ from edlm.utils import pick_device
 from edlm.validate import window_in_unit
 
 
-def load(path: str | Path, device: str | torch.device = "cpu", *, ema: bool = True, expect: str | None = None
-         ) -> Run:
+def load(path: str | Path, device: str | torch.device = "cpu", *, ema: bool = True, expect: str | None = None,
+         accept_data_change: bool = False) -> Run:
     """Open a run folder (written by edlm.train, `edlm train` or `edlm convert`) and rebuild its model.
 
     device: "cpu", "cuda", "cuda:N", "auto" or a torch.device. ema: the EMA weights (as evaluated) rather
-    than the raw ones. expect: "mdlm", "ar", "nce" or several joined by "|" to refuse other kinds of run."""
+    than the raw ones. expect: "mdlm", "ar", "nce" or several joined by "|" to refuse other kinds of run.
+    A run whose corpus changed since it was made (another text prepared under its name) is an error;
+    accept_data_change=True makes it a warning, for this run and the energy runs it is used with."""
     from edlm.runs.load import load_model
 
     dev = pick_device(device)
-    model, meta = load_model(path, dev, ema=ema, expect=expect)
-    return Run(path=str(path), model=model, meta=RunMeta.from_dict(meta), device=dev)
+    model, meta = load_model(path, dev, ema=ema, expect=expect, accept_data_change=accept_data_change)
+    return Run(path=str(path), model=model, meta=RunMeta.from_dict(meta), device=dev,
+               accept_data_change=accept_data_change)
 
 
 def _at_least(name: str, value, low: int) -> None:
@@ -52,6 +55,8 @@ class Run:
     model: torch.nn.Module
     meta: RunMeta
     device: torch.device
+    accept_data_change: bool = False
+    """loaded although its corpus changed (edlm.load's argument): energy runs loaded for it accept it too"""
 
     @property
     def schedule(self):

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import math
 
-from edlm.commands import in_flag_terms
+from edlm.commands import ACCEPT_FLAG, add_accept_data_change, in_flag_terms
 from edlm.commands.sample import parse_window
 from edlm.errors import EdlmError
 from edlm.utils import pick_device
@@ -48,6 +48,8 @@ def add_parser(sub, name, help_):
     n.add_argument("--json-out", metavar="PATH", help="also write the JSON summary to PATH")
     sp = add_samples_parser(s)
     sp.add_argument("--json-out", metavar="PATH", help="also write the JSON summary to PATH")
+    for q in (n, sp):
+        add_accept_data_change(q)
     return p
 
 
@@ -114,7 +116,8 @@ def run(args):
         try:
             return samples_command(args)
         except EdlmError as e:  # the library names evaluate_rows' options; here they are flags
-            raise in_flag_terms(e, ("batch_size", "max_tokens", "eos", "stride", "evaluator"), dash=True) from None
+            raise in_flag_terms(e, ("batch_size", "max_tokens", "eos", "stride", "evaluator", "accept_data_change"),
+                                dash=True) from None
     at_least("--t-samples", args.t_samples, 1)
     at_least("--max-blocks", args.max_blocks, 1, optional=True)
     at_least("--seed", args.seed, 0)
@@ -126,7 +129,10 @@ def run(args):
     finite_in("--temperature", args.temperature, 0.0, lo_open=True)
     if args.t_eps is not None:
         finite_in("--t-eps", args.t_eps, 0.0, 1.0, lo_open=True, hi_open=True)
-    out = nelbo_command(args)
+    try:
+        out = nelbo_command(args)
+    except EdlmError as e:
+        raise in_flag_terms(e, ACCEPT_FLAG) from None
     for name, entry in out["results"].items():  # a finite checkpoint can still overflow: never report NaN
         if entry["nll"] is not None and not math.isfinite(entry["nll"]):
             raise EdlmError(f"the {name} NLL of {args.ckpt} came out {entry['nll']} (the outputs overflow): "
@@ -140,7 +146,7 @@ def nelbo_command(args):
 
     from edlm.api import load
 
-    run_ = load(args.ckpt, pick_device(args.device), expect="mdlm|ar")
+    run_ = load(args.ckpt, pick_device(args.device), expect="mdlm|ar", accept_data_change=args.accept_data_change)
     if args.energy and run_.meta.objective != "mdlm":
         raise EdlmError("--energy needs an MDLM --ckpt (the proposal)")
     out = run_.nelbo(split=args.split, steps=args.steps, energy=args.energy, k=args.k, window=args.window,
@@ -158,6 +164,7 @@ def samples_command(args) -> dict:
     from edlm.eval.genppl import read_samples
 
     out = evaluate_rows(read_samples(args.samples), args.evaluator, device=args.device, batch_size=args.batch_size,
-                        max_tokens=args.max_tokens, eos=args.eos, stride=args.stride, show_progress=not args.quiet)
+                        max_tokens=args.max_tokens, eos=args.eos, stride=args.stride, show_progress=not args.quiet,
+                        accept_data_change=getattr(args, "accept_data_change", False))
     out["samples"] = str(args.samples)
     return out

@@ -8,7 +8,7 @@ import os
 import sys
 from pathlib import Path
 
-from edlm.commands import in_flag_terms
+from edlm.commands import ACCEPT_FLAG, add_accept_data_change, in_flag_terms
 from edlm.errors import EdlmError
 from edlm.sampling.adaptive import parse_k_policy
 from edlm.utils import fsync_path, pick_device
@@ -85,6 +85,7 @@ def add_parser(sub, name, help_):
                    help="torch.compile the denoiser trunk (CUDA graphs on a GPU): faster after a one-off compile")
     p.add_argument("--device", default="auto")
     p.add_argument("--quiet", action="store_true")
+    add_accept_data_change(p)
     return p
 
 
@@ -162,7 +163,10 @@ def run(args):
     from edlm.api import load
 
     check_args(args)
-    run_ = load(args.ckpt, pick_device(args.device))
+    try:
+        run_ = load(args.ckpt, pick_device(args.device), accept_data_change=args.accept_data_change)
+    except EdlmError as e:
+        raise in_flag_terms(e, ACCEPT_FLAG) from None
     prefix = run_.encode(args.prefix, what="--prefix") if args.prefix else None
     if args.energy and run_.meta.objective == "ar":
         raise EdlmError("--energy applies to an MDLM run (--ckpt MDLM_RUN); this run is autoregressive")
@@ -206,4 +210,5 @@ def _sample(run_, **kw):
     try:
         return run_.sample(**kw)
     except EdlmError as e:
-        raise in_flag_terms(e, ("ckpt", "energy", "length", "stride", "prefix")) from None
+        raise in_flag_terms(e, {**{k: "--" + k for k in ("ckpt", "energy", "length", "stride", "prefix")},
+                                **ACCEPT_FLAG}) from None

@@ -94,6 +94,7 @@ def evaluate_rows(
     show_progress: bool = False,
     keep_scores: bool = False,
     load_run=None,
+    accept_data_change: bool = False,
 ) -> dict:
     """The summary of ``edlm eval samples`` for rows already in memory (see module doc). load_run: how to open an
     edlm run named as the evaluator (edlm.api.evaluators.evaluate_rows passes edlm.runs.load.load_model)."""
@@ -107,7 +108,7 @@ def evaluate_rows(
         raise EdlmError("`max_tokens` must be >= 1")
     if eos not in scoring.EOS_MODES:
         raise EdlmError(f"--eos {eos!r} is not one of {', '.join(scoring.EOS_MODES)}")
-    ev = get_evaluator(evaluator, pick_device(device), load_run=load_run)
+    ev = get_evaluator(evaluator, pick_device(device), load_run=load_run, accept_data_change=accept_data_change)
     ev.check_rows(rows)
     used_stride = ev.stride_for(stride)  # checked before any scoring
     todo, eos_done = scoring.apply_eos(rows, ev, eos)

@@ -32,7 +32,6 @@ from edlm.errors import EdlmError
 # and for code that reads and writes (resume).
 from edlm.runs.folder import (  # noqa: E402, F401
     FILES,
-    IDENTITY,
     check_identity,
     checked_state,
     checkpoint_dir,

@@ -182,6 +182,7 @@ def convert(fmt: str, src, out, *, data: str = "prose-bpe", seq_len: int | None 
     from edlm.data import corpora
     from edlm.models.transformer import Transformer
     from edlm.runs import checkpoint as ckpt
+    from edlm.runs.binding import manifest_binding
     from edlm.runs.folder import RunMeta, write_run
 
     if fmt not in FORMATS:
@@ -281,13 +282,15 @@ def convert(fmt: str, src, out, *, data: str = "prose-bpe", seq_len: int | None 
                         t_eps=T_EPS, ema=0.9999, max_steps=step or 0)
     meta = RunMeta.create(
         cfg, train, vocab_size=man["vocab_size"] if man else mask_id, mask_id=mask_id, tokenizer=tokenizer,
+        **(manifest_binding(man) if man else {}),
         converted={"from": fmt, "src": str(src.resolve()), "weights_file": wfile.name,
                           "source_step": step, "source_dtypes": dtypes, "ema": ema_sd is not None,
                           "bos_id": bos_id, "block_length": length,
                           "note": "MDLM blocks are [BOS] + tokens; edlm sequences are the tokens after the "
                                   "BOS, which the model sees as prefix_token (docs/convert.md)"})
     out.mkdir(parents=True, exist_ok=True)
-    ckpt.save_checkpoint(out, step or 0, model, ema_sd, None, {"converted_from": fmt}, keep=1)
+    ckpt.save_checkpoint(out, step or 0, model, ema_sd, None,
+                         {"converted_from": fmt, "identity": ckpt.identity(meta.raw)}, keep=1)
     write_run(out, meta)  # last: the folder is a run only once complete
     return {"from": fmt, "src": str(src), "out": str(out), "objective": objective,
             "params": model.num_params(), "missing": [], "unexpected": [], "ignored": ignored,
