@@ -129,7 +129,8 @@ def fit(run: TrainState, log: TrainLog, store) -> dict:
     return {"run": store.label, "objective": cfg.objective, "data": cfg.data, "steps": run.step,
             "params": sum(p.numel() for p in run.model.parameters()), "loss": result.get("loss"), "val": last_val,
             "tokens_per_second": result.get("tokens_per_second"), "seconds": time.time() - log.t0,
-            "world_size": d.world_size, "device": str(device)}
+            "world_size": d.world_size, "device": str(device),
+            "fsdp": type(run.wrapped).__name__.startswith("FSDP")}
 
 
 def _accumulate(run: TrainState) -> tuple[torch.Tensor, dict]:
