@@ -232,8 +232,8 @@ def test_gpu_liger_norm_and_rope_equal_the_plain_layers():
     torch.testing.assert_close(got[0], ref[0], atol=1e-4, rtol=1e-4)
     torch.testing.assert_close(got[1], ref[1], atol=1e-2, rtol=1e-4)  # a sum over 4096 rows
     cos, sin = Rotary(64, 1024).cuda().cos_sin(0, 1024)
-    qkv = torch.randn(8, 1024, 3, 12, 64, device="cuda", dtype=torch.bfloat16).permute(2, 0, 3, 1, 4)
-    q, k = qkv[0].requires_grad_(), qkv[1].requires_grad_()
+    base = torch.randn(8, 1024, 3, 12, 64, device="cuda", dtype=torch.bfloat16, requires_grad=True)
+    q, k = base.permute(2, 0, 3, 1, 4)[:2]  # as Attention slices them out of the qkv product
     a = (apply_rotary(q, cos, sin), apply_rotary(k, cos, sin))
     b = fused.rotary(q, k, cos, sin)
     gq, gk = torch.randn_like(q), torch.randn_like(k)
