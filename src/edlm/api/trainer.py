@@ -17,6 +17,7 @@ from edlm.config.model import TransformerConfig
 from edlm.config.train import TrainConfig, check_config
 from edlm.data import corpora
 from edlm.errors import EdlmError
+from edlm.models.kernels import check_kernels
 from edlm.runs import checkpoint as ckpt
 from edlm.runs.checkpoint import RunStore
 from edlm.runs.folder import RunMeta, write_run
@@ -45,7 +46,9 @@ def train_run(cfg: TrainConfig, model_cfg: TransformerConfig, out: str | Path, *
     out_dir("`out`", out)
     if not (out / "run.json").exists():
         check_config(cfg, model_cfg)  # before the folder is created
-    d = init_distributed(pick_device(cfg.device))
+    device = pick_device(cfg.device)
+    check_kernels(cfg.kernels, device, training=True)  # a missing package: before the folder exists
+    d = init_distributed(device, group=cfg.parallel == "fsdp")
     created = not out.exists()
     lock = None
     try:
