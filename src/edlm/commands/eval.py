@@ -9,7 +9,17 @@ from edlm.commands import ACCEPT_FLAG, add_accept_data_change, in_flag_terms
 from edlm.commands.sample import parse_window
 from edlm.errors import EdlmError
 from edlm.utils import pick_device
-from edlm.validate import at_least, existing_path, finite_in
+from edlm.validate import (
+    BOUND_STEPS_WHY,
+    MAX_LOOP,
+    PASSES_WHY,
+    at_least,
+    at_most,
+    existing_path,
+    finite_in,
+    seed,
+    temperature,
+)
 
 
 def add_parser(sub, name, help_):
@@ -120,13 +130,15 @@ def run(args):
                                 dash=True) from None
     at_least("--t-samples", args.t_samples, 1)
     at_least("--max-blocks", args.max_blocks, 1, optional=True)
-    at_least("--seed", args.seed, 0)
+    seed("--seed", args.seed)
     at_least("--steps", args.steps, 1, optional=True)
+    for flag, value in (("--steps", args.steps), ("--t-samples", args.t_samples), ("--bound-draws", args.bound_draws)):
+        at_most(flag, value, MAX_LOOP, BOUND_STEPS_WHY if flag == "--steps" else PASSES_WHY)
     at_least("--k", args.k, 1)
     at_least("--bound-draws", args.bound_draws, 1)
     if args.logz_samples < 2:
         raise EdlmError("--logz-samples must be >= 2 (the estimate's upper end needs leave-one-out terms)")
-    finite_in("--temperature", args.temperature, 0.0, lo_open=True)
+    temperature("--temperature", args.temperature)
     if args.t_eps is not None:
         finite_in("--t-eps", args.t_eps, 0.0, 1.0, lo_open=True, hi_open=True)
     try:
@@ -149,10 +161,13 @@ def nelbo_command(args):
     run_ = load(args.ckpt, pick_device(args.device), expect="mdlm|ar", accept_data_change=args.accept_data_change)
     if args.energy and run_.meta.objective != "mdlm":
         raise EdlmError("--energy needs an MDLM --ckpt (the proposal)")
-    out = run_.nelbo(split=args.split, steps=args.steps, energy=args.energy, k=args.k, window=args.window,
-                     temperature=args.temperature, t_samples=args.t_samples, bound_draws=args.bound_draws,
-                     logz_samples=args.logz_samples, t_eps=args.t_eps, max_blocks=args.max_blocks,
-                     batch_size=args.batch_size, seed=args.seed, quiet=args.quiet)
+    try:
+        out = run_.nelbo(split=args.split, steps=args.steps, energy=args.energy, k=args.k, window=args.window,
+                         temperature=args.temperature, t_samples=args.t_samples, bound_draws=args.bound_draws,
+                         logz_samples=args.logz_samples, t_eps=args.t_eps, max_blocks=args.max_blocks,
+                         batch_size=args.batch_size, seed=args.seed, quiet=args.quiet)
+    except EdlmError as e:  # the memory bound names arguments (`batch_size=32`); here they are flags
+        raise in_flag_terms(e, ("batch_size", "k", "logz_samples", "steps"), dash=True) from None
     for w in out["warnings"]:
         print(f"edlm eval nelbo: warning: {w}", file=sys.stderr)
     return out

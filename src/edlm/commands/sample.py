@@ -12,7 +12,7 @@ from edlm.commands import ACCEPT_FLAG, add_accept_data_change, in_flag_terms
 from edlm.errors import EdlmError
 from edlm.sampling.adaptive import parse_k_policy
 from edlm.utils import fsync_path, pick_device
-from edlm.validate import at_least, finite_in, out_file
+from edlm.validate import MAX_LOOP, STEPS_WHY, at_least, at_most, out_file, seed, temperature
 
 
 def parse_window(s: str):
@@ -94,7 +94,8 @@ def check_args(args) -> None:
     for name in ("num", "steps", "k", "k_max", "energy_min_unmask", "batch_size"):
         at_least("--" + name.replace("_", "-"), getattr(args, name), 1)
     at_least("--length", args.length, 1, optional=True)
-    at_least("--seed", args.seed, 0)
+    at_most("--steps", args.steps, MAX_LOOP, STEPS_WHY)
+    seed("--seed", args.seed)
     at_least("--stride", args.stride, 1, optional=True)
     at_least("--trace-num", args.trace_num, 1)
     if args.infill is not None and args.prefix is not None:
@@ -112,7 +113,7 @@ def check_args(args) -> None:
     if args.trace_mdlm and not (args.trace and args.energy):
         raise EdlmError("--trace-mdlm puts plain MDLM beside EDLM on the --trace page: give --trace and --energy")
     out_file("--trace", args.trace)
-    finite_in("--temperature", args.temperature, lo=0, lo_open=True)
+    temperature("--temperature", args.temperature)
     out_file("--out", args.out)
     partial = partial_path(args.out)
     if partial.exists():
@@ -210,5 +211,5 @@ def _sample(run_, **kw):
     try:
         return run_.sample(**kw)
     except EdlmError as e:
-        raise in_flag_terms(e, {**{k: "--" + k for k in ("ckpt", "energy", "length", "stride", "prefix")},
-                                **ACCEPT_FLAG}) from None
+        flags = ("ckpt", "energy", "length", "stride", "prefix", "num", "batch_size", "k", "k_max", "steps")
+        raise in_flag_terms(e, {**{k: "--" + k.replace("_", "-") for k in flags}, **ACCEPT_FLAG}) from None

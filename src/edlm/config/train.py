@@ -7,7 +7,7 @@ from dataclasses import asdict, dataclass, field
 from edlm.config.kernels import KernelsConfig
 from edlm.diffusion.schedules import T_EPS
 from edlm.errors import EdlmError
-from edlm.validate import at_least, finite_in
+from edlm.validate import at_least, finite_in, seed
 
 
 def _f(default, help_: str, choices: tuple | None = None):
@@ -84,8 +84,9 @@ def check_config(cfg: TrainConfig, model_cfg=None) -> None:
     for name in ("seq_len", "batch_size", "grad_accum", "max_steps", "eval_batches", "save_every",
                  "keep_checkpoints", "log_every", "nce_negatives"):
         at_least(f"`{name}`", getattr(cfg, name), 1)
-    for name in ("warmup_steps", "eval_every", "seed"):
+    for name in ("warmup_steps", "eval_every"):
         at_least(f"`{name}`", getattr(cfg, name), 0)
+    seed("`seed`", cfg.seed)
     finite_in("`lr`", cfg.lr, lo=0, lo_open=True)
     finite_in("`min_lr_ratio`", cfg.min_lr_ratio, 0, 1)
     finite_in("`weight_decay`", cfg.weight_decay, lo=0)

@@ -80,6 +80,12 @@ def check_row(row, where: str) -> None:
         )
     if "text" in row and not isinstance(row["text"], str):
         raise EdlmError(f'{where}: "text" must be a string')
+    if row.get("corpus") is not None and not isinstance(row["corpus"], str):
+        raise EdlmError(f'{where}: "corpus" must be a corpus name (a string), not {row["corpus"]!r}')
+    secs = row.get("seconds")
+    if secs is not None and (isinstance(secs, bool) or not isinstance(secs, (int, float))
+                             or not math.isfinite(secs) or secs < 0):
+        raise EdlmError(f'{where}: "seconds" must be a finite number >= 0 (or absent), not {secs!r}')
 
 
 def evaluate_rows(

@@ -90,7 +90,7 @@ def build_state(cfg: TrainConfig, model: torch.nn.Module, objective: Objective, 
     opt = make_optimizer(model, cfg, device)
     ema = EMA(model, cfg.ema) if cfg.ema > 0 else None
     gen = torch.Generator(device=device)
-    gen.manual_seed(cfg.seed + NOISE_SEED_OFFSET)
+    gen.manual_seed((cfg.seed + NOISE_SEED_OFFSET) % 2 ** 64)  # seeds are 64-bit; the sum may wrap
     return TrainState(cfg, d, model, wrapped, objective, opt, ema, gen, loader)
 
 
