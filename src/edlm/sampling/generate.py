@@ -17,6 +17,7 @@ from edlm.config.sampling import GenerateRequest, SamplerConfig
 from edlm.data.tokenizers import tokenizer_for
 from edlm.diffusion.schedules import get_schedule
 from edlm.errors import EdlmError
+from edlm.sampling import budget
 from edlm.sampling.ar import ar_sample
 from edlm.sampling.infill import Infill
 from edlm.sampling.loop import model_denoiser, sample
@@ -150,18 +151,19 @@ def check_request(req: GenerateRequest, model, meta: dict) -> tuple[int, int]:
     return length, window
 
 
-def check_memory(req: GenerateRequest, device, model, meta: dict, energy=None) -> None:
-    """The request's estimated peak memory against what `device` has free (sampling/budget.py): one EdlmError
-    naming the arguments to lower, before the first batch. energy: (energy, method name) as for generate()."""
-    from edlm.sampling.budget import check, sample_need
-
+def check_memory(req: GenerateRequest, device, model, meta: dict, energy=None) -> tuple[int, int]:
+    """check_request, then the request's estimated peak memory against what `device` has free
+    (sampling/budget.py): one EdlmError naming the arguments to lower, before the first batch. energy: (energy,
+    method name) as for generate(). -> (sample length, semi-AR block length)."""
     length, window = check_request(req, model, meta)
     adaptive = req.k_policy is not None and req.k_policy.k_max > req.k  # an adaptive k grows up to k_max
     net = energy[0] if energy is not None else None
-    check(sample_need(model.cfg, meta["mask_id"], batch=req.batch_size, num=req.num, length=length, steps=req.steps,
-                      k=(req.k_policy.k_max if adaptive else req.k) if net is not None else 1, energy=net,
-                      window=window if req.stride is not None else None, autoregressive=meta["objective"] == "ar",
-                      k_name="k_max" if adaptive else "k"), device)
+    need = budget.sample_need(model.cfg, meta["mask_id"], batch=req.batch_size, num=req.num, length=length,
+                              steps=req.steps, k=(req.k_policy.k_max if adaptive else req.k) if net is not None else 1,
+                              energy=net, window=window if req.stride is not None else None,
+                              autoregressive=meta["objective"] == "ar", k_name="k_max" if adaptive else "k")
+    budget.check(need, device)
+    return length, window
 
 
 def generate(req: GenerateRequest, device, model, meta: dict, *, energy=None, quiet: bool = False, on_batch=None,
@@ -172,8 +174,7 @@ def generate(req: GenerateRequest, device, model, meta: dict, *, energy=None, qu
     `callback(i, x, t, ess)` sees every sampler step (MDLM/EDLM; its time counts in the step times);
     `trace` (a sampling/trace.py TraceRecorder) records the first batch's denoising. A job whose estimated peak
     memory exceeds what the device has free is refused before the first batch (check_memory)."""
-    length, window = check_request(req, model, meta)
-    check_memory(req, device, model, meta, energy)
+    length, window = check_memory(req, device, model, meta, energy)
     obj = meta["objective"]
     mask_id = meta["mask_id"]
     gen = torch.Generator(device=device)
