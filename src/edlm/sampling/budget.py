@@ -224,7 +224,7 @@ def _rlimit_room() -> int | None:
 
 def size(n: float) -> str:
     if n >= 1e12:
-        return f"{n / 1e12:.3g} TB"
+        return f"{n / 1e12:,.0f} TB" if n >= 1e15 else f"{n / 1e12:.3g} TB"
     return f"{n / 1e9:.1f} GB" if n >= 1e8 else f"{n / 1e6:.0f} MB"
 
 
