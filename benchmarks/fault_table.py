@@ -1,6 +1,8 @@
 """The fault table of issue 16: the real CLI (subprocesses, CPU, `micro` preset) on damaged run folders and
 corpora, bad options, NaN/divergence, pickle payloads (group "security": crafted pickles through convert and
-resume), two trainers on one folder, a run's binding to its corpus and config (binding_cases), and SIGKILLs.
+resume), resource bounds and edge values (group "bounds": jobs too big for the machine's memory, loop
+counts past sense, unknown devices, 64-bit seeds, denormal temperatures, malformed sample rows), two
+trainers on one folder, a run's binding to its corpus and config (binding_cases), and SIGKILLs.
 
 Each case records the exit code, whether stderr is ONE clear error line (no traceback), and whether data was
 lost (a file of the run or corpus changed or vanished other than the one the case damaged; for cases that
@@ -481,6 +483,45 @@ def binding_cases(t: Table) -> None:
     ENV["EDLM_DATA"] = saved_data
 
 
+def bounds_cases(t: Table, base: Path, ar: Path) -> None:
+    """Resource bounds and edge values through the real CLI: each must be one clear error before any work (a
+    hang past 120 s counts as a failure, exit code 124), and leave nothing in the scratch folder. The sizes
+    are beyond any machine's memory (k = 1e9 candidates, 1e11 samples), so the memory check must refuse them."""
+    root = t.work / "cases" / "bounds"
+    shutil.rmtree(root, ignore_errors=True)
+    root.mkdir(parents=True)
+    huge, energy = str(10 ** 11), ["--energy", f"ar:{ar}"]
+    sample = ["sample", "--ckpt", base, "--num", "2", "--steps", "2", "--out", root / "s.jsonl"]
+    nelbo = ["eval", "nelbo", "--ckpt", base, "--max-blocks", "4", "--json-out", root / "e.json"]
+    bench = ["bench", "--mdlm", base, "--ar", ar, "--methods", "mdlm,edlm-ar", "--num", "2", "--steps", "2",
+             "--out", root / "b", "--quiet"]
+    cases = [(sample, x) for x in (
+        ["--device", "tpu"], ["--device", "cuda:x"], ["--seed", str(2 ** 64)], ["--temperature", "1e-310"],
+        [*energy, "--temperature", "1e-45"], [*energy, "--k", str(10 ** 9)],
+        [*energy, "--k-policy", "ess", "--k-max", str(10 ** 9)], ["--steps", huge], ["--num", huge],
+        ["--num", huge, "--batch-size", huge], ["--length", huge, "--stride", "8"],
+        ["--infill", f"ab[MASK*{huge}]"], ["--infill", "ab[MASK*" + "9" * 5000 + "]"])]
+    cases += [(nelbo, x) for x in (
+        ["--device", "tpu"], ["--seed", str(2 ** 64)], [*energy, "--steps", "2", "--temperature", "1e-45"],
+        ["--steps", huge], ["--t-samples", huge], [*energy, "--steps", "2", "--bound-draws", huge],
+        [*energy, "--steps", "2", "--k", str(10 ** 9)], [*energy, "--logz-samples", str(10 ** 9)])]
+    cases += [(bench, x) for x in (["--seed", str(2 ** 64)], ["--steps", f"2,{huge}"], ["--k", f"2,{10 ** 9}"])]
+    rows = {"text-int": {"text": 5}, "ids-str": {"ids": "abc"}, "ids-nested": {"ids": [[1, 2], [3]]},
+            "corpus-int": {"ids": [1, 2], "corpus": 5}, "seconds-nan": {"ids": [1, 2], "seconds": float("nan")}}
+    for name, row in rows.items():
+        f = t.work / "cases" / f"rows-{name}.jsonl"
+        f.write_text(json.dumps(row) + "\n")
+        cases.append((["eval", "samples", "--samples", f, "--evaluator", "true", "--quiet"], [f"({name})"]))
+    for cmd, extra in cases:
+        argv = cmd + [a for a in extra if not a.startswith("(")]
+        try:
+            rc, err = edlm(*argv, timeout=120)
+        except subprocess.TimeoutExpired:
+            rc, err = 124, "hung: no answer in 120 s"
+        label = " ".join([*cmd[:2 if cmd[0] == "eval" else 1], *(a if len(a) <= 40 else a[:40] + "..." for a in extra)])
+        t.add("bounds", label.replace(str(ar), "AR"), rc, err, any(root.iterdir()))
+
+
 def kill_trials(work: Path, n: int, seed: int) -> dict:
     """SIGKILL a training at seeded random moments (saves every step), resume, compare with a straight run."""
     steps = 40
@@ -534,6 +575,7 @@ def main():
     run_cases(t, base, ref, ar, data)
     security_cases(t, base)
     binding_cases(t)
+    bounds_cases(t, base, ar)
     kills = kill_trials(work, a.kills, a.seed) if a.kills else None
     groups = {}
     for r in t.rows:
