@@ -166,8 +166,9 @@ def nelbo_command(args):
                          temperature=args.temperature, t_samples=args.t_samples, bound_draws=args.bound_draws,
                          logz_samples=args.logz_samples, t_eps=args.t_eps, max_blocks=args.max_blocks,
                          batch_size=args.batch_size, seed=args.seed, quiet=args.quiet)
-    except EdlmError as e:  # the memory bound names arguments (`batch_size=32`); here they are flags
-        raise in_flag_terms(e, ("batch_size", "k", "logz_samples", "steps"), dash=True) from None
+    except EdlmError as e:  # the library names arguments (`batch_size=32`); here they are flags
+        flags = ("batch_size", "k", "logz_samples", "steps")
+        raise in_flag_terms(e, {**{k: "--" + k.replace("_", "-") for k in flags}, **ACCEPT_FLAG}) from None
     for w in out["warnings"]:
         print(f"edlm eval nelbo: warning: {w}", file=sys.stderr)
     return out
