@@ -9,7 +9,7 @@ SRC = Path(__file__).resolve().parents[1] / "src" / "edlm"
 # Lower number = lower layer. A module belongs to the longest prefix listed; it may import its own layer or
 # below, never above.
 LAYERS = {
-    "edlm.errors": 0, "edlm.utils": 0, "edlm.validate": 0,
+    "edlm.errors": 0, "edlm.utils": 0, "edlm.validate": 0, "edlm.safe_io": 0,
     "edlm.models": 1, "edlm.diffusion": 1, "edlm.data": 1, "edlm.run_folder": 1,
     "edlm.train.config": 1,  # the TrainConfig dataclass (run.json's "train"), imports only layer 0
     "edlm.energy": 2, "edlm.sampling": 2, "edlm.runs": 2,

@@ -22,6 +22,7 @@ from edlm.energy.factory import KINDS as ENERGY_KINDS  # energy kind -> the obje
 from edlm.errors import EdlmError
 from edlm.models.transformer import TransformerConfig
 from edlm.run_folder import RunMeta
+from edlm.safe_io import check_outputs
 from edlm.sampling.generate import Samples
 from edlm.train.config import TrainConfig
 from edlm.utils import pick_device
@@ -215,6 +216,10 @@ class Run:
         if trace is not None and obj != "mdlm":
             raise EdlmError("trace draws the denoising of an MDLM run (with or without an energy); this run is "
                             "autoregressive")
+        if trace is not None:
+            src = choice.source if choice is not None else None
+            check_outputs({"`trace`": trace}, {"the run": self.path,
+                                               "the energy run": src.path if isinstance(src, Run) else src})
         spec, energies = None, None
         if choice is not None:
             spec = choice.label()

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import json
 import pickle
+import shutil
 import types
 from pathlib import Path
 
@@ -46,6 +47,7 @@ from edlm.convert_names import (  # noqa: F401 (parameter_map re-exported)
 )
 from edlm.diffusion.schedules import T_EPS
 from edlm.errors import EdlmError
+from edlm.safe_io import check_outputs
 
 FORMATS = ("mdlm-hf", "mdlm-ar-lightning")
 GPT2_EOT = 50256
@@ -242,6 +244,7 @@ def convert(fmt: str, src, out, *, data: str = "prose-bpe", seq_len: int | None 
         raise EdlmError(f"`src` {src} does not exist")
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
         raise EdlmError(f"{out} already exists and is not empty: choose another `out`")
+    check_outputs({"`out`": out}, {"`src`": src})
 
     dit = fmt == "mdlm-hf"
     kind = "DiT" if dit else "AR"
@@ -337,9 +340,16 @@ def convert(fmt: str, src, out, *, data: str = "prose-bpe", seq_len: int | None 
                           "bos_id": bos_id, "block_length": length,
                           "note": "MDLM blocks are [BOS] + tokens; edlm sequences are the tokens after the "
                                   "BOS, which the model sees as prefix_token (docs/convert.md)"})
+    created = not out.exists()
     out.mkdir(parents=True, exist_ok=True)
-    ckpt.save_checkpoint(out, step or 0, model, ema_sd, None, {"converted_from": fmt}, keep=1)
-    write_run(out, meta)  # last: the folder is a run only once complete
+    try:
+        ckpt.save_checkpoint(out, step or 0, model, ema_sd, None, {"converted_from": fmt}, keep=1)
+        write_run(out, meta)  # last: the folder is a run only once complete
+    except BaseException:  # a full disk, say: leave `out` as it was (absent or empty), not half a run
+        shutil.rmtree(out, ignore_errors=True)
+        if not created:
+            out.mkdir(exist_ok=True)
+        raise
     return {"from": fmt, "src": str(src), "out": str(out), "objective": objective,
             "params": model.num_params(), "missing": [], "unexpected": [], "ignored": ignored,
             "ema": ema_sd is not None, "step": step, "n_layers": n_blocks, "d_model": D, "n_heads": heads,

@@ -21,6 +21,8 @@ from edlm.train.config import TrainConfig
 from edlm.utils import atomic_write_json, sha256_file
 
 FILES = ("model.safetensors", "state.json")
+RUN_ENTRIES = ("run.json", "latest.json", "metrics.jsonl", "train.lock", "checkpoints", "tensorboard")
+"""what a run folder holds of its own (no command's output may replace one)"""
 
 
 def non_finite(tree, prefix: str = "") -> str | None:
@@ -102,6 +104,9 @@ def read_run(run: Path) -> dict:
     meta = run / "run.json"
     if not meta.exists():
         raise EdlmError(f"{run} is not an edlm run folder (no run.json): pass the folder given to `edlm train --out`")
+    if not meta.is_file():
+        raise EdlmError(f"{meta} is a folder (or other non-file) where the run's config file belongs: move it "
+                        "away and restore run.json from a backup")
     try:
         out = json.loads(meta.read_text())
     except (json.JSONDecodeError, UnicodeDecodeError) as e:

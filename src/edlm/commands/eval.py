@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import math
 
-from edlm.commands import in_flag_terms
+from edlm.commands import Paths, corpus_path, energy_run, evaluator_path, in_flag_terms
 from edlm.commands.sample import parse_window
 from edlm.errors import EdlmError
 from edlm.utils import pick_device
@@ -152,3 +152,20 @@ def nelbo_command(args):
     for w in out["warnings"]:
         print(f"edlm eval nelbo: warning: {w}", file=sys.stderr)
     return out
+
+
+def writes(args) -> Paths:
+    if args.eval_what == "samples":
+        return Paths(reads={"--samples": args.samples, "--evaluator": evaluator_path(args.evaluator)})
+    return Paths(reads={"--ckpt": args.ckpt, "--energy": energy_run(args.energy),
+                        "the run's corpus": _corpus_of(args.ckpt)})
+
+
+def _corpus_of(run):
+    """The corpus folder a run was trained on (None if its run.json cannot be read: loading says why)."""
+    from edlm.run_folder import read_run
+
+    try:
+        return corpus_path(read_run(run).get("data"))
+    except (EdlmError, OSError):
+        return None

@@ -6,7 +6,7 @@ import argparse
 import dataclasses
 import typing
 
-from edlm.commands import in_flag_terms
+from edlm.commands import Paths, corpus_path, in_flag_terms
 from edlm.errors import EdlmError
 from edlm.models.transformer import TransformerConfig
 from edlm.presets import PRESETS
@@ -85,3 +85,9 @@ def run(args):
                      **md)
     except EdlmError as e:  # the library names options as `name`; here they are flags
         raise in_flag_terms(e, OPTIONS) from None
+
+
+def writes(args) -> Paths:
+    data = args.data or (PRESETS[args.preset]()[1].data if args.preset in PRESETS else None)
+    return Paths({"--out": args.out}, {"--diffusion": args.diffusion or None, f"corpus {data}": corpus_path(data)},
+                 folders=("--out",))

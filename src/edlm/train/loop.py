@@ -30,11 +30,12 @@ from edlm.errors import EdlmError
 from edlm.models.transformer import TransformerConfig
 from edlm.run_folder import RunMeta, read_meta, read_run, write_run
 from edlm.runs import build_model
+from edlm.safe_io import check_kinds, check_outputs
 from edlm.train import checkpoint as ckpt
 from edlm.train.config import TrainConfig, check_config
 from edlm.train.distributed import Dist, all_reduce_sum, barrier, cleanup, init_distributed, wrap_model
 from edlm.train.guards import check_before_save, check_diverging, check_finite, check_finite_state, probe_loss
-from edlm.train.lock import RunLock
+from edlm.train.lock import LOCK_NAME, RunLock
 from edlm.train.metrics_log import RunLog, check_log
 from edlm.train.objectives import Objective, build_objective
 from edlm.train.optim import EMA, lr_at, make_optimizer
@@ -123,6 +124,8 @@ def train(cfg: TrainConfig, model_cfg: TransformerConfig, out: str | Path, *, re
     out = Path(out)
     sinks = check_log(log)
     out_dir("`out`", out)
+    check_outputs({"`out`": out}, {"`diffusion`": cfg.diffusion or None, f"corpus {cfg.data}": _corpus(cfg.data)})
+    check_kinds(out, files=("run.json", "latest.json", "metrics.jsonl", LOCK_NAME), folders=("checkpoints",))
     if not (out / "run.json").exists():
         check_config(cfg, model_cfg)  # before the folder is created
     d = init_distributed(pick_device(cfg.device))
@@ -155,6 +158,14 @@ def train(cfg: TrainConfig, model_cfg: TransformerConfig, out: str | Path, *, re
         if lock is not None:
             lock.release()
         cleanup(d)
+
+
+def _corpus(name: str) -> Path | None:
+    """The corpus folder training reads (None for a name that is not a corpus: prepare_run says so)."""
+    try:
+        return corpora.corpus_dir(name)
+    except EdlmError:
+        return None
 
 
 @dataclass

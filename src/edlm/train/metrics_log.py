@@ -11,6 +11,7 @@ from pathlib import Path
 import torch
 
 from edlm.errors import EdlmError
+from edlm.safe_io import AppendFile
 from edlm.train.config import TrainConfig
 from edlm.train.distributed import Dist, all_reduce_sum
 from edlm.train.optim import lr_at
@@ -42,7 +43,8 @@ class RunLog:
 
     def __init__(self, out: Path, d: Dist, cfg: TrainConfig, quiet: bool, step: int, sinks: tuple = ()):
         self.d, self.cfg = d, cfg
-        self.file = open(out / "metrics.jsonl", "a") if d.is_main else None
+        # appended in place: never through a link, and a row cut short by a full disk is cut back out
+        self.file = AppendFile(out / "metrics.jsonl") if d.is_main else None
         self.tb = None
         if "tensorboard" in sinks and d.is_main:
             from torch.utils.tensorboard import SummaryWriter
@@ -77,7 +79,6 @@ class RunLog:
     def write(self, row: dict) -> None:
         if self.file is not None:
             self.file.write(json.dumps(row) + "\n")
-            self.file.flush()
         if self.tb is not None:  # train/loss, train/lr, ... and val/loss, val/...
             for key, value in row.items():
                 group, values = (key, value) if isinstance(value, dict) else ("train", {key: value})
