@@ -22,6 +22,7 @@ from edlm.api.energies import as_energy
 from edlm.config.sampling import KPolicy
 from edlm.errors import EdlmError
 from edlm.runs.folder import RunMeta
+from edlm.safe_io import check_outputs
 from edlm.sampling.generate import Samples
 from edlm.utils import pick_device
 from edlm.validate import out_file, token_ids, window_in_unit
@@ -200,6 +201,10 @@ class Run:
         if trace is not None and obj != "mdlm":
             raise EdlmError("trace draws the denoising of an MDLM run (with or without an energy); this run is "
                             "autoregressive")
+        if trace is not None:
+            src = choice.source if choice is not None else None
+            check_outputs({"`trace`": trace}, {"the run": self.path,
+                                               "the energy run": src.path if isinstance(src, Run) else src})
         spec = choice.label() if choice is not None else None
         req = GenerateRequest(ckpt=self.path, num=num, steps=steps, batch_size=batch_size, length=length,
                               seed=seed, energy=spec, k=k, window=tuple(window) if window else None,

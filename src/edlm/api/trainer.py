@@ -22,10 +22,11 @@ from edlm.runs import checkpoint as ckpt
 from edlm.runs.checkpoint import RunStore
 from edlm.runs.folder import RunMeta, write_run
 from edlm.runs.load import build_model, load_model
-from edlm.runs.lock import RunLock
+from edlm.runs.lock import LOCK_NAME, RunLock
 from edlm.runs.metrics_files import check_log, metric_sinks
 from edlm.runs.prepare import prepare_run
 from edlm.runs.resume import resume_from, truncate_metrics
+from edlm.safe_io import check_kinds, check_outputs
 from edlm.training.distributed import Dist, barrier, cleanup, init_distributed
 from edlm.training.loop import TrainState, build_state, fit
 from edlm.training.metrics_log import TrainLog
@@ -44,6 +45,8 @@ def train_run(cfg: TrainConfig, model_cfg: TransformerConfig, out: str | Path, *
     out = Path(out)
     sinks = check_log(log)
     out_dir("`out`", out)
+    check_outputs({"`out`": out}, {"`diffusion`": cfg.diffusion or None, f"corpus {cfg.data}": _corpus(cfg.data)})
+    check_kinds(out, files=("run.json", "latest.json", "metrics.jsonl", LOCK_NAME), folders=("checkpoints",))
     if not (out / "run.json").exists():
         check_config(cfg, model_cfg)  # before the folder is created
     device = pick_device(cfg.device)
@@ -79,6 +82,14 @@ def train_run(cfg: TrainConfig, model_cfg: TransformerConfig, out: str | Path, *
         if lock is not None:
             lock.release()
         cleanup(d)
+
+
+def _corpus(name: str) -> Path | None:
+    """The corpus folder training reads (None for a name that is not a corpus: prepare_run says so)."""
+    try:
+        return corpora.corpus_dir(name)
+    except EdlmError:
+        return None
 
 
 def _build(cfg: TrainConfig, model_cfg: TransformerConfig, meta: RunMeta, out: Path, d: Dist, resume: bool,

@@ -6,7 +6,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from edlm.commands import in_flag_terms
+from edlm.commands import Paths, evaluator_path, in_flag_terms
 from edlm.commands.sample import parse_window
 from edlm.errors import EdlmError
 from edlm.validate import MAX_LOOP, STEPS_WHY, at_least, at_most, out_dir, seed
@@ -113,3 +113,8 @@ def _device_name(device):
     import torch
 
     return torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or "cpu"
+
+
+def writes(args) -> Paths:
+    return Paths({"--out": args.out}, {"--mdlm": args.mdlm, "--ar": args.ar, "--nce": args.nce,
+                                       "--evaluator": evaluator_path(args.evaluator)}, folders=("--out",))

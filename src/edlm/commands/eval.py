@@ -5,7 +5,15 @@ from __future__ import annotations
 import argparse
 import math
 
-from edlm.commands import ACCEPT_FLAG, add_accept_data_change, in_flag_terms
+from edlm.commands import (
+    ACCEPT_FLAG,
+    Paths,
+    add_accept_data_change,
+    corpus_path,
+    energy_run,
+    evaluator_path,
+    in_flag_terms,
+)
 from edlm.commands.sample import parse_window
 from edlm.errors import EdlmError
 from edlm.utils import pick_device
@@ -184,3 +192,18 @@ def samples_command(args) -> dict:
                         accept_data_change=getattr(args, "accept_data_change", False))
     out["samples"] = str(args.samples)
     return out
+def writes(args) -> Paths:
+    if args.eval_what == "samples":
+        return Paths(reads={"--samples": args.samples, "--evaluator": evaluator_path(args.evaluator)})
+    return Paths(reads={"--ckpt": args.ckpt, "--energy": energy_run(args.energy),
+                        "the run's corpus": _corpus_of(args.ckpt)})
+
+
+def _corpus_of(run):
+    """The corpus folder a run was trained on (None if its run.json cannot be read: loading says why)."""
+    from edlm.runs.folder import read_run
+
+    try:
+        return corpus_path(read_run(run).get("data"))
+    except (EdlmError, OSError):
+        return None

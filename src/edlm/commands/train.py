@@ -6,7 +6,7 @@ import argparse
 import dataclasses
 import typing
 
-from edlm.commands import ACCEPT_FLAG, add_accept_data_change, in_flag_terms
+from edlm.commands import ACCEPT_FLAG, Paths, add_accept_data_change, corpus_path, in_flag_terms
 from edlm.config.model import TransformerConfig
 from edlm.config.train import RESUME_OVERRIDABLE, TrainConfig
 from edlm.errors import EdlmError
@@ -86,3 +86,9 @@ def run(args):
                      accept_data_change=args.accept_data_change, **tr, **md)
     except EdlmError as e:  # the library names options as `name`; here they are flags
         raise in_flag_terms(in_flag_terms(e, ACCEPT_FLAG), OPTIONS) from None
+
+
+def writes(args) -> Paths:
+    data = args.data or (PRESETS[args.preset]()[1].data if args.preset in PRESETS else None)
+    return Paths({"--out": args.out}, {"--diffusion": args.diffusion or None, f"corpus {data}": corpus_path(data)},
+                 folders=("--out",))

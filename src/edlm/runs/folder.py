@@ -21,6 +21,8 @@ from edlm.runs.binding import check_identity, identity  # noqa: F401 (re-exporte
 from edlm.utils import atomic_write_json, non_finite, sha256_file  # noqa: F401 (non_finite re-exported)
 
 FILES = ("model.safetensors", "state.json")
+RUN_ENTRIES = ("run.json", "latest.json", "metrics.jsonl", "train.lock", "checkpoints", "tensorboard")
+"""what a run folder holds of its own (no command's output may replace one)"""
 
 
 @dataclass
@@ -90,6 +92,9 @@ def read_run(run: Path) -> dict:
     meta = run / "run.json"
     if not meta.exists():
         raise EdlmError(f"{run} is not an edlm run folder (no run.json): pass the folder given to `edlm train --out`")
+    if not meta.is_file():
+        raise EdlmError(f"{meta} is a folder (or other non-file) where the run's config file belongs: move it "
+                        "away and restore run.json from a backup")
     try:
         out = json.loads(meta.read_text())
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
