@@ -5,69 +5,23 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import stat
+import re
 import sys
-import tempfile
 import time
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
 
 import torch
 
-
-def file_mode_for(path: str | os.PathLike) -> int:
-    """The mode a plain `open(path, "w")` would leave: the old file's mode when replacing one, else 0o666
-    minus the umask. (mkstemp creates 0600 files; a replaced samples file must not turn private.)"""
-    try:
-        return stat.S_IMODE(os.stat(path).st_mode)
-    except OSError:
-        return 0o666 & ~current_umask()
-
-
-def current_umask() -> int:
-    try:  # Linux >= 4.7 reports it without changing it
-        for line in Path("/proc/self/status").read_text().splitlines():
-            if line.startswith("Umask:"):
-                return int(line.split()[1], 8)
-    except (OSError, ValueError):
-        pass
-    old = os.umask(0o022)
-    os.umask(old)
-    return old
-
-
-def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
-    """Write via a temp file in the same folder + os.replace, so readers never see half a file."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    mode = file_mode_for(path)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        os.fchmod(fd, mode)
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-
-
-def atomic_write_json(path: str | os.PathLike, obj: Any) -> None:
-    atomic_write_bytes(path, (json.dumps(obj, indent=2, sort_keys=True, default=_jsonable) + "\n").encode())
-
-
-def _jsonable(o: Any) -> Any:
-    if isinstance(o, Path):
-        return str(o)
-    if hasattr(o, "item"):
-        return o.item()
-    if hasattr(o, "tolist"):
-        return o.tolist()
-    raise TypeError(f"not JSON serialisable: {type(o)}")
+# the writers live in safe_io (no links followed, no half files); re-exported for the many callers
+from edlm.safe_io import (  # noqa: F401
+    atomic_write_bytes,
+    atomic_write_json,
+    current_umask,
+    file_mode_for,
+    fsync_path,
+    jsonable,
+)
 
 
 def sha256_file(path: str | os.PathLike, chunk: int = 1 << 22) -> str:
@@ -78,18 +32,9 @@ def sha256_file(path: str | os.PathLike, chunk: int = 1 << 22) -> str:
     return h.hexdigest()
 
 
-def fsync_path(path: str | os.PathLike) -> None:
-    """Flush a file (or a folder's entries) to disk, so a rename that follows never exposes lost data."""
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
 def summary_line(obj: dict) -> str:
     """The one-line JSON summary every command prints last on stdout."""
-    return json.dumps(obj, sort_keys=False, default=_jsonable)
+    return json.dumps(obj, sort_keys=False, default=jsonable)
 
 
 def progress(iterable=None, total=None, desc: str = "", unit: str = "it", disable: bool | None = None, **kw):
@@ -102,17 +47,28 @@ def progress(iterable=None, total=None, desc: str = "", unit: str = "it", disabl
                 dynamic_ncols=True, leave=False, **kw)
 
 
+DEVICE_FORM = re.compile(r"(cpu|cuda|mps)(?::(\d+))?")
+
+
 def pick_device(name: str | torch.device | None = None) -> torch.device:
-    """'cpu', 'cuda', 'cuda:1', a torch.device (as is), or 'auto' (or None): CUDA when present, else CPU."""
-    if isinstance(name, torch.device):
-        return name
+    """'cpu', 'cuda', 'cuda:1', 'mps', a torch.device, or 'auto' (or None): CUDA when present, else CPU.
+    Anything else, or a device this machine lacks, is an EdlmError (not torch's error, much later)."""
+    from edlm.errors import EdlmError
+
     if name in (None, "", "auto"):
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if str(name).startswith("cuda") and not torch.cuda.is_available():  # else torch's AssertionError, much later
-        from edlm.errors import EdlmError
-
-        raise EdlmError(f"device {name!r}: this machine has no CUDA device; use cpu (or auto)")
-    return torch.device(name)
+    m = DEVICE_FORM.fullmatch(str(name)) if isinstance(name, (str, torch.device)) else None
+    if m is None:
+        raise EdlmError(f"device {name!r} is not understood: use auto, cpu, cuda or cuda:N")
+    kind, index = m.group(1), None if m.group(2) is None else int(m.group(2))
+    if kind == "cuda" and not torch.cuda.is_available():
+        raise EdlmError(f"device {str(name)!r}: this machine has no CUDA device; use cpu (or auto)")
+    if kind == "cuda" and index is not None and index >= torch.cuda.device_count():
+        raise EdlmError(f"device {str(name)!r}: this machine has {torch.cuda.device_count()} CUDA device(s), "
+                        f"cuda:0 to cuda:{torch.cuda.device_count() - 1}")
+    if kind == "mps" and not (torch.backends.mps.is_available() and index in (None, 0)):
+        raise EdlmError(f"device {str(name)!r}: this machine has no MPS device; use cpu (or auto)")
+    return name if isinstance(name, torch.device) else torch.device(name)
 
 
 def cache_root() -> Path:

@@ -97,7 +97,8 @@ class EnergyChoice:
             return build_lm(self.source, self.options, den, proposal.meta.raw, proposal.device)
         src, need = self.source, KINDS[self.kind]
         if isinstance(src, (str, Path)):
-            net, meta = load_model(src, proposal.device, expect=need)
+            net, meta = load_model(src, proposal.device, expect=need,
+                                   accept_data_change=getattr(proposal, "accept_data_change", False))
         elif src.meta.objective != need:
             raise EdlmError(f"a {self.kind} energy needs a {need!r} run; {src.path} is a {src.meta.objective!r} run")
         else:

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import os
 import re
 from collections.abc import Mapping
+from dataclasses import dataclass, field
 
 from edlm.errors import EdlmError
 
@@ -26,3 +28,53 @@ def in_flag_terms(e: EdlmError, options, dash: bool = False) -> EdlmError:
 
     msg = re.sub(r"`([a-z_]+)(?:=([^`\s]+))?`", flag, str(e))
     return EdlmError(msg)
+
+
+ACCEPT_FLAG = {"accept_data_change": "--accept-data-change"}
+"""the library's `accept_data_change=True` as the commands' flag"""
+
+
+def add_accept_data_change(p) -> None:
+    p.add_argument("--accept-data-change", action="store_true",
+                   help="use the run although its corpus changed since the run was made (another text prepared "
+                   "under its name): a warning on stderr instead of an error (docs/reliability.md)")
+@dataclass
+class Paths:
+    """What a command will write and read, by flag; a command module's `writes(args)` returns it and the CLI
+    checks it (safe_io.check_outputs, with --json-out added) before the command runs."""
+
+    outputs: dict = field(default_factory=dict)
+    reads: dict = field(default_factory=dict)
+    folders: tuple = ()
+    """the outputs that are folders the command fills"""
+
+
+def energy_run(spec) -> str | None:
+    """What an --energy reads: the run folder of KIND:RUN, the model folder or file of lm:NAME (None for a built-in
+    or hub name), the module file of py:FILE.py:FUNCTION (None for an importable module name or none given)."""
+    kind, sep, path = (spec or "").partition(":")
+    if kind == "lm":
+        return evaluator_path(path)
+    if kind == "py":
+        module = path.rpartition(":")[0]
+        return module if module.endswith(".py") else None
+    return path if sep and path else None
+
+
+def evaluator_path(spec) -> str | None:
+    """The file or folder an --evaluator reads: edlm:RUN, gguf:FILE, or a local model folder."""
+    spec = str(spec or "")
+    for prefix in ("edlm:", "gguf:"):
+        if spec.startswith(prefix):
+            return spec[len(prefix):] or None
+    return spec if spec and os.path.exists(spec) else None
+
+
+def corpus_path(name, root=None):
+    """The folder of corpus `name` in the data cache (None for a name that is not a corpus)."""
+    from edlm.data.manifest import corpus_dir
+
+    try:
+        return corpus_dir(name, root) if name else None
+    except EdlmError:
+        return None

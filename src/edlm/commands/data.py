@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import argparse
 
-from edlm.commands import in_flag_terms
+from edlm.commands import Paths, corpus_path, in_flag_terms
 from edlm.data.corpora import CORPORA, info, prepare
 from edlm.errors import EdlmError
 
@@ -93,3 +93,10 @@ def run(args) -> dict:
         except EdlmError as e:  # the library names prepare()'s options; here they are flags
             raise in_flag_terms(e, ("source", "tokenizer", "train_tokens"), dash=True) from None
     return info(args.name, root=args.root)
+
+
+def writes(args) -> Paths:
+    folder = corpus_path(args.name, args.root)
+    if args.action == "prepare":
+        return Paths({"the corpus folder": folder}, {"--source": args.source}, folders=("the corpus folder",))
+    return Paths(reads={"the corpus folder": folder})

@@ -8,11 +8,12 @@ import os
 import sys
 from pathlib import Path
 
-from edlm.commands import in_flag_terms
+from edlm.commands import ACCEPT_FLAG, Paths, add_accept_data_change, energy_run, in_flag_terms
 from edlm.errors import EdlmError
+from edlm.safe_io import AppendFile, locked_by_other, write_error
 from edlm.sampling.adaptive import parse_k_policy
-from edlm.utils import fsync_path, pick_device
-from edlm.validate import at_least, finite_in, out_file
+from edlm.utils import pick_device
+from edlm.validate import MAX_LOOP, STEPS_WHY, at_least, at_most, finite_in, out_file, seed, temperature
 
 
 def parse_window(s: str):
@@ -93,6 +94,7 @@ def add_parser(sub, name, help_):
                    help="torch.compile the denoiser trunk (CUDA graphs on a GPU): faster after a one-off compile")
     p.add_argument("--device", default="auto")
     p.add_argument("--quiet", action="store_true")
+    add_accept_data_change(p)
     return p
 
 
@@ -101,7 +103,8 @@ def check_args(args) -> None:
     for name in ("num", "steps", "k", "k_max", "energy_min_unmask", "batch_size"):
         at_least("--" + name.replace("_", "-"), getattr(args, name), 1)
     at_least("--length", args.length, 1, optional=True)
-    at_least("--seed", args.seed, 0)
+    at_most("--steps", args.steps, MAX_LOOP, STEPS_WHY)
+    seed("--seed", args.seed)
     at_least("--stride", args.stride, 1, optional=True)
     at_least("--trace-num", args.trace_num, 1)
     if args.infill is not None and args.prefix is not None:
@@ -128,10 +131,16 @@ def check_args(args) -> None:
     if args.trace_mdlm and not (args.trace and args.energy):
         raise EdlmError("--trace-mdlm puts plain MDLM beside EDLM on the --trace page: give --trace and --energy")
     out_file("--trace", args.trace)
-    finite_in("--temperature", args.temperature, lo=0, lo_open=True)
+    temperature("--temperature", args.temperature)
     out_file("--out", args.out)
     partial = partial_path(args.out)
-    if partial.exists():
+    if locked_by_other(partial):
+        raise EdlmError(f"another `edlm sample` is writing {args.out} now ({partial} is locked): wait for it to "
+                        "finish, or choose another --out")
+    if os.path.islink(partial):
+        raise EdlmError(f"{partial} is a symbolic link, where `edlm sample` writes rows of its own: remove it, then "
+                        "rerun")
+    if os.path.lexists(partial):
         raise EdlmError(f"{partial} holds rows of an interrupted `edlm sample`: rename it to keep them (or delete "
                         "it), then rerun")
 
@@ -142,8 +151,10 @@ def partial_path(out) -> Path:
 
 
 class RowStream:
-    """Rows appended to OUT.partial batch by batch (flushed, so a killed process keeps them), renamed to OUT
-    once all are written. The file is created with the umask's normal permissions, like any new file."""
+    """Rows appended to OUT.partial batch by batch (each write whole, so a killed process keeps them), renamed to
+    OUT once all are written. OUT.partial is created new (never an existing file or a link) and locked while
+    written, so a second `edlm sample` to the same OUT refuses instead of mixing its rows in. The file gets the
+    umask's normal permissions, like any new file."""
 
     def __init__(self, out):
         self.out, self.partial, self.f, self.n = Path(out), partial_path(out), None, 0
@@ -151,27 +162,33 @@ class RowStream:
     def write(self, rows: list[dict]) -> None:
         if self.f is None:
             self.out.parent.mkdir(parents=True, exist_ok=True)
-            self.f = open(self.partial, "x")
+            try:
+                self.f = AppendFile(self.partial, new=True)
+            except FileExistsError:
+                raise EdlmError(f"{self.partial} appeared while this sampler ran: another `edlm sample` is writing "
+                                f"{self.out}; wait for it to finish, or choose another --out") from None
+            self.f.lock()
         self.f.write("".join(json.dumps(r) + "\n" for r in rows))
-        self.f.flush()
         self.n += len(rows)
 
     def finish(self) -> None:
         if self.f is None:
             self.write([])
+        self.f.sync()
+        try:
+            os.replace(self.partial, self.out)  # while still locked: no other sampler takes the name meanwhile
+        except OSError as e:
+            raise write_error(e, self.out) from None
         self.f.close()
-        fsync_path(self.partial)
-        os.replace(self.partial, self.out)
 
-    def abandon(self) -> None:
-        """After a failure: keep finished rows (say where), remove an empty partial file."""
+    def abandon(self) -> bool:
+        """After a failure: remove an empty partial file; -> whether finished rows are kept in it."""
         if self.f is None:
-            return
-        self.f.close()
+            return False
         if self.n == 0:
             self.partial.unlink(missing_ok=True)
-        else:
-            print(f"edlm sample: the {self.n} rows finished before the failure are in {self.partial}", file=sys.stderr)
+        self.f.close()
+        return self.n > 0
 
 
 def run(args):
@@ -180,7 +197,10 @@ def run(args):
 
     check_args(args)
     energy = energy_choice(args)  # an lm: / py: energy's options checked, a py: function imported, before loading
-    run_ = load(args.ckpt, pick_device(args.device))
+    try:
+        run_ = load(args.ckpt, pick_device(args.device), accept_data_change=args.accept_data_change)
+    except EdlmError as e:
+        raise in_flag_terms(e, ACCEPT_FLAG) from None
     prefix = run_.encode(args.prefix, what="--prefix") if args.prefix else None
     if args.energy and run_.meta.objective == "ar":
         raise EdlmError("--energy applies to an MDLM run (--ckpt MDLM_RUN); this run is autoregressive")
@@ -213,8 +233,12 @@ def run(args):
                           k_policy=parse_k_policy(args.k_policy, args.k_max),
                           min_unmask=args.energy_min_unmask)
         stream.finish()
-    except BaseException:
-        stream.abandon()
+    except BaseException as e:
+        if stream.abandon():
+            kept = f"the {stream.n} rows finished before the failure are in {stream.partial}"
+            if isinstance(e, EdlmError):  # still one line
+                raise EdlmError(f"{e} ({kept})") from None
+            print(f"edlm sample: {kept}", file=sys.stderr)
         raise
     return {**out.summary, "out": str(args.out)}
 
@@ -238,4 +262,9 @@ def _sample(run_, **kw):
     try:
         return run_.sample(**kw)
     except EdlmError as e:
-        raise in_flag_terms(e, ("ckpt", "energy", "length", "stride", "prefix")) from None
+        flags = ("ckpt", "energy", "length", "stride", "prefix", "trace", "num", "batch_size", "k", "k_max", "steps")
+        raise in_flag_terms(e, {**{k: "--" + k.replace("_", "-") for k in flags}, **ACCEPT_FLAG}) from None
+
+
+def writes(args) -> Paths:
+    return Paths({"--out": args.out, "--trace": args.trace}, {"--ckpt": args.ckpt, "--energy": energy_run(args.energy)})

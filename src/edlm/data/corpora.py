@@ -54,7 +54,9 @@ from edlm.data.writers import (  # noqa: F401 (re-exported for the builders' cal
     write_char_docs,
 )
 from edlm.errors import EdlmError
+from edlm.safe_io import WRITE_FAILURES, lies_within, write_error
 from edlm.utils import atomic_write_json, sha256_file
+from edlm.validate import out_dir
 
 
 def info(name: str, *, root: str | Path | None = None) -> dict:
@@ -111,6 +113,14 @@ def check_split(name: str, p: Path, sp: dict, itemsize: int, root=None) -> None:
     _verified.add(key)
 
 
+def check_cache_writable(root: Path) -> None:
+    """Before a build: the data cache can take it (one EdlmError naming $EDLM_DATA / --root if not)."""
+    try:
+        out_dir("the data cache", root)
+    except EdlmError as e:
+        raise EdlmError(f"{e} (set $EDLM_DATA, or pass --root, to a folder you can write)") from None
+
+
 def _staging(root: Path, name: str) -> Path:
     root.mkdir(parents=True, exist_ok=True)
     return Path(tempfile.mkdtemp(dir=root, prefix=f".{name}.building-"))
@@ -146,8 +156,15 @@ def prepare(name: str, *, root: str | Path | None = None, force: bool = False,
             if any("sample_sha256" not in m["splits"][s] for s in SPLITS):  # built before sampled checksums
                 for s in SPLITS:
                     m["splits"][s]["sample_sha256"] = sample_sha256(d / m["splits"][s]["file"])
-                atomic_write_json(d / "manifest.json", m)
+                try:
+                    atomic_write_json(d / "manifest.json", m)
+                except EdlmError:  # a read-only cache: the build is usable as it is, only checked more slowly
+                    pass
             return {**summary(m, d), "cached": True, "seconds": round(time.time() - t0, 3)}
+    if source is not None and lies_within(source, d):
+        raise EdlmError(f"`source` {source} lies inside {d}, the corpus folder that prepare replaces: move it "
+                        "out first")
+    check_cache_writable(root_path)
     tmp = _staging(root_path, name)
     try:
         meta, vocab_size = builder(tmp, root=root_path, request=request)
@@ -158,7 +175,9 @@ def prepare(name: str, *, root: str | Path | None = None, force: bool = False,
         m["created"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
         atomic_write_json(tmp / "manifest.json", m)  # last: its presence marks a complete build
         _install(tmp, d)
-    except BaseException:
+    except BaseException as e:
         shutil.rmtree(tmp, ignore_errors=True)
+        if isinstance(e, OSError) and e.errno in WRITE_FAILURES:  # nothing half-built is left, the old build stays
+            raise write_error(e, d) from None
         raise
     return {**summary(m, d), "cached": False, "seconds": round(time.time() - t0, 2)}

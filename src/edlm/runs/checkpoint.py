@@ -13,8 +13,8 @@ state.json lists every other file of its folder with its size and sha256, and la
 of state.json, so any missing, truncated or altered piece is found before it is used: one EdlmError naming
 the file and the way out, never a silent fallback (no fresh Adam state, no raw weights instead of EMA).
 Nothing here unpickles code: weights and RNG states are safetensors, and the optimizer state (tensors,
-numbers and names only) is read with torch.load(weights_only=True). Non-finite weights are never saved and
-never loaded.
+numbers and names only) is read with torch.load(weights_only=True) through edlm.safe_load. Non-finite weights
+are never saved and never loaded.
 """
 
 from __future__ import annotations
@@ -32,7 +32,6 @@ from edlm.errors import EdlmError
 # and for code that reads and writes (resume).
 from edlm.runs.folder import (  # noqa: E402, F401
     FILES,
-    IDENTITY,
     check_identity,
     checked_state,
     checkpoint_dir,
@@ -70,9 +69,8 @@ def save_checkpoint(run: Path, step: int, model_sd: dict, ema_sd: dict | None, o
     ckdir.mkdir(parents=True, exist_ok=True)
     name = f"step_{step:07d}"
     for stale in ckdir.glob(".tmp-step_*"):  # left by a crash mid-save; never referenced by latest.json
-        shutil.rmtree(stale, ignore_errors=True)
+        _remove(stale)
     tmp = ckdir / f".tmp-{name}"
-    tmp.mkdir()
     rng = {"torch": torch.get_rng_state()}
     if torch.cuda.is_available():
         rng.update({f"cuda.{i}": s for i, s in enumerate(torch.cuda.get_rng_state_all())})
@@ -83,19 +81,27 @@ def save_checkpoint(run: Path, step: int, model_sd: dict, ema_sd: dict | None, o
         writers["ema.safetensors"] = lambda p: save_file(ema_sd, str(p))
     if optim_sd is not None:
         writers["optim.pt"] = lambda p: torch.save(optim_sd, p)
-    mode = file_mode_for(tmp / "state.json")  # 0o666 minus the umask (safetensors writes 0600)
+    mode = file_mode_for(ckdir / name)  # 0o666 minus the umask (safetensors writes 0600)
     files = {}
-    for fname, write in writers.items():
-        p = tmp / fname
-        write(p)
-        os.chmod(p, mode)
-        fsync_path(p)
-        files[fname] = {"bytes": p.stat().st_size, "sha256": sha256_file(p)}
-    atomic_write_json(tmp / "state.json", {"step": step, "format": FORMAT, "files": files, **state})
-    fsync_path(tmp)
+    try:
+        tmp.mkdir()  # a new folder of our own: the files below are created in it, never reached through a link
+        for fname, write in writers.items():
+            p = tmp / fname
+            write(p)
+            os.chmod(p, mode)
+            fsync_path(p)
+            files[fname] = {"bytes": p.stat().st_size, "sha256": sha256_file(p)}
+        atomic_write_json(tmp / "state.json", {"step": step, "format": FORMAT, "files": files, **state})
+        fsync_path(tmp)
+    except Exception as e:  # noqa: BLE001 - a full disk comes as OSError, SafetensorError or torch's RuntimeError
+        shutil.rmtree(tmp, ignore_errors=True)
+        free, why = shutil.disk_usage(ckdir).free / 2**20, (str(e).splitlines() or [""])[0]
+        raise EdlmError(f"could not save step {step} in {ckdir} ({type(e).__name__}: {why}; "
+                        f"{free:.0f} MiB free there): any earlier checkpoint is intact; free some space, then "
+                        "resume") from None
     final = ckdir / name
-    if final.exists():  # the same step saved again after a resume from an earlier one
-        shutil.rmtree(final)
+    if final.exists() or final.is_symlink():  # the same step saved again after a resume from an earlier one
+        _remove(final)
     tmp.rename(final)
     fsync_path(ckdir)
     atomic_write_json(run / "latest.json", {"step": step, "dir": f"checkpoints/{name}",
@@ -103,6 +109,14 @@ def save_checkpoint(run: Path, step: int, model_sd: dict, ema_sd: dict | None, o
     for old in sorted(p for p in ckdir.glob("step_*") if p != final)[:-max(keep - 1, 0) or None]:
         shutil.rmtree(old, ignore_errors=True)
     return final
+
+
+def _remove(p: Path) -> None:
+    """A folder of ours, or a link in its place (removed itself: rmtree never follows one)."""
+    if p.is_symlink() or not p.is_dir():
+        p.unlink(missing_ok=True)
+    else:
+        shutil.rmtree(p, ignore_errors=True)
 
 
 def load_training_state(d: Path, model, optimizer, state: dict):
@@ -138,20 +152,12 @@ def load_training_state(d: Path, model, optimizer, state: dict):
 
 
 def _torch_load(p: Path, d: Path):
-    """torch.load that never runs code: weights_only=True admits tensors, numbers, strings and containers."""
-    import pickle
+    """torch.load(weights_only=True) through edlm.safe_load: tensors, numbers, strings and containers only."""
+    from edlm.safe_load import load_torch_file
 
-    try:
-        return torch.load(p, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as e:
-        if "weights only" in str(e).lower():  # torch's restricted unpickler met a global it will not call
-            raise EdlmError(f"refusing to load {p}: it holds more than tensors and numbers, and unpickling it "
-                            "could run code. Resume only runs you trust; its weights stay usable by sample and "
-                            "eval (safetensors run no code)") from None
-        raise EdlmError(f"cannot read {p} (not a torch file): it is damaged; {fallback_advice(d)}") from None
-    except Exception as e:  # noqa: BLE001 - a truncated zip raises RuntimeError, others vary
-        raise EdlmError(f"cannot read {p} ({type(e).__name__}): it is truncated or corrupt; "
-                        f"{fallback_advice(d)}") from None
+    return load_torch_file(p, "a training state", damaged=lambda: fallback_advice(d),
+                           refused="resume only runs you trust; its weights stay usable by sample and eval "
+                                   "(safetensors run no code)")
 
 
 def last_good_note(run: Path) -> str:
