@@ -6,6 +6,7 @@ inputs that must fail before any sampling."""
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -178,6 +179,20 @@ def test_cli_flags_for_lm_energies_are_checked(micro_runs, tmp_path):
     assert rc == 2 and "cannot import 'no_such_module_xyz'" in se
     assert not (tmp_path / "x.jsonl").exists()
 
+
+
+def test_an_output_inside_what_an_energy_reads_is_refused(micro_runs, same_tok_lm, tmp_path):
+    """lm:FOLDER and py:FILE.py:FUNCTION are inputs of the command: no output may be written over or inside them;
+    a built-in or hub name is no path at all."""
+    from edlm.commands import energy_run
+
+    lm = same_tok_lm[0]
+    assert energy_run(f"lm:{lm}") == lm and energy_run("lm:smollm2-135m") is None
+    assert energy_run("py:rewards.py:no_digits") == "rewards.py" and energy_run("py:my.rewards:f") is None
+    rc, _, se = cli("sample", "--ckpt", str(micro_runs / "mdlm"), "--out", f"{lm}/s.jsonl", "--energy", f"lm:{lm}",
+                    "--quiet")
+    assert rc == 2 and "--energy" in se and "lies inside" in se
+    assert not (tmp_path / "s.jsonl").exists() and not (Path(lm) / "s.jsonl").exists()
 
 def test_an_edlm_ar_run_as_lm_energy_is_the_ar_energy(micro_runs):
     """lm:AR_RUN at token level is EDLM-AR's full joint, residual form: the same energies as ar:AR_RUN."""
