@@ -21,6 +21,7 @@ import torch
 from edlm.api.energies import as_energy
 from edlm.errors import EdlmError
 from edlm.runs.folder import RunMeta
+from edlm.sampling.fast import check_fast
 from edlm.sampling.generate import Samples
 from edlm.utils import pick_device
 from edlm.validate import window_in_unit
@@ -85,7 +86,8 @@ class Run:
                batch_size: int = 16, callback=None, *, precision: str = "auto", compile: bool = False,
                cache: bool = True, quiet: bool = True, on_batch=None, unmask: str = "random", infill=None,
                stride: int | None = None, trace=None, trace_num: int = 4, trace_mdlm: bool = False,
-               k_policy=None, min_unmask: int = 1) -> Samples:
+               k_policy=None, min_unmask: int = 1, sampler: str = "step", threshold: float = 0.9,
+               block_size: int | None = None, kv_cache: str = "none", kv_refresh: int = 0) -> Samples:
         """Generate `num` sequences; returns Samples (tokens, texts, rows, summary). Nothing is written.
 
         MDLM run: `steps` ancestral denoising steps from all-MASK. With `energy` (edlm.ar_energy(ar_run),
@@ -117,7 +119,16 @@ class Run:
             EDLM step, then each step's ESS sets the next step's k in [k_min, k_max] (sampling/adaptive.py); the
             summary then reports mean_k and energy_candidates_per_sample (the cost).
         min_unmask: with an energy, run it only for sequences that unmask at least this many positions on a step;
-            the others take a plain MDLM draw (random unmasking only)."""
+            the others take a plain MDLM draw (random unmasking only).
+        sampler: "step" (the `steps` time grid), "first-hit" (EXACT continuous-time sampling, one network call
+            per generated token: the step sampler's law as steps grow without bound; `steps` does not apply) or
+            "threshold" (APPROXIMATE: each step unmasks every position whose top probability exceeds
+            `threshold`, at least one; the steps adapt). All three take an energy (docs/fast_samplers.md).
+        block_size: generate in left-to-right blocks of this many tokens, each with `steps` (sampling/blocks.py).
+        kv_cache: "none", "prefix" or "dual": a block's network calls reuse the keys and values of the positions
+            before it (prefix) or on both sides (dual), recomputed at each block's start and every `kv_refresh`
+            calls (0: only there). APPROXIMATE for these bidirectional models (kv_refresh=1 is exact); needs
+            block_size or stride (sampling/kvcache.py)."""
         from edlm.api.generate import GenerateRequest, generate
 
         obj = self.meta.objective
@@ -132,6 +143,8 @@ class Run:
         if not (temperature > 0 and math.isfinite(temperature)):
             raise EdlmError(f"temperature must be a finite number > 0, not {temperature!r}")
         window_in_unit(window)
+        check_fast(obj, sampler=sampler, threshold=threshold, block_size=block_size, kv_cache=kv_cache,
+                   kv_refresh=kv_refresh, unmask=unmask, stride=stride)
         fixed = self._infill(infill, prefix, length, stride)
         length = len(fixed) if fixed is not None else (length or self.meta.train.seq_len)
         block = min(self.meta.train.seq_len, self.model.cfg.max_len)
@@ -162,7 +175,8 @@ class Run:
                               seed=seed, energy=spec, k=k, window=tuple(window) if window else None,
                               temperature=temperature, prefix=ids or None, cache=cache, precision=precision,
                               compile=compile, unmask=unmask, fixed=fixed, stride=stride, k_policy=k_policy,
-                              min_unmask=min_unmask)
+                              min_unmask=min_unmask, sampler=sampler, threshold=threshold,
+                              block_size=block_size, kv_cache=kv_cache, kv_refresh=kv_refresh)
         recorders = self._recorders(trace, trace_num, req, summary_label=choice)
         rows, summary = generate(req, self.device, models=(self.model, self.meta.raw), energies=energies,
                                  quiet=quiet, on_batch=on_batch, callback=callback,

@@ -79,6 +79,28 @@ def add_parser(sub, name, help_):
     p.add_argument("--trace-mdlm", action="store_true",
                    help="with --energy and --trace: also trace plain MDLM from the same seed, side by side")
     p.add_argument("--no-cache", action="store_true", help="recompute the denoiser even when x_t did not change")
+    p.add_argument("--sampler", default="step", choices=("step", "first-hit", "threshold"),
+                   help="step: MDLM's --steps time grid. first-hit (EXACT): continuous-time sampling, one network call "
+                        "per generated token, the step sampler's law as the steps grow without bound (--steps does "
+                        "not apply). threshold (APPROXIMATE): each step unmasks every position whose most probable "
+                        "token is above --threshold, at least one, so the steps adapt (--steps does not apply). All "
+                        "three take --energy (docs/fast_samplers.md)")
+    p.add_argument("--threshold", type=float, default=0.9, metavar="P",
+                   help="with --sampler threshold: the top probability above which a position unmasks")
+    p.add_argument("--block-size", type=int, default=None, metavar="B",
+                   help="block-wise generation: the tokens to generate are denoised in left-to-right blocks of B, "
+                        "each with the sampler's --steps, later blocks still masked beside them (also inside "
+                        "--stride windows)")
+    p.add_argument("--kv-cache", default="none", choices=("none", "prefix", "dual"),
+                   help="cached block decoding (needs --block-size or --stride): a block's network calls reuse the "
+                        "keys and values of the positions before the block (prefix) or on both sides (dual), "
+                        "recomputed at each block's start and every --kv-refresh calls. APPROXIMATE for these "
+                        "bidirectional models: the kept keys and values go stale as the block fills in "
+                        "(--kv-refresh 1 is exact and no faster). Not --no-cache, which is about reusing the output "
+                        "when x_t did not change")
+    p.add_argument("--kv-refresh", type=int, default=0, metavar="N",
+                   help="with --kv-cache: recompute the kept keys and values every N network calls of a block "
+                        "(0 = only at the block's start)")
     p.add_argument("--precision", default="auto", choices=("auto", "bf16", "fp32"),
                    help="network precision: auto = bf16 autocast on a GPU, fp32 on the CPU (draws are float64)")
     p.add_argument("--compile", action="store_true",
@@ -96,6 +118,15 @@ def check_args(args) -> None:
     at_least("--seed", args.seed, 0)
     at_least("--stride", args.stride, 1, optional=True)
     at_least("--trace-num", args.trace_num, 1)
+    at_least("--block-size", args.block_size, 1, optional=True)
+    at_least("--kv-refresh", args.kv_refresh, 0)
+    finite_in("--threshold", args.threshold, lo=0, hi=1)
+    if args.kv_cache != "none" and args.stride is None and args.block_size is None:
+        raise EdlmError(f"--kv-cache {args.kv_cache} keeps the keys and values outside the block being denoised: "
+                        "give --block-size B (blocks within the sample) or --stride S (semi-autoregressive windows)")
+    if args.sampler != "step" and args.unmask != "random":
+        raise EdlmError(f"--unmask {args.unmask} is a rule of the step sampler; --sampler {args.sampler} chooses "
+                        "its own positions")
     if args.infill is not None and args.prefix is not None:
         raise EdlmError("--prefix and --infill: give one (write the prefix into the --infill template)")
     if args.infill is not None and args.length is not None:
@@ -193,7 +224,8 @@ def run(args):
                           unmask=args.unmask, infill=infill, stride=args.stride, trace=args.trace,
                           trace_num=args.trace_num, trace_mdlm=args.trace_mdlm,
                           k_policy=parse_k_policy(args.k_policy, args.k_max),
-                          min_unmask=args.energy_min_unmask)
+                          min_unmask=args.energy_min_unmask, sampler=args.sampler, threshold=args.threshold,
+                          block_size=args.block_size, kv_cache=args.kv_cache, kv_refresh=args.kv_refresh)
         stream.finish()
     except BaseException:
         stream.abandon()
@@ -206,4 +238,5 @@ def _sample(run_, **kw):
     try:
         return run_.sample(**kw)
     except EdlmError as e:
-        raise in_flag_terms(e, ("ckpt", "energy", "length", "stride", "prefix")) from None
+        raise in_flag_terms(e, ("ckpt", "energy", "length", "stride", "prefix", "sampler", "threshold",
+                                "block_size", "kv_cache", "kv_refresh"), dash=True) from None

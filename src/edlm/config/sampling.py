@@ -18,6 +18,14 @@ UNMASK = ("random", "confidence")
 
 K_POLICIES = ("fixed", "ess")
 
+SAMPLERS = ("step", "first-hit", "threshold")
+"""the sampler's loop (SamplerConfig.sampler): step (MDLM's time grid, sampling/loop.py), first-hit (exact
+continuous time, one network call per token, sampling/firsthit.py), threshold (every position above a top
+probability at once, sampling/threshold.py)"""
+
+KV_CACHES = ("none", "prefix", "dual")
+"""keys and values kept across a block's network calls (GenerateRequest.kv_cache; sampling/kvcache.py)"""
+
 
 @dataclass(frozen=True)
 class KPolicy:
@@ -87,7 +95,21 @@ class SamplerConfig:
     others take a plain MDLM draw (sampling/importance.py: one token from exact marginals needs no energy).
     Random unmasking only"""
 
+    sampler: str = "step"
+    """step (the time grid of `steps`), first-hit (exact: one network call per token; steps and unmask do not
+    apply) or threshold (every masked position whose top probability exceeds `threshold`, at least one per
+    step; approximate; steps and unmask do not apply)"""
+    threshold: float = 0.9
+    """the threshold sampler's top-probability threshold"""
+
     def __post_init__(self):
+        if self.sampler not in SAMPLERS:
+            raise ValueError(f"sampler {self.sampler!r}: use one of {', '.join(SAMPLERS)}")
+        if not 0.0 <= self.threshold <= 1.0:
+            raise ValueError(f"threshold {self.threshold!r}: give a probability in [0, 1]")
+        if self.sampler != "step" and self.unmask != "random":
+            raise ValueError(f"unmask {self.unmask!r} is a rule of the step sampler; the {self.sampler} sampler "
+                             "chooses its own positions")
         if self.unmask not in UNMASK:
             raise ValueError(f"unmask {self.unmask!r}: use one of {', '.join(UNMASK)}")
         if self.min_unmask < 1 or (self.min_unmask > 1 and self.unmask != "random"):
@@ -125,6 +147,20 @@ class GenerateRequest:
     stride: int | None = None
     """semi-autoregressive: generate in blocks of the training length, each new block `stride` tokens on,
     with the tokens before it in its window as fixed context (sampling/semiar.py); allows any length"""
+    sampler: str = "step"
+    """step, first-hit or threshold (SamplerConfig.sampler)"""
+    threshold: float = 0.9
+    """the threshold sampler's top-probability threshold"""
+    block_size: int | None = None
+    """block-wise generation: denoise the positions to generate in left-to-right blocks of this many, each with
+    the sampler's `steps` (sampling/blocks.py); None = one block per window"""
+    kv_cache: str = "none"
+    """none, prefix or dual: keep the keys and values of the positions outside the current block across its
+    network calls (an approximation for these bidirectional models; sampling/kvcache.py). Needs blocks: a
+    `stride` or a `block_size`"""
+    kv_refresh: int = 0
+    """with kv_cache: recompute the kept keys and values every this many network calls of a block (0 = only at
+    the block's start; 1 = every call, the same samples as no cache)"""
     compile: bool = False
     """torch.compile the denoiser's trunk (with CUDA graphs on a GPU) and the fused draw / log-prob kernels
     at once; the first batch pays the compile. Without it those kernels compile only once the job has run

@@ -18,8 +18,10 @@ from edlm.data.tokenizers import tokenizer_for
 from edlm.diffusion.schedules import get_schedule
 from edlm.errors import EdlmError
 from edlm.sampling.ar import ar_sample
+from edlm.sampling.blocks import block_plan, sample_blocks
+from edlm.sampling.fast import block_denoiser, check_fast, sampler_fn
 from edlm.sampling.infill import Infill
-from edlm.sampling.loop import model_denoiser, sample
+from edlm.sampling.loop import model_denoiser
 from edlm.sampling.semiar import block_windows, sample_long
 from edlm.utils import fused_mode, fused_policy, process_seconds, progress
 
@@ -76,6 +78,9 @@ class _Job:
     fixed: tuple | None = None  # infill: token ids, None where to generate
     stride: int | None = None  # semi-AR: new tokens per block
     window: int = 0  # semi-AR: tokens one block sees
+    block: int | None = None  # block-wise: tokens per block (sampling/blocks.py)
+    kv_cache: str = "none"  # keys/values kept outside the block (sampling/kvcache.py)
+    kv_refresh: int = 0
 
     def batch(self, b: int, prefix=None, clock=None, trace=None):
         """One batch of b sequences -> (x0 (b, length), SampleStats or None for AR)."""
@@ -91,14 +96,24 @@ class _Job:
         if trace is not None:
             trace.begin(x_init, self.mask_id)
             on_choice = trace.on_choice
+        if self.block is not None or self.kv_cache != "none":
+            plan = block_plan(self.length, self.window if self.stride else self.length, self.stride or self.length,
+                              self.block)
+            return sample_blocks(self._sample_view, x_init, plan, self.mask_id, self.scfg.steps, callback=clock,
+                                 on_choice=on_choice, on_block=None if trace is None else trace.on_block)
         if self.stride is None or self.length <= self.window:
             return self._sample(x_init, clock, on_choice)
         return sample_long(self._sample, x_init, self.window, self.stride, self.mask_id, self.scfg.steps,
                            callback=clock, on_choice=on_choice, on_block=None if trace is None else trace.on_block)
 
-    def _sample(self, x_init, callback, on_choice):
-        return sample(self.denoise, self.schedule, self.mask_id, self.scfg, x_init=x_init, energy=self.energy,
-                      generator=self.generator, callback=callback, on_choice=on_choice)
+    def _sample(self, x_init, callback, on_choice, denoise=None):
+        return sampler_fn(self.scfg.sampler)(denoise or self.denoise, self.schedule, self.mask_id, self.scfg,
+                                             x_init=x_init, energy=self.energy, generator=self.generator,
+                                             callback=callback, on_choice=on_choice)
+
+    def _sample_view(self, x_view, tail, block_start, callback, on_choice):
+        den = block_denoiser(self.model, self.mask_id, tail, block_start, self.kv_cache, self.kv_refresh)
+        return self._sample(x_view, callback, on_choice, den)
 
 
 class StepClock:
@@ -146,6 +161,8 @@ def check_request(req: GenerateRequest, model, meta: dict) -> tuple[int, int]:
         raise EdlmError(f"the prefix has {len(req.prefix)} tokens, not fewer than `length` {length}")
     if req.energy and obj != "mdlm":
         raise EdlmError("`energy` applies to an MDLM run (`ckpt` MDLM_RUN); this run is autoregressive")
+    check_fast(obj, sampler=req.sampler, threshold=req.threshold, block_size=req.block_size, kv_cache=req.kv_cache,
+               kv_refresh=req.kv_refresh, unmask=req.unmask, stride=req.stride)
     return length, window
 
 
@@ -176,10 +193,11 @@ def generate(req: GenerateRequest, device, model, meta: dict, *, energy=None, qu
     scfg = SamplerConfig(steps=req.steps, k=req.k if energy is not None else 1, window=req.window,
                          temperature=req.temperature, cache=req.cache, unmask=req.unmask,
                          k_policy=req.k_policy if energy is not None else None,
-                         min_unmask=req.min_unmask if energy is not None else 1)
+                         min_unmask=req.min_unmask if energy is not None else 1, sampler=req.sampler,
+                         threshold=req.threshold)
     unmask = None if obj == "ar" else req.unmask
     schedule = get_schedule(meta["train"].get("schedule", "loglinear"))
-    rows, ess_all, t_total = [], [], 0.0
+    rows, ess_all, t_total, forwards = [], [], 0.0, 0
     cost = {"candidates": 0, "seq_steps": 0}  # energy candidate-evaluations, and sequence-steps that drew them
     bar = progress(total=req.num, desc=f"sample {method}", unit="seq", disable=quiet or None)
     clock = StepClock()
@@ -190,7 +208,8 @@ def generate(req: GenerateRequest, device, model, meta: dict, *, energy=None, qu
     startup_s = process_seconds()  # imports, CUDA start-up, loading the model(s): everything before batch 1
     tok = tokenizer_for(meta["data"])
     job = _Job(obj, model, denoise, schedule, mask_id, scfg, energy, gen, length, device, fixed=req.fixed,
-               stride=req.stride, window=window)
+               stride=req.stride, window=window, block=req.block_size, kv_cache=req.kv_cache,
+               kv_refresh=req.kv_refresh)
     for start in range(0, req.num, req.batch_size):
         b = min(req.batch_size, req.num - start)
         prefix = torch.tensor([req.prefix] * b, device=device) if req.prefix else None
@@ -204,6 +223,7 @@ def generate(req: GenerateRequest, device, model, meta: dict, *, energy=None, qu
         _sync(device)
         dt = time.perf_counter() - t0
         t_total += dt
+        forwards += stats.forwards if stats is not None else 0
         if stats is not None and stats.ess:
             ess_all.extend(stats.ess)
             cost["candidates"] += stats.candidates
@@ -240,6 +260,14 @@ def generate(req: GenerateRequest, device, model, meta: dict, *, energy=None, qu
         summary.update(min_unmask=req.min_unmask)
     if req.stride is not None:  # fields added only when used: the JSON of a plain run is unchanged
         summary.update(stride=req.stride, block=window, blocks=len(block_windows(length, window, req.stride)))
+    if obj == "mdlm" and (req.sampler != "step" or req.block_size is not None or req.kv_cache != "none"):
+        summary.update(sampler=req.sampler, network_calls_per_batch=forwards / max(1, -(-req.num // req.batch_size)))
+        if req.sampler == "threshold":
+            summary.update(threshold=req.threshold)
+        if req.block_size is not None:
+            summary.update(block_size=req.block_size)
+        if req.kv_cache != "none":
+            summary.update(kv_cache=req.kv_cache, kv_refresh=req.kv_refresh)
     if req.fixed is not None:
         summary.update(infill=Infill(tuple(req.fixed)).render(tok.decode),
                        infill_blanks=sum(i is None for i in req.fixed))

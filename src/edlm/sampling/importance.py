@@ -49,9 +49,9 @@ def select(energies: torch.Tensor, temperature: float = 1.0, generator=None):
     return j, w, ess
 
 
-def importance_step(post, x_t: torch.Tensor, t: float, alpha_t: float, alpha_s: float,
+def importance_step(post, x_t: torch.Tensor, t, alpha_t: float, alpha_s: float,
                     energy, k: int, mask_id: int, temperature: float = 1.0, generator=None, on_choice=None,
-                    min_unmask: int = 1):
+                    min_unmask: int = 1, move: torch.Tensor | None = None):
     """One EDLM step. post: the proposal's posterior at x_t (or (B, L, V) SUBS log-probs).
     Returns x_s (B, L), ess (B_active,) on the device, and how many positions unmasked (int).
     on_choice(active (Ba,), chosen (Ba,), weights (Ba, k)): optional, told which candidate won (traces).
@@ -62,9 +62,12 @@ def importance_step(post, x_t: torch.Tensor, t: float, alpha_t: float, alpha_s: 
     min_unmask: a sequence that unmasks fewer positions than this (but some) takes a plain MDLM draw for them,
     no energy: the energy corrects the DEPENDENCE between the tokens a step fixes together, and a single token
     drawn from exact marginals is already exact (while importance resampling with finite k only approximates
-    that marginal). The choice depends on the positions drawn, never on the candidates, so it biases nothing."""
+    that marginal). The choice depends on the positions drawn, never on the candidates, so it biases nothing.
+    move: (B, L) bool, the positions to unmask when a sampler chose them itself (first-hit, threshold; the
+    alphas are then unused); t: a float or one time per sequence (B,)."""
     B, L = x_t.shape
-    move = unmask_draw(x_t, alpha_t, alpha_s, mask_id, generator)
+    if move is None:
+        move = unmask_draw(x_t, alpha_t, alpha_s, mask_id, generator)
     if min_unmask > 1:
         n_move = move.sum(1)
         active = (n_move >= min_unmask).nonzero().squeeze(1)
@@ -79,7 +82,8 @@ def importance_step(post, x_t: torch.Tensor, t: float, alpha_t: float, alpha_s: 
     xa = x_t[active]
     x0_flat = cand.reshape(n_active * k, L)
     xt_flat = xa.repeat_interleave(k, dim=0)  # row b*k+j is active sequence b
-    t_flat = torch.full((n_active * k,), t, device=x_t.device)
+    t_flat = (t[active].repeat_interleave(k) if torch.is_tensor(t)
+              else torch.full((n_active * k,), t, device=x_t.device))
     e = energy.energy(x0_flat, xt_flat, t_flat, log_mu=log_mu.reshape(n_active * k)).view(n_active, k)
     j, w, ess = select(e, temperature, generator)
     if on_choice is not None:
