@@ -226,3 +226,53 @@ def test_every_sampler_fills_every_block_with_an_energy():
 
         x, st = sample_blocks(view, torch.full((2, 24), 8), block_plan(24, 16, 8, 4), 8, 4)
         assert not (x == 8).any() and st.energy_steps > 0, (name, cache)
+
+
+def test_api_and_cli_run_every_fast_option(micro_runs, tmp_path, capsys):
+    import json
+
+    import edlm
+    from edlm.cli import main
+
+    run = edlm.load(micro_runs / "mdlm")
+    spec = f"ar:{micro_runs / 'ar'}"
+    mask = run.meta.mask_id
+    for kw in ({"sampler": "first-hit"}, {"sampler": "threshold", "threshold": 0.5, "energy": spec, "k": 2},
+               {"block_size": 4, "kv_cache": "dual", "steps": 3}, {"stride": 8, "length": 40, "kv_cache": "prefix"},
+               {"sampler": "threshold", "stride": 8, "length": 40, "block_size": 4, "kv_cache": "dual",
+                "energy": spec, "k": 2}):
+        out = run.sample(num=2, **{"steps": 4, **kw})
+        assert not (out.tokens == mask).any(), kw
+        assert out.summary["sampler"] == kw.get("sampler", "step") and out.summary["network_calls_per_batch"] > 0
+    inf = run.infill("ab[MASK*6]cd[MASK*3]", num=2, sampler="threshold", block_size=4, kv_cache="prefix")
+    assert all(t[:2] == "ab" and t[8:10] == "cd" for t in inf.texts)
+    o = tmp_path / "s.jsonl"
+    assert main(["sample", "--ckpt", str(micro_runs / "mdlm"), "--sampler", "threshold", "--threshold", "0.7",
+                 "--kv-cache", "dual", "--block-size", "4", "--num", "2", "--out", str(o), "--quiet"]) == 0
+    s = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert s["sampler"] == "threshold" and s["kv_cache"] == "dual" and s["block_size"] == 4
+    assert all(mask not in json.loads(r)["ids"] for r in o.read_text().splitlines())
+
+
+def test_fast_option_errors_name_the_fix(micro_runs, tmp_path, capsys):
+    import edlm
+    from edlm.cli import main
+    from edlm.errors import EdlmError
+
+    run, ar = edlm.load(micro_runs / "mdlm"), edlm.load(micro_runs / "ar")
+    for kw, msg in (({"kv_cache": "prefix"}, "give `block_size`"), ({"kv_cache": "left"}, "use one of none"),
+                    ({"sampler": "first-hit", "unmask": "confidence"}, "rule of the step sampler"),
+                    ({"threshold": 1.5}, "probability in"), ({"block_size": 0}, "1 or more"),
+                    ({"sampler": "fast"}, "use one of step")):
+        with pytest.raises(EdlmError, match=msg):
+            run.sample(num=1, **kw)
+    with pytest.raises(EdlmError, match="applies to an MDLM run"):
+        ar.sample(num=1, sampler="first-hit")
+    for argv, msg in ((["--kv-cache", "prefix"], "give --block-size B"), (["--threshold", "2"], "--threshold"),
+                      (["--sampler", "first-hit", "--unmask", "confidence"], "rule of the step sampler"),
+                      (["--kv-refresh", "-1"], "--kv-refresh")):
+        out = tmp_path / "x.jsonl"
+        assert main(["sample", "--ckpt", str(micro_runs / "mdlm"), *argv, "--out", str(out)]) == 2
+        err = capsys.readouterr().err
+        assert msg in err and "Traceback" not in err, err
+        assert not out.exists()
