@@ -276,3 +276,28 @@ def test_fast_option_errors_name_the_fix(micro_runs, tmp_path, capsys):
         err = capsys.readouterr().err
         assert msg in err and "Traceback" not in err, err
         assert not out.exists()
+
+
+def test_study_script_sweeps_and_reports(micro_runs, tmp_path):
+    import importlib.util
+    import json
+    from pathlib import Path
+
+    path = Path(__file__).parent.parent / "benchmarks" / "fast_samplers.py"
+    spec = importlib.util.spec_from_file_location("fast_samplers_bench", path)
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    rows = tmp_path / "cells.jsonl"
+    args = ["sweep", "--mdlm", str(micro_runs / "mdlm"), "--ar", str(micro_runs / "ar"), "--length", "40",
+            "--stride", "8", "--num", "4", "--batch-size", "2", "--out", str(rows),
+            "--methods", "plain-32,prefix-8,threshold-0.9,plain-8+E,plain-8+E-noshare"]
+    bench.main(args)
+    bench.main(args)  # resumes: nothing left to run
+    recs = [json.loads(line) for line in rows.read_text().splitlines()]
+    assert len(recs) == 10 and all(len(r["ids"]) == 2 and len(r["ids"][0]) == 40 for r in recs)
+    out = tmp_path / "report.json"
+    bench.main(["report", str(rows), "--evaluator", "true", "--out", str(out), "--plot", str(tmp_path / "p.png")])
+    rep = json.loads(out.read_text())["methods"]
+    assert rep["plain-32"]["speedup_vs_plain"] == 1.0 and rep["prefix-8"]["minus_plain"]["ci"][0] is not None
+    assert rep["plain-8+E"]["ar_tokens_run_over_plain"] < rep["plain-8+E-noshare"]["ar_tokens_run_over_plain"] == 1
+    assert (tmp_path / "p.png").stat().st_size > 0
