@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from edlm.api.generate import GenerateRequest, generate
+from edlm.api.generate import check as check_request
 from edlm.api.methods import METHODS
 from edlm.utils import atomic_write_bytes, atomic_write_json
 
@@ -39,16 +40,19 @@ def settings_for(methods, steps, ks, windows) -> list[Setting]:
     return out
 
 
+def _request(st: Setting, runs: dict, num: int, batch_size: int, seed: int) -> GenerateRequest:
+    method = METHODS[st.method]
+    energy = f"{method.energy}:{runs[method.runs[1]]}" if method.energy else None
+    return GenerateRequest(ckpt=runs[method.generator], num=num, steps=max(st.steps, 1), batch_size=batch_size,
+                           seed=seed, energy=energy, k=st.k, window=st.window)
+
+
 def run_setting(st: Setting, runs: dict, models: dict, *, num, batch_size, seed, device, evaluator,
                 samples_dir: Path | None, quiet=False, energies: dict | None = None) -> dict:
     from edlm.api.evaluators import evaluate_rows
 
-    method = METHODS[st.method]
-    energy = f"{method.energy}:{runs[method.runs[1]]}" if method.energy else None
-    ckpt = runs[method.generator]
-    req = GenerateRequest(ckpt=ckpt, num=num, steps=max(st.steps, 1), batch_size=batch_size, seed=seed,
-                          energy=energy, k=st.k, window=st.window)
-    rows, summ = generate(req, device, models=models.get(ckpt), energies=energies, quiet=quiet)
+    req = _request(st, runs, num, batch_size, seed)
+    rows, summ = generate(req, device, models=models.get(req.ckpt), energies=energies, quiet=quiet)
     if samples_dir is not None:
         name = f"{st.method}_s{st.steps}_k{st.k}" + (f"_w{st.window[0]:g}-{st.window[1]:g}" if st.window else "")
         atomic_write_bytes(samples_dir / f"{name}.jsonl", "".join(json.dumps(r) + "\n" for r in rows).encode())
@@ -65,11 +69,15 @@ def sweep(settings, runs: dict, *, num=64, batch_size=64, seed=0, device="cpu", 
     from edlm.runs.load import load_model
 
     models = {p: load_model(p, device) for p in {runs.get("mdlm"), runs.get("ar")} if p}
+    energies: dict = {}
+    for st in settings:  # every setting's checks and memory bound before the first one runs
+        req = _request(st, runs, num, batch_size, seed)
+        check_request(req, device, models=models.get(req.ckpt), energies=energies)
     samples_dir = None
     if out is not None:
         samples_dir = Path(out) / "samples"
         samples_dir.mkdir(parents=True, exist_ok=True)
-    rows, energies = [], {}
+    rows = []
     for st in settings:
         row = run_setting(st, runs, models, num=num, batch_size=batch_size, seed=seed, device=device,
                           evaluator=evaluator, samples_dir=samples_dir, quiet=quiet, energies=energies)

@@ -9,7 +9,7 @@ from pathlib import Path
 from edlm.commands import in_flag_terms
 from edlm.commands.sample import parse_window
 from edlm.errors import EdlmError
-from edlm.validate import at_least, out_dir
+from edlm.validate import MAX_LOOP, STEPS_WHY, at_least, at_most, out_dir, seed
 
 
 def _ints(s):
@@ -56,9 +56,10 @@ def run(args):
     for name, values in (("--steps", args.steps), ("--k", args.k)):
         for v in values:
             at_least(name, v, 1)
+    at_most("--steps", max(args.steps), MAX_LOOP, STEPS_WHY)
     at_least("--num", args.num, 1)
     at_least("--batch-size", args.batch_size, 1)
-    at_least("--seed", args.seed, 0)
+    seed("--seed", args.seed)
     out_dir("--out", args.out)
     runs = {"mdlm": args.mdlm, "ar": args.ar, "nce": args.nce}
     data = _check_runs(runs, methods)
@@ -78,7 +79,7 @@ def run(args):
             if created and d.is_dir() and not any(d.iterdir()):
                 d.rmdir()
         if isinstance(e, EdlmError):  # the library names options; the command line names flags
-            raise in_flag_terms(e, ("batch_size", "evaluator", "steps", "k", "window"), dash=True) from None
+            raise in_flag_terms(e, ("batch_size", "evaluator", "steps", "k", "window", "num"), dash=True) from None
         raise
     meta = {"data": data, "evaluator": args.evaluator, "device": str(device),
             "device_name": _device_name(device), "runs": runs}

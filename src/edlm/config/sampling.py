@@ -10,6 +10,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from edlm import validate
+from edlm.errors import EdlmError
+
 if TYPE_CHECKING:  # the CLI imports this module before torch is needed
     import torch
 
@@ -165,3 +168,20 @@ class GenerateRequest:
     """torch.compile the denoiser's trunk (with CUDA graphs on a GPU) and the fused draw / log-prob kernels
     at once; the first batch pays the compile. Without it those kernels compile only once the job has run
     long enough to pay for it (utils.fused_on_gpu), so a short job starts at once"""
+
+    def check(self) -> None:
+        """Every field in range and of its type (one EdlmError naming it), before anything is loaded."""
+        for name in ("num", "steps", "batch_size", "k", "min_unmask"):
+            validate.at_least(f"`{name}`", getattr(self, name), 1)
+        validate.at_most("`steps`", self.steps, validate.MAX_LOOP, validate.STEPS_WHY)
+        validate.at_least("`length`", self.length, 1, optional=True)
+        validate.at_least("`stride`", self.stride, 1, optional=True)
+        validate.seed("`seed`", self.seed)
+        validate.temperature("`temperature`", self.temperature)
+        validate.window_in_unit(self.window)
+        if self.unmask not in UNMASK:
+            raise EdlmError(f"`unmask` {self.unmask!r}: use {' or '.join(UNMASK)}")
+        if self.precision not in ("auto", "bf16", "fp32"):
+            raise EdlmError(f"`precision` {self.precision!r}: use auto, bf16 or fp32")
+        if self.k_policy is not None and not isinstance(self.k_policy, KPolicy):
+            raise EdlmError(f"`k_policy` {self.k_policy!r}: give None or an edlm.config.sampling.KPolicy")
