@@ -10,8 +10,8 @@
 
 Speed is the CPU time of the sampling calls (process time, one thread: what a core spends, which another
 process's load changes less than wall time) and wall time beside it; a method's speed-up is its tokens per
-CPU-second over the plain sampler's, as a ratio per round (the same seeds, the same minutes), with the
-interval of those ratios. Quality: gen-NLL per token with a 95% bootstrap interval over samples, and the
+CPU-second over the plain sampler's, as a ratio per round (the same seeds, the same minutes): the median
+over rounds, with their range (min, max). Quality: gen-NLL per token with a 95% bootstrap interval over samples, and the
 difference to the plain sampler with its own interval; entropy next to it.
 """
 
@@ -34,6 +34,10 @@ METHODS = {
     "first-hit": ({"sampler": "first-hit"}, False),
     "prefix-32": ({"steps": 32, "kv_cache": "prefix"}, False),
     "prefix-8": ({"steps": 8, "kv_cache": "prefix"}, False),
+    "blocks8-8": ({"steps": 8, "block_size": 8}, False),  # the block-wise cells without the cache: its cost apart
+    "blocks8-4": ({"steps": 4, "block_size": 8}, False),
+    "blocks16-4": ({"steps": 4, "block_size": 16}, False),
+    "confidence-32": ({"steps": 32, "unmask": "confidence"}, False),  # most-confident-first: threshold's order
     "dual-blocks8-8": ({"steps": 8, "block_size": 8, "kv_cache": "dual"}, False),
     "dual-blocks8-4": ({"steps": 4, "block_size": 8, "kv_cache": "dual"}, False),
     "dual-blocks16-4": ({"steps": 4, "block_size": 16, "kv_cache": "dual"}, False),
@@ -128,6 +132,15 @@ def _score(recs, evaluator: str, corpus: str, tokenizer) -> list:
     return res["scores"]
 
 
+def bad_words(ids, words: set, space: int) -> tuple[int, int]:
+    """(misspelt, whole) words of a lexicon sample: the space-delimited runs between its first and last space (the
+    runs at the ends may be cut). Exact log p is -inf for a sample with one misspelt word, so on `lexicon` the
+    study reports this rate instead (a ratio of sums, with the gen-NLL's bootstrap)."""
+    cuts = [i for i, c in enumerate(ids) if c == space]
+    runs = [tuple(ids[i + 1:j]) for i, j in zip(cuts[:-1], cuts[1:], strict=True)]
+    return sum(r not in words for r in runs), len(runs)
+
+
 def report(a) -> None:
     import numpy as np
 
@@ -152,6 +165,12 @@ def report(a) -> None:
             scores[key] = _score(rs, a.evaluator, corpus, tok)
             cache.write_text(json.dumps(scores))
     plain = {r["round"]: r for r in by.get(PLAIN, [])}
+    words, space = None, None
+    if corpus == "lexicon":
+        from edlm.data.languages import make_language
+
+        lang = make_language(corpus)
+        words, space = set(lang.words), lang.SPACE
     out = {"evaluator": a.evaluator, "corpus": corpus, "plain": PLAIN, "methods": {}}
     for name, rs in by.items():
         sc = scores[f"{name}:{len(rs)}"]
@@ -166,7 +185,8 @@ def report(a) -> None:
              "entropy_nats": float(np.mean([unigram_entropy(ids) for r in rs for ids in r["ids"]])),
              "cpu_s_per_seq": cpu / n_seq, "wall_s_per_seq": sum(r["wall_s"] for r in rs) / n_seq,
              "tokens_per_cpu_s": n_seq * length / cpu,
-             "network_calls_per_batch": float(np.mean([r["network_calls"] or 0 for r in rs])),
+             "network_calls_per_batch": (float(np.mean([r["network_calls"] for r in rs]))  # None: not counted
+                                         if all(r["network_calls"] is not None for r in rs) else None),
              "speedup_vs_plain": float(np.median(ratios)) if ratios else None,
              "speedup_range": [float(min(ratios)), float(max(ratios))] if ratios else None,
              "speedup_rounds": len(ratios)}
@@ -176,15 +196,30 @@ def report(a) -> None:
         if PLAIN in by and name != PLAIN:
             ps = scores[f"{PLAIN}:{len(by[PLAIN])}"]
             m["minus_plain"] = difference_interval((nll, ntok), ([s[0] for s in ps], [s[1] for s in ps]))
+        if words is not None:
+            bw = [bad_words(ids, words, space) for r in rs for ids in r["ids"]]
+            m["bad_word_rate"] = sum(b for b, _ in bw) / max(1, sum(n for _, n in bw))
+            m["bad_word_rate_ci95"] = nll_interval([b for b, _ in bw], [n for _, n in bw])
+            if PLAIN in by and name != PLAIN:
+                pw = [bad_words(ids, words, space) for r in by[PLAIN] for ids in r["ids"]]
+                m["bad_word_rate_minus_plain"] = difference_interval(([b for b, _ in bw], [n for _, n in bw]),
+                                                                     ([b for b, _ in pw], [n for _, n in pw]))
+        if not np.isfinite(m["gen_nll"]):  # lexicon: a misspelt word has probability 0 (bad_word_rate instead)
+            m["gen_nll"], m["gen_nll_ci95"] = None, None
+            m.pop("minus_plain", None)
         out["methods"][name] = m
     Path(a.out).write_text(json.dumps(out, indent=1))
     if a.plot:
         plot(out, a.plot, a.title or Path(a.out).stem)
     for name, m in sorted(out["methods"].items(), key=lambda kv: kv[1]["cpu_s_per_seq"]):
         d = m.get("minus_plain")
-        print(f"{name:28s} {m['gen_nll']:.3f} [{m['gen_nll_ci95'][0]:.3f},{m['gen_nll_ci95'][1]:.3f}] "
-              f"H={m['entropy_nats']:.3f} cpu/seq={m['cpu_s_per_seq']:.2f}s x{m['speedup_vs_plain'] or 0:.2f}"
-              + (f" d={d['diff']:+.3f} [{d['ci'][0]:+.3f},{d['ci'][1]:+.3f}]" if d else ""))
+        nll = (f"{m['gen_nll']:.3f} [{m['gen_nll_ci95'][0]:.3f},{m['gen_nll_ci95'][1]:.3f}]"
+               if m["gen_nll"] is not None else "gen-NLL inf")
+        print(f"{name:28s} {nll} H={m['entropy_nats']:.3f} cpu/seq={m['cpu_s_per_seq']:.2f}s "
+              f"x{m['speedup_vs_plain'] or 0:.2f}"
+              + (f" d={d['diff']:+.3f} [{d['ci'][0]:+.3f},{d['ci'][1]:+.3f}]" if d else "")
+              + (f" bad-words={m['bad_word_rate']:.3f} [{m['bad_word_rate_ci95'][0]:.3f},"
+                 f"{m['bad_word_rate_ci95'][1]:.3f}]" if "bad_word_rate" in m else ""))
 
 
 def plot(out: dict, path: str, title: str) -> None:
@@ -194,18 +229,19 @@ def plot(out: dict, path: str, title: str) -> None:
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(8, 5.5))
+    key = "bad_word_rate" if any("bad_word_rate" in m for m in out["methods"].values()) else "gen_nll"
     for name, m in out["methods"].items():
-        lo, hi = m["gen_nll_ci95"]
+        y, (lo, hi) = m[key], m[key + "_ci95"]
         color = "C3" if m["energy"] else ("C0" if name.startswith(("plain", "blocks")) else "C2")
-        ax.errorbar(m["cpu_s_per_seq"], m["gen_nll"], yerr=[[m["gen_nll"] - lo], [hi - m["gen_nll"]]], fmt="o",
-                    color=color, capsize=2, ms=4)
-        ax.annotate(name, (m["cpu_s_per_seq"], m["gen_nll"]), fontsize=6, xytext=(3, 3), textcoords="offset points")
+        ax.errorbar(m["cpu_s_per_seq"], y, yerr=[[y - lo], [hi - y]], fmt="o", color=color, capsize=2, ms=4)
+        ax.annotate(name, (m["cpu_s_per_seq"], y), fontsize=6, xytext=(3, 3), textcoords="offset points")
     if PLAIN in out["methods"]:
-        lo, hi = out["methods"][PLAIN]["gen_nll_ci95"]
+        lo, hi = out["methods"][PLAIN][key + "_ci95"]
         ax.axhspan(lo, hi, color="C0", alpha=0.12, label=f"{PLAIN}: 95% interval")
     ax.set_xscale("log")
     ax.set_xlabel("CPU seconds per sequence (1 thread; log scale)")
-    ax.set_ylabel(f"gen-NLL per token ({out['evaluator']}; 95% interval)")
+    ax.set_ylabel(f"gen-NLL per token ({out['evaluator']}; 95% interval)" if key == "gen_nll"
+                  else "misspelt words / words (95% interval)")
     ax.set_title(f"{title}: blue plain, green fast samplers, red with the AR energy", fontsize=9)
     ax.legend(fontsize=7)
     fig.tight_layout()

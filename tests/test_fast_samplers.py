@@ -301,3 +301,25 @@ def test_study_script_sweeps_and_reports(micro_runs, tmp_path):
     assert rep["plain-32"]["speedup_vs_plain"] == 1.0 and rep["prefix-8"]["minus_plain"]["ci"][0] is not None
     assert rep["plain-8+E"]["ar_tokens_run_over_plain"] < rep["plain-8+E-noshare"]["ar_tokens_run_over_plain"] == 1
     assert (tmp_path / "p.png").stat().st_size > 0
+
+
+def test_study_script_counts_misspelt_lexicon_words_between_spaces():
+    import importlib.util
+    from pathlib import Path
+
+    from edlm.data.languages import make_language
+
+    path = Path(__file__).parent.parent / "benchmarks" / "fast_samplers.py"
+    spec = importlib.util.spec_from_file_location("fast_samplers_bench", path)
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    lang = make_language("lexicon")
+    words, sp = set(lang.words), lang.SPACE
+    good = list(lang.words[0])
+    wrong = [c for c in range(8) if tuple(good[:-1] + [c]) not in words][:1]
+    bad = good[:-1] + wrong
+    ids = [0, 1, sp, *good, sp, *bad, sp, *good, sp, sp, 3]  # ends cut; an empty word (two spaces) is misspelt
+    assert bench.bad_words(ids, words, sp) == (2, 4)
+    assert bench.bad_words([sp, *good, sp], words, sp) == (0, 1) and bench.bad_words(good, words, sp) == (0, 0)
+    real = lang.sample(2, 200, generator=__import__("torch").Generator().manual_seed(0))
+    assert all(bench.bad_words(r.tolist(), words, sp)[0] == 0 for r in real)
