@@ -25,6 +25,9 @@ import time
 from pathlib import Path
 
 PLAIN = "plain-32"
+PAIRS = [("prefix-32", "plain-32"), ("prefix-8", "plain-8"), ("dual-blocks8-8", "blocks8-8"),
+         ("dual-blocks8-4", "blocks8-4"), ("dual-blocks16-4", "blocks16-4"), ("prefix-8+E", "plain-8+E")]
+"""(a, b): a's quality minus b's, where they differ in one option only (the cache's own cost)"""
 
 # name -> (GenerateRequest fields, energy?). "steps" are per block (per window without block_size).
 METHODS = {
@@ -172,9 +175,13 @@ def report(a) -> None:
         lang = make_language(corpus)
         words, space = set(lang.words), lang.SPACE
     out = {"evaluator": a.evaluator, "corpus": corpus, "plain": PLAIN, "methods": {}}
+    per_sample = {}
     for name, rs in by.items():
         sc = scores[f"{name}:{len(rs)}"]
         nll, ntok = [s[0] for s in sc], [s[1] for s in sc]
+        per_sample[name] = {"nll": list(zip(nll, ntok, strict=True))}
+        if words is not None:
+            per_sample[name]["bad_words"] = [bad_words(ids, words, space) for r in rs for ids in r["ids"]]
         n_seq = sum(len(r["ids"]) for r in rs)
         length = rs[0]["length"]
         cpu = sum(r["cpu_s"] for r in rs)
@@ -208,6 +215,12 @@ def report(a) -> None:
             m["gen_nll"], m["gen_nll_ci95"] = None, None
             m.pop("minus_plain", None)
         out["methods"][name] = m
+    for x, y in PAIRS:  # one option apart: its own cost, on the quality the report ranks by
+        if x in by and y in by:
+            key = "bad_words" if words is not None else "nll"
+            pa, pb = (per_sample[n][key] for n in (x, y))
+            out.setdefault("pairs", {})[f"{x} minus {y}"] = difference_interval(
+                ([u for u, _ in pa], [v for _, v in pa]), ([u for u, _ in pb], [v for _, v in pb]))
     Path(a.out).write_text(json.dumps(out, indent=1))
     if a.plot:
         plot(out, a.plot, a.title or Path(a.out).stem)
