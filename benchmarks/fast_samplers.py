@@ -4,8 +4,9 @@
     # change on a shared machine hits every method alike); rows appended as they finish (resumable)
     python benchmarks/fast_samplers.py sweep --mdlm runs/markov3-mdlm --ar runs/markov3-ar --length 1024 \\
         --stride 32 --num 32 --batch-size 8 --out results/fast_samplers/markov3_1024.jsonl
+    gzip -9 results/fast_samplers/markov3_1024.jsonl   # as kept in the repository (report reads either)
     # score (exact log p on markov3 / lexicon; an evaluator such as smollm2-135m on text), intervals, Pareto
-    python benchmarks/fast_samplers.py report results/fast_samplers/markov3_1024.jsonl --evaluator true \\
+    python benchmarks/fast_samplers.py report results/fast_samplers/markov3_1024.jsonl.gz --evaluator true \\
         --out results/fast_samplers/markov3_1024.json --plot results/fast_samplers/markov3_1024.png
 
 Speed is the CPU time of the sampling calls (process time, one thread: what a core spends, which another
@@ -144,6 +145,13 @@ def bad_words(ids, words: set, space: int) -> tuple[int, int]:
     return sum(r not in words for r in runs), len(runs)
 
 
+def _text(path: Path) -> str:
+    """A sweep's rows, as written or gzipped (results/fast_samplers keeps them as .jsonl.gz)."""
+    import gzip
+
+    return gzip.decompress(path.read_bytes()).decode() if path.suffix == ".gz" else path.read_text()
+
+
 def report(a) -> None:
     import numpy as np
 
@@ -151,7 +159,7 @@ def report(a) -> None:
     from edlm.data.tokenizers import tokenizer_for
     from edlm.eval.stats import difference_interval, nll_interval, unigram_entropy
 
-    recs = [json.loads(line) for p in a.jsonl for line in Path(p).read_text().splitlines()]
+    recs = [json.loads(line) for p in a.jsonl for line in _text(Path(p)).splitlines()]
     corpus = recs[0]["corpus"]
     tok = None if is_language(corpus) else tokenizer_for(corpus)
     by: dict[str, list] = {}
