@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 from edlm.commands import in_flag_terms
+from edlm.config.unmasking import UNMASKINGS, unmask_names
 from edlm.errors import EdlmError
 from edlm.sampling.adaptive import parse_k_policy
 from edlm.utils import fsync_path, pick_device
@@ -25,6 +26,12 @@ def parse_window(s: str):
     if not 0 <= lo <= hi <= 1:
         raise argparse.ArgumentTypeError(f"--window {s!r}: need 0 <= T_LO <= T_HI <= 1")
     return (lo, hi)
+
+
+def unmask_help() -> str:
+    """--unmask's help, from the registry of strategies (edlm/config/unmasking.py)."""
+    return ("which positions a step unmasks (with --energy: EDLM on top of it): "
+            + "; ".join(f"{u.name}: {u.help}" for u in UNMASKINGS.values()))
 
 
 def add_parser(sub, name, help_):
@@ -62,9 +69,7 @@ def add_parser(sub, name, help_):
                         "energy pays mostly on the late steps, 0,0.5 keeps 70-90%% of every step's gain at half "
                         "the energy cost; a window at the start (the paper's 0.8,1) gave no measurable gain")
     p.add_argument("--temperature", type=float, default=1.0, help="EDLM weights softmax(-E/tau); 1 = exact")
-    p.add_argument("--unmask", default="random", choices=("random", "confidence"),
-                   help="which positions a step unmasks: random (MDLM) or confidence (the schedule's expected "
-                        "count, most confident draws first, as LLaDA; with --energy: EDLM on top of it)")
+    p.add_argument("--unmask", default="random", choices=unmask_names(), help=unmask_help())
     p.add_argument("--prefix", default=None, help="text to keep fixed at the start of every sample")
     p.add_argument("--infill", default=None, metavar="TEMPLATE",
                    help="infilling (MDLM/EDLM): text with blanks, [MASK] = one token to generate, [MASK*N] = N, "
@@ -105,9 +110,10 @@ def check_args(args) -> None:
     if args.k_policy != "fixed" and args.k > args.k_max:
         raise EdlmError(f"--k {args.k} is the first step's k under --k-policy {args.k_policy}: give at most "
                         f"--k-max {args.k_max}")
-    if args.energy_min_unmask > 1 and (not args.energy or args.unmask != "random"):
+    if args.energy_min_unmask > 1 and (not args.energy or not UNMASKINGS[args.unmask].min_unmask):
+        ok = " or ".join(n for n, u in UNMASKINGS.items() if u.min_unmask)
         raise EdlmError("--energy-min-unmask skips the energy on steps that unmask few positions: give --energy, "
-                        "with --unmask random")
+                        f"with --unmask {ok}")
     if args.trace_mdlm and not (args.trace and args.energy):
         raise EdlmError("--trace-mdlm puts plain MDLM beside EDLM on the --trace page: give --trace and --energy")
     out_file("--trace", args.trace)

@@ -13,8 +13,7 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:  # the CLI imports this module before torch is needed
     import torch
 
-UNMASK = ("random", "confidence")
-"""which positions a step unmasks (SamplerConfig.unmask)"""
+from edlm.config.unmasking import UNMASKINGS  # which positions a step unmasks: the registered strategies
 
 K_POLICIES = ("fixed", "ess")
 
@@ -88,11 +87,12 @@ class SamplerConfig:
     Random unmasking only"""
 
     def __post_init__(self):
-        if self.unmask not in UNMASK:
-            raise ValueError(f"unmask {self.unmask!r}: use one of {', '.join(UNMASK)}")
-        if self.min_unmask < 1 or (self.min_unmask > 1 and self.unmask != "random"):
-            raise ValueError(f"min_unmask {self.min_unmask}: give 1 or more, and more than 1 only with random "
-                             "unmasking")
+        if self.unmask not in UNMASKINGS:
+            raise ValueError(f"unmask {self.unmask!r}: use one of {', '.join(UNMASKINGS)}")
+        if self.min_unmask < 1 or (self.min_unmask > 1 and not UNMASKINGS[self.unmask].min_unmask):
+            ok = ", ".join(n for n, u in UNMASKINGS.items() if u.min_unmask)
+            raise ValueError(f"min_unmask {self.min_unmask}: give 1 or more, and more than 1 only with unmask "
+                             f"{ok}")
 
 
 @dataclass

@@ -108,3 +108,14 @@ def confidence_importance_step(post, x_t: torch.Tensor, t: float, start: torch.T
     x_s = x_t.clone()
     x_s[active] = torch.where(keep, x0, xa)
     return x_s, ess, int(keep.sum())
+
+
+def step(inp):
+    """The registry's plain step (edlm/config/unmasking.py)."""
+    return confidence_step(inp.post, inp.x, inp.start, inp.alpha_s, inp.mask_id, inp.generator)
+
+
+def energy_step(inp, energy, k):
+    """The registry's EDLM step."""
+    return confidence_importance_step(inp.post, inp.x, inp.t, inp.start, inp.alpha_s, energy, k, inp.mask_id,
+                                      inp.temperature, inp.generator, on_choice=inp.on_choice)

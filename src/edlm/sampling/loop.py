@@ -4,8 +4,9 @@
 which computes log-probs only at the positions a step draws; samplers never own models. Steps whose
 current time t lies in `window` use importance sampling with `energy`; all others are plain MDLM steps
 (and consume the random stream identically, so an empty window reproduces MDLM exactly for the same
-seed). `unmask="confidence"` replaces the random choice of positions by the most confident draws
-(sampling/confidence.py), with or without the energy on top.
+seed). Which positions a step unmasks is a registered strategy (`cfg.unmask`: edlm/config/unmasking.py,
+sampling/unmasking.py): "random" is MDLM's step, "confidence" the most confident draws first
+(sampling/confidence.py), each with or without the energy on top.
 """
 
 from __future__ import annotations
@@ -16,10 +17,9 @@ import torch
 
 from edlm.config.sampling import SamplerConfig
 from edlm.diffusion.schedules import pinned_alpha
-from edlm.sampling.ancestral import ancestral_step, time_grid
-from edlm.sampling.confidence import confidence_importance_step, confidence_step
+from edlm.sampling.ancestral import time_grid
 from edlm.sampling.denoiser import ModelDenoiser, posterior_of
-from edlm.sampling.importance import importance_step
+from edlm.sampling.unmasking import StepInput, strategy
 
 
 @dataclass
@@ -71,7 +71,7 @@ def sample(denoise, schedule, mask_id: int, cfg: SamplerConfig, *, batch: int = 
     can_cache = cfg.cache and getattr(denoise, "time_conditioning", True) is False
     start = (x == mask_id).sum(1)  # masked positions per sequence at the start (confidence counts)
     remaining = int(start.sum())
-    confident = cfg.unmask == "confidence"
+    rule = strategy(cfg.unmask)
     post = None
     k = cfg.k if cfg.k_policy is None else cfg.k_policy.start(cfg.k)
     for i in range(cfg.steps):
@@ -84,13 +84,9 @@ def sample(denoise, schedule, mask_id: int, cfg: SamplerConfig, *, batch: int = 
         a_t, a_s = pinned_alpha(schedule, t), pinned_alpha(schedule, s)
         e = None
         chose = None if on_choice is None else (lambda a, j, w, i=i: on_choice(i, a, j, w))
+        inp = StepInput(post, x, t, s, a_t, a_s, start, mask_id, generator, cfg.temperature, cfg.min_unmask, chose)
         if energy is not None and k > 1 and in_window(t, cfg.window):
-            if confident:
-                x, e, moved = confidence_importance_step(post, x, t, start, a_s, energy, k, mask_id,
-                                                         cfg.temperature, generator, on_choice=chose)
-            else:
-                x, e, moved = importance_step(post, x, t, a_t, a_s, energy, k, mask_id, cfg.temperature,
-                                              generator, on_choice=chose, min_unmask=cfg.min_unmask)
+            x, e, moved = rule.energy_step(inp, energy, k)
             if e.numel():  # the energy ran (some sequence unmasked something)
                 stats.energy_steps += 1
                 stats.ks.append(k)
@@ -100,10 +96,8 @@ def sample(denoise, schedule, mask_id: int, cfg: SamplerConfig, *, batch: int = 
                     k = cfg.k_policy.next_k(k, e)
             else:
                 e = None
-        elif confident:
-            x, moved = confidence_step(post, x, start, a_s, mask_id, generator)
         else:
-            x, moved = ancestral_step(post, x, a_t, a_s, mask_id, generator)
+            x, moved = rule.step(inp)
         remaining -= moved
         if moved:
             stats.forwards += post.forwards
