@@ -18,7 +18,8 @@ Manifest reading and paths live in manifest.py, the split writers the builders s
 module checks split files, prepares (staging, builder, manifest, install) and loads.
 
 ``textfile`` is stored under the name ``textfile`` (one at a time): preparing it with another --source or
---tokenizer rebuilds it.
+--tokenizer rebuilds it. ``textfile:NAME`` corpora sit side by side, one folder each (``textfile-NAME``); one is
+never replaced by another text unless asked (`force`), since runs trained on it name it.
 """
 
 from __future__ import annotations
@@ -41,11 +42,13 @@ from edlm.data.manifest import (  # noqa: F401 (CORPORA, LANGUAGES, manifest, co
     corpus_dir,
     files_ok,
     manifest,
+    prepare_hint,
     read_manifest,
     root_flag,
     sample_sha256,
     summary,
 )
+from edlm.data.names import textfile_name
 from edlm.data.writers import (  # noqa: F401 (re-exported for the builders' callers)
     SplitWriter,
     split_documents,
@@ -62,7 +65,7 @@ def info(name: str, *, root: str | Path | None = None) -> dict:
     m = manifest(name, root)
     if not files_ok(d, m, verify_hash=False):
         raise EdlmError(f"corpus {name!r} in {d} does not match its manifest (files missing or truncated); "
-                        f"rebuild it with `edlm data prepare {name}{root_flag(root)}`")  # fmt: skip
+                        f"rebuild it: {prepare_hint(name, root)}")  # fmt: skip
     return {**summary(m, d), "build_seconds": m.get("build_seconds"), "created": m.get("created")}
 
 
@@ -87,7 +90,7 @@ _verified: set = set()  # (path, size, mtime_ns, inode) already checked in this 
 
 def check_split(name: str, p: Path, sp: dict, itemsize: int, root=None) -> None:
     """The split file exists with the manifest's size and hash; else one EdlmError naming the rebuild."""
-    fix = f"rebuild the corpus with `edlm data prepare {name} --force{root_flag(root)}`"
+    fix = f"rebuild the corpus: {prepare_hint(name, root, force=True)}"
     try:
         st = p.stat()
     except OSError:
@@ -142,6 +145,11 @@ def prepare(name: str, *, root: str | Path | None = None, force: bool = False,
     request = builders.request_for(name, source=source, tokenizer=tokenizer, train_tokens=train_tokens)
     if not force:
         m = read_manifest(d)
+        if m is not None and textfile_name(name) and not builders.same_request(m, request):
+            old = m.get("request", {})
+            raise EdlmError(f"corpus {name!r} already holds {old.get('source')} ({old.get('tokenizer')} tokens), and "
+                            "runs trained on it name it: prepare this text under another name (textfile:OTHER), "
+                            "or pass `force` to replace it")
         if m is not None and files_ok(d, m, verify_hash=True) and builders.same_request(m, request):
             if any("sample_sha256" not in m["splits"][s] for s in SPLITS):  # built before sampled checksums
                 for s in SPLITS:
