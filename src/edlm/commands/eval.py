@@ -11,6 +11,9 @@ from edlm.errors import EdlmError
 from edlm.utils import pick_device
 from edlm.validate import at_least, existing_path, finite_in
 
+NELBO_OPTIONS = ("ckpt", "split", "t_samples", "steps", "energy", "k", "window", "temperature", "min_unmask",
+                 "bound_draws", "logz_samples", "t_eps", "max_blocks", "batch_size", "seed", "device")
+
 
 def add_parser(sub, name, help_):
     p = sub.add_parser(name, help=help_, description=help_)
@@ -132,7 +135,10 @@ def run(args):
     finite_in("--temperature", args.temperature, 0.0, lo_open=True)
     if args.t_eps is not None:
         finite_in("--t-eps", args.t_eps, 0.0, 1.0, lo_open=True, hi_open=True)
-    out = nelbo_command(args)
+    try:
+        out = nelbo_command(args)
+    except EdlmError as e:  # Run.nelbo names its arguments; here they are flags
+        raise in_flag_terms(e, NELBO_OPTIONS, dash=True) from None
     for name, entry in out["results"].items():  # a finite checkpoint can still overflow: never report NaN
         if entry["nll"] is not None and not math.isfinite(entry["nll"]):
             raise EdlmError(f"the {name} NLL of {args.ckpt} came out {entry['nll']} (the outputs overflow): "
@@ -155,7 +161,7 @@ def nelbo_command(args):
                      logz_samples=args.logz_samples, t_eps=args.t_eps, max_blocks=args.max_blocks,
                      batch_size=args.batch_size, seed=args.seed, quiet=args.quiet)
     for w in out["warnings"]:
-        print(f"edlm eval nelbo: warning: {w}", file=sys.stderr)
+        print(f"edlm eval nelbo: warning: {in_flag_terms(EdlmError(w), NELBO_OPTIONS, dash=True)}", file=sys.stderr)
     return out
 
 

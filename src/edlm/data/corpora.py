@@ -134,8 +134,14 @@ def prepare(name: str, *, root: str | Path | None = None, force: bool = False,
             source: str | Path | None = None, tokenizer: str | None = None,
             train_tokens: int | None = None) -> dict:  # fmt: skip
     """Build corpus ``name`` (or reuse a valid existing build) and return its summary dict.
+
+    Your own text: name "textfile:NAME" (several side by side), source a UTF-8 file or a folder of .txt files,
+    tokenizer "chars" (the default there: the file's own characters, kept exactly), "bytes" (UTF-8 bytes, kept
+    exactly), "char" (text8's 27 symbols: case, punctuation, digits and newlines are changed or dropped) or
+    "gpt2"; the summary's dropped_share says how much of the text the corpus does not keep as it is (a warning
+    above 1%). A name already holding another text is refused unless force=True.
     train_tokens: ground-truth languages only, the training split's size (default 2M tokens; None reuses
-    whatever size is prepared)."""
+    whatever size is prepared). root: the data cache (default $EDLM_DATA or ~/.cache/edlm)."""
     from edlm.data import builders
 
     t0 = time.time()

@@ -279,7 +279,7 @@ def generate(req: GenerateRequest, device, model, meta: dict, *, energy=None, qu
     if req.stride is not None:  # fields added only when used: the JSON of a plain run is unchanged
         summary.update(stride=req.stride, block=window, blocks=len(block_windows(length, window, req.stride)))
     if req.fixed is not None:
-        shown = [Infill(tuple(f)).render(tok.decode) for f in fixed]
+        shown = [Infill(tuple(f)).render(tok.decode) for f in (fixed[:1] if shared is not None else fixed)]
         summary.update(infill=shown[0] if shared is not None else shown,
                        infill_blanks=sum(i is None for i in fixed[0]))
     return rows, summary
