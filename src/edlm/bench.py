@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from edlm.api.generate import GenerateRequest, generate
+from edlm.api.generate import check as check_request
 from edlm.api.methods import METHODS
 from edlm.errors import EdlmError
 from edlm.utils import atomic_write_bytes, atomic_write_json
@@ -74,29 +75,31 @@ def cell_name(st: Setting) -> str:
     return name + "".join(f"_{e}" for e in extra if e)
 
 
-def run_setting(st: Setting, runs: dict, models: dict, *, num, batch_size, seed, device, evaluator,
-                samples_dir: Path | None, quiet=False, energies: dict | None = None, k_max: int = 16) -> dict:
-    from edlm.api.evaluators import evaluate_rows
-
+def _request(st: Setting, runs: dict, num: int, batch_size: int, seed: int, k_max: int = 16) -> GenerateRequest:
     method = METHODS[st.method]
     energy = f"{method.energy}:{runs[method.runs[1]]}" if method.energy else None
-    ckpt = runs[method.generator]
-    seed = seed if st.seed is None else st.seed
     policy = None
     if st.k_policy != "fixed":
         from edlm.config.sampling import KPolicy
 
         policy = KPolicy(k_max=max(k_max, st.k))
-    req = GenerateRequest(ckpt=ckpt, num=num, steps=max(st.steps, 1), batch_size=batch_size, seed=seed,
-                          energy=energy, k=st.k, window=st.window, unmask=st.unmask, temperature=st.temperature,
-                          k_policy=policy, min_unmask=st.min_unmask)
-    rows, summ = generate(req, device, models=models.get(ckpt), energies=energies, quiet=quiet)
+    return GenerateRequest(ckpt=runs[method.generator], num=num, steps=max(st.steps, 1), batch_size=batch_size,
+                           seed=seed if st.seed is None else st.seed, energy=energy, k=st.k, window=st.window,
+                           unmask=st.unmask, temperature=st.temperature, k_policy=policy, min_unmask=st.min_unmask)
+
+
+def run_setting(st: Setting, runs: dict, models: dict, *, num, batch_size, seed, device, evaluator,
+                samples_dir: Path | None, quiet=False, energies: dict | None = None, k_max: int = 16) -> dict:
+    from edlm.api.evaluators import evaluate_rows
+
+    req = _request(st, runs, num, batch_size, seed, k_max)
+    rows, summ = generate(req, device, models=models.get(req.ckpt), energies=energies, quiet=quiet)
     if samples_dir is not None:
         atomic_write_bytes(samples_dir / f"{cell_name(st)}.jsonl", "".join(json.dumps(r) + "\n" for r in rows).encode())
     ev = evaluate_rows(rows, evaluator, device=device, keep_scores=True)
     return {"method": st.method, "steps": st.steps, "k": st.k, "window": list(st.window) if st.window else None,
             "unmask": st.unmask, "temperature": st.temperature, "k_policy": st.k_policy,
-            "min_unmask": st.min_unmask, "seed": seed,
+            "min_unmask": st.min_unmask, "seed": req.seed,
             "gen_ppl": ev["gen_ppl"], "gen_nll": ev["gen_nll"], "gen_nll_ci95": ev["gen_nll_ci95"],
             "scores": ev["scores"], "entropy_nats": ev["entropy_nats"],
             "entropy_bits": ev["entropy_bits"], "distinct_2": ev.get("distinct_2"),
@@ -109,11 +112,15 @@ def sweep(settings, runs: dict, *, num=64, batch_size=64, seed=0, device="cpu", 
     from edlm.runs.load import load_model
 
     models = {p: load_model(p, device) for p in {runs.get("mdlm"), runs.get("ar")} if p}
+    energies: dict = {}
+    for st in settings:  # every setting's checks and memory bound before the first one runs
+        req = _request(st, runs, num, batch_size, seed, k_max)
+        check_request(req, device, models=models.get(req.ckpt), energies=energies)
     samples_dir = None
     if out is not None:
         samples_dir = Path(out) / "samples"
         samples_dir.mkdir(parents=True, exist_ok=True)
-    rows, energies = [], {}
+    rows = []
     for st in settings:
         row = run_setting(st, runs, models, num=num, batch_size=batch_size, seed=seed, device=device,
                           evaluator=evaluator, samples_dir=samples_dir, quiet=quiet, energies=energies, k_max=k_max)
@@ -213,7 +220,9 @@ def bench(mdlm, ar=None, nce=None, *, methods=None, steps=(8, 16, 32, 64), k=(2,
     from edlm.config.sampling import K_POLICIES
     from edlm.config.unmasking import UNMASKINGS
     from edlm.utils import pick_device, quiet_default
-    from edlm.validate import at_least, out_dir
+    from edlm.validate import MAX_LOOP, STEPS_WHY, at_least, at_most, out_dir
+    from edlm.validate import seed as check_seed
+    from edlm.validate import temperature as check_temperature
 
     runs = {"mdlm": str(mdlm) if mdlm else None, "ar": str(ar) if ar else None, "nce": str(nce) if nce else None}
     methods = _listify("methods", methods, str) if methods else [
@@ -226,7 +235,11 @@ def bench(mdlm, ar=None, nce=None, *, methods=None, steps=(8, 16, 32, 64), k=(2,
             "seed": _listify("seed", seed)}
     for name, values in axes.items():
         for v in values:
-            at_least(f"`{name}`", v, 0 if name == "seed" else 1)
+            if name == "seed":
+                check_seed("`seed`", v)
+            else:
+                at_least(f"`{name}`", v, 1)
+    at_most("`steps`", max(axes["steps"]), MAX_LOOP, STEPS_WHY)
     unmasks, policies = _listify("unmask", unmask, str), _listify("k_policy", k_policy, str)
     taus = _listify("energy_temperatures", energy_temperatures, float)
     for u in unmasks:
@@ -236,8 +249,7 @@ def bench(mdlm, ar=None, nce=None, *, methods=None, steps=(8, 16, 32, 64), k=(2,
         if p not in K_POLICIES:
             raise EdlmError(f"`k_policy` {p!r}: use one of {', '.join(K_POLICIES)}")
     for tau in taus:
-        if not tau > 0 or tau == float("inf"):
-            raise EdlmError(f"`energy_temperatures` {tau!r}: give finite numbers > 0")
+        check_temperature("`energy_temperatures`", tau)
     at_least("`k_max`", k_max, 1)
     at_least("`num`", num, 1)
     at_least("`batch_size`", batch_size, 1)

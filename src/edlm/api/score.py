@@ -37,14 +37,18 @@ def _rows(samples) -> tuple[list[dict], str | None]:
 
 
 def score(samples, evaluator, *, device="auto", batch_size: int = 16, max_tokens: int | None = None,
-          eos: str = "mdlm", stride: int | None = None, quiet: bool | None = None) -> dict:
+          eos: str = "mdlm", stride: int | None = None, quiet: bool | None = None,
+          accept_data_change: bool = False) -> dict:
     """The summary `edlm eval samples` prints (gen-PPL / gen-NLL with a 95% interval, entropy, distinct-n, speed)
     for `samples` (edlm.Samples, a list of rows, or a samples JSONL file), under `evaluator` ("true" for the
     ground-truth languages, "smollm2-135m", "gemma3-270m", "edlm:AR_RUN", "gguf:FILE", a Hugging Face name or
-    folder). It also keeps "scores" (per sample: summed NLL, tokens) and "seeds", for edlm.compare."""
+    folder). It also keeps "scores" (per sample: summed NLL, tokens) and "seeds", for edlm.compare.
+    accept_data_change: an "edlm:AR_RUN" evaluator whose corpus changed since it was trained is a warning, not an
+    error."""
     rows, path = _rows(samples)
     out = evaluate_rows(rows, evaluator, device=device, batch_size=batch_size, max_tokens=max_tokens, eos=eos,
-                        stride=stride, show_progress=not quiet_default(quiet), keep_scores=True)
+                        stride=stride, show_progress=not quiet_default(quiet), keep_scores=True,
+                        accept_data_change=accept_data_change)
     out["seeds"] = [r.get("seed") for r in rows]
     if path is not None:
         out["samples"] = path

@@ -17,6 +17,7 @@ from edlm.config.model import TransformerConfig
 from edlm.config.train import TrainConfig, check_config
 from edlm.data import corpora
 from edlm.errors import EdlmError
+from edlm.models.kernels import check_kernels
 from edlm.runs import checkpoint as ckpt
 from edlm.runs.checkpoint import RunStore
 from edlm.runs.clear import clear_run
@@ -35,8 +36,8 @@ from edlm.validate import out_dir
 
 
 def train_run(cfg: TrainConfig, model_cfg: TransformerConfig, out: str | Path, *, resume: bool | str = False,
-          max_steps: int | None = None, quiet: bool = False, overrides: dict | None = None, log=(),
-          overwrite: bool = False) -> dict:
+              max_steps: int | None = None, quiet: bool = False, overrides: dict | None = None, log=(),
+              overwrite: bool = False, accept_data_change: bool = False) -> dict:
     """Train (or resume, keeping the saved config except for `overrides` of RESUME_OVERRIDABLE options and
     `max_steps`). Returns the summary. log: extra metric sinks besides metrics.jsonl ("tensorboard": event
     files in RUN/tensorboard/). resume="auto": resume when `out` holds a run, else start one. overwrite: start
@@ -53,7 +54,9 @@ def train_run(cfg: TrainConfig, model_cfg: TransformerConfig, out: str | Path, *
         resume = (out / "run.json").exists()
     if overwrite or not (out / "run.json").exists():
         check_config(cfg, model_cfg)  # before the folder is created (or cleared)
-    d = init_distributed(pick_device(cfg.device))
+    device = pick_device(cfg.device)
+    check_kernels(cfg.kernels, device, training=True)  # a missing package: before the folder exists
+    d = init_distributed(device, group=cfg.parallel == "fsdp")
     created = not out.exists()
     lock = None
     try:
@@ -62,8 +65,9 @@ def train_run(cfg: TrainConfig, model_cfg: TransformerConfig, out: str | Path, *
             lock = RunLock(out).acquire()
             if overwrite:
                 clear_run(out)
-        meta, cfg, model_cfg = prepare_run(out, cfg, model_cfg, resume, max_steps, d.world_size, overrides)
-        run = _build(cfg, model_cfg, meta, out, d, resume)
+        meta, cfg, model_cfg = prepare_run(out, cfg, model_cfg, resume, max_steps, d.world_size, overrides,
+                                           accept_data_change)
+        run = _build(cfg, model_cfg, meta, out, d, resume, accept_data_change)
         log = TrainLog(d, cfg, quiet, run.step, metric_sinks(out, run.step, sinks) if d.is_main else ())
         try:
             result = fit(run, log, RunStore(out, meta.raw))
@@ -87,15 +91,15 @@ def train_run(cfg: TrainConfig, model_cfg: TransformerConfig, out: str | Path, *
         cleanup(d)
 
 
-def _build(cfg: TrainConfig, model_cfg: TransformerConfig, meta: RunMeta, out: Path, d: Dist, resume: bool
-           ) -> TrainState:
+def _build(cfg: TrainConfig, model_cfg: TransformerConfig, meta: RunMeta, out: Path, d: Dist, resume: bool,
+           accept_data_change: bool = False) -> TrainState:
     """Model, objective, data, optimizer, EMA and noise stream, restored from the checkpoint on resume; (re)writes
     run.json. The order of the random draws is the one every edlm run was trained with: keep it."""
     device = d.device
     torch.manual_seed(cfg.seed)
     proposal = None
     if cfg.objective == "nce":  # the frozen MDLM the energy corrects (prepare_run checked that it is given)
-        proposal, _ = load_model(cfg.diffusion, device, expect="mdlm")
+        proposal, _ = load_model(cfg.diffusion, device, expect="mdlm", accept_data_change=accept_data_change)
     objective = build_objective(cfg, meta.mask_id, device, proposal)
     model = build_model(cfg.objective, model_cfg)
     if not resume:
@@ -125,7 +129,8 @@ def _split_configs(configs) -> tuple[TransformerConfig, TrainConfig]:
 
 
 def train(configs="tiny", out: str | Path | None = None, *, preset: str | None = None, resume: bool | str = False,
-          overwrite: bool = False, quiet: bool | None = None, log=(), **options) -> dict:
+          overwrite: bool = False, quiet: bool | None = None, log=(), accept_data_change: bool = False,
+          **options) -> dict:
     """Train (or, with resume=True, continue) a model into the run folder `out`; returns the summary.
 
     configs: a preset's (TransformerConfig, TrainConfig) pair, e.g. edlm.presets.tiny() (either order is
@@ -136,7 +141,10 @@ def train(configs="tiny", out: str | Path | None = None, *, preset: str | None =
     checkpoint restarts from step 0). overwrite: start the run in `out` over (its checkpoints, metrics and
     run.json are removed). quiet: no progress bar (default: quiet unless stderr is a terminal).
     log="tensorboard": metrics also go to TensorBoard event files in out/tensorboard/ (pip install
-    'edlm[tensorboard]'); metrics.jsonl always. The trained run opens with edlm.load(out)."""
+    'edlm[tensorboard]'); metrics.jsonl always. The trained run opens with edlm.load(out). accept_data_change:
+    resume (or, for objective "nce", use the `diffusion` run) although the corpus changed since the run was
+    made: a warning instead of an error, and a resumed run is bound to the corpus as it is now
+    (docs/reliability.md)."""
     from dataclasses import replace
 
     from edlm.utils import quiet_default
@@ -161,4 +169,4 @@ def train(configs="tiny", out: str | Path | None = None, *, preset: str | None =
     if not resume:
         check_config(cfg, model_cfg)  # on resume the saved values merged with `options` are checked instead
     return train_run(cfg, model_cfg, out, resume=resume, max_steps=tr.get("max_steps"), quiet=quiet_default(quiet),
-                     overrides={**tr, **md}, log=log, overwrite=overwrite)
+                     overrides={**tr, **md}, log=log, overwrite=overwrite, accept_data_change=accept_data_change)

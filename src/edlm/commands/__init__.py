@@ -52,3 +52,13 @@ def kebab_options(parser) -> None:
 def old_spelling(parser, old: str, new: str) -> None:
     """Accept option `old` (a former name) as `new`, without showing it in --help."""
     parser._option_string_actions[old] = parser._option_string_actions[new]
+
+
+ACCEPT_FLAG = {"accept_data_change": "--accept-data-change"}
+"""the library's `accept_data_change=True` as the commands' flag"""
+
+
+def add_accept_data_change(p) -> None:
+    p.add_argument("--accept-data-change", action="store_true",
+                   help="use the run although its corpus changed since the run was made (another text prepared "
+                   "under its name): a warning on stderr instead of an error (docs/reliability.md)")

@@ -5,14 +5,25 @@ from __future__ import annotations
 import argparse
 import math
 
-from edlm.commands import in_flag_terms
+from edlm.commands import add_accept_data_change, in_flag_terms
 from edlm.commands.sample import parse_window
 from edlm.errors import EdlmError
 from edlm.utils import pick_device
-from edlm.validate import at_least, existing_path, finite_in
+from edlm.validate import (
+    BOUND_STEPS_WHY,
+    MAX_LOOP,
+    PASSES_WHY,
+    at_least,
+    at_most,
+    existing_path,
+    finite_in,
+    seed,
+    temperature,
+)
 
 NELBO_OPTIONS = ("ckpt", "split", "t_samples", "steps", "energy", "k", "window", "temperature", "min_unmask",
-                 "bound_draws", "logz_samples", "t_eps", "max_blocks", "batch_size", "seed", "device")
+                 "bound_draws", "logz_samples", "t_eps", "max_blocks", "batch_size", "seed", "device",
+                 "accept_data_change")
 
 
 def add_parser(sub, name, help_):
@@ -56,6 +67,8 @@ def add_parser(sub, name, help_):
     n.add_argument("--json-out", metavar="PATH", help="also write the JSON summary to PATH")
     sp = add_samples_parser(s)
     sp.add_argument("--json-out", metavar="PATH", help="also write the JSON summary to PATH")
+    for q in (n, sp):
+        add_accept_data_change(q)
     return p
 
 
@@ -122,17 +135,20 @@ def run(args):
         try:
             return samples_command(args)
         except EdlmError as e:  # the library names evaluate_rows' options; here they are flags
-            raise in_flag_terms(e, ("batch_size", "max_tokens", "eos", "stride", "evaluator"), dash=True) from None
+            raise in_flag_terms(e, ("batch_size", "max_tokens", "eos", "stride", "evaluator", "accept_data_change"),
+                                dash=True) from None
     at_least("--t-samples", args.t_samples, 1)
     at_least("--max-blocks", args.max_blocks, 1, optional=True)
-    at_least("--seed", args.seed, 0)
+    seed("--seed", args.seed)
     at_least("--steps", args.steps, 1, optional=True)
+    for flag, value in (("--steps", args.steps), ("--t-samples", args.t_samples), ("--bound-draws", args.bound_draws)):
+        at_most(flag, value, MAX_LOOP, BOUND_STEPS_WHY if flag == "--steps" else PASSES_WHY)
     at_least("--k", args.k, 1)
     at_least("--bound-draws", args.bound_draws, 1)
     at_least("--min-unmask", args.min_unmask, 1)
     if args.logz_samples < 2:
         raise EdlmError("--logz-samples must be >= 2 (the estimate's upper end needs leave-one-out terms)")
-    finite_in("--temperature", args.temperature, 0.0, lo_open=True)
+    temperature("--temperature", args.temperature)
     if args.t_eps is not None:
         finite_in("--t-eps", args.t_eps, 0.0, 1.0, lo_open=True, hi_open=True)
     try:
@@ -152,7 +168,7 @@ def nelbo_command(args):
 
     from edlm.api import load
 
-    run_ = load(args.ckpt, pick_device(args.device), expect="mdlm|ar")
+    run_ = load(args.ckpt, pick_device(args.device), expect="mdlm|ar", accept_data_change=args.accept_data_change)
     if args.energy and run_.meta.objective != "mdlm":
         raise EdlmError("--energy needs an MDLM --ckpt (the proposal)")
     out = run_.nelbo(split=args.split, steps=args.steps, energy=args.energy, k=args.k, window=args.window,
@@ -171,6 +187,7 @@ def samples_command(args) -> dict:
     from edlm.eval.genppl import read_samples
 
     out = evaluate_rows(read_samples(args.samples), args.evaluator, device=args.device, batch_size=args.batch_size,
-                        max_tokens=args.max_tokens, eos=args.eos, stride=args.stride, show_progress=not args.quiet)
+                        max_tokens=args.max_tokens, eos=args.eos, stride=args.stride, show_progress=not args.quiet,
+                        accept_data_change=getattr(args, "accept_data_change", False))
     out["samples"] = str(args.samples)
     return out

@@ -8,11 +8,11 @@ import os
 import sys
 from pathlib import Path
 
-from edlm.commands import in_flag_terms, old_spelling
+from edlm.commands import add_accept_data_change, in_flag_terms, old_spelling
 from edlm.config.unmasking import UNMASKINGS, unmask_names
 from edlm.errors import EdlmError
 from edlm.utils import fsync_path, pick_device
-from edlm.validate import at_least, finite_in, out_file
+from edlm.validate import MAX_LOOP, STEPS_WHY, at_least, at_most, out_file, seed, temperature
 
 
 def parse_window(s: str):
@@ -29,7 +29,7 @@ def parse_window(s: str):
 
 OPTIONS = ("ckpt", "out", "num", "steps", "batch_size", "length", "seed", "energy", "k", "k_policy", "k_max",
            "k_min", "min_unmask", "window", "temperature", "unmask", "prefix", "infill", "stride", "trace",
-           "trace_num", "trace_mdlm", "cache", "precision", "compile", "device", "quiet")
+           "trace_num", "trace_mdlm", "cache", "precision", "compile", "device", "quiet", "accept_data_change")
 """the option names Run.sample's messages may use (as `name`), each a flag here"""
 
 
@@ -101,6 +101,7 @@ def add_parser(sub, name, help_):
     p.add_argument("--device", default="auto")
     p.add_argument("--quiet", action="store_true")
     old_spelling(p, "--energy-min-unmask", "--min-unmask")
+    add_accept_data_change(p)
     return p
 
 
@@ -109,7 +110,8 @@ def check_args(args) -> None:
     for name in ("num", "steps", "k", "k_max", "k_min", "min_unmask", "batch_size"):
         at_least("--" + name.replace("_", "-"), getattr(args, name), 1)
     at_least("--length", args.length, 1, optional=True)
-    at_least("--seed", args.seed, 0)
+    at_most("--steps", args.steps, MAX_LOOP, STEPS_WHY)
+    seed("--seed", args.seed)
     at_least("--stride", args.stride, 1, optional=True)
     at_least("--trace-num", args.trace_num, 1)
     if args.infill is not None and args.prefix is not None:
@@ -130,7 +132,7 @@ def check_args(args) -> None:
     if args.trace_mdlm and not (args.trace and args.energy):
         raise EdlmError("--trace-mdlm puts plain MDLM beside EDLM on the --trace page: give --trace and --energy")
     out_file("--trace", args.trace)
-    finite_in("--temperature", args.temperature, lo=0, lo_open=True)
+    temperature("--temperature", args.temperature)
     out_file("--out", args.out)
     partial = partial_path(args.out)
     if partial.exists():
@@ -181,7 +183,10 @@ def run(args):
     from edlm.api import load
 
     check_args(args)
-    run_ = load(args.ckpt, pick_device(args.device))
+    try:
+        run_ = load(args.ckpt, pick_device(args.device), accept_data_change=args.accept_data_change)
+    except EdlmError as e:
+        raise in_flag_terms(e, OPTIONS, dash=True) from None
     prefix = run_.encode(args.prefix, what="--prefix") if args.prefix else None
     if args.energy and run_.meta.objective == "ar":
         raise EdlmError("--energy applies to an MDLM run (--ckpt MDLM_RUN); this run is autoregressive")

@@ -6,7 +6,7 @@ import argparse
 import dataclasses
 import typing
 
-from edlm.commands import in_flag_terms
+from edlm.commands import add_accept_data_change, in_flag_terms
 from edlm.config.model import TransformerConfig
 from edlm.config.train import RESUME_OVERRIDABLE, TrainConfig
 from edlm.errors import EdlmError
@@ -22,7 +22,7 @@ MODEL_HELP = {"n_layers": "transformer blocks", "d_model": "hidden size", "n_hea
               "attn_dropout": "dropout on the attention probabilities, training only (MDLM: 0)",
               "time_conditioning": "condition the denoiser on t (MDLM's default: no)"}
 OPTIONS = ({f.name for f in dataclasses.fields(TrainConfig)} | set(MODEL_FIELDS)
-           | {"out", "resume", "overwrite", "preset", "log", "quiet"})
+           | {"out", "resume", "overwrite", "preset", "log", "quiet", "accept_data_change"})
 """the option names a library error may mention (as `name`), each a flag of `edlm train`"""
 
 
@@ -66,6 +66,7 @@ def add_parser(sub, name, help_):
     p.add_argument("--log", action="append", choices=list(LOG_SINKS), default=None,
                    help="also log metrics to this (repeatable; metrics.jsonl is always written): tensorboard = "
                    "event files in OUT/tensorboard/ (pip install 'edlm[tensorboard]')")
+    add_accept_data_change(p)
     _add_fields(p.add_argument_group("training (TrainConfig)"), TrainConfig)
     _add_fields(p.add_argument_group("model (TransformerConfig)"), TransformerConfig, MODEL_FIELDS, MODEL_HELP)
     return p
@@ -87,6 +88,6 @@ def run(args):
     tr, md = given_options(args)
     try:
         return train(preset=args.preset, out=args.out, resume=args.resume, overwrite=args.overwrite,
-                     quiet=args.quiet, log=args.log or (), **tr, **md)
+                     quiet=args.quiet, log=args.log or (), accept_data_change=args.accept_data_change, **tr, **md)
     except EdlmError as e:  # the library names options as `name`; here they are flags
         raise in_flag_terms(e, OPTIONS, dash=True) from None

@@ -10,6 +10,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from edlm import validate
+from edlm.errors import EdlmError
+
 if TYPE_CHECKING:  # the CLI imports this module before torch is needed
     import torch
 
@@ -150,3 +153,20 @@ class GenerateRequest:
 
     def __post_init__(self):
         self.k_policy = parse_k_policy(self.k_policy)
+
+    def check(self) -> None:
+        """Every field in range and of its type (one EdlmError naming it), before anything is loaded."""
+        for name in ("num", "steps", "batch_size", "k", "min_unmask"):
+            validate.at_least(f"`{name}`", getattr(self, name), 1)
+        validate.at_most("`steps`", self.steps, validate.MAX_LOOP, validate.STEPS_WHY)
+        validate.at_least("`length`", self.length, 1, optional=True)
+        validate.at_least("`stride`", self.stride, 1, optional=True)
+        validate.seed("`seed`", self.seed)
+        validate.temperature("`temperature`", self.temperature)
+        validate.window_in_unit(self.window)
+        if self.unmask not in UNMASKINGS:
+            raise EdlmError(f"`unmask` {self.unmask!r}: use {' or '.join(UNMASKINGS)}")
+        if self.precision not in ("auto", "bf16", "fp32"):
+            raise EdlmError(f"`precision` {self.precision!r}: use auto, bf16 or fp32")
+        if self.k_policy is not None and not isinstance(self.k_policy, KPolicy):
+            raise EdlmError(f"`k_policy` {self.k_policy!r}: give None, 'fixed', 'ess' or an edlm.KPolicy")
