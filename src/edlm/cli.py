@@ -19,6 +19,7 @@ import sys
 os.environ.setdefault("GOMP_SPINCOUNT", "10000")
 
 from edlm import __version__  # noqa: E402
+from edlm.commands import kebab_options  # noqa: E402
 from edlm.errors import EdlmError  # noqa: E402
 from edlm.utils import atomic_write_json, summary_line  # noqa: E402
 
@@ -48,6 +49,7 @@ def build_parser() -> argparse.ArgumentParser:
         sp = mod.add_parser(sub, name, help_)
         sp.add_argument("--json-out", metavar="PATH", help="also write the JSON summary to PATH")
         sp.set_defaults(_run=mod.run, _writes=getattr(mod, "writes", None))
+    kebab_options(p)  # one spelling: --max-steps (the old --max_steps still parses)
     return p
 
 

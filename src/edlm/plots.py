@@ -8,13 +8,25 @@ from pathlib import Path
 
 def _series(rows):
     groups: dict[str, list[dict]] = {}
+    seeds = len({r.get("seed") for r in rows}) > 1
     for r in rows:
         if r["method"] == "ar":
             continue
         label = r["method"] if r["method"] == "mdlm" else f"{r['method']} k={r['k']}" + (
             f" w={r['window'][0]:g}-{r['window'][1]:g}" if r.get("window") and r["window"] != [0.0, 1.0] else "")
+        label += _settings(r, seeds)
         groups.setdefault(label, []).append(r)
     return {k: sorted(v, key=lambda r: r["steps"]) for k, v in groups.items()}
+
+
+def _settings(r: dict, seeds: bool) -> str:
+    """The bench settings of a row that differ from the defaults (unmasking, tau, k policy, min-unmask, seed)."""
+    out = [r["unmask"] if r.get("unmask", "random") != "random" else "",
+           f"tau={r['temperature']:g}" if r.get("temperature", 1.0) != 1.0 else "",
+           "k-policy=ess" if r.get("k_policy", "fixed") != "fixed" else "",
+           f"min-unmask={r['min_unmask']}" if r.get("min_unmask", 1) != 1 else "",
+           f"seed {r.get('seed')}" if seeds else ""]
+    return "".join(f" {o}" for o in out if o)
 
 
 def plot_sweep(rows: list[dict], out: Path, title: str = "", reference: dict | None = None) -> list[str]:

@@ -47,6 +47,16 @@ def progress(iterable=None, total=None, desc: str = "", unit: str = "it", disabl
                 dynamic_ncols=True, leave=False, **kw)
 
 
+def quiet_default(quiet: bool | None) -> bool:
+    """The API's `quiet`: as given, or (None) quiet unless stderr is a terminal, where a progress bar helps."""
+    if quiet is not None:
+        return bool(quiet)
+    try:
+        return not sys.stderr.isatty()
+    except (AttributeError, ValueError):  # a replaced or closed stderr
+        return True
+
+
 DEVICE_FORM = re.compile(r"(cpu|cuda|mps)(?::(\d+))?")
 
 

@@ -30,6 +30,32 @@ def in_flag_terms(e: EdlmError, options, dash: bool = False) -> EdlmError:
     return EdlmError(msg)
 
 
+def kebab_options(parser) -> None:
+    """Every option of `parser` and its sub-parsers spelled --kebab-case (the same names as the Python API's
+    arguments, '_' as '-'); an old --snake_case spelling still parses, but --help no longer shows it."""
+    import argparse
+
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for child in action.choices.values():
+                kebab_options(child)
+            continue
+        new = [("--" + o[2:].replace("_", "-")) if o.startswith("--") else o for o in action.option_strings]
+        for old, kebab in zip(action.option_strings, new, strict=True):
+            if old != kebab:
+                parser._option_string_actions.setdefault(kebab, action)
+                if isinstance(action, argparse.BooleanOptionalAction):  # it reads which string was given
+                    parser._option_string_actions[old] = argparse._StoreConstAction(
+                        [old], action.dest, const=not old.startswith("--no-"), default=argparse.SUPPRESS,
+                        help=argparse.SUPPRESS)
+        action.option_strings = new  # the old strings stay in _option_string_actions: accepted, not shown
+
+
+def old_spelling(parser, old: str, new: str) -> None:
+    """Accept option `old` (a former name) as `new`, without showing it in --help."""
+    parser._option_string_actions[old] = parser._option_string_actions[new]
+
+
 ACCEPT_FLAG = {"accept_data_change": "--accept-data-change"}
 """the library's `accept_data_change=True` as the commands' flag"""
 

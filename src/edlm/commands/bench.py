@@ -1,118 +1,87 @@
-"""`edlm bench`: sweep steps / k / window for MDLM, EDLM and AR; JSON + PNG plots."""
+"""`edlm bench`: sweep steps / k / window / unmasking / energy temperature / k policy / min-unmask / seeds for
+MDLM, EDLM and AR; JSON + PNG plots. A thin layer over edlm.bench (the same names, as flags)."""
 
 from __future__ import annotations
 
 import argparse
-import sys
-from pathlib import Path
 
 from edlm.commands import Paths, evaluator_path, in_flag_terms
 from edlm.commands.sample import parse_window
+from edlm.config.sampling import K_POLICIES
+from edlm.config.unmasking import unmask_names
 from edlm.errors import EdlmError
-from edlm.validate import MAX_LOOP, STEPS_WHY, at_least, at_most, out_dir, seed
+
+OPTIONS = ("mdlm", "ar", "nce", "methods", "steps", "k", "window", "unmask", "energy_temperatures", "k_policy",
+           "k_max", "min_unmask", "seed", "num", "batch_size", "evaluator", "out", "device", "quiet")
 
 
-def _ints(s):
-    try:
-        return [int(v) for v in s.split(",")]
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{s!r}: expected comma-separated integers such as 8,16") from None
+def _list(kind, example):
+    def parse(s):
+        try:
+            return [kind(v) for v in s.split(",") if v.strip()]
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{s!r}: expected comma-separated values such as {example}") from None
+    return parse
+
+
+def _names(choices):
+    def parse(s):
+        out = [v for v in s.split(",") if v.strip()]
+        bad = [v for v in out if v not in choices]
+        if bad:
+            raise argparse.ArgumentTypeError(f"{bad[0]!r}: choose from {', '.join(choices)}")
+        return out
+    return parse
 
 
 def add_parser(sub, name, help_):
     p = sub.add_parser(name, help=help_, formatter_class=argparse.ArgumentDefaultsHelpFormatter,
                        description=help_ + ". Methods run for every run given: mdlm always; edlm-ar and "
-                       "edlm-coar with --ar; edlm-nce with --nce; ar with --ar.")
+                       "edlm-coar with --ar; edlm-nce with --nce; ar with --ar. Every list flag is one sweep axis; "
+                       "each EDLM cell is compared with MDLM at the same steps, unmasking and seed (paired).")
     p.add_argument("--mdlm", required=True, help="MDLM run folder (the proposal)")
     p.add_argument("--ar", default=None, help="AR run folder (energy for EDLM-AR, and the AR baseline)")
     p.add_argument("--nce", default=None, help="NCE energy run folder")
     p.add_argument("--methods", default=None, help="comma-separated subset of mdlm,edlm-ar,edlm-coar,edlm-nce,ar")
-    p.add_argument("--steps", type=_ints, default=[8, 16, 32, 64], help="comma-separated step counts")
-    p.add_argument("--k", type=_ints, default=[2, 8], help="comma-separated EDLM candidate counts")
+    p.add_argument("--steps", type=_list(int, "8,16"), default=[8, 16, 32, 64], help="comma-separated step counts")
+    p.add_argument("--k", type=_list(int, "2,8"), default=[2, 8], help="comma-separated EDLM candidate counts")
     p.add_argument("--window", type=parse_window, action="append", default=None, metavar="T_LO,T_HI",
                    help="EDLM window (repeat for several); default 0,1")
+    p.add_argument("--unmask", type=_names(unmask_names()), default=["random"],
+                   help="comma-separated unmasking strategies: " + ", ".join(unmask_names()))
+    p.add_argument("--energy-temperatures", type=_list(float, "1,0.5"), default=[1.0], metavar="TAU,...",
+                   help="comma-separated temperatures tau of the EDLM weights softmax(-E/tau) (1 = exact; "
+                        "`edlm sample --temperature`)")
+    p.add_argument("--k-policy", type=_names(K_POLICIES), default=["fixed"],
+                   help="comma-separated: fixed (--k on every EDLM step) and/or ess (k starts at --k, then each "
+                        "sequence's ESS sets its next k, up to --k-max)")
+    p.add_argument("--k-max", type=int, default=16, help="with --k-policy ess: the most candidates a step draws")
+    p.add_argument("--min-unmask", type=_list(int, "1,2"), default=[1], metavar="M,...",
+                   help="comma-separated: EDLM runs the energy only for sequences that unmask at least M positions "
+                        "on a step (random unmasking)")
+    p.add_argument("--seed", type=_list(int, "0,1,2"), default=[0],
+                   help="comma-separated seeds: each a cell of its own")
     p.add_argument("--num", type=int, default=64, help="samples per setting")
     p.add_argument("--batch-size", type=int, default=64)
-    p.add_argument("--evaluator", default="true", help="sample scorer (see `edlm eval samples --help`)")
+    p.add_argument("--evaluator", default="true", help="sample scorer (see `edlm eval samples --help`); checked "
+                   "against the runs' corpus before anything is sampled")
     p.add_argument("--out", default="bench", help="output folder (results.json, plots, samples/)")
-    p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", default="auto")
     p.add_argument("--quiet", action="store_true")
     return p
 
 
 def run(args):
-    from edlm.api.methods import DEFAULT_METHODS, METHODS, get_method
-    from edlm.bench import format_table, settings_for, sweep, write_results
-    from edlm.utils import pick_device
+    from edlm.bench import bench
 
-    given = {"mdlm": args.mdlm, "ar": args.ar, "nce": args.nce}
-    methods = args.methods.split(",") if args.methods else [
-        m for m in DEFAULT_METHODS if all(given[r] for r in METHODS[m].runs)]
-    for m in methods:
-        for r in get_method(m).runs:
-            if not given[r]:
-                raise EdlmError(f"method {m} needs --{r} {r.upper()}_RUN")
-    for name, values in (("--steps", args.steps), ("--k", args.k)):
-        for v in values:
-            at_least(name, v, 1)
-    at_most("--steps", max(args.steps), MAX_LOOP, STEPS_WHY)
-    at_least("--num", args.num, 1)
-    at_least("--batch-size", args.batch_size, 1)
-    seed("--seed", args.seed)
-    out_dir("--out", args.out)
-    runs = {"mdlm": args.mdlm, "ar": args.ar, "nce": args.nce}
-    data = _check_runs(runs, methods)
-    windows = args.window or [(0.0, 1.0)]
-    device = pick_device(args.device)
-    from edlm.api.evaluators import get_evaluator
-
-    get_evaluator(args.evaluator, device)  # a bad --evaluator fails here, not after the first setting (cached)
-    settings = settings_for(methods, args.steps, args.k, windows)
-    out = Path(args.out)
-    created = not out.exists()
     try:
-        rows = sweep(settings, runs, num=args.num, batch_size=args.batch_size, seed=args.seed, device=device,
-                     evaluator=args.evaluator, out=args.out, quiet=args.quiet)
-    except BaseException as e:
-        for d in (out / "samples", out):  # a failed bench leaves no empty folders behind (files are kept)
-            if created and d.is_dir() and not any(d.iterdir()):
-                d.rmdir()
-        if isinstance(e, EdlmError):  # the library names options; the command line names flags
-            raise in_flag_terms(e, ("batch_size", "evaluator", "steps", "k", "window", "num"), dash=True) from None
-        raise
-    meta = {"data": data, "evaluator": args.evaluator, "device": str(device),
-            "device_name": _device_name(device), "runs": runs}
-    res = write_results(args.out, meta, rows)
-    print(format_table(rows), file=sys.stderr)
-    return {**meta, "out": args.out, "plots": res["plots"], "rows": rows}
-
-
-def _check_runs(runs: dict, methods) -> str:
-    """Each run given is of the kind its flag says (an AR run passed as --mdlm must not be labelled mdlm),
-    and the runs share a corpus. -> the corpus name."""
-    from edlm.api.methods import METHODS
-    from edlm.runs.folder import read_meta
-
-    need = {"mdlm": True, **{r: any(r in METHODS[m].runs for m in methods) for r in ("ar", "nce")}}
-    data = None
-    for flag, path in runs.items():
-        if path is None or not need[flag]:
-            continue
-        meta = read_meta(path)
-        if meta.objective != flag:
-            raise EdlmError(f"--{flag} {path} is a {meta.objective!r} run, not a {flag!r} run: pass it to "
-                            f"--{meta.objective} instead")
-        data = data or meta.data
-    return data
-
-
-def _device_name(device):
-    import platform
-
-    import torch
-
-    return torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or "cpu"
+        return bench(args.mdlm, args.ar, args.nce, methods=args.methods, steps=args.steps, k=args.k,
+                     window=args.window, unmask=args.unmask, energy_temperatures=args.energy_temperatures,
+                     k_policy=args.k_policy, k_max=args.k_max, min_unmask=args.min_unmask, seed=args.seed,
+                     num=args.num, batch_size=args.batch_size, evaluator=args.evaluator, out=args.out,
+                     device=args.device, quiet=args.quiet)
+    except EdlmError as e:  # the library names options; the command line names flags
+        raise in_flag_terms(e, OPTIONS, dash=True) from None
 
 
 def writes(args) -> Paths:

@@ -88,7 +88,8 @@ def read_meta(run: Path) -> RunMeta:
 def read_run(run: Path) -> dict:
     run = Path(run)
     if not run.exists():
-        raise EdlmError(f"no run at {run}: train one with `edlm train --out {run}` or check the path")
+        raise EdlmError(f"no run at {run}: check the path, or train one there (edlm.train(..., out={str(run)!r}) in "
+                        f"Python, `edlm train --out {run}` on the command line)")
     meta = run / "run.json"
     if not meta.exists():
         raise EdlmError(f"{run} is not an edlm run folder (no run.json): pass the folder given to `edlm train --out`")
