@@ -33,7 +33,6 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
-from common import device_info  # noqa: E402
 
 from edlm.utils import atomic_write_bytes  # noqa: E402
 
@@ -171,6 +170,8 @@ class Sweep:
         self.out = Path(a.out)
         self.side = self.out.with_suffix(".samples.jsonl.gz")
         self.dev = torch.device(a.device if a.device != "auto" else ("cuda" if torch.cuda.is_available() else "cpu"))
+        from common import device_info  # here, not at import: it sets the process's fused-kernel default
+
         self.res = {**device_info(), "what": "strong-energy sweep", "corpus": a.corpus, "plan": a.plan,
                     "args": vars(a), "cells": {}, "train": {}}
         if a.resume and self.out.exists():
