@@ -19,6 +19,7 @@ from pathlib import Path
 import torch
 
 from edlm.api.energies import as_energy
+from edlm.config.sampling import check_sharpness
 from edlm.errors import EdlmError
 from edlm.runs.folder import RunMeta
 from edlm.sampling.generate import Samples
@@ -85,14 +86,19 @@ class Run:
                batch_size: int = 16, callback=None, *, precision: str = "auto", compile: bool = False,
                cache: bool = True, quiet: bool = True, on_batch=None, unmask: str = "random", infill=None,
                stride: int | None = None, trace=None, trace_num: int = 4, trace_mdlm: bool = False,
-               k_policy=None, min_unmask: int = 1) -> Samples:
+               k_policy=None, min_unmask: int = 1, token_temperature: float = 1.0, top_p: float = 1.0) -> Samples:
         """Generate `num` sequences; returns Samples (tokens, texts, rows, summary). Nothing is written.
 
         MDLM run: `steps` ancestral denoising steps from all-MASK. With `energy` (edlm.ar_energy(ar_run),
         edlm.coar_energy(ar_run), edlm.nce_energy(nce_run) or a "kind:path" string) it is EDLM: on steps
         whose time t lies in `window` = (t_lo, t_hi), `k` candidates are drawn per sequence and one is
-        kept by importance weights softmax(-E / temperature) (temperature 1 = the exact EDLM target).
-        AR run: left-to-right sampling (`steps`, `energy`, `k`, `window` do not apply).
+        kept by importance weights softmax(-E / temperature) (temperature 1 = the exact EDLM target):
+        `temperature` is the ENERGY's. AR run: left-to-right sampling (`steps`, `energy`, `k`, `window` do not
+        apply).
+
+        token_temperature, top_p: sharpness of every token draw (MDLM steps, EDLM candidates, confidence, AR):
+            each position's distribution p(v) becomes p(v)^(1/token_temperature), then only its nucleus of mass
+            >= top_p is kept (sampling/sharpen.py). 1, 1 = the model's own distribution (unchanged samples).
 
         unmask: "random" (MDLM's ancestral step) or "confidence" (each step keeps the schedule's expected
         number of draws, the most confident ones; with an energy, of the candidate the energy picks).
@@ -132,6 +138,10 @@ class Run:
         if not (temperature > 0 and math.isfinite(temperature)):
             raise EdlmError(f"temperature must be a finite number > 0, not {temperature!r}")
         window_in_unit(window)
+        try:
+            check_sharpness(token_temperature, top_p)
+        except ValueError as e:
+            raise EdlmError(f"{e} (1 = the model's own distribution)") from None
         fixed = self._infill(infill, prefix, length, stride)
         length = len(fixed) if fixed is not None else (length or self.meta.train.seq_len)
         block = min(self.meta.train.seq_len, self.model.cfg.max_len)
@@ -162,7 +172,7 @@ class Run:
                               seed=seed, energy=spec, k=k, window=tuple(window) if window else None,
                               temperature=temperature, prefix=ids or None, cache=cache, precision=precision,
                               compile=compile, unmask=unmask, fixed=fixed, stride=stride, k_policy=k_policy,
-                              min_unmask=min_unmask)
+                              min_unmask=min_unmask, token_temperature=token_temperature, top_p=top_p)
         recorders = self._recorders(trace, trace_num, req, summary_label=choice)
         rows, summary = generate(req, self.device, models=(self.model, self.meta.raw), energies=energies,
                                  quiet=quiet, on_batch=on_batch, callback=callback,

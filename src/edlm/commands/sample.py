@@ -61,7 +61,15 @@ def add_parser(sub, name, help_):
                         "plain MDLM. Measured on order-2/3 languages (docs/studies/window_look.md): the "
                         "energy pays mostly on the late steps, 0,0.5 keeps 70-90%% of every step's gain at half "
                         "the energy cost; a window at the start (the paper's 0.8,1) gave no measurable gain")
-    p.add_argument("--temperature", type=float, default=1.0, help="EDLM weights softmax(-E/tau); 1 = exact")
+    p.add_argument("--temperature", type=float, default=1.0,
+                   help="the ENERGY's temperature tau: EDLM weighs its candidates by softmax(-E/tau); 1 = exact. "
+                        "For the tokens' temperature see --token-temperature")
+    p.add_argument("--token-temperature", type=float, default=1.0, metavar="T",
+                   help="sharpen every token draw (MDLM, EDLM candidates, confidence, AR): p(v)^(1/T), renormalised; "
+                        "T < 1 sharper, lower entropy. 1 = the model's own distribution")
+    p.add_argument("--top-p", type=float, default=1.0, metavar="P",
+                   help="nucleus: draw each token from the smallest set of most probable tokens with mass >= P "
+                        "(after --token-temperature); 1 = all tokens")
     p.add_argument("--unmask", default="random", choices=("random", "confidence"),
                    help="which positions a step unmasks: random (MDLM) or confidence (the schedule's expected "
                         "count, most confident draws first, as LLaDA; with --energy: EDLM on top of it)")
@@ -112,6 +120,8 @@ def check_args(args) -> None:
         raise EdlmError("--trace-mdlm puts plain MDLM beside EDLM on the --trace page: give --trace and --energy")
     out_file("--trace", args.trace)
     finite_in("--temperature", args.temperature, lo=0, lo_open=True)
+    finite_in("--token-temperature", args.token_temperature, lo=0, lo_open=True)
+    finite_in("--top-p", args.top_p, lo=0, hi=1, lo_open=True)
     out_file("--out", args.out)
     partial = partial_path(args.out)
     if partial.exists():
@@ -193,7 +203,8 @@ def run(args):
                           unmask=args.unmask, infill=infill, stride=args.stride, trace=args.trace,
                           trace_num=args.trace_num, trace_mdlm=args.trace_mdlm,
                           k_policy=parse_k_policy(args.k_policy, args.k_max),
-                          min_unmask=args.energy_min_unmask)
+                          min_unmask=args.energy_min_unmask, token_temperature=args.token_temperature,
+                          top_p=args.top_p)
         stream.finish()
     except BaseException:
         stream.abandon()

@@ -9,8 +9,9 @@ from edlm.sampling.categorical import sample_categorical
 
 @torch.no_grad()
 def ar_sample(model, batch: int, length: int, bos_id: int, *, prefix: torch.Tensor | None = None,
-              generator=None, device=None, temperature: float = 1.0) -> torch.Tensor:
-    """Returns (B, length) int64. prefix: (B, P) tokens to keep at the start."""
+              generator=None, device=None, temperature: float = 1.0, sharpen=None) -> torch.Tensor:
+    """Returns (B, length) int64. prefix: (B, P) tokens to keep at the start. sharpen: a sampling/sharpen.py
+    Sharpen (token temperature, top-p) applied to each next-token distribution, or None."""
     caches = model.new_kv_caches()
     out = torch.empty(batch, length, dtype=torch.long, device=device)
     P = 0 if prefix is None else prefix.shape[1]
@@ -19,7 +20,7 @@ def ar_sample(model, batch: int, length: int, bos_id: int, *, prefix: torch.Tens
     inp = torch.cat([torch.full((batch, 1), bos_id, dtype=torch.long, device=device), out[:, :P]], 1)
     logits = model(inp, kv_caches=caches)[:, -1, :bos_id]
     for i in range(P, length):
-        tok = sample_categorical(logits.float() / temperature, 1, generator).squeeze(-1)
+        tok = sample_categorical(logits.float() / temperature, 1, generator, sharpen=sharpen).squeeze(-1)
         out[:, i] = tok
         if i + 1 < length:
             logits = model(tok[:, None], start=i + 1, kv_caches=caches)[:, -1, :bos_id]

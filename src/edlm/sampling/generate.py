@@ -21,6 +21,7 @@ from edlm.sampling.ar import ar_sample
 from edlm.sampling.infill import Infill
 from edlm.sampling.loop import model_denoiser, sample
 from edlm.sampling.semiar import block_windows, sample_long
+from edlm.sampling.sharpen import check_sharpness, make_sharpen
 from edlm.utils import fused_mode, fused_policy, process_seconds, progress
 
 
@@ -81,7 +82,8 @@ class _Job:
         """One batch of b sequences -> (x0 (b, length), SampleStats or None for AR)."""
         if self.objective == "ar":
             return ar_sample(self.model, b, self.length, self.mask_id, prefix=prefix, generator=self.generator,
-                             device=self.device), None
+                             device=self.device, sharpen=make_sharpen(self.scfg.token_temperature,
+                                                                      self.scfg.top_p)), None
         x_init = torch.full((b, self.length), self.mask_id, dtype=torch.long, device=self.device)
         if prefix is not None:
             x_init[:, :prefix.shape[1]] = prefix
@@ -146,6 +148,10 @@ def check_request(req: GenerateRequest, model, meta: dict) -> tuple[int, int]:
         raise EdlmError(f"the prefix has {len(req.prefix)} tokens, not fewer than `length` {length}")
     if req.energy and obj != "mdlm":
         raise EdlmError("`energy` applies to an MDLM run (`ckpt` MDLM_RUN); this run is autoregressive")
+    try:
+        check_sharpness(req.token_temperature, req.top_p)
+    except ValueError as e:
+        raise EdlmError(f"{e} (1 = the model's own distribution)") from None
     return length, window
 
 
@@ -176,7 +182,9 @@ def generate(req: GenerateRequest, device, model, meta: dict, *, energy=None, qu
     scfg = SamplerConfig(steps=req.steps, k=req.k if energy is not None else 1, window=req.window,
                          temperature=req.temperature, cache=req.cache, unmask=req.unmask,
                          k_policy=req.k_policy if energy is not None else None,
-                         min_unmask=req.min_unmask if energy is not None else 1)
+                         min_unmask=req.min_unmask if energy is not None else 1,
+                         token_temperature=req.token_temperature, top_p=req.top_p)
+    sharp = {k: v for k, v in (("token_temperature", req.token_temperature), ("top_p", req.top_p)) if v != 1.0}
     unmask = None if obj == "ar" else req.unmask
     schedule = get_schedule(meta["train"].get("schedule", "loglinear"))
     rows, ess_all, t_total = [], [], 0.0
@@ -210,7 +218,7 @@ def generate(req: GenerateRequest, device, model, meta: dict, *, energy=None, qu
             cost["seq_steps"] += sum(e.numel() for e in stats.ess)
         batch_rows = [{"ids": x[i].tolist(), "seconds": dt / b, "method": method, "steps": req.steps,
                        "k": scfg.k, "window": list(req.window) if req.window else None, "unmask": unmask,
-                       "corpus": meta["data"], "seed": req.seed} for i in range(b)]
+                       "corpus": meta["data"], "seed": req.seed, **sharp} for i in range(b)]
         for r in batch_rows:
             r["text"] = tok.decode(r["ids"])
         rows.extend(batch_rows)
@@ -238,6 +246,7 @@ def generate(req: GenerateRequest, device, model, meta: dict, *, energy=None, qu
         summary.update(k_policy="ess", k_max=p.k_max, k_min=p.k_min)
     if req.min_unmask > 1 and energy is not None:
         summary.update(min_unmask=req.min_unmask)
+    summary.update(sharp)  # only when not 1: the JSON of a plain run is unchanged
     if req.stride is not None:  # fields added only when used: the JSON of a plain run is unchanged
         summary.update(stride=req.stride, block=window, blocks=len(block_windows(length, window, req.stride)))
     if req.fixed is not None:
