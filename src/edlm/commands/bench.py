@@ -1,4 +1,5 @@
-"""`edlm bench`: sweep steps / k / window for MDLM, EDLM and AR; JSON + PNG plots."""
+"""`edlm bench`: sweep steps / k / window (and token temperature / top-p) for MDLM, EDLM, confidence unmasking and
+AR; results.json, report.md (frontiers, matched entropy, MAUVE, repetition) and PNG plots."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ from pathlib import Path
 from edlm.commands import in_flag_terms
 from edlm.commands.sample import parse_window
 from edlm.errors import EdlmError
-from edlm.validate import at_least, out_dir
+from edlm.validate import at_least, finite_in, out_dir
 
 
 def _ints(s):
@@ -19,18 +20,41 @@ def _ints(s):
         raise argparse.ArgumentTypeError(f"{s!r}: expected comma-separated integers such as 8,16") from None
 
 
+def _floats(s):
+    try:
+        return [float(v) for v in s.split(",")]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{s!r}: expected comma-separated numbers such as 0.8,0.9,1") from None
+
+
 def add_parser(sub, name, help_):
     p = sub.add_parser(name, help=help_, formatter_class=argparse.ArgumentDefaultsHelpFormatter,
                        description=help_ + ". Methods run for every run given: mdlm always; edlm-ar and "
-                       "edlm-coar with --ar; edlm-nce with --nce; ar with --ar.")
+                       "edlm-coar with --ar; edlm-nce with --nce; ar with --ar; confidence, confidence+edlm-ar and "
+                       "confidence+edlm-nce when named in --methods. With --temperatures / --top-p every method is "
+                       "drawn at every setting and report.md compares their frontiers (gen-NLL against entropy) "
+                       "at matched entropy (docs/evaluation.md).")
     p.add_argument("--mdlm", required=True, help="MDLM run folder (the proposal)")
     p.add_argument("--ar", default=None, help="AR run folder (energy for EDLM-AR, and the AR baseline)")
     p.add_argument("--nce", default=None, help="NCE energy run folder")
-    p.add_argument("--methods", default=None, help="comma-separated subset of mdlm,edlm-ar,edlm-coar,edlm-nce,ar")
+    p.add_argument("--methods", default=None, help="comma-separated subset of mdlm,edlm-ar,edlm-coar,edlm-nce,ar,"
+                   "confidence,confidence+edlm-ar,confidence+edlm-nce")
     p.add_argument("--steps", type=_ints, default=[8, 16, 32, 64], help="comma-separated step counts")
     p.add_argument("--k", type=_ints, default=[2, 8], help="comma-separated EDLM candidate counts")
     p.add_argument("--window", type=parse_window, action="append", default=None, metavar="T_LO,T_HI",
                    help="EDLM window (repeat for several); default 0,1")
+    p.add_argument("--temperatures", type=_floats, default=[1.0], metavar="T,...",
+                   help="TOKEN temperatures (every draw from p^(1/T); not the energy's temperature): each method at "
+                        "each, a frontier per method in report.md and frontier.png")
+    p.add_argument("--top-p", type=_floats, default=[1.0], metavar="P,...",
+                   help="nucleus thresholds, each method at each (with --temperatures: every pair)")
+    p.add_argument("--metrics", default="genppl", metavar="LIST",
+                   help="genppl (always: gen-PPL, entropy, repetition), plus mauve: MAUVE of every setting against "
+                        "held-out test-split text of the same length (features: --mauve-features)")
+    p.add_argument("--mauve-features", default="smollm2-135m", metavar="NAME",
+                   help="with --metrics mauve: the model whose hidden states are MAUVE's features")
+    p.add_argument("--match-entropy", type=float, default=None, metavar="H",
+                   help="compare the frontiers at this entropy (nats; default: the held-out data's own)")
     p.add_argument("--num", type=int, default=64, help="samples per setting")
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--evaluator", default="true", help="sample scorer (see `edlm eval samples --help`)")
@@ -43,7 +67,7 @@ def add_parser(sub, name, help_):
 
 def run(args):
     from edlm.api.methods import DEFAULT_METHODS, METHODS, get_method
-    from edlm.bench import format_table, settings_for, sweep, write_results
+    from edlm.bench import data_row, format_table, settings_for, strip_samples, sweep, write_report, write_results
     from edlm.utils import pick_device
 
     given = {"mdlm": args.mdlm, "ar": args.ar, "nce": args.nce}
@@ -57,6 +81,17 @@ def run(args):
         for v in values:
             at_least(name, v, 1)
     at_least("--num", args.num, 1)
+    for t in args.temperatures:
+        finite_in("--temperatures", t, lo=0, lo_open=True)
+    for p_ in args.top_p:
+        finite_in("--top-p", p_, lo=0, hi=1, lo_open=True)
+    from edlm.eval.metrics import parse_metrics
+
+    metrics = parse_metrics(args.metrics)
+    if "repetition" in metrics or "genppl" not in metrics:
+        metrics = tuple(dict.fromkeys(("genppl",) + metrics))  # bench always scores gen-PPL and repetition
+    if args.match_entropy is not None:
+        finite_in("--match-entropy", args.match_entropy, lo=0, lo_open=True)
     at_least("--batch-size", args.batch_size, 1)
     at_least("--seed", args.seed, 0)
     out_dir("--out", args.out)
@@ -67,12 +102,16 @@ def run(args):
     from edlm.api.evaluators import get_evaluator
 
     get_evaluator(args.evaluator, device)  # a bad --evaluator fails here, not after the first setting (cached)
-    settings = settings_for(methods, args.steps, args.k, windows)
+    sweep_metrics = _sweep_metrics(metrics, args, data, runs["mdlm"], device)
+    settings = settings_for(methods, args.steps, args.k, windows, dict.fromkeys(args.temperatures),
+                            dict.fromkeys(args.top_p))
     out = Path(args.out)
     created = not out.exists()
     try:
         rows = sweep(settings, runs, num=args.num, batch_size=args.batch_size, seed=args.seed, device=device,
-                     evaluator=args.evaluator, out=args.out, quiet=args.quiet)
+                     evaluator=args.evaluator, out=args.out, quiet=args.quiet, metrics=sweep_metrics,
+                     keep_samples=True)
+        data_ = data_row(data, args.num, _length(runs["mdlm"]), args.evaluator, device, sweep_metrics)
     except BaseException as e:
         for d in (out / "samples", out):  # a failed bench leaves no empty folders behind (files are kept)
             if created and d.is_dir() and not any(d.iterdir()):
@@ -81,10 +120,37 @@ def run(args):
             raise in_flag_terms(e, ("batch_size", "evaluator", "steps", "k", "window"), dash=True) from None
         raise
     meta = {"data": data, "evaluator": args.evaluator, "device": str(device),
-            "device_name": _device_name(device), "runs": runs}
-    res = write_results(args.out, meta, rows)
+            "device_name": _device_name(device), "num": args.num, "seed": args.seed, "runs": runs,
+            "token_temperatures": args.temperatures, "top_p": args.top_p, "metrics": list(metrics)}
+    report = write_report(args.out, meta, rows, data_, args.match_entropy)
+    strip_samples(rows + [data_])
+    res = write_results(args.out, meta, rows, report)
     print(format_table(rows), file=sys.stderr)
-    return {**meta, "out": args.out, "plots": res["plots"], "rows": rows}
+    return {**meta, "out": args.out, "plots": res["plots"], "report": str(Path(args.out) / "report.md"),
+            "rows": rows}
+
+
+def _length(mdlm_run) -> int:
+    from edlm.runs.folder import read_meta
+
+    return read_meta(mdlm_run).train.seq_len
+
+
+def _sweep_metrics(metrics, args, corpus: str, mdlm_run, device):
+    """MAUVE's reference (held-out test windows of the training length) and feature model, checked before any
+    sampling; None without --metrics mauve."""
+    from edlm.bench import SweepMetrics
+
+    if "mauve" not in metrics:
+        return None
+    from edlm.api.evaluators import get_evaluator
+    from edlm.eval.heldout import heldout_rows
+    from edlm.eval.mauve import MauveConfig, require_mauve
+
+    require_mauve()
+    get_evaluator(args.mauve_features, device)
+    return SweepMetrics(mauve=True, reference=heldout_rows(corpus, args.num, _length(mdlm_run)),
+                        features=args.mauve_features, config=MauveConfig())
 
 
 def _check_runs(runs: dict, methods) -> str:

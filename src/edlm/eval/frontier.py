@@ -40,11 +40,11 @@ class Cell:
     """(n,) scored tokens of each sample"""
     entropy: np.ndarray
     """(n,) unigram entropy of each sample, nats"""
-    knob: float | None = None
-    """the setting it was drawn at (token temperature or top-p), for labels"""
+    knob: object = None
+    """the setting it was drawn at (e.g. "T=0.8"), for labels"""
 
     @classmethod
-    def of(cls, scores: Sequence[Sequence[float]], entropy: Sequence[float], knob: float | None = None) -> Cell:
+    def of(cls, scores: Sequence[Sequence[float]], entropy: Sequence[float], knob: object = None) -> Cell:
         """scores: per sample (nll, tokens) (evaluate_rows(keep_scores=True)'s "scores"); samples with no scored
         token are dropped from both."""
         keep = [i for i, s in enumerate(scores) if s[1] > 0]
