@@ -53,6 +53,8 @@ def add_parser(sub, name, help_):
                         "held-out test-split text of the same length (features: --mauve-features)")
     p.add_argument("--mauve-features", default="smollm2-135m", metavar="NAME",
                    help="with --metrics mauve: the model whose hidden states are MAUVE's features")
+    p.add_argument("--mauve-bootstrap", type=int, default=50, metavar="N",
+                   help="with --metrics mauve: bootstrap replicates of each setting's MAUVE interval (0: none)")
     p.add_argument("--match-entropy", type=float, default=None, metavar="H",
                    help="compare the frontiers at this entropy (nats; default: the held-out data's own)")
     p.add_argument("--num", type=int, default=64, help="samples per setting")
@@ -87,9 +89,13 @@ def run(args):
         finite_in("--top-p", p_, lo=0, hi=1, lo_open=True)
     from edlm.eval.metrics import parse_metrics
 
-    metrics = parse_metrics(args.metrics)
+    try:
+        metrics = parse_metrics(args.metrics)
+    except EdlmError as e:
+        raise in_flag_terms(e, ("metrics",)) from None
     if "repetition" in metrics or "genppl" not in metrics:
         metrics = tuple(dict.fromkeys(("genppl",) + metrics))  # bench always scores gen-PPL and repetition
+    at_least("--mauve-bootstrap", args.mauve_bootstrap, 0)
     if args.match_entropy is not None:
         finite_in("--match-entropy", args.match_entropy, lo=0, lo_open=True)
     at_least("--batch-size", args.batch_size, 1)
@@ -150,7 +156,7 @@ def _sweep_metrics(metrics, args, corpus: str, mdlm_run, device):
     require_mauve()
     get_evaluator(args.mauve_features, device)
     return SweepMetrics(mauve=True, reference=heldout_rows(corpus, args.num, _length(mdlm_run)),
-                        features=args.mauve_features, config=MauveConfig())
+                        features=args.mauve_features, config=MauveConfig(bootstrap=args.mauve_bootstrap))
 
 
 def _check_runs(runs: dict, methods) -> str:

@@ -149,6 +149,10 @@ def _one(mauve, p: np.ndarray, q: np.ndarray, cfg: MauveConfig, seed: int):
                                    seed=seed, verbose=False)
 
 
+def _unit(v) -> float:
+    return min(1.0, max(0.0, float(v)))  # the area under the frontier can round a few ulps past 1
+
+
 def mauve_score(p: np.ndarray, q: np.ndarray, cfg: MauveConfig = MauveConfig()) -> dict:
     """MAUVE of feature sets p (samples, (n, D)) and q (reference, (m, D)), with its bootstrap interval and the
     spread over k-means seeds."""
@@ -157,13 +161,13 @@ def mauve_score(p: np.ndarray, q: np.ndarray, cfg: MauveConfig = MauveConfig()) 
     mauve = require_mauve()
     t0 = time.perf_counter()
     main = _one(mauve, p, q, cfg, cfg.seed)
-    seeds = [main.mauve] + [_one(mauve, p, q, cfg, cfg.seed + s).mauve for s in range(1, cfg.seeds)]
+    seeds = [_unit(main.mauve)] + [_unit(_one(mauve, p, q, cfg, cfg.seed + s).mauve) for s in range(1, cfg.seeds)]
     rng = np.random.default_rng(cfg.seed)
     boot = []
     for b in range(cfg.bootstrap):
         ip, iq = rng.integers(0, len(p), len(p)), rng.integers(0, len(q), len(q))
-        boot.append(_one(mauve, p[ip], q[iq], cfg, cfg.seed + 1000 + b).mauve)
-    return {"mauve": float(main.mauve), "mauve_star": float(main.mauve_star),
+        boot.append(_unit(_one(mauve, p[ip], q[iq], cfg, cfg.seed + 1000 + b).mauve))
+    return {"mauve": _unit(main.mauve), "mauve_star": _unit(main.mauve_star),
             "frontier_integral": float(main.frontier_integral),
             "mauve_ci95": [float(np.quantile(boot, 0.025)), float(np.quantile(boot, 0.975))] if len(boot) > 1 else None,
             "mauve_seeds": {"n": len(seeds), "mean": float(np.mean(seeds)), "std": float(np.std(seeds)),
