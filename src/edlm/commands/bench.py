@@ -126,7 +126,7 @@ def run(args):
             raise in_flag_terms(e, ("batch_size", "evaluator", "steps", "k", "window"), dash=True) from None
         raise
     meta = {"data": data, "evaluator": args.evaluator, "device": str(device),
-            "device_name": _device_name(device), "num": args.num, "seed": args.seed, "runs": runs,
+            "device_name": _device_name(device), "torch": _torch_version(), "num": args.num, "seed": args.seed, "runs": runs,
             "token_temperatures": args.temperatures, "top_p": args.top_p, "metrics": list(metrics)}
     report = write_report(args.out, meta, rows, data_, args.match_entropy)
     strip_samples(rows + [data_])
@@ -176,6 +176,12 @@ def _check_runs(runs: dict, methods) -> str:
                             f"--{meta.objective} instead")
         data = data or meta.data
     return data
+
+
+def _torch_version() -> str:
+    import torch
+
+    return f"{torch.__version__}, {torch.get_num_threads()} threads"
 
 
 def _device_name(device):

@@ -85,7 +85,8 @@ def evaluate_samples(rows: list[dict], *, metrics=DEFAULT_METRICS, evaluator=Non
         st = sample_stats(rows)
         out = {"num": len(rows), **{k: st[k] for k in ("entropy_nats", "entropy_bits", "seq_len", "method", "steps",
                                                         "k", "window", "corpus")}}
-    out["metrics"] = list(metrics)
+    if metrics != DEFAULT_METRICS:  # the default summary stays what it always was
+        out["metrics"] = list(metrics)
     if "repetition" in metrics:
         from edlm.eval.repetition import repetition
 
