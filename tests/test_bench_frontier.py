@@ -17,7 +17,14 @@ def test_bench_frontiers_report_and_resume(micro_runs, tmp_path, capsys):
             "--temperatures", "0.5,1", "--num", "12", "--out", str(out), "--quiet", "--metrics", "mauve",
             "--mauve-features", f"edlm:{micro_runs / 'ar'}", "--mauve-bootstrap", "2"]
     capsys.readouterr()
-    assert main(argv) == 0
+    # sampling only (a GPU machine, say): samples and their summaries, nothing scored
+    assert main([a for a in argv[:-6] if a != "true"] + ["--sample-only"]) == 0
+    only = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert only["sample_only"] and len(only["rows"]) == 10 and not (out / "results.json").exists()
+    stamps = {p.name: p.stat().st_mtime_ns for p in (out / "samples").iterdir()}
+    assert len(stamps) == 20
+    assert main(argv) == 0  # scores what is there, draws nothing
+    assert {p.name: p.stat().st_mtime_ns for p in (out / "samples").iterdir()} == stamps
     line = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     rows = line["rows"]
     assert [(r["method"], r.get("token_temperature", 1.0)) for r in rows] == [
@@ -46,8 +53,7 @@ def test_bench_frontiers_report_and_resume(micro_runs, tmp_path, capsys):
     assert (out / "frontier.png").stat().st_size > 5000 and str(out / "frontier.png") in res["plots"]
     assert len(list((out / "samples").glob("*.jsonl"))) == 10
     assert (out / "samples" / "confidence-on-edlm-ar_s2_k2_w0-1_T0.5.jsonl").is_file()
-    # a re-run (another evaluator, say) reuses every samples file: same samples, nothing redrawn
-    stamps = {p.name: p.stat().st_mtime_ns for p in (out / "samples").iterdir()}
+    # a re-run (without MAUVE, say) reuses every samples file: same samples, nothing redrawn
     assert main(argv[:-6]) == 0
     assert {p.name: p.stat().st_mtime_ns for p in (out / "samples").iterdir()} == stamps
     again = json.loads((out / "results.json").read_text())

@@ -9,7 +9,7 @@ scores the samples with one evaluator, and records gen-PPL, entropy and seconds 
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from edlm.api.generate import GenerateRequest, generate
@@ -83,6 +83,9 @@ def run_setting(st: Setting, runs: dict, models: dict, *, num, batch_size, seed,
             atomic_write_bytes(path, "".join(json.dumps(r) + "\n" for r in rows).encode())
             atomic_write_json(path.with_suffix(".summary.json"), summ)
     row = {"method": st.method, "steps": st.steps, "k": st.k, "window": list(st.window) if st.window else None}
+    if evaluator is None:  # sampling only (score later with the same command and an evaluator)
+        return {**row, "samples": None if path is None else str(path), "num": summ["num"],
+                "seconds": summ["seconds_per_sample"]}
     if method.unmask != "random":
         row["unmask"] = method.unmask
     if st.token_temperature != 1.0 or st.top_p != 1.0:
@@ -100,6 +103,7 @@ class SweepMetrics:
     reference: list | None = None
     features: str = "smollm2-135m"
     config: object = None  # an edlm.eval.mauve.MauveConfig
+    cache: dict = field(default_factory=dict)  # the reference's features, computed once per sweep
 
 
 def score_rows(rows: list[dict], evaluator, device, metrics: SweepMetrics | None = None) -> dict:
@@ -114,7 +118,8 @@ def score_rows(rows: list[dict], evaluator, device, metrics: SweepMetrics | None
     names = ("genppl", "repetition") + (("mauve",) if m.mauve else ())
     ev = evaluate_samples(rows, metrics=names, evaluator=evaluator, device=device, keep_scores=True,
                           reference=m.reference, reference_name="held-out test windows" if m.mauve else None,
-                          mauve_features=m.features, mauve=m.config or MauveConfig())
+                          mauve_features=m.features, mauve=m.config or MauveConfig(),
+                          feature_cache=m.cache)
     out = {"gen_ppl": ev["gen_ppl"], "gen_nll": ev["gen_nll"], "gen_nll_ci95": ev["gen_nll_ci95"],
            "scores": ev["scores"], "entropies": [unigram_entropy(r["ids"]) for r in rows],
            "entropy_nats": ev["entropy_nats"], "entropy_bits": ev["entropy_bits"], "distinct_2": ev.get("distinct_2")}

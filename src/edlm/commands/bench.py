@@ -57,6 +57,9 @@ def add_parser(sub, name, help_):
                    help="with --metrics mauve: bootstrap replicates of each setting's MAUVE interval (0: none)")
     p.add_argument("--match-entropy", type=float, default=None, metavar="H",
                    help="compare the frontiers at this entropy (nats; default: the held-out data's own)")
+    p.add_argument("--sample-only", action="store_true",
+                   help="draw every setting's samples into OUT/samples and stop (no evaluator): e.g. on a GPU "
+                        "machine; the same command without it later scores them, drawing nothing again")
     p.add_argument("--num", type=int, default=64, help="samples per setting")
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--evaluator", default="true", help="sample scorer (see `edlm eval samples --help`)")
@@ -107,16 +110,21 @@ def run(args):
     device = pick_device(args.device)
     from edlm.api.evaluators import get_evaluator
 
-    get_evaluator(args.evaluator, device)  # a bad --evaluator fails here, not after the first setting (cached)
-    sweep_metrics = _sweep_metrics(metrics, args, data, runs["mdlm"], device)
+    evaluator = None if args.sample_only else args.evaluator
+    if evaluator is not None:
+        get_evaluator(evaluator, device)  # a bad --evaluator fails here, not after the first setting (cached)
+    sweep_metrics = None if args.sample_only else _sweep_metrics(metrics, args, data, runs["mdlm"], device)
     settings = settings_for(methods, args.steps, args.k, windows, dict.fromkeys(args.temperatures),
                             dict.fromkeys(args.top_p))
     out = Path(args.out)
     created = not out.exists()
     try:
         rows = sweep(settings, runs, num=args.num, batch_size=args.batch_size, seed=args.seed, device=device,
-                     evaluator=args.evaluator, out=args.out, quiet=args.quiet, metrics=sweep_metrics,
+                     evaluator=evaluator, out=args.out, quiet=args.quiet, metrics=sweep_metrics,
                      keep_samples=True)
+        if args.sample_only:
+            return {"data": data, "out": args.out, "sample_only": True, "device": str(device),
+                    "device_name": _device_name(device), "torch": _torch_version(), "rows": rows}
         data_ = data_row(data, args.num, _length(runs["mdlm"]), args.evaluator, device, sweep_metrics)
     except BaseException as e:
         for d in (out / "samples", out):  # a failed bench leaves no empty folders behind (files are kept)

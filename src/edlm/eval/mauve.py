@@ -176,12 +176,19 @@ def mauve_score(p: np.ndarray, q: np.ndarray, cfg: MauveConfig = MauveConfig()) 
 
 
 def mauve_of_rows(rows: list[dict], reference: list[dict], ev, cfg: MauveConfig = MauveConfig(),
-                  batch_size: int = 16) -> dict:
+                  batch_size: int = 16, cache: dict | None = None) -> dict:
     """MAUVE of sample rows against reference rows with features from evaluator `ev`; the JSON says everything it
-    depends on (numbers of texts, feature model, layer, max tokens, clusters, scaling, seeds)."""
+    depends on (numbers of texts, feature model, layer, max tokens, clusters, scaling, seeds). cache: a dict that
+    keeps the reference's features across calls (a sweep compares every setting with the same reference)."""
     require_mauve()
     t0 = time.perf_counter()
-    p, q = features(ev, rows, cfg, batch_size), features(ev, reference, cfg, batch_size)
+    key = (ev.name, cfg.layer, cfg.max_tokens, len(reference), id(reference))
+    q = None if cache is None else cache.get(key)
+    if q is None:
+        q = features(ev, reference, cfg, batch_size)
+        if cache is not None:
+            cache[key] = q
+    p = features(ev, rows, cfg, batch_size)
     feat_s = time.perf_counter() - t0
     out = mauve_score(p, q, cfg)
     settings = {k: v for k, v in asdict(cfg).items()}

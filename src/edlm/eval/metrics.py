@@ -51,10 +51,11 @@ def read_reference(path: str | Path) -> list[dict]:
 def evaluate_samples(rows: list[dict], *, metrics=DEFAULT_METRICS, evaluator=None, reference: list[dict] | None
                      = None, reference_name: str | None = None, mauve_features=MAUVE_FEATURES,
                      mauve: MauveConfig | None = None, device="cpu", batch_size: int = 16, load_run=None,
-                     **genppl_options) -> dict:
+                     feature_cache: dict | None = None, **genppl_options) -> dict:
     """The summary of `edlm eval samples --metrics ...` for rows in memory. genppl_options go to
     edlm.eval.genppl.evaluate_rows (max_tokens, eos, stride, show_progress, keep_scores). load_run opens an edlm
-    run named as an evaluator (edlm.api passes it)."""
+    run named as an evaluator (edlm.api passes it); feature_cache keeps the reference's MAUVE features between
+    calls with the same reference rows."""
     from edlm.eval import genppl
     from edlm.eval.evaluators import get_evaluator
     from edlm.eval.heldout import heldout_rows, shape_of
@@ -92,13 +93,14 @@ def evaluate_samples(rows: list[dict], *, metrics=DEFAULT_METRICS, evaluator=Non
 
         out.update(repetition([r["ids"] for r in rows]))
     if feat is not None:
-        out.update(mauve_of_rows_named(rows, reference, feat, mauve or MauveConfig(), batch_size, reference_name))
+        out.update(mauve_of_rows_named(rows, reference, feat, mauve or MauveConfig(), batch_size, reference_name,
+                                       feature_cache))
     return out
 
 
-def mauve_of_rows_named(rows, reference, feat, cfg, batch_size, reference_name) -> dict:
+def mauve_of_rows_named(rows, reference, feat, cfg, batch_size, reference_name, cache=None) -> dict:
     from edlm.eval.mauve import mauve_of_rows
 
-    res = mauve_of_rows(rows, reference, feat, cfg, batch_size)
+    res = mauve_of_rows(rows, reference, feat, cfg, batch_size, cache)
     res["mauve_reference"] = reference_name or f"{len(reference)} reference texts"
     return res
