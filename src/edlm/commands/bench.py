@@ -134,8 +134,8 @@ def run(args):
             raise in_flag_terms(e, ("batch_size", "evaluator", "steps", "k", "window"), dash=True) from None
         raise
     meta = {"data": data, "evaluator": args.evaluator, "device": str(device),
-            "device_name": _device_name(device), "torch": _torch_version(), "num": args.num, "seed": args.seed, "runs": runs,
-            "token_temperatures": args.temperatures, "top_p": args.top_p, "metrics": list(metrics)}
+            "device_name": _device_name(device), "torch": _torch_version(), "num": args.num, "seed": args.seed,
+            "runs": runs, "token_temperatures": args.temperatures, "top_p": args.top_p, "metrics": list(metrics)}
     report = write_report(args.out, meta, rows, data_, args.match_entropy)
     strip_samples(rows + [data_])
     res = write_results(args.out, meta, rows, report)
