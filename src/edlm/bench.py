@@ -64,7 +64,8 @@ def _reuse(path: Path, num: int, seed: int):
 
 
 def run_setting(st: Setting, runs: dict, models: dict, *, num, batch_size, seed, device, evaluator,
-                samples_dir: Path | None, quiet=False, energies: dict | None = None, metrics=None) -> dict:
+                samples_dir: Path | None, quiet=False, energies: dict | None = None, metrics=None,
+                precision: str = "auto") -> dict:
     """Sample one setting (or reuse its finished samples file: a resumed sweep) and score it. metrics: a
     SweepMetrics (MAUVE and its reference) or None (gen-PPL, entropy, repetition)."""
     method = METHODS[st.method]
@@ -72,7 +73,7 @@ def run_setting(st: Setting, runs: dict, models: dict, *, num, batch_size, seed,
     ckpt = runs[method.generator]
     req = GenerateRequest(ckpt=ckpt, num=num, steps=max(st.steps, 1), batch_size=batch_size, seed=seed,
                           energy=energy, k=st.k, window=st.window, unmask=method.unmask,
-                          token_temperature=st.token_temperature, top_p=st.top_p)
+                          token_temperature=st.token_temperature, top_p=st.top_p, precision=precision)
     path = None if samples_dir is None else samples_dir / f"{setting_name(st)}.jsonl"
     done = None if path is None else _reuse(path, num, seed)
     if done is not None:
@@ -135,7 +136,7 @@ def score_rows(rows: list[dict], evaluator, device, metrics: SweepMetrics | None
 
 def sweep(settings, runs: dict, *, num=64, batch_size=64, seed=0, device="cpu", evaluator="true",
           out: Path | None = None, quiet=False, on_row=None, metrics: SweepMetrics | None = None,
-          keep_samples: bool = False) -> list[dict]:
+          keep_samples: bool = False, precision: str = "auto") -> list[dict]:
     """Every setting sampled and scored, in order (a samples file already in OUT/samples is reused). Rows keep
     their per-sample scores and entropies only with keep_samples (for frontier_report; strip_samples drops
     them)."""
@@ -150,7 +151,7 @@ def sweep(settings, runs: dict, *, num=64, batch_size=64, seed=0, device="cpu", 
     for st in settings:
         row = run_setting(st, runs, models, num=num, batch_size=batch_size, seed=seed, device=device,
                           evaluator=evaluator, samples_dir=samples_dir, quiet=quiet, energies=energies,
-                          metrics=metrics)
+                          metrics=metrics, precision=precision)
         rows.append(row)
         if on_row:
             on_row(row)

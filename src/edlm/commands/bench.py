@@ -66,6 +66,8 @@ def add_parser(sub, name, help_):
     p.add_argument("--out", default="bench", help="output folder (results.json, plots, samples/)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", default="auto")
+    p.add_argument("--precision", default="auto", choices=("auto", "bf16", "fp32"),
+                   help="the networks' precision while sampling: auto = bf16 autocast on a GPU, fp32 on the CPU")
     p.add_argument("--quiet", action="store_true")
     return p
 
@@ -121,7 +123,7 @@ def run(args):
     try:
         rows = sweep(settings, runs, num=args.num, batch_size=args.batch_size, seed=args.seed, device=device,
                      evaluator=evaluator, out=args.out, quiet=args.quiet, metrics=sweep_metrics,
-                     keep_samples=True)
+                     keep_samples=True, precision=args.precision)
         if args.sample_only:
             return {"data": data, "out": args.out, "sample_only": True, "device": str(device),
                     "device_name": _device_name(device), "torch": _torch_version(), "rows": rows}
