@@ -6,7 +6,7 @@ import json
 import pytest
 
 from edlm.cli import main
-from edlm.eval.sweep_report import render_markdown
+from edlm.eval.sweep_report import render_markdown, render_matched_table
 
 
 def test_bench_frontiers_report_and_resume(micro_runs, tmp_path, capsys):
@@ -50,6 +50,8 @@ def test_bench_frontiers_report_and_resume(micro_runs, tmp_path, capsys):
     md = (out / "report.md").read_text()
     assert md == render_markdown(rep, title=md.splitlines()[0][2:])  # the table is generated from the JSON
     assert "| data (held-out) |" in md and "At matched entropy" in md and "MAUVE" in md
+    table = render_matched_table(rep)
+    assert "minus mdlm 2 steps there" in table and table.count("\n") == 2 + 1 + 5  # head, data, 5 curves
     assert (out / "frontier.png").stat().st_size > 5000 and str(out / "frontier.png") in res["plots"]
     assert len(list((out / "samples").glob("*.jsonl"))) == 10
     assert (out / "samples" / "confidence-on-edlm-ar_s2_k2_w0-1_T0.5.jsonl").is_file()

@@ -142,6 +142,40 @@ def render_markdown(rep: dict, title: str = "Sampler frontiers") -> str:
     return "\n".join(out) + "\n"
 
 
+def render_matched_table(rep: dict, baseline: str | None = None) -> str:
+    """A compact Markdown table for a results page: per curve, its gen-NLL at the matched entropy, its difference
+    to `baseline` (a curve label, default the first one starting with "mdlm") there, and its T = 1 cell's entropy,
+    gen-NLL and MAUVE. Generated from the report dict, so the page's numbers are the JSON's."""
+    labels = list(rep["curves"])
+    base = baseline or next((lab for lab in labels if lab.startswith("mdlm")), None)
+    diffs = {}
+    for p in rep["pairs"]:
+        at = p.get("at_level")
+        if at and base in (p["a"], p["b"]):
+            sign = 1 if p["a"] != base else -1
+            other = p["a"] if p["a"] != base else p["b"]
+            lo, hi = sorted(sign * v for v in at["ci95"])
+            diffs[other] = (sign * at["diff"], [lo, hi])
+    plain = {c["curve"]: c for c in rep["cells"] if c.get("knob") == "T=1"}
+    lvl = rep.get("level")
+    head = (f"| sampler | gen-NLL at entropy {lvl:.3f} | minus {base} there | at T=1: entropy, gen-NLL, MAUVE |"
+            if lvl is not None else "| sampler | - | - | at T=1: entropy, gen-NLL, MAUVE |")
+    out = [head, "|---|---|---|---|"]
+    m = {x["label"]: x for x in rep.get("matched", [])}
+    if rep.get("data"):
+        d = rep["data"]
+        out.append(f"| data (held-out) | {_num(d['gen_nll'])} | | {_num(d['entropy_nats'])}, {_num(d['gen_nll'])}, "
+                   f"{_num(d.get('mauve'), '{:.3f}')} |")
+    for lab in labels:
+        mm = m.get(lab) or {}
+        g = "not reached" if mm.get("gen_nll") is None else _ci(mm["gen_nll"], mm.get("gen_nll_ci95"))
+        dd = "" if lab == base else ("-" if lab not in diffs else _ci(*diffs[lab], "{:+.3f}"))
+        c = plain.get(lab, {})
+        t1 = "-" if not c else f"{_num(c.get('entropy_nats'))}, {_num(c.get('gen_nll'))}, {_num(c.get('mauve'))}"
+        out.append(f"| {lab} | {g} | {dd} | {t1} |")
+    return "\n".join(out) + "\n"
+
+
 # -- the plot --------------------------------------------------------------------------------------------------
 def plot_frontier(rep: dict, path: str | Path, title: str = "") -> str:
     """gen-NLL against entropy, one curve per sampler with 95% intervals on both axes, the data's point marked,
