@@ -95,3 +95,13 @@ def test_no_shared_range_and_single_cell_curves():
     point = Curve("ar", [cell(1.2, 1.0)])  # one cell inside a's range: compared at that one entropy
     r = compare(point, a)
     assert r["relation"] == "below" and len(r["levels"]) == 1 and r["levels"][0] == pytest.approx(1.2)
+
+
+def test_below_everywhere_but_separated_only_where_the_gap_is_wide():
+    # the gap shrinks from 1.0 at x = 1 to 0.01 at x = 3 (a sampler whose advantage fades as T grows)
+    a = curve("a", [(1.0, 4.0 - 1.0), (2.0, 3.0 - 0.5), (3.0, 2.0 - 0.01)], noise=0.3, n=300)
+    b = curve("b", [(1.0, 4.0), (2.0, 3.0), (3.0, 2.0)], noise=0.3, n=300)
+    r = compare(a, b)
+    assert r["relation"] == "below" and not r["separated"]
+    assert "separated at" in r["text"] and "of 9" in r["text"] and "entropy 1.000-" in r["text"]
+    assert r["mid"]["level"] == pytest.approx(2.0) and r["mid"]["diff"] == pytest.approx(-0.5, abs=1e-9)

@@ -200,9 +200,16 @@ def compare(a: Curve, b: Curve, draws: int = BOOTSTRAP_DRAWS, seed: int = BOOTST
         out["text"] = f"{a.label} and {b.label} cross over {span} ({how})"
     else:
         who, other = (a.label, b.label) if rel == "below" else (b.label, a.label)
-        how = "separated (the difference's 95% interval excludes 0 at every level)" if sep else \
-            "the intervals overlapping at some level"
+        if sep:
+            how = "separated (the difference's 95% interval excludes 0 at every level)"
+        else:
+            at = [h for h, c in zip(hs, clear, strict=True) if c]
+            how = "the intervals overlapping at every level" if not at else (
+                f"the intervals overlapping at some levels (separated at {len(at)} of {len(hs)}: "
+                f"entropy {_r((min(at), max(at)))})")
         out["text"] = f"{who} lies below {other} over {span}, {how}"
+    mid = len(hs) // 2
+    out["mid"] = {"level": float(hs[mid]), "diff": float(d[mid]), "ci95": ci[mid]}
     return out
 
 

@@ -133,12 +133,14 @@ def render_markdown(rep: dict, title: str = "Sampler frontiers") -> str:
         out += ["", "## Pairs over their shared entropy range", "",
                 "below / above: one frontier lower at every level of the shared range (9 levels); separated: the "
                 "difference's 95% interval excludes 0 at every level. 'a - b at matched': the gen-NLL difference "
-                "at the matched entropy.", "",
-                "| a | b | verdict | a - b at matched entropy |", "|---|---|---|---|"]
+                "at the matched entropy, and at the middle of the shared range.", "",
+                "| a | b | verdict | a - b at matched entropy | a - b mid-range (entropy) |", "|---|---|---|---|---|"]
         for p in rep["pairs"]:
             at = p.get("at_level")
             at = "-" if not at else _ci(at["diff"], at["ci95"], "{:+.3f}")
-            out.append(f"| {p['a']} | {p['b']} | {p['text']} | {at} |")
+            mid = p.get("mid")
+            mid = "-" if not mid else f"{_ci(mid['diff'], mid['ci95'], '{:+.3f}')} ({mid['level']:.3f})"
+            out.append(f"| {p['a']} | {p['b']} | {p['text']} | {at} | {mid} |")
     return "\n".join(out) + "\n"
 
 
