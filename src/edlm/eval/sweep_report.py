@@ -146,18 +146,20 @@ def render_markdown(rep: dict, title: str = "Sampler frontiers") -> str:
 
 def render_matched_table(rep: dict, baseline: str | None = None) -> str:
     """A compact Markdown table for a results page: per curve, its gen-NLL at the matched entropy, its difference
-    to `baseline` (a curve label, default the first one starting with "mdlm") there, and its T = 1 cell's entropy,
-    gen-NLL and MAUVE. Generated from the report dict, so the page's numbers are the JSON's."""
+    to `baseline` (a curve label, default the first one starting with "mdlm") there (or, where one of the two does
+    not reach that entropy, at the middle of the range they share, which the cell names), and its T = 1 cell's
+    entropy, gen-NLL and MAUVE. Generated from the report dict, so the page's numbers are the JSON's."""
     labels = list(rep["curves"])
     base = baseline or next((lab for lab in labels if lab.startswith("mdlm")), None)
     diffs = {}
     for p in rep["pairs"]:
-        at = p.get("at_level")
+        at = p.get("at_level") or p.get("mid")  # where the level is not shared: the middle of the shared range
         if at and base in (p["a"], p["b"]):
             sign = 1 if p["a"] != base else -1
             other = p["a"] if p["a"] != base else p["b"]
             lo, hi = sorted(sign * v for v in at["ci95"])
-            diffs[other] = (sign * at["diff"], [lo, hi])
+            where = "" if p.get("at_level") else f" at entropy {at['level']:.3f}"
+            diffs[other] = (sign * at["diff"], [lo, hi], where)
     plain = {c["curve"]: c for c in rep["cells"] if c.get("knob") == "T=1"}
     lvl = rep.get("level")
     head = (f"| sampler | gen-NLL at entropy {lvl:.3f} | minus {base} there | at T=1: entropy, gen-NLL, MAUVE |"
@@ -171,7 +173,8 @@ def render_matched_table(rep: dict, baseline: str | None = None) -> str:
     for lab in labels:
         mm = m.get(lab) or {}
         g = "not reached" if mm.get("gen_nll") is None else _ci(mm["gen_nll"], mm.get("gen_nll_ci95"))
-        dd = "" if lab == base else ("-" if lab not in diffs else _ci(*diffs[lab], "{:+.3f}"))
+        dd = "" if lab == base else ("no shared entropy" if lab not in diffs else
+                                     _ci(diffs[lab][0], diffs[lab][1], "{:+.3f}") + diffs[lab][2])
         c = plain.get(lab, {})
         t1 = "-" if not c else f"{_num(c.get('entropy_nats'))}, {_num(c.get('gen_nll'))}, {_num(c.get('mauve'))}"
         out.append(f"| {lab} | {g} | {dd} | {t1} |")
