@@ -1,5 +1,8 @@
 """The fault table of issue 16: the real CLI (subprocesses, CPU, `micro` preset) on damaged run folders and
-corpora, bad options, NaN/divergence, pickle payloads, two trainers on one folder, and SIGKILLs.
+corpora, bad options, NaN/divergence, pickle payloads (group "security": crafted pickles through convert and
+resume), resource bounds and edge values (group "bounds": jobs too big for the machine's memory, loop
+counts past sense, unknown devices, 64-bit seeds, denormal temperatures, malformed sample rows), two
+trainers on one folder, a run's binding to its corpus and config (binding_cases), and SIGKILLs.
 
 Each case records the exit code, whether stderr is ONE clear error line (no traceback), and whether data was
 lost (a file of the run or corpus changed or vanished other than the one the case damaged; for cases that
@@ -269,6 +272,256 @@ def run_cases(t: Table, base: Path, ref: Path, ar: Path, data: Path) -> None:
           expect="ok")
 
 
+def _u(x: str) -> bytes:  # BINUNICODE
+    return b"X" + len(x.encode()).to_bytes(4, "little") + x.encode()
+
+
+def _g(module: str, name: str) -> bytes:  # GLOBAL
+    return f"c{module}\n{name}\n".encode()
+
+
+def _call(f: bytes, *args: bytes) -> bytes:  # REDUCE
+    return f + b"(" + b"".join(args) + b"tR"
+
+
+def payloads(marker: Path) -> dict:
+    """{case: (pickle protocol, opcodes)}: each would mkdir `marker` if its code ran (the last is a trick on
+    torch's persistent ids, not code)."""
+    code = _u(f"__import__('os').mkdir({str(marker)!r})")
+    return {
+        "a dotted torch._utils name reaching eval": (4, _call(_call(
+            _g("torch._utils", "_rebuild_tensor.__builtins__.get"), _u("eval")), code)),
+        "a dotted name reaching _import_dotted_name": (4, _call(_call(_call(
+            _g("torch._utils", "_rebuild_tensor_v2.__globals__.get"), _u("_import_dotted_name")), _u("os.mkdir")),
+            _u(str(marker)))),
+        "a dotted name under a listed omegaconf class": (4, _call(_call(
+            _g("omegaconf.dictconfig", "DictConfig.__init__.__builtins__.get"), _u("exec")), code)),
+        "REDUCE builtins.eval": (2, _call(_g("builtins", "eval"), code)),
+        "REDUCE os.system": (2, _call(_g("os", "system"), _u(f"mkdir {marker}"))),
+        "REDUCE getattr(__import__('os'), 'mkdir')": (2, _call(_call(_g("builtins", "getattr"), _call(
+            _g("builtins", "__import__"), _u("os")), _u("mkdir")), _u(str(marker)))),
+        "eval nested in a list": (2, b"}" + _u("config") + b"](" + _call(_g("builtins", "eval"), code) + b"tas"),
+        "STACK_GLOBAL builtins.eval": (4, b"\x8c\x08builtins\x8c\x04eval\x93(" + code + b"tR"),
+        "INST builtins.eval (protocol 0)": (0, b"(" + code + b"ibuiltins\neval\n"),
+        "a persistent id that is not a storage": (2, b"(" + _u("module") + _u(str(marker)) + _u("s") * 2 + b"tQ"),
+    }
+
+
+def crafted(path: Path, payload: tuple, legacy: bool, key: str = "hyper_parameters") -> Path:
+    """A torch file (zip, or the legacy format) whose object pickle is {'state_dict': {}, key: payload}, written
+    byte by byte: no pickler writes dotted names, STACK_GLOBAL in protocol 2, or INST."""
+    import pickle
+    import types
+
+    import torch
+
+    proto, ops = payload
+    raw = (b"\x80" + bytes([proto]) if proto else b"") + b"}(" + _u("state_dict") + b"}" + _u(key) + ops + b"u."
+
+    class Raw:  # torch.save's pickle_module: torch's own container around our object pickle
+        def __init__(self, f, protocol=2):
+            self.f = f
+
+        def dump(self, obj):
+            self.f.write(raw)
+
+    torch.save({}, path, pickle_module=types.SimpleNamespace(__name__="raw", Pickler=Raw, dump=pickle.dump),
+               _use_new_zipfile_serialization=not legacy)
+    return path
+
+
+def _plant(run: Path, name: str) -> None:
+    """Make the run folder accept the planted file: rng.pt as the old format (no file list, no state hash);
+    optim.pt with state.json and latest.json hashes forged to match, as someone editing the folder can."""
+    d = latest(run)
+    s = json.loads((d / "state.json").read_text())
+    if name == "rng.pt":
+        (d / "rng.safetensors").unlink()
+        for k in ("files", "format", "identity"):
+            s.pop(k, None)
+        (d / "state.json").write_text(json.dumps(s))
+        (run / "latest.json").write_text(json.dumps({"step": s["step"], "dir": f"checkpoints/{d.name}"}))
+        return
+    data = (d / name).read_bytes()
+    s["files"][name] = {"bytes": len(data), "sha256": hashlib.sha256(data).hexdigest()}
+    (d / "state.json").write_text(json.dumps(s))
+    lj = json.loads((run / "latest.json").read_text())
+    lj["state_sha256"] = hashlib.sha256((d / "state.json").read_bytes()).hexdigest()
+    (run / "latest.json").write_text(json.dumps(lj))
+
+
+def security_cases(t: Table, base: Path) -> None:
+    """Crafted pickles through the real CLI: `edlm convert` of a .ckpt (zip and legacy format) and of a
+    pytorch_model.bin, and `train --resume` with a planted optim.pt (hashes forged) or an old-format rng.pt.
+    As expected: one clear error saying it refuses, no marker (no code ran), no output folder, run unchanged."""
+    root = t.work / "cases" / "security"
+    shutil.rmtree(root, ignore_errors=True)
+    root.mkdir(parents=True)
+    kinds = list(payloads(root))
+    for i, kind in enumerate(kinds):
+        for legacy in (False, True):
+            d = root / f"ckpt-{i}-{int(legacy)}"
+            d.mkdir()
+            src = crafted(d / "evil.ckpt", payloads(d / "PWNED")[kind], legacy)
+            rc, err = edlm("convert", "--from", "mdlm-ar-lightning", "--src", src, "--out", d / "run", "--n-heads", 2)
+            t.add("security", f"convert a {'legacy' if legacy else 'zip'} .ckpt with {kind}", rc, err,
+                  (d / "run").exists(), ok=not (d / "PWNED").exists() and "refusing to load" in err)
+    for i, kind in enumerate(kinds[:2] + kinds[6:8]):
+        d = root / f"bin-{i}"
+        (d / "hub").mkdir(parents=True)
+        crafted(d / "hub" / "pytorch_model.bin", payloads(d / "PWNED")[kind], False, key="w")
+        rc, err = edlm("convert", "--from", "mdlm-hf", "--src", d / "hub", "--out", d / "run", "--bos-id", 0)
+        t.add("security", f"convert an HF folder whose pytorch_model.bin has {kind}", rc, err, (d / "run").exists(),
+              ok=not (d / "PWNED").exists() and "refusing to load" in err)
+    for name in ("optim.pt", "rng.pt"):
+        for i, kind in enumerate([kinds[0], kinds[4], kinds[7], kinds[8]]):
+            run = t.copy(base, f"security-{name}-{i}")
+            marker = run.parent / f"PWNED-{name}-{i}"
+            shutil.rmtree(marker, ignore_errors=True)
+            crafted(latest(run) / name, payloads(marker)[kind], legacy=name == "rng.pt", key="state")
+            _plant(run, name)
+            before = snapshot(run)
+            rc, err = edlm("train", "--resume", "--max_steps", "6", "--quiet", "--out", run)
+            t.add("security", f"resume with an {name} holding {kind}", rc, err,
+                  snapshot(run, ("train.lock",)) != before, ok=not marker.exists() and "refusing to load" in err)
+
+
+def binding_cases(t: Table) -> None:
+    """A run bound to its corpus and config (docs/reliability.md): another text prepared under the corpus's
+    name, run.json edited, a resume that changes options, an old run folder; corpus sources that never end
+    (/dev/zero, a FIFO) or exceed the cap. Uses its own data root (EDLM_DATA restored at the end)."""
+    import resource
+
+    work = t.work / "cases" / "binding"
+    shutil.rmtree(work, ignore_errors=True)
+    work.mkdir(parents=True)
+    saved_data = ENV.get("EDLM_DATA")
+    ENV["EDLM_DATA"] = str(work / "data")
+    words = "alpha beta gamma delta river stone light north quiet table".split()
+    rng = random.Random(0)
+    text = "\n\n".join(" ".join(rng.choice(words) for _ in range(40)) for _ in range(60))
+    (work / "a.txt").write_text(text)
+    (work / "b.txt").write_text(text.translate(str.maketrans("aeiou", "eioua")))  # same shape, other text
+    micro = ["--preset", "micro", "--data", "textfile", "--quiet"]
+    assert edlm("data", "prepare", "textfile", "--source", work / "a.txt")[0] == 0
+    base = work / "base"
+    assert edlm("train", "--out", base, *micro, "--max_steps", "2", "--save_every", "2")[0] == 0
+    commands = {"sample": lambda r: ["sample", "--ckpt", r, "--out", r.parent / f"{r.name}.jsonl", "--num", "2",
+                                     "--steps", "2"],
+                "eval": lambda r: ["eval", "nelbo", "--ckpt", r, "--max-blocks", "2"],
+                "resume": lambda r: ["train", "--out", r, "--resume", "--max_steps", "4", "--quiet"]}
+
+    assert edlm("data", "prepare", "textfile", "--source", work / "b.txt", "--force")[0] == 0
+    for cmd, argv in commands.items():
+        run = t.copy(base, f"binding-data-{cmd}")
+        before = snapshot(run, ("train.lock",))
+        rc, err = edlm(*argv(run))
+        t.add("binding", f"{cmd} after textfile re-prepared from other text", rc, err,
+              snapshot(run, ("train.lock",)) != before)
+        rc, err = edlm(*argv(run), "--accept-data-change")
+        t.add("binding", f"{cmd} --accept-data-change after the same (a warning, then it works)", rc, err, False,
+              expect="ok", ok="edlm: warning: corpus 'textfile' changed" in err)
+    assert edlm("data", "prepare", "textfile", "--source", work / "a.txt", "--force")[0] == 0
+
+    for field in ("train.schedule", "train.t_eps", "train.seq_len", "train.lr", "diffusion", "tokenizer"):
+        for cmd in ("sample", "resume"):
+            run = t.copy(base, f"binding-edit-{field}-{cmd}")
+            meta = json.loads((run / "run.json").read_text())
+            top, _, sub = field.partition(".")
+            box, key = (meta[top], sub) if sub else (meta, top)
+            old = box[key]
+            box[key] = {"train.schedule": "cosine", "train.t_eps": 0.002, "train.seq_len": 8, "train.lr": 0.01,
+                        "diffusion": "elsewhere", "tokenizer": "gpt2"}[field]
+            assert box[key] != old
+            (run / "run.json").write_text(json.dumps(meta))
+            before = snapshot(run, ("train.lock",))
+            rc, err = edlm(*commands[cmd](run))
+            t.add("binding", f"{cmd} with run.json {field} edited", rc, err, snapshot(run, ("train.lock",)) != before)
+
+    run = t.copy(base, "binding-resume-lr")
+    rc, err = edlm("train", "--out", run, "--resume", "--lr", "0.001", "--max_steps", "4", "--quiet")
+    rc2, err2 = edlm(*commands["sample"](run))
+    t.add("binding", "resume --lr 0.001 (an overridable option), then sample", max(rc, rc2), err + err2, False,
+          expect="ok")
+
+    run = t.copy(base, "binding-old-format")  # as written before runs were bound
+    meta = json.loads((run / "run.json").read_text())
+    for k in ("data_sha256", "tokenizer_sha256", "data_request"):
+        meta.pop(k)
+    (run / "run.json").write_text(json.dumps(meta))
+    state_p = latest(run) / "state.json"
+    state = json.loads(state_p.read_text())
+    state["identity"] = {k: meta[k] for k in ("objective", "data", "mask_id", "model")}
+    state_p.write_text(json.dumps(state))
+    lj = json.loads((run / "latest.json").read_text())
+    lj["state_sha256"] = hashlib.sha256(state_p.read_bytes()).hexdigest()
+    (run / "latest.json").write_text(json.dumps(lj))
+    rc, err = edlm(*commands["sample"](run))
+    rc2, err2 = edlm(*commands["resume"](run))
+    t.add("binding", "sample, then resume, of a run folder from before the binding", max(rc, rc2), err + err2,
+          False, expect="ok", ok=bool(json.loads((run / "run.json").read_text()).get("data_sha256")))
+
+    def limit():  # a source read whole must not take the machine down with it
+        resource.setrlimit(resource.RLIMIT_AS, (2 << 30, 2 << 30))
+
+    os.mkfifo(work / "pipe.txt")
+    (work / "big.txt").write_text(text)
+    for case, src, env in (("/dev/zero", "/dev/zero", {}), ("a FIFO without writer", work / "pipe.txt", {}),
+                           (f"a {len(text) >> 10} KiB file over a 2 KiB cap", work / "big.txt",
+                            {"EDLM_MAX_SOURCE_BYTES": "2K"})):
+        before = snapshot(work / "data")
+        t0 = time.time()
+        try:
+            r = subprocess.run([sys.executable, "-m", "edlm", "data", "prepare", "textfile", "--source", str(src),
+                                "--force"], env={**ENV, **env}, capture_output=True, text=True, timeout=60,
+                               preexec_fn=limit)
+            rc, err = r.returncode, r.stderr
+        except subprocess.TimeoutExpired:
+            rc, err = -1, "timed out after 60 s"
+        t.add("binding", f"data prepare textfile --source {case} ({time.time() - t0:.1f} s)", rc, err,
+              snapshot(work / "data") != before)
+    ENV["EDLM_DATA"] = saved_data
+
+
+def bounds_cases(t: Table, base: Path, ar: Path) -> None:
+    """Resource bounds and edge values through the real CLI: each must be one clear error before any work (a
+    hang past 120 s counts as a failure, exit code 124), and leave nothing in the scratch folder. The sizes
+    are beyond any machine's memory (k = 1e9 candidates, 1e11 samples), so the memory check must refuse them."""
+    root = t.work / "cases" / "bounds"
+    shutil.rmtree(root, ignore_errors=True)
+    root.mkdir(parents=True)
+    huge, energy = str(10 ** 11), ["--energy", f"ar:{ar}"]
+    sample = ["sample", "--ckpt", base, "--num", "2", "--steps", "2", "--out", root / "s.jsonl"]
+    nelbo = ["eval", "nelbo", "--ckpt", base, "--max-blocks", "4", "--json-out", root / "e.json"]
+    bench = ["bench", "--mdlm", base, "--ar", ar, "--methods", "mdlm,edlm-ar", "--num", "2", "--steps", "2",
+             "--out", root / "b", "--quiet"]
+    cases = [(sample, x) for x in (
+        ["--device", "tpu"], ["--device", "cuda:x"], ["--seed", str(2 ** 64)], ["--temperature", "1e-310"],
+        [*energy, "--temperature", "1e-45"], [*energy, "--k", str(10 ** 9)],
+        [*energy, "--k-policy", "ess", "--k-max", str(10 ** 9)], ["--steps", huge], ["--num", huge],
+        ["--num", huge, "--batch-size", huge], ["--length", huge, "--stride", "8"],
+        ["--infill", f"ab[MASK*{huge}]"], ["--infill", "ab[MASK*" + "9" * 5000 + "]"])]
+    cases += [(nelbo, x) for x in (
+        ["--device", "tpu"], ["--seed", str(2 ** 64)], [*energy, "--steps", "2", "--temperature", "1e-45"],
+        ["--steps", huge], ["--t-samples", huge], [*energy, "--steps", "2", "--bound-draws", huge],
+        [*energy, "--steps", "2", "--k", str(10 ** 9)], [*energy, "--logz-samples", str(10 ** 9)])]
+    cases += [(bench, x) for x in (["--seed", str(2 ** 64)], ["--steps", f"2,{huge}"], ["--k", f"2,{10 ** 9}"])]
+    rows = {"text-int": {"text": 5}, "ids-str": {"ids": "abc"}, "ids-nested": {"ids": [[1, 2], [3]]},
+            "corpus-int": {"ids": [1, 2], "corpus": 5}, "seconds-nan": {"ids": [1, 2], "seconds": float("nan")}}
+    for name, row in rows.items():
+        f = t.work / "cases" / f"rows-{name}.jsonl"
+        f.write_text(json.dumps(row) + "\n")
+        cases.append((["eval", "samples", "--samples", f, "--evaluator", "true", "--quiet"], [f"({name})"]))
+    for cmd, extra in cases:
+        argv = cmd + [a for a in extra if not a.startswith("(")]
+        try:
+            rc, err = edlm(*argv, timeout=120)
+        except subprocess.TimeoutExpired:
+            rc, err = 124, "hung: no answer in 120 s"
+        label = " ".join([*cmd[:2 if cmd[0] == "eval" else 1], *(a if len(a) <= 40 else a[:40] + "..." for a in extra)])
+        t.add("bounds", label.replace(str(ar), "AR"), rc, err, any(root.iterdir()))
+
+
 def kill_trials(work: Path, n: int, seed: int) -> dict:
     """SIGKILL a training at seeded random moments (saves every step), resume, compare with a straight run."""
     steps = 40
@@ -320,6 +573,9 @@ def main():
     assert edlm("train", "--out", ar, "--objective", "ar", *MICRO, "--max_steps", "2")[0] == 0
     t = Table(work)
     run_cases(t, base, ref, ar, data)
+    security_cases(t, base)
+    binding_cases(t)
+    bounds_cases(t, base, ar)
     kills = kill_trials(work, a.kills, a.seed) if a.kills else None
     groups = {}
     for r in t.rows:

@@ -14,6 +14,12 @@ copies of the Linear weights (Transformer.low_precision_weights); `lazy+compiled
 casting the float32 weights at every call (the code before issue 13 round two), for a same-run ratio;
 `lazy+autotuned` = `lazy+compiled` with torch.compile's max-autotune mode (Triton matrix templates with
 fused epilogues, CUDA graphs; minutes of compiling), an experiment, not an `edlm sample` option.
+Optional kernels (config/kernels.py) as suffixes of a path, each on a fresh copy of the same model (same seed,
+same weights): `+fp8w` / `+int8w` = the blocks' Linear weights quantised by torchao (fp8: float8 weights and
+per-row dynamic float8 activations; int8: int8 weights and dynamic int8 activations), `+gelu` = the MLP's
+first product with its bias and GELU in one cuBLASLt call. E.g. --paths lazy+compiled,lazy+compiled+fp8w.
+Their tokens differ from the plain path's (other rounding): judge them by quality (round3_quality.py), not
+token identity. --device cpu: a dry run (tiny sizes with --tiny; kernels fall back with a warning).
 """
 
 from __future__ import annotations
@@ -32,28 +38,40 @@ from edlm.config.model import TransformerConfig  # noqa: E402
 from edlm.config.sampling import SamplerConfig  # noqa: E402
 from edlm.diffusion.schedules import LogLinear  # noqa: E402
 from edlm.energy.ar import AREnergy  # noqa: E402
+from edlm.models.kernels import apply_kernels, resolve_kernels  # noqa: E402
 from edlm.models.transformer import Transformer  # noqa: E402
 from edlm.sampling.loop import model_denoiser, sample  # noqa: E402
+
+DEV = "cuda"
+"""--device cpu: a dry run of the code paths"""
+SIZE = dict(n_layers=12, d_model=768, n_heads=12, cond_dim=128)
+KERNEL_SUFFIX = {"fp8w": "weights=fp8", "int8w": "weights=int8", "gelu": "gelu"}
+
+
+def sync():
+    if DEV == "cuda":
+        torch.cuda.synchronize()
 
 
 def build(V, L, causal, seed):
     torch.manual_seed(seed)
-    cfg = TransformerConfig(vocab_size=V + 1, n_layers=12, d_model=768, n_heads=12, cond_dim=128, max_len=L,
-                            causal=causal)
-    m = Transformer(cfg).cuda().eval()
+    cfg = TransformerConfig(vocab_size=V + 1, max_len=L, causal=causal, **SIZE)
+    m = Transformer(cfg).to(DEV).eval()
     torch.nn.init.normal_(m.final.linear.weight, std=0.02)  # non-uniform outputs
     return m
 
 
 def run_one(den, energy, mask, L, B, steps, k, window, seed=0):
-    g = torch.Generator(device="cuda").manual_seed(seed)
-    torch.cuda.synchronize()
-    torch.cuda.reset_peak_memory_stats()
+    g = torch.Generator(device=DEV).manual_seed(seed)
+    sync()
+    if DEV == "cuda":
+        torch.cuda.reset_peak_memory_stats()
     t0 = time.perf_counter()
     x, st = sample(den, LogLinear(), mask, SamplerConfig(steps=steps, k=k, window=window), batch=B, length=L,
-                   energy=energy, generator=g, device="cuda")
-    torch.cuda.synchronize()
-    return time.perf_counter() - t0, st, torch.cuda.max_memory_allocated() / 1e9, x
+                   energy=energy, generator=g, device=DEV)
+    sync()
+    mem = torch.cuda.max_memory_allocated() / 1e9 if DEV == "cuda" else None
+    return time.perf_counter() - t0, st, mem, x
 
 
 def draw_parity(V, n=4096, k=4):
@@ -90,6 +108,32 @@ def profile_run(out_dir, fn, n=30, name="sampling_mdlm_b16_s128"):
         print(f"profile failed: {e!r}", flush=True)
 
 
+def kernel_path(p, V, L, mask, reference):
+    """A path with optional kernels (`+fp8w`, `+int8w`, `+gelu` on `lazy` or `lazy+compiled`): a fresh DiT with
+    the same weights, the kernels applied, compiled as `lazy+compiled` is if named; MDLM batch 16, 128 steps."""
+    parts = p.split("+")
+    spec = ",".join(KERNEL_SUFFIX[x] for x in parts if x in KERNEL_SUFFIX)
+    core = "+".join(x for x in parts if x not in KERNEL_SUFFIX)
+    if core not in ("lazy", "lazy+compiled"):
+        raise SystemExit(f"path {p!r}: kernels go on lazy or lazy+compiled")
+    m = build(V, L, False, 0)
+    apply_kernels(m, resolve_kernels(spec, DEV, training=False), training=False)
+    t0 = time.perf_counter()
+    if core == "lazy+compiled":
+        m.compile_trunk(mode="reduce-overhead")
+    den = model_denoiser(m, mask)
+    run_one(den, None, mask, L, 16, 4, 1, None)  # compile / capture / first calls, outside the timing
+    warm = time.perf_counter() - t0
+    dt, st, mem, x = run_one(den, None, mask, L, 16, 128, 1, None)
+    xt = torch.where(torch.rand(16, L, device=DEV) < 0.5, mask, torch.randint(0, V, (16, L), device=DEV))
+    t_trunk = timed(lambda: den.features(xt, 0.5), warmup=3, iters=20)
+    row = {"method": "mdlm", "path": p, "kernels": spec, "batch": 16, "steps": 128, "seconds_per_seq": dt / 16,
+           "seconds": dt, "forwards": st.forwards, "peak_memory_gb": mem, "t_trunk": t_trunk, "t_step": dt / 128,
+           "trunk_share": t_trunk * st.forwards / dt, "warmup_seconds": warm,
+           "same_tokens_as_plain": float((x == reference).float().mean()) if reference is not None else None}
+    return row  # the model and its graphs go with this frame
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--out", default="results/bench_sampling.json")
@@ -104,7 +148,13 @@ def main():
     ap.add_argument("--sdpa", default="default", help="SDPA backend put first: default, cudnn, flash, efficient")
     ap.add_argument("--profile", default=None, metavar="DIR", help="write a profile of MDLM batch 16 / 128 steps "
                     "and of each EDLM row")
+    ap.add_argument("--device", default="cuda", help="cuda, or cpu for a dry run of the code paths")
+    ap.add_argument("--tiny", action="store_true", help="a 2 x 32 model (dry runs)")
     a = ap.parse_args()
+    global DEV
+    DEV = a.device
+    if a.tiny:
+        SIZE.update(n_layers=2, d_model=32, n_heads=2, cond_dim=16)
     sdpa = prefer_sdpa(a.sdpa)
     V, L, mask = a.vocab, a.length, a.vocab
     dit, ar = build(V, L, False, 0), build(V, L, True, 1)
@@ -116,7 +166,9 @@ def main():
     paths = a.paths.split(",")
     energy = AREnergy(ar, lazy, mask)
     head = {**device_info(), "model": "small DiT + small causal AR (12x768), fp32 weights, bf16 autocast, random",
-            "length": L, "vocab": V, **draw_parity(V), "sdpa_requested": a.sdpa, "sdpa_backend": sdpa,
+            "size": dict(SIZE), "length": L, "vocab": V, **(draw_parity(V) if DEV == "cuda" else {}),
+            "sdpa_requested": a.sdpa, "sdpa_backend": sdpa, "quantised_inductor_config": "torch's (torchao's "
+            "recommended Inductor settings not applied: the same compiler settings on every path)",
             "cost_model": "1 + (energy steps / steps) * t_energy(B*k) / t_step(MDLM, B)"}
     rows, mdlm_step, warmed = [], {}, set()
 
@@ -131,12 +183,18 @@ def main():
             run_one(lazy, None, mask, L, B, 4, 1, None)
             warmed.add(key)
 
-    with torch.no_grad(), torch.autocast("cuda", dtype=torch.bfloat16):
+    base_paths = [p for p in paths if not set(p.split("+")) & set(KERNEL_SUFFIX)]
+    base_label = base_paths[-1] if base_paths else "lazy"
+    with torch.no_grad(), torch.autocast(DEV, dtype=torch.bfloat16):
         run_one(lazy, None, mask, L, 4, 4, 1, None)  # CUDA/cuBLAS warm-up
         samples = {}
         for p in paths:  # the same configuration on each path, same seed
+            if set(p.split("+")) & set(KERNEL_SUFFIX):
+                emit(kernel_path(p, V, L, mask, samples.get(paths[0])))
+                continue
             dit.low_precision_weights = ar.low_precision_weights = not p.endswith("-fp32w")
-            want = "max-autotune" if p == "lazy+autotuned" else "reduce-overhead" if p.startswith("lazy+") else None
+            want = ("max-autotune" if p == "lazy+autotuned" else "reduce-overhead" if p.startswith("lazy+compiled")
+                    else None)
             if want and dit._compile_kwargs.get("mode") != want:
                 if dit._compiled_features is not None:
                     torch._dynamo.reset()  # no cache entry of the previous mode may serve the new one
@@ -152,7 +210,7 @@ def main():
             dt, st, mem, x = run_one(den, None, mask, L, 16, 128, 1, None)
             samples[p] = x
             # the trunk alone (one forward at batch 16), to split a step into trunk and everything else
-            xt = torch.where(torch.rand(16, L, device="cuda") < 0.5, mask, torch.randint(0, V, (16, L), device="cuda"))
+            xt = torch.where(torch.rand(16, L, device=DEV) < 0.5, mask, torch.randint(0, V, (16, L), device=DEV))
             t_trunk = timed(lambda: lazy.features(xt, 0.5), warmup=3, iters=20)  # noqa: B023 (called at once)
             emit({"method": "mdlm", "path": p, "batch": 16, "steps": 128, "seconds_per_seq": dt / 16,
                   "seconds": dt, "forwards": st.forwards, "peak_memory_gb": mem, "t_trunk": t_trunk,
@@ -168,7 +226,7 @@ def main():
             warm(B)
             dt, st, mem, _ = run_one(lazy, None, mask, L, B, S, 1, None)
             mdlm_step[(B, S)] = dt / S
-            emit({"method": "mdlm", "path": paths[-1], "batch": B, "steps": S, "seconds_per_seq": dt / B,
+            emit({"method": "mdlm", "path": base_label, "batch": B, "steps": S, "seconds_per_seq": dt / B,
                   "seconds": dt, "forwards": st.forwards, "peak_memory_gb": mem})
         for spec in filter(None, a.edlm.split(",")):
             B, S, k, w = spec.split(":")
@@ -181,16 +239,17 @@ def main():
                 dt, st, mem, _ = run_one(lazy, energy, mask, L, B, S, k, (1 - w, 1.0))
             except torch.OutOfMemoryError:
                 emit({"method": "edlm-ar", "batch": B, "steps": S, "k": k, "window": w, "oom": True})
-                torch.cuda.empty_cache()
+                if DEV == "cuda":
+                    torch.cuda.empty_cache()
                 continue
             if a.profile:
                 profile_run(a.profile, lambda: run_one(lazy, energy, mask, L, B, S, k, (1 - w, 1.0)),  # noqa: B023
                             name=f"sampling_edlm_b{B}_s{S}_k{k}_w{w}")
-            xk = torch.randint(0, V, (B * k, L), device="cuda")
+            xk = torch.randint(0, V, (B * k, L), device=DEV)
             t_en = timed(lambda: energy.ar_log_prob(xk, xk), warmup=2, iters=5)  # noqa: B023 (called at once)
             frac = st.energy_steps / S
             t_mdlm = mdlm_step[(B, S)] * S
-            emit({"method": "edlm-ar", "path": paths[-1], "batch": B, "steps": S, "k": k, "window": w,
+            emit({"method": "edlm-ar", "path": base_label, "batch": B, "steps": S, "k": k, "window": w,
                   "seconds_per_seq": dt / B, "seconds": dt, "mdlm_seconds": t_mdlm, "overhead": dt / t_mdlm,
                   "cost_model": 1 + frac * t_en / mdlm_step[(B, S)], "energy_steps": st.energy_steps,
                   # what an energy step costs beyond its energy forward (candidate projection + draw at

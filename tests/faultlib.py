@@ -59,3 +59,19 @@ def latest_dir(run: Path) -> Path:
 def loss_rows(run: Path) -> list:
     rows = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()]
     return [(r["step"], r["loss"]) for r in rows if "loss" in r]
+
+
+def as_unbound(run: Path) -> None:
+    """Make `run` what an edlm before run binding wrote: run.json without the corpus hashes, the latest
+    checkpoint's identity only objective, data, mask_id and model (latest.json's state hash kept right)."""
+    meta = json.loads((run / "run.json").read_text())
+    for k in ("data_sha256", "tokenizer_sha256", "data_request"):
+        meta.pop(k, None)
+    (run / "run.json").write_text(json.dumps(meta))
+    d = latest_dir(run)
+    state = json.loads((d / "state.json").read_text())
+    state["identity"] = {k: meta[k] for k in ("objective", "data", "mask_id", "model")}
+    (d / "state.json").write_text(json.dumps(state))
+    lj = json.loads((run / "latest.json").read_text())
+    lj["state_sha256"] = hashlib.sha256((d / "state.json").read_bytes()).hexdigest()
+    (run / "latest.json").write_text(json.dumps(lj))

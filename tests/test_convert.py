@@ -44,9 +44,9 @@ def _fake_class(module: str, name: str, state_fn):
     return cls
 
 
-def lightning_ckpt(path, ref: ReferenceMDLM, *, ema=True, hparams="omegaconf", sd=None, shadow=None):
+def lightning_ckpt(path, ref: ReferenceMDLM, *, ema=True, hparams="omegaconf", sd=None, shadow=None, legacy=False):
     """A Lightning-style .ckpt like MDLM's: state_dict with backbone.*, MDLM's EMA dict, hyper-parameters
-    holding an omegaconf config and a tokenizer (classes not importable here)."""
+    holding an omegaconf config and a tokenizer (classes not importable here); `legacy`: torch's non-zip format."""
     state_dict = ref.state_dict() if sd is None else sd
     ck = {"epoch": 3, "global_step": 1234, "pytorch-lightning_version": "2.2.1", "state_dict": state_dict,
           "loops": {"fit_loop": {"epoch_progress": {"current": {"completed": 3}}}}, "optimizer_states": [],
@@ -61,15 +61,15 @@ def lightning_ckpt(path, ref: ReferenceMDLM, *, ema=True, hparams="omegaconf", s
     if hparams == "omegaconf":
         # Mimic omegaconf's pickled layout: DictConfig state {'_content': {...}} with value nodes {'_val': v}.
         mods = {m: types.ModuleType(m) for m in ("omegaconf", "omegaconf.dictconfig", "omegaconf.nodes",
-                                                  "transformers", "transformers.tokenization_gpt2_fast")}
+                                                  "transformers", "transformers.models.gpt2.tokenization_gpt2_fast")}
         node = _fake_class("omegaconf.nodes", "AnyNode", lambda self: {"_val": self.v, "_metadata": None})
         dcfg = _fake_class("omegaconf.dictconfig", "DictConfig",
                            lambda self: {"_content": self.c, "_metadata": None, "_parent": None})
-        tok = _fake_class("transformers.tokenization_gpt2_fast", "GPT2TokenizerFast",
+        tok = _fake_class("transformers.models.gpt2.tokenization_gpt2_fast", "GPT2TokenizerFast",
                           lambda self: {"vocab_size": 50257})
         mods["omegaconf.nodes"].AnyNode = node
         mods["omegaconf.dictconfig"].DictConfig = dcfg
-        mods["transformers.tokenization_gpt2_fast"].GPT2TokenizerFast = tok
+        mods["transformers.models.gpt2.tokenization_gpt2_fast"].GPT2TokenizerFast = tok
 
         def nodes(d):
             out = dcfg()
@@ -87,7 +87,7 @@ def lightning_ckpt(path, ref: ReferenceMDLM, *, ema=True, hparams="omegaconf", s
     old = {m: sys.modules.get(m) for m in mods}
     sys.modules.update(mods)
     try:
-        torch.save(ck, path)
+        torch.save(ck, path, _use_new_zipfile_serialization=not legacy)
     finally:
         for m, v in old.items():
             if v is None:

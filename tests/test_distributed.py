@@ -77,3 +77,57 @@ def test_fsdp2_save_and_resume_on_another_world_size(synthetic_data, tmp_path):
                         "--quiet"], env=env, capture_output=True, text=True)
     assert r.returncode == 0, r.stderr[-3000:]
     assert _losses(one) == pytest.approx(_losses(two), abs=1e-4)
+
+
+@pytest.mark.distributed
+@pytest.mark.skipif(not _fsdp_available(), reason="this torch has no FSDP2 (fully_shard)")
+def test_fsdp2_with_one_process_saves_and_resumes_plain(synthetic_data, tmp_path):
+    # torchrun with ONE process and --parallel fsdp shards over a group of one (the path measured on one GPU);
+    # its checkpoint resumes in a plain process, and the losses equal an uninterrupted plain run.
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "EDLM_NO_PROGRESS": "1"}
+    common = ARGS[:ARGS.index("--max_steps")] + ARGS[ARGS.index("--log_every"):ARGS.index("--ema")] + \
+        ARGS[ARGS.index("--eval_every"):ARGS.index("--save_every")] + ARGS[ARGS.index("--data"):]
+    one, two = tmp_path / "one", tmp_path / "two"
+    subprocess.run([sys.executable, "-m", "edlm", "train", "--out", str(one), "--batch_size", "8", "--max_steps", "4",
+                    "--save_every", "2", *common], check=True, env=env, capture_output=True)
+    r = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "1",
+                        "--master_port", str(31500 + os.getpid() % 1000), "-m", "edlm", "train", "--out", str(two),
+                        "--batch_size", "8", "--max_steps", "2", "--save_every", "2", "--parallel", "fsdp", *common],
+                       env=env, capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr[-3000:]
+    summary = json.loads(r.stdout.strip().splitlines()[-1])
+    assert summary["fsdp"] is True and summary["world_size"] == 1
+    r = subprocess.run([sys.executable, "-m", "edlm", "train", "--out", str(two), "--resume", "--max_steps", "4"],
+                       env=env, capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert json.loads(r.stdout.strip().splitlines()[-1])["fsdp"] is False
+    assert _losses(one) == pytest.approx(_losses(two), abs=1e-4)
+
+
+GPU_RUN = os.environ.get("EDLM_FSDP_GPU_RUN")
+
+
+@pytest.mark.distributed
+@pytest.mark.skipif(not GPU_RUN, reason="set EDLM_FSDP_GPU_RUN to a run folder saved by FSDP2 on one GPU "
+                    "(benchmarks/gpu_round3.sh writes one, as fsdp1_run.tar.gz)")
+def test_gpu_fsdp2_checkpoint_resumes_on_cpu_gloo(synthetic_data, tmp_path):
+    # A checkpoint written by FSDP2 with world size 1 on a GPU (NCCL, bf16 autocast; data `synthetic`) resumes on
+    # the CPU under torchrun with 2 processes on gloo, sharded again, for 2 more steps: finite losses, the step
+    # count goes on.
+    import shutil
+
+    run = tmp_path / "run"
+    shutil.copytree(GPU_RUN, run)
+    meta = json.loads((run / "run.json").read_text())
+    saved = max(r["step"] for r in map(json.loads, open(run / "metrics.jsonl")) if "loss" in r)
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "EDLM_NO_PROGRESS": "1"}
+    r = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2",
+                        "--master_port", str(32500 + os.getpid() % 1000), "-m", "edlm", "train", "--out", str(run),
+                        "--resume", "--max_steps", str(saved + 2), "--device", "cpu", "--parallel", "fsdp",
+                        "--eval_batches", "1"], env=env, capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr[-3000:]
+    summary = json.loads(r.stdout.strip().splitlines()[-1])
+    assert summary["steps"] == saved + 2 and summary["fsdp"] is True and summary["device"] == "cpu"
+    losses = _losses(run)
+    assert len(losses) >= saved + 2 and all(x == x and abs(x) < 1e4 for x in losses)
+    assert meta["train"]["parallel"] == "fsdp"

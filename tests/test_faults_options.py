@@ -5,7 +5,7 @@ import shutil
 
 import pytest
 
-from faultlib import MICRO, assert_one_clear_error, cli, snapshot
+from faultlib import MICRO, as_unbound, assert_one_clear_error, cli, snapshot
 
 
 @pytest.fixture(scope="module")
@@ -132,10 +132,11 @@ def test_bad_value_given_on_resume_is_refused_and_run_is_unchanged(runs, tmp_pat
 
 
 def test_a_saved_zero_save_every_can_be_overridden_on_resume(runs, tmp_path, capsys):
-    # An older run folder holding save_every 0 (saved before validation existed): resume says how to fix it,
-    # and the fix (giving the option) works.
+    # An older run folder holding save_every 0 (saved before validation existed, so also before checkpoints
+    # recorded all of run.json): resume says how to fix it, and the fix (giving the option) works.
     run = tmp_path / "r"
     shutil.copytree(runs / "mdlm", run)
+    as_unbound(run)
     meta = json.loads((run / "run.json").read_text())
     meta["train"]["save_every"] = 0
     (run / "run.json").write_text(json.dumps(meta))

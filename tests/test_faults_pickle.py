@@ -104,17 +104,6 @@ def test_malicious_file_with_forged_hashes_is_refused_without_running(run, tmp_p
     assert not marker.exists()
 
 
-def test_no_weights_only_false_anywhere_a_run_is_read():
-    # The only torch.load(weights_only=False) left is `edlm convert`'s inert unpickler for foreign checkpoints.
-    from pathlib import Path
-
-    import edlm
-
-    src = Path(edlm.__file__).parent
-    hits = [str(p.relative_to(src)) for p in src.rglob("*.py") if "weights_only=False" in p.read_text()]
-    assert hits == ["runs/convert.py"], hits
-
-
 def test_library_refusal_is_an_edlm_error(run, tmp_path):
     d = _as_legacy(run)
     torch.save({"torch": Payload(str(tmp_path / "x"))}, d / "rng.pt")

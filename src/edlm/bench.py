@@ -13,6 +13,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from edlm.api.generate import GenerateRequest, generate
+from edlm.api.generate import check as check_request
 from edlm.api.methods import METHODS
 from edlm.utils import atomic_write_bytes, atomic_write_json
 
@@ -63,17 +64,23 @@ def _reuse(path: Path, num: int, seed: int):
     return rows, json.loads(summ.read_text())
 
 
+def _request(st: Setting, runs: dict, num: int, batch_size: int, seed: int,
+             precision: str = "auto") -> GenerateRequest:
+    method = METHODS[st.method]
+    energy = f"{method.energy}:{runs[method.runs[1]]}" if method.energy else None
+    return GenerateRequest(ckpt=runs[method.generator], num=num, steps=max(st.steps, 1), batch_size=batch_size,
+                           seed=seed, energy=energy, k=st.k, window=st.window, unmask=method.unmask,
+                           token_temperature=st.token_temperature, top_p=st.top_p, precision=precision)
+
+
 def run_setting(st: Setting, runs: dict, models: dict, *, num, batch_size, seed, device, evaluator,
                 samples_dir: Path | None, quiet=False, energies: dict | None = None, metrics=None,
                 precision: str = "auto") -> dict:
     """Sample one setting (or reuse its finished samples file: a resumed sweep) and score it. metrics: a
     SweepMetrics (MAUVE and its reference) or None (gen-PPL, entropy, repetition)."""
     method = METHODS[st.method]
-    energy = f"{method.energy}:{runs[method.runs[1]]}" if method.energy else None
-    ckpt = runs[method.generator]
-    req = GenerateRequest(ckpt=ckpt, num=num, steps=max(st.steps, 1), batch_size=batch_size, seed=seed,
-                          energy=energy, k=st.k, window=st.window, unmask=method.unmask,
-                          token_temperature=st.token_temperature, top_p=st.top_p, precision=precision)
+    req = _request(st, runs, num, batch_size, seed, precision)
+    ckpt = req.ckpt
     path = None if samples_dir is None else samples_dir / f"{setting_name(st)}.jsonl"
     done = None if path is None else _reuse(path, num, seed)
     if done is not None:
@@ -143,11 +150,15 @@ def sweep(settings, runs: dict, *, num=64, batch_size=64, seed=0, device="cpu", 
     from edlm.runs.load import load_model
 
     models = {p: load_model(p, device) for p in {runs.get("mdlm"), runs.get("ar")} if p}
+    energies: dict = {}
+    for st in settings:  # every setting's checks and memory bound before the first one runs
+        req = _request(st, runs, num, batch_size, seed, precision)
+        check_request(req, device, models=models.get(req.ckpt), energies=energies)
     samples_dir = None
     if out is not None:
         samples_dir = Path(out) / "samples"
         samples_dir.mkdir(parents=True, exist_ok=True)
-    rows, energies = [], {}
+    rows = []
     for st in settings:
         row = run_setting(st, runs, models, num=num, batch_size=batch_size, seed=seed, device=device,
                           evaluator=evaluator, samples_dir=samples_dir, quiet=quiet, energies=energies,

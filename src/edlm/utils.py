@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import stat
 import sys
 import tempfile
@@ -102,17 +103,28 @@ def progress(iterable=None, total=None, desc: str = "", unit: str = "it", disabl
                 dynamic_ncols=True, leave=False, **kw)
 
 
+DEVICE_FORM = re.compile(r"(cpu|cuda|mps)(?::(\d+))?")
+
+
 def pick_device(name: str | torch.device | None = None) -> torch.device:
-    """'cpu', 'cuda', 'cuda:1', a torch.device (as is), or 'auto' (or None): CUDA when present, else CPU."""
-    if isinstance(name, torch.device):
-        return name
+    """'cpu', 'cuda', 'cuda:1', 'mps', a torch.device, or 'auto' (or None): CUDA when present, else CPU.
+    Anything else, or a device this machine lacks, is an EdlmError (not torch's error, much later)."""
+    from edlm.errors import EdlmError
+
     if name in (None, "", "auto"):
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if str(name).startswith("cuda") and not torch.cuda.is_available():  # else torch's AssertionError, much later
-        from edlm.errors import EdlmError
-
-        raise EdlmError(f"device {name!r}: this machine has no CUDA device; use cpu (or auto)")
-    return torch.device(name)
+    m = DEVICE_FORM.fullmatch(str(name)) if isinstance(name, (str, torch.device)) else None
+    if m is None:
+        raise EdlmError(f"device {name!r} is not understood: use auto, cpu, cuda or cuda:N")
+    kind, index = m.group(1), None if m.group(2) is None else int(m.group(2))
+    if kind == "cuda" and not torch.cuda.is_available():
+        raise EdlmError(f"device {str(name)!r}: this machine has no CUDA device; use cpu (or auto)")
+    if kind == "cuda" and index is not None and index >= torch.cuda.device_count():
+        raise EdlmError(f"device {str(name)!r}: this machine has {torch.cuda.device_count()} CUDA device(s), "
+                        f"cuda:0 to cuda:{torch.cuda.device_count() - 1}")
+    if kind == "mps" and not (torch.backends.mps.is_available() and index in (None, 0)):
+        raise EdlmError(f"device {str(name)!r}: this machine has no MPS device; use cpu (or auto)")
+    return name if isinstance(name, torch.device) else torch.device(name)
 
 
 def cache_root() -> Path:

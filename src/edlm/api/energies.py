@@ -65,7 +65,8 @@ class EnergyChoice:
 
         src, need = self.source, KINDS[self.kind]
         if isinstance(src, (str, Path)):
-            net, meta = load_model(src, proposal.device, expect=need)
+            net, meta = load_model(src, proposal.device, expect=need,
+                                   accept_data_change=getattr(proposal, "accept_data_change", False))
         elif src.meta.objective != need:
             raise EdlmError(f"a {self.kind} energy needs a {need!r} run; {src.path} is a {src.meta.objective!r} run")
         else:

@@ -11,14 +11,15 @@ from edlm.eval import evaluators, genppl, metrics
 from edlm.runs.load import load_model
 
 
-def get_evaluator(name, device="cpu"):
-    """edlm.eval.evaluators.get_evaluator, able to open edlm runs."""
-    return evaluators.get_evaluator(name, device, load_run=load_model)
+def get_evaluator(name, device="cpu", accept_data_change: bool = False):
+    """edlm.eval.evaluators.get_evaluator, able to open edlm runs (accept_data_change: one whose corpus changed
+    since it was made loads, with a warning)."""
+    return evaluators.get_evaluator(name, device, load_run=load_model, accept_data_change=accept_data_change)
 
 
 def evaluate_rows(rows: list[dict], evaluator, **options) -> dict:
     """edlm.eval.genppl.evaluate_rows (options: device, batch_size, max_tokens, eos, stride, show_progress,
-    keep_scores), able to open edlm runs."""
+    keep_scores, accept_data_change), able to open edlm runs."""
     return genppl.evaluate_rows(rows, evaluator, load_run=load_model, **options)
 
 

@@ -20,6 +20,20 @@ def generate(req: GenerateRequest, device, *, models=None, energies: dict | None
     """Returns (rows, summary), as edlm.sampling.generate.generate. `models` = (model, meta) to reuse an already
     loaded run; `energies` = a dict that caches built energies by spec across calls (a sweep then loads each
     energy run once); the other arguments are passed on."""
+    model, meta, energy = _prepare(req, device, models, energies)
+    return job.generate(req, device, model, meta, energy=energy, quiet=quiet, on_batch=on_batch, callback=callback,
+                        trace=trace)
+
+
+def check(req: GenerateRequest, device, *, models=None, energies: dict | None = None) -> None:
+    """Everything generate() checks before its first batch, its memory bound included, without sampling: a
+    sweep checks all its settings before it runs the first. Built energies go into `energies` for later."""
+    model, meta, energy = _prepare(req, device, models, energies)
+    job.check_memory(req, device, model, meta, energy)
+
+
+def _prepare(req, device, models, energies):
+    """-> (model, meta, (energy, method) or None): the run loaded, the request checked, the energy built."""
     model, meta = models or load_model(req.ckpt, device)
     job.check_request(req, model, meta)  # before an energy run is loaded
     energy = None
@@ -28,5 +42,4 @@ def generate(req: GenerateRequest, device, *, models=None, energies: dict | None
         if req.energy not in cache:
             cache[req.energy] = build_energy(req.energy, model_denoiser(model, meta["mask_id"]), meta, device)
         energy = cache[req.energy]
-    return job.generate(req, device, model, meta, energy=energy, quiet=quiet, on_batch=on_batch, callback=callback,
-                        trace=trace)
+    return model, meta, energy

@@ -12,37 +12,85 @@ flags and adds their names to messages; this module speaks of arguments, never o
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
+from edlm import validate
 from edlm.api.energies import as_energy
-from edlm.config.sampling import check_sharpness
+from edlm.config.sampling import KPolicy, check_sharpness
 from edlm.errors import EdlmError
 from edlm.runs.folder import RunMeta
 from edlm.sampling.generate import Samples
 from edlm.utils import pick_device
-from edlm.validate import window_in_unit
+from edlm.validate import out_file, token_ids, window_in_unit
 
 
-def load(path: str | Path, device: str | torch.device = "cpu", *, ema: bool = True, expect: str | None = None
-         ) -> Run:
+def load(path: str | Path, device: str | torch.device = "cpu", *, ema: bool = True, expect: str | None = None,
+         accept_data_change: bool = False) -> Run:
     """Open a run folder (written by edlm.train, `edlm train` or `edlm convert`) and rebuild its model.
 
     device: "cpu", "cuda", "cuda:N", "auto" or a torch.device. ema: the EMA weights (as evaluated) rather
-    than the raw ones. expect: "mdlm", "ar", "nce" or several joined by "|" to refuse other kinds of run."""
+    than the raw ones. expect: "mdlm", "ar", "nce" or several joined by "|" to refuse other kinds of run.
+    A run whose corpus changed since it was made (another text prepared under its name) is an error;
+    accept_data_change=True makes it a warning, for this run and the energy runs it is used with."""
     from edlm.runs.load import load_model
 
     dev = pick_device(device)
-    model, meta = load_model(path, dev, ema=ema, expect=expect)
-    return Run(path=str(path), model=model, meta=RunMeta.from_dict(meta), device=dev)
+    model, meta = load_model(path, dev, ema=ema, expect=expect, accept_data_change=accept_data_change)
+    return Run(path=str(path), model=model, meta=RunMeta.from_dict(meta), device=dev,
+               accept_data_change=accept_data_change)
 
 
 def _at_least(name: str, value, low: int) -> None:
     if isinstance(value, bool) or not isinstance(value, int) or value < low:
         raise EdlmError(f"{name} must be an integer >= {low}, not {value!r}")
+
+
+def _check_sample_args(choice, **a) -> None:
+    """Run.sample's arguments, as strictly as `edlm sample` checks its flags (GenerateRequest.check then checks
+    every range again, for every caller of generate). choice: the energy (EnergyChoice) or None."""
+    for name in ("num", "steps", "k", "batch_size", "trace_num", "min_unmask"):
+        _at_least(name, a[name], 1)
+    for name in ("length", "stride"):  # None: the default (the training length; no semi-AR blocks); never 0
+        if a[name] is not None:
+            _at_least(name, a[name], 1)
+    window_in_unit(a["window"])
+    for name in ("callback", "on_batch"):
+        if a[name] is not None and not callable(a[name]):
+            raise EdlmError(f"{name} must be a function (or None), not {a[name]!r}")
+    pol = a["k_policy"]
+    if pol is not None and (choice is None or not isinstance(pol, KPolicy)):
+        raise EdlmError("k_policy adapts the EDLM candidates per step: give an energy, and an "
+                        "edlm.config.sampling.KPolicy")
+    if pol is not None and a["k"] > pol.k_max:
+        raise EdlmError(f"k {a['k']} is the first step's k under k_policy: give at most its k_max {pol.k_max}")
+    if a["min_unmask"] > 1 and (choice is None or a["unmask"] != "random"):
+        raise EdlmError("min_unmask > 1 skips the energy on steps that unmask few positions: give an energy, "
+                        "with unmask='random'")
+    if a["trace_mdlm"] and (a["trace"] is None or choice is None):
+        raise EdlmError("trace_mdlm puts plain MDLM beside EDLM on the trace page: give trace and an energy")
+    out_file("trace", a["trace"])
+
+
+def _check_nelbo_args(**a) -> None:
+    """Run.nelbo's numeric arguments, as strictly as `edlm eval nelbo` checks its flags."""
+    for name in ("k", "t_samples", "batch_size", "bound_draws"):
+        validate.at_least(name, a[name], 1)
+    for name in ("steps", "max_blocks"):
+        validate.at_least(name, a[name], 1, optional=True)
+    validate.at_least("logz_samples", a["logz_samples"], 0)
+    if a["logz_samples"] < 2:
+        raise EdlmError("logz_samples must be >= 2 (the estimate's upper end needs leave-one-out terms)")
+    validate.at_most("steps", a["steps"], validate.MAX_LOOP, validate.BOUND_STEPS_WHY)
+    for name in ("t_samples", "bound_draws"):
+        validate.at_most(name, a[name], validate.MAX_LOOP, validate.PASSES_WHY)
+    validate.seed("seed", a["seed"])
+    validate.temperature("temperature", a["temperature"])
+    if a["t_eps"] is not None:
+        validate.finite_in("t_eps", a["t_eps"], 0, 1, lo_open=True, hi_open=True)
+    window_in_unit(a["window"])
 
 
 @dataclass
@@ -53,6 +101,8 @@ class Run:
     model: torch.nn.Module
     meta: RunMeta
     device: torch.device
+    accept_data_change: bool = False
+    """loaded although its corpus changed (edlm.load's argument): energy runs loaded for it accept it too"""
 
     @property
     def schedule(self):
@@ -133,20 +183,17 @@ class Run:
         choice = as_energy(energy)
         if choice is not None and obj != "mdlm":
             raise EdlmError("an energy applies to an MDLM run (the proposal); this run is autoregressive")
-        for name, value in (("num", num), ("steps", steps), ("k", k), ("batch_size", batch_size), ("seed", seed)):
-            _at_least(name, value, 0 if name == "seed" else 1)
-        if not (temperature > 0 and math.isfinite(temperature)):
-            raise EdlmError(f"temperature must be a finite number > 0, not {temperature!r}")
-        window_in_unit(window)
+        _check_sample_args(choice, num=num, steps=steps, k=k, batch_size=batch_size, trace_num=trace_num,
+                           min_unmask=min_unmask, length=length, stride=stride, window=window, callback=callback,
+                           on_batch=on_batch, k_policy=k_policy, unmask=unmask, trace=trace, trace_mdlm=trace_mdlm)
         try:
             check_sharpness(token_temperature, top_p)
         except ValueError as e:
             raise EdlmError(f"{e} (1 = the model's own distribution)") from None
         fixed = self._infill(infill, prefix, length, stride)
-        length = len(fixed) if fixed is not None else (length or self.meta.train.seq_len)
+        length = len(fixed) if fixed is not None else (self.meta.train.seq_len if length is None else length)
         block = min(self.meta.train.seq_len, self.model.cfg.max_len)
         if stride is not None:
-            _at_least("stride", stride, 1)
             if obj != "mdlm":
                 raise EdlmError("stride (semi-autoregressive blocks) applies to an MDLM run; an AR run needs none")
             if stride > block:
@@ -156,23 +203,20 @@ class Run:
             what = f"the infill template has {length} tokens, which" if fixed is not None else f"length {length}"
             raise EdlmError(f"{what} exceeds what the model allows ({self.model.cfg.max_len}); to generate longer, "
                             f"pass stride=S (semi-autoregressive blocks of {block} tokens, e.g. stride={block // 2})")
-        ids = self.encode(prefix) if isinstance(prefix, str) else (None if prefix is None else
-                                                                   [int(i) for i in prefix])
+        ids = self._prefix_ids(prefix)
         if ids is not None and len(ids) >= length:
             raise EdlmError(f"the prefix has {len(ids)} tokens, not fewer than the sample length {length}")
-        _at_least("trace_num", trace_num, 1)
         if trace is not None and obj != "mdlm":
             raise EdlmError("trace draws the denoising of an MDLM run (with or without an energy); this run is "
                             "autoregressive")
-        spec, energies = None, None
-        if choice is not None:
-            spec = choice.label()
-            energies = {spec: choice.build(self)}
+        spec = choice.label() if choice is not None else None
         req = GenerateRequest(ckpt=self.path, num=num, steps=steps, batch_size=batch_size, length=length,
                               seed=seed, energy=spec, k=k, window=tuple(window) if window else None,
                               temperature=temperature, prefix=ids or None, cache=cache, precision=precision,
                               compile=compile, unmask=unmask, fixed=fixed, stride=stride, k_policy=k_policy,
                               min_unmask=min_unmask, token_temperature=token_temperature, top_p=top_p)
+        req.check()  # every range, before the energy's run is loaded
+        energies = {spec: choice.build(self)} if choice is not None else None
         recorders = self._recorders(trace, trace_num, req, summary_label=choice)
         rows, summary = generate(req, self.device, models=(self.model, self.meta.raw), energies=energies,
                                  quiet=quiet, on_batch=on_batch, callback=callback,
@@ -186,6 +230,15 @@ class Run:
         """Fill the blanks of `template` ("ab[MASK*5]cd", ids with None blanks, or (ids, keep)); the other
         arguments are Run.sample's (energy, k, seed, stride, trace ...)."""
         return self.sample(num=num, steps=steps, infill=template, **kwargs)
+
+    def _prefix_ids(self, prefix) -> list[int] | None:
+        """The prefix as token ids: text through the run's tokenizer, or ids checked against the vocabulary
+        (bytes, floats, nested lists and the MASK id are refused)."""
+        if prefix is None:
+            return None
+        if isinstance(prefix, str):
+            return self.encode(prefix)
+        return token_ids("prefix", prefix, self.tokenizer.vocab_size, self.meta.mask_id)
 
     def _infill(self, infill, prefix, length, stride) -> list | None:
         """The infill as a list (id or None per position), checked against the run."""
@@ -253,6 +306,8 @@ class Run:
         from edlm.data.loader import iter_eval_blocks
         from edlm.eval.likelihood import EDLMSampler, LikelihoodPlan, evaluate_split
         from edlm.eval.report import likelihood_report
+        from edlm.sampling.budget import check as check_memory
+        from edlm.sampling.budget import nelbo_need
         from edlm.utils import progress
 
         obj = self.meta.objective
@@ -260,20 +315,9 @@ class Run:
             raise EdlmError(f"{self.path} is a {obj!r} run: the likelihood needs an MDLM or AR run")
         if split not in ("train", "valid", "test"):
             raise EdlmError(f"split {split!r}: use 'train', 'valid' or 'test'")
-        if logz_samples < 2:
-            raise EdlmError("logz_samples must be >= 2 (the estimate's upper end needs leave-one-out terms)")
-        for name, value in (("k", k), ("t_samples", t_samples), ("batch_size", batch_size),
-                            ("bound_draws", bound_draws), ("seed", seed)):
-            _at_least(name, value, 0 if name == "seed" else 1)
-        if steps is not None:
-            _at_least("steps", steps, 1)
-        if max_blocks is not None:
-            _at_least("max_blocks", max_blocks, 1)
-        if not (temperature > 0 and math.isfinite(temperature)):
-            raise EdlmError(f"temperature must be a finite number > 0, not {temperature!r}")
-        if t_eps is not None and not 0 < t_eps < 1:
-            raise EdlmError(f"t_eps must be in (0, 1), not {t_eps!r}")
-        window_in_unit(window)
+        _check_nelbo_args(k=k, t_samples=t_samples, batch_size=batch_size, bound_draws=bound_draws, seed=seed,
+                          steps=steps, max_blocks=max_blocks, logz_samples=logz_samples, temperature=temperature,
+                          t_eps=t_eps, window=window)
         plan = LikelihoodPlan(t_samples=t_samples, t_eps=t_eps, steps=steps, logz_samples=logz_samples)
         choice, name = as_energy(energy), obj
         if choice is not None:
@@ -285,6 +329,10 @@ class Run:
         tokens = corpora.load_split(self.meta.data, split)
         L = self.meta.train.seq_len
         n_blocks = len(tokens) // L if max_blocks is None else min(max_blocks, len(tokens) // L)
+        check_memory(nelbo_need(self.model.cfg, self.meta.mask_id, objective=obj, batch=batch_size, blocks=n_blocks,
+                                length=L, steps=steps, k=k, logz_samples=logz_samples if choice else 0,
+                                bound_draws=bound_draws, energy=plan.sampler.energy if plan.sampler else None),
+                     self.device)
         bar = progress(total=n_blocks, desc=f"eval {name}", unit="seq", disable=quiet or None)
         res = evaluate_split(self.model, self.meta.raw, iter_eval_blocks(tokens, L, batch_size, max_blocks=n_blocks),
                              plan, seed=seed, device=self.device, bar=bar)

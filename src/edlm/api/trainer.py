@@ -17,6 +17,7 @@ from edlm.config.model import TransformerConfig
 from edlm.config.train import TrainConfig, check_config
 from edlm.data import corpora
 from edlm.errors import EdlmError
+from edlm.models.kernels import check_kernels
 from edlm.runs import checkpoint as ckpt
 from edlm.runs.checkpoint import RunStore
 from edlm.runs.folder import RunMeta, write_run
@@ -34,7 +35,8 @@ from edlm.validate import out_dir
 
 
 def train_run(cfg: TrainConfig, model_cfg: TransformerConfig, out: str | Path, *, resume: bool = False,
-          max_steps: int | None = None, quiet: bool = False, overrides: dict | None = None, log=()) -> dict:
+              max_steps: int | None = None, quiet: bool = False, overrides: dict | None = None, log=(),
+              accept_data_change: bool = False) -> dict:
     """Train (or resume, keeping the saved config except for `overrides` of RESUME_OVERRIDABLE options and
     `max_steps`). Returns the summary. log: extra metric sinks besides metrics.jsonl ("tensorboard": event
     files in RUN/tensorboard/). Holds RUN/train.lock throughout; the lock, the metrics files, the progress
@@ -44,15 +46,18 @@ def train_run(cfg: TrainConfig, model_cfg: TransformerConfig, out: str | Path, *
     out_dir("`out`", out)
     if not (out / "run.json").exists():
         check_config(cfg, model_cfg)  # before the folder is created
-    d = init_distributed(pick_device(cfg.device))
+    device = pick_device(cfg.device)
+    check_kernels(cfg.kernels, device, training=True)  # a missing package: before the folder exists
+    d = init_distributed(device, group=cfg.parallel == "fsdp")
     created = not out.exists()
     lock = None
     try:
         if d.is_main:
             out.mkdir(parents=True, exist_ok=True)
             lock = RunLock(out).acquire()
-        meta, cfg, model_cfg = prepare_run(out, cfg, model_cfg, resume, max_steps, d.world_size, overrides)
-        run = _build(cfg, model_cfg, meta, out, d, resume)
+        meta, cfg, model_cfg = prepare_run(out, cfg, model_cfg, resume, max_steps, d.world_size, overrides,
+                                           accept_data_change)
+        run = _build(cfg, model_cfg, meta, out, d, resume, accept_data_change)
         log = TrainLog(d, cfg, quiet, run.step, metric_sinks(out, run.step, sinks) if d.is_main else ())
         try:
             result = fit(run, log, RunStore(out, meta.raw))
@@ -76,15 +81,15 @@ def train_run(cfg: TrainConfig, model_cfg: TransformerConfig, out: str | Path, *
         cleanup(d)
 
 
-def _build(cfg: TrainConfig, model_cfg: TransformerConfig, meta: RunMeta, out: Path, d: Dist, resume: bool
-           ) -> TrainState:
+def _build(cfg: TrainConfig, model_cfg: TransformerConfig, meta: RunMeta, out: Path, d: Dist, resume: bool,
+           accept_data_change: bool = False) -> TrainState:
     """Model, objective, data, optimizer, EMA and noise stream, restored from the checkpoint on resume; (re)writes
     run.json. The order of the random draws is the one every edlm run was trained with: keep it."""
     device = d.device
     torch.manual_seed(cfg.seed)
     proposal = None
     if cfg.objective == "nce":  # the frozen MDLM the energy corrects (prepare_run checked that it is given)
-        proposal, _ = load_model(cfg.diffusion, device, expect="mdlm")
+        proposal, _ = load_model(cfg.diffusion, device, expect="mdlm", accept_data_change=accept_data_change)
     objective = build_objective(cfg, meta.mask_id, device, proposal)
     model = build_model(cfg.objective, model_cfg)
     if not resume:
@@ -114,14 +119,16 @@ def _split_configs(configs) -> tuple[TransformerConfig, TrainConfig]:
 
 
 def train(configs="tiny", out: str | Path | None = None, *, resume: bool = False, quiet: bool = True,
-          log=(), **options) -> dict:
+          log=(), accept_data_change: bool = False, **options) -> dict:
     """Train (or, with resume=True, continue) a model into the run folder `out`; returns the summary.
 
     configs: a preset's (TransformerConfig, TrainConfig) pair, e.g. edlm.presets.tiny() (either order is
     accepted), or a preset name. options: any TrainConfig or TransformerConfig field, e.g.
     objective="ar", data="synthetic", max_steps=200, d_model=64. log="tensorboard": metrics also go to
     TensorBoard event files in out/tensorboard/ (pip install 'edlm[tensorboard]'); metrics.jsonl always.
-    The trained run opens with edlm.load(out)."""
+    The trained run opens with edlm.load(out). accept_data_change: resume (or, for objective "nce", use the
+    `diffusion` run) although the corpus changed since the run was made: a warning instead of an error, and
+    a resumed run is bound to the corpus as it is now (docs/reliability.md)."""
     from dataclasses import replace
 
     if out is None:
@@ -140,4 +147,4 @@ def train(configs="tiny", out: str | Path | None = None, *, resume: bool = False
     if not resume:
         check_config(cfg, model_cfg)  # on resume the saved values merged with `options` are checked instead
     return train_run(cfg, model_cfg, out, resume=resume, max_steps=tr.get("max_steps"), quiet=quiet,
-                      overrides={**tr, **md}, log=log)
+                      overrides={**tr, **md}, log=log, accept_data_change=accept_data_change)

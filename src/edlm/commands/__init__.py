@@ -26,3 +26,13 @@ def in_flag_terms(e: EdlmError, options, dash: bool = False) -> EdlmError:
 
     msg = re.sub(r"`([a-z_]+)(?:=([^`\s]+))?`", flag, str(e))
     return EdlmError(msg)
+
+
+ACCEPT_FLAG = {"accept_data_change": "--accept-data-change"}
+"""the library's `accept_data_change=True` as the commands' flag"""
+
+
+def add_accept_data_change(p) -> None:
+    p.add_argument("--accept-data-change", action="store_true",
+                   help="use the run although its corpus changed since the run was made (another text prepared "
+                   "under its name): a warning on stderr instead of an error (docs/reliability.md)")

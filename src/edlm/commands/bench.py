@@ -10,7 +10,7 @@ from pathlib import Path
 from edlm.commands import in_flag_terms
 from edlm.commands.sample import parse_window
 from edlm.errors import EdlmError
-from edlm.validate import at_least, finite_in, out_dir
+from edlm.validate import MAX_LOOP, STEPS_WHY, at_least, at_most, finite_in, out_dir, seed
 
 
 def _ints(s):
@@ -87,6 +87,7 @@ def run(args):
     for name, values in (("--steps", args.steps), ("--k", args.k)):
         for v in values:
             at_least(name, v, 1)
+    at_most("--steps", max(args.steps), MAX_LOOP, STEPS_WHY)
     at_least("--num", args.num, 1)
     for t in args.temperatures:
         finite_in("--temperatures", t, lo=0, lo_open=True)
@@ -104,7 +105,7 @@ def run(args):
     if args.match_entropy is not None:
         finite_in("--match-entropy", args.match_entropy, lo=0, lo_open=True)
     at_least("--batch-size", args.batch_size, 1)
-    at_least("--seed", args.seed, 0)
+    seed("--seed", args.seed)
     out_dir("--out", args.out)
     runs = {"mdlm": args.mdlm, "ar": args.ar, "nce": args.nce}
     data = _check_runs(runs, methods)
@@ -133,7 +134,7 @@ def run(args):
             if created and d.is_dir() and not any(d.iterdir()):
                 d.rmdir()
         if isinstance(e, EdlmError):  # the library names options; the command line names flags
-            raise in_flag_terms(e, ("batch_size", "evaluator", "steps", "k", "window"), dash=True) from None
+            raise in_flag_terms(e, ("batch_size", "evaluator", "steps", "k", "window", "num"), dash=True) from None
         raise
     meta = {"data": data, "evaluator": args.evaluator, "device": str(device),
             "device_name": _device_name(device), "torch": _torch_version(), "num": args.num, "seed": args.seed,

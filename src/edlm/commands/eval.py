@@ -5,11 +5,21 @@ from __future__ import annotations
 import argparse
 import math
 
-from edlm.commands import in_flag_terms
+from edlm.commands import ACCEPT_FLAG, add_accept_data_change, in_flag_terms
 from edlm.commands.sample import parse_window
 from edlm.errors import EdlmError
 from edlm.utils import pick_device
-from edlm.validate import at_least, existing_path, finite_in
+from edlm.validate import (
+    BOUND_STEPS_WHY,
+    MAX_LOOP,
+    PASSES_WHY,
+    at_least,
+    at_most,
+    existing_path,
+    finite_in,
+    seed,
+    temperature,
+)
 
 
 def add_parser(sub, name, help_):
@@ -48,6 +58,8 @@ def add_parser(sub, name, help_):
     n.add_argument("--json-out", metavar="PATH", help="also write the JSON summary to PATH")
     sp = add_samples_parser(s)
     sp.add_argument("--json-out", metavar="PATH", help="also write the JSON summary to PATH")
+    for q in (n, sp):
+        add_accept_data_change(q)
     return p
 
 
@@ -142,20 +154,26 @@ def run(args):
             return samples_command(args)
         except EdlmError as e:  # the library names evaluate_rows' options; here they are flags
             raise in_flag_terms(e, ("batch_size", "max_tokens", "eos", "stride", "evaluator", "metrics", "mauve_layer",
-                                    "mauve_buckets", "mauve_max_tokens", "mauve_bootstrap", "mauve_seeds"),
+                                    "mauve_buckets", "mauve_max_tokens", "mauve_bootstrap", "mauve_seeds",
+                                    "accept_data_change"),
                                 dash=True) from None
     at_least("--t-samples", args.t_samples, 1)
     at_least("--max-blocks", args.max_blocks, 1, optional=True)
-    at_least("--seed", args.seed, 0)
+    seed("--seed", args.seed)
     at_least("--steps", args.steps, 1, optional=True)
+    for flag, value in (("--steps", args.steps), ("--t-samples", args.t_samples), ("--bound-draws", args.bound_draws)):
+        at_most(flag, value, MAX_LOOP, BOUND_STEPS_WHY if flag == "--steps" else PASSES_WHY)
     at_least("--k", args.k, 1)
     at_least("--bound-draws", args.bound_draws, 1)
     if args.logz_samples < 2:
         raise EdlmError("--logz-samples must be >= 2 (the estimate's upper end needs leave-one-out terms)")
-    finite_in("--temperature", args.temperature, 0.0, lo_open=True)
+    temperature("--temperature", args.temperature)
     if args.t_eps is not None:
         finite_in("--t-eps", args.t_eps, 0.0, 1.0, lo_open=True, hi_open=True)
-    out = nelbo_command(args)
+    try:
+        out = nelbo_command(args)
+    except EdlmError as e:
+        raise in_flag_terms(e, ACCEPT_FLAG) from None
     for name, entry in out["results"].items():  # a finite checkpoint can still overflow: never report NaN
         if entry["nll"] is not None and not math.isfinite(entry["nll"]):
             raise EdlmError(f"the {name} NLL of {args.ckpt} came out {entry['nll']} (the outputs overflow): "
@@ -169,13 +187,17 @@ def nelbo_command(args):
 
     from edlm.api import load
 
-    run_ = load(args.ckpt, pick_device(args.device), expect="mdlm|ar")
+    run_ = load(args.ckpt, pick_device(args.device), expect="mdlm|ar", accept_data_change=args.accept_data_change)
     if args.energy and run_.meta.objective != "mdlm":
         raise EdlmError("--energy needs an MDLM --ckpt (the proposal)")
-    out = run_.nelbo(split=args.split, steps=args.steps, energy=args.energy, k=args.k, window=args.window,
-                     temperature=args.temperature, t_samples=args.t_samples, bound_draws=args.bound_draws,
-                     logz_samples=args.logz_samples, t_eps=args.t_eps, max_blocks=args.max_blocks,
-                     batch_size=args.batch_size, seed=args.seed, quiet=args.quiet)
+    try:
+        out = run_.nelbo(split=args.split, steps=args.steps, energy=args.energy, k=args.k, window=args.window,
+                         temperature=args.temperature, t_samples=args.t_samples, bound_draws=args.bound_draws,
+                         logz_samples=args.logz_samples, t_eps=args.t_eps, max_blocks=args.max_blocks,
+                         batch_size=args.batch_size, seed=args.seed, quiet=args.quiet)
+    except EdlmError as e:  # the library names arguments (`batch_size=32`); here they are flags
+        flags = ("batch_size", "k", "logz_samples", "steps")
+        raise in_flag_terms(e, {**{k: "--" + k.replace("_", "-") for k in flags}, **ACCEPT_FLAG}) from None
     for w in out["warnings"]:
         print(f"edlm eval nelbo: warning: {w}", file=sys.stderr)
     return out
@@ -206,6 +228,7 @@ def samples_command(args) -> dict:
     out = evaluate_samples(read_samples(args.samples), metrics=metrics, evaluator=args.evaluator,
                            reference=reference, reference_name=args.reference, mauve_features=args.mauve_features,
                            mauve=cfg, device=args.device, batch_size=args.batch_size, max_tokens=args.max_tokens,
-                           eos=args.eos, stride=args.stride, show_progress=not args.quiet)
+                           eos=args.eos, stride=args.stride, show_progress=not args.quiet,
+                           accept_data_change=getattr(args, "accept_data_change", False))
     out["samples"] = str(args.samples)
     return out

@@ -8,11 +8,11 @@ import os
 import sys
 from pathlib import Path
 
-from edlm.commands import in_flag_terms
+from edlm.commands import ACCEPT_FLAG, add_accept_data_change, in_flag_terms
 from edlm.errors import EdlmError
 from edlm.sampling.adaptive import parse_k_policy
 from edlm.utils import fsync_path, pick_device
-from edlm.validate import at_least, finite_in, out_file
+from edlm.validate import MAX_LOOP, STEPS_WHY, at_least, at_most, finite_in, out_file, seed, temperature
 
 
 def parse_window(s: str):
@@ -93,6 +93,7 @@ def add_parser(sub, name, help_):
                    help="torch.compile the denoiser trunk (CUDA graphs on a GPU): faster after a one-off compile")
     p.add_argument("--device", default="auto")
     p.add_argument("--quiet", action="store_true")
+    add_accept_data_change(p)
     return p
 
 
@@ -101,7 +102,8 @@ def check_args(args) -> None:
     for name in ("num", "steps", "k", "k_max", "energy_min_unmask", "batch_size"):
         at_least("--" + name.replace("_", "-"), getattr(args, name), 1)
     at_least("--length", args.length, 1, optional=True)
-    at_least("--seed", args.seed, 0)
+    at_most("--steps", args.steps, MAX_LOOP, STEPS_WHY)
+    seed("--seed", args.seed)
     at_least("--stride", args.stride, 1, optional=True)
     at_least("--trace-num", args.trace_num, 1)
     if args.infill is not None and args.prefix is not None:
@@ -119,7 +121,7 @@ def check_args(args) -> None:
     if args.trace_mdlm and not (args.trace and args.energy):
         raise EdlmError("--trace-mdlm puts plain MDLM beside EDLM on the --trace page: give --trace and --energy")
     out_file("--trace", args.trace)
-    finite_in("--temperature", args.temperature, lo=0, lo_open=True)
+    temperature("--temperature", args.temperature)
     finite_in("--token-temperature", args.token_temperature, lo=0, lo_open=True)
     finite_in("--top-p", args.top_p, lo=0, hi=1, lo_open=True)
     out_file("--out", args.out)
@@ -172,7 +174,10 @@ def run(args):
     from edlm.api import load
 
     check_args(args)
-    run_ = load(args.ckpt, pick_device(args.device))
+    try:
+        run_ = load(args.ckpt, pick_device(args.device), accept_data_change=args.accept_data_change)
+    except EdlmError as e:
+        raise in_flag_terms(e, ACCEPT_FLAG) from None
     prefix = run_.encode(args.prefix, what="--prefix") if args.prefix else None
     if args.energy and run_.meta.objective == "ar":
         raise EdlmError("--energy applies to an MDLM run (--ckpt MDLM_RUN); this run is autoregressive")
@@ -217,4 +222,5 @@ def _sample(run_, **kw):
     try:
         return run_.sample(**kw)
     except EdlmError as e:
-        raise in_flag_terms(e, ("ckpt", "energy", "length", "stride", "prefix")) from None
+        flags = ("ckpt", "energy", "length", "stride", "prefix", "num", "batch_size", "k", "k_max", "steps")
+        raise in_flag_terms(e, {**{k: "--" + k.replace("_", "-") for k in flags}, **ACCEPT_FLAG}) from None

@@ -6,7 +6,7 @@ import argparse
 import dataclasses
 import typing
 
-from edlm.commands import in_flag_terms
+from edlm.commands import ACCEPT_FLAG, add_accept_data_change, in_flag_terms
 from edlm.config.model import TransformerConfig
 from edlm.config.train import RESUME_OVERRIDABLE, TrainConfig
 from edlm.errors import EdlmError
@@ -61,6 +61,7 @@ def add_parser(sub, name, help_):
     p.add_argument("--log", action="append", choices=list(LOG_SINKS), default=None,
                    help="also log metrics to this (repeatable; metrics.jsonl is always written): tensorboard = "
                    "event files in OUT/tensorboard/ (pip install 'edlm[tensorboard]')")
+    add_accept_data_change(p)
     _add_fields(p.add_argument_group("training (TrainConfig)"), TrainConfig)
     _add_fields(p.add_argument_group("model (TransformerConfig)"), TransformerConfig, MODEL_FIELDS, MODEL_HELP)
     return p
@@ -81,7 +82,7 @@ def run(args):
 
     tr, md = given_options(args)
     try:
-        return train(args.preset, out=args.out, resume=args.resume, quiet=args.quiet, log=args.log or (), **tr,
-                     **md)
+        return train(args.preset, out=args.out, resume=args.resume, quiet=args.quiet, log=args.log or (),
+                     accept_data_change=args.accept_data_change, **tr, **md)
     except EdlmError as e:  # the library names options as `name`; here they are flags
-        raise in_flag_terms(e, OPTIONS) from None
+        raise in_flag_terms(in_flag_terms(e, ACCEPT_FLAG), OPTIONS) from None

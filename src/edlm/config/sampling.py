@@ -11,6 +11,9 @@ import math
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from edlm import validate
+from edlm.errors import EdlmError
+
 if TYPE_CHECKING:  # the CLI imports this module before torch is needed
     import torch
 
@@ -152,3 +155,24 @@ class GenerateRequest:
     """every draw (MDLM, EDLM candidates, confidence, AR) from p(v)^(1/T), renormalised (sampling/sharpen.py)"""
     top_p: float = 1.0
     """every draw from the nucleus of mass >= top_p (after token_temperature); 1 = all tokens"""
+
+    def check(self) -> None:
+        """Every field in range and of its type (one EdlmError naming it), before anything is loaded."""
+        for name in ("num", "steps", "batch_size", "k", "min_unmask"):
+            validate.at_least(f"`{name}`", getattr(self, name), 1)
+        validate.at_most("`steps`", self.steps, validate.MAX_LOOP, validate.STEPS_WHY)
+        validate.at_least("`length`", self.length, 1, optional=True)
+        validate.at_least("`stride`", self.stride, 1, optional=True)
+        validate.seed("`seed`", self.seed)
+        validate.temperature("`temperature`", self.temperature)
+        validate.window_in_unit(self.window)
+        if self.unmask not in UNMASK:
+            raise EdlmError(f"`unmask` {self.unmask!r}: use {' or '.join(UNMASK)}")
+        if self.precision not in ("auto", "bf16", "fp32"):
+            raise EdlmError(f"`precision` {self.precision!r}: use auto, bf16 or fp32")
+        if self.k_policy is not None and not isinstance(self.k_policy, KPolicy):
+            raise EdlmError(f"`k_policy` {self.k_policy!r}: give None or an edlm.config.sampling.KPolicy")
+        try:
+            check_sharpness(self.token_temperature, self.top_p)
+        except ValueError as e:
+            raise EdlmError(f"{e} (1 = the model's own distribution)") from None

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
 
+from edlm.config.kernels import KernelsConfig
 from edlm.diffusion.schedules import T_EPS
 from edlm.errors import EdlmError
-from edlm.validate import at_least, finite_in
+from edlm.validate import at_least, finite_in, seed
 
 
 def _f(default, help_: str, choices: tuple | None = None):
@@ -51,7 +52,11 @@ class TrainConfig:
     device: str = _f("auto", "auto, cpu, cuda, cuda:N")
     diffusion: str = _f("", "NCE only: the trained MDLM run used as frozen proposal and initialisation")
     nce_negatives: int = _f(1, "NCE only: negatives drawn from the MDLM per positive")
-    parallel: str = _f("ddp", "under torchrun: ddp or fsdp (FSDP2 fully_shard)", ("ddp", "fsdp"))
+    parallel: str = _f("ddp", "under torchrun: ddp or fsdp (FSDP2 fully_shard; with --nproc_per_node 1 too)",
+                       ("ddp", "fsdp"))
+    kernels: str = _f("", "optional fused GPU kernels, comma-separated: liger (= norm,rope,lce: Liger Kernel's "
+                      "LayerNorm, rotary and fused linear + cross-entropy), float8 (the blocks' Linear layers, "
+                      "torchao); CUDA only (one warning and the plain path on a CPU); docs/performance.md")
 
     def to_dict(self) -> dict:
         d = asdict(self)
@@ -71,7 +76,7 @@ class TrainConfig:
 # defines the run and must stay as saved.
 RESUME_OVERRIDABLE = ("lr", "min_lr_ratio", "lr_schedule", "warmup_steps", "max_steps", "weight_decay", "betas",
                       "grad_clip", "diverge_factor", "eval_every", "eval_batches", "save_every",
-                      "keep_checkpoints", "log_every", "precision", "compile", "device", "parallel")
+                      "keep_checkpoints", "log_every", "precision", "compile", "device", "parallel", "kernels")
 
 
 def check_config(cfg: TrainConfig, model_cfg=None) -> None:
@@ -79,8 +84,9 @@ def check_config(cfg: TrainConfig, model_cfg=None) -> None:
     for name in ("seq_len", "batch_size", "grad_accum", "max_steps", "eval_batches", "save_every",
                  "keep_checkpoints", "log_every", "nce_negatives"):
         at_least(f"`{name}`", getattr(cfg, name), 1)
-    for name in ("warmup_steps", "eval_every", "seed"):
+    for name in ("warmup_steps", "eval_every"):
         at_least(f"`{name}`", getattr(cfg, name), 0)
+    seed("`seed`", cfg.seed)
     finite_in("`lr`", cfg.lr, lo=0, lo_open=True)
     finite_in("`min_lr_ratio`", cfg.min_lr_ratio, 0, 1)
     finite_in("`weight_decay`", cfg.weight_decay, lo=0)
@@ -89,6 +95,9 @@ def check_config(cfg: TrainConfig, model_cfg=None) -> None:
     finite_in("`grad_clip`", cfg.grad_clip, lo=0)
     finite_in("`ema`", cfg.ema, 0, 1, hi_open=True)
     finite_in("`t_eps`", cfg.t_eps, 0, 1, lo_open=True, hi_open=True)
+    k = KernelsConfig.parse(cfg.kernels)  # unknown names: EdlmError
+    if k.gelu or k.weights != "model":
+        raise EdlmError("`kernels`: gelu and weights= are for sampling; training takes liger, norm, rope, lce, float8")
     if cfg.diverge_factor != 0:
         finite_in("`diverge_factor` (or 0 = off)", cfg.diverge_factor, lo=1, lo_open=True)
     if model_cfg is not None:

@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 
 from edlm.data import sources as S
+from edlm.data.bounded import Budget, check_source, human, over_cap, read_file, read_stream
 from edlm.data.dedup import Deduper
 from edlm.data.writers import WIKI_CHAR_MIN_CHARS, SplitWriter, write_bpe_docs, write_char_docs
 from edlm.errors import EdlmError
@@ -32,6 +33,8 @@ def request_for(name: str, source=None, tokenizer=None, train_tokens: int | None
             raise EdlmError(f"`train_tokens={train_tokens}`: use at least 10000 (a training split needs many windows)")
     if tokenizer is not None and tokenizer not in ("char", "gpt2"):
         raise EdlmError(f"unknown tokenizer {tokenizer!r}; use `tokenizer=char` or `tokenizer=gpt2`")
+    if source and name in ("textfile", "text8") and Path(source).exists():  # before any staging folder
+        check_source(Path(source), dir_ok=name == "textfile")  # a regular file within the cap (or a folder)
     if name == "textfile":
         return {"source": str(Path(source).resolve()) if source else None, "tokenizer": tokenizer or "char"}
     if tokenizer is not None:
@@ -233,17 +236,23 @@ def build_text8(tmp: Path, root: Path, request: dict):
     from edlm.data.tokenizers import char_tokenizer
 
     src = request.get("source")
-    if not src or not Path(src).is_file():
+    if not src or not Path(src).exists():
         raise EdlmError(("source file not found: " + src + "; " if src else "") + TEXT8_HELP)
     p = Path(src)
+    check_source(p, dir_ok=False)
     if zipfile.is_zipfile(p):
         with zipfile.ZipFile(p) as z:
             names = [n for n in z.namelist() if Path(n).name == "text8"]
             if not names:
                 raise EdlmError(f"{p} has no member named text8; pass the original text8.zip. {TEXT8_HELP}")
-            raw = z.read(names[0])
+            info = z.getinfo(names[0])
+            budget = Budget(f"{p} (member text8, decompressed)")
+            if info.file_size > budget.cap:
+                raise over_cap(f"{p} (member text8: {human(info.file_size)}, decompressed)", budget.cap)
+            with z.open(info) as f:
+                raw = read_stream(f, budget)
     else:
-        raw = p.read_bytes()
+        raw = read_file(p)
     try:
         ids = char_tokenizer().encode_array(raw.decode("ascii"))
     except (UnicodeDecodeError, ValueError) as e:
@@ -262,8 +271,8 @@ def build_text8(tmp: Path, root: Path, request: dict):
     return _meta(w, "char", [rec], split_method="positional 90% / 5% / 5% (the standard text8 split)"), 27
 
 
-def _read_utf8(p: Path) -> str:
-    raw = p.read_bytes()
+def _read_utf8(p: Path, budget: Budget) -> str:
+    raw = read_file(p, budget)
     try:
         return raw.decode("utf-8")
     except UnicodeDecodeError as e:
@@ -286,11 +295,13 @@ def build_textfile(tmp: Path, root: Path, request: dict):
     p = Path(src)
     if not p.exists():
         raise EdlmError(f"source {p} does not exist; pass an existing UTF-8 file or folder of .txt files")
+    check_source(p)  # a regular file or a folder; FIFOs and devices are refused unread
     files = sorted(x for x in p.rglob("*.txt") if x.is_file()) if p.is_dir() else [p]
     # documents: paragraphs (blank-line separated) of every file, so even one file can be split
-    docs = []
+    docs, budget = [], Budget(f"source {p}" + (" (all its .txt files together)" if p.is_dir() else ""))
     for f in progress(files, desc="textfile: reading", unit="file"):
-        docs += [d.strip() for d in re.split(r"\n\s*\n", _read_utf8(f).replace("\r\n", "\n")) if d.strip()]
+        text = _read_utf8(f, budget).replace("\r\n", "\n")
+        docs += [d.strip() for d in re.split(r"\n\s*\n", text) if d.strip()]
     kind = request.get("tokenizer", "char")
     if kind == "char":
         docs = [d for d in (text8_normalize(x) for x in docs) if d]

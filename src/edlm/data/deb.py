@@ -1,7 +1,8 @@
 """Debian packages as sources: download one .deb with `apt-get download` and read files out of it.
 
 A .deb is an ar archive whose member data.tar.{xz,gz,bz2} holds the installed files (names like
-``./usr/share/...``). We read that tar in memory; nothing is installed and no root is needed to read.
+``./usr/share/...``). We read that tar in memory, decompressed through the cap of bounded.py; nothing is
+installed and no root is needed to read.
 
 A Debian source is pinned by its upstream version only ("3.11.2" matches 3.11.2-6+deb12u9): a stable release
 replaces a package's Debian revision with each security or point update and drops the old one from the
@@ -17,6 +18,7 @@ import subprocess
 import tarfile
 from pathlib import Path
 
+from edlm.data.bounded import decompressed, read_file
 from edlm.errors import EdlmError
 
 _AR_MAGIC = b"!<arch>\n"
@@ -34,8 +36,8 @@ def is_deb(path: str | Path) -> bool:
 
 
 def data_tar(path: str | Path) -> tarfile.TarFile:
-    """The data.tar.* member of a .deb, opened in memory."""
-    raw = Path(path).read_bytes()
+    """The data.tar.* member of a .deb, opened in memory (the .deb and the decompressed tar within the cap)."""
+    raw = read_file(Path(path))
     if not raw.startswith(_AR_MAGIC):
         raise EdlmError(f"{path} is not a Debian package (.deb); delete it and rerun to refetch")
     pos = len(_AR_MAGIC)
@@ -45,9 +47,9 @@ def data_tar(path: str | Path) -> tarfile.TarFile:
         size = int(header[48:58].decode("ascii").strip())
         body = raw[pos + 60 : pos + 60 + size]
         if name.startswith("data.tar"):
-            try:
-                return tarfile.open(fileobj=io.BytesIO(body), mode="r:*")
-            except tarfile.TarError as e:  # e.g. data.tar.zst, which tarfile cannot read before Python 3.14
+            try:  # data.tar.zst: an EdlmError (tarfile cannot read zstd before Python 3.14)
+                return tarfile.open(fileobj=decompressed(io.BytesIO(body), f"{name} in {Path(path).name}"), mode="r:")
+            except (tarfile.TarError, OSError, EOFError) as e:
                 raise EdlmError(f"cannot read {name} in {path} ({e})") from None
         pos += 60 + size + (size & 1)  # members are padded to an even length
     raise EdlmError(f"{path} has no data.tar member; delete it and rerun to refetch")

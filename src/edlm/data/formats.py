@@ -13,8 +13,8 @@ from __future__ import annotations
 
 import re
 import struct
-import zlib
 
+from edlm.data.bounded import Budget, zlib_object
 from edlm.errors import EdlmError
 
 _STRSXP, _CHARSXP = 16, 9
@@ -49,11 +49,10 @@ def _r_strings(buf: bytes) -> list[str | None]:
 
 def r_string_vectors(rdb: bytes) -> list[list[str | None]]:
     """Every object of an R lazy-load database (.rdb) that is a character vector, in file order."""
-    out, pos = [], 0
+    out, pos, budget = [], 0, Budget("R data (.rdb), decompressed,")
     while pos + 4 < len(rdb):
-        d = zlib.decompressobj()
-        buf = d.decompress(rdb[pos + 4 :])
-        pos = len(rdb) - len(d.unused_data)
+        buf, rest = zlib_object(rdb[pos + 4 :], budget)
+        pos = len(rdb) - len(rest)
         try:
             out.append(_r_strings(buf))
         except (EdlmError, struct.error):

@@ -92,6 +92,21 @@ def summary(m: dict, d: Path) -> dict:
     return out
 
 
+# What a manifest says about WHEN and FROM WHERE a corpus was built, not WHAT it holds: left out of its hash,
+# so re-preparing the same text (another day, from a copy at another path) keeps a run's binding.
+# sample_sha256 is derived from the split files (and added to old manifests by `prepare`).
+PROVENANCE = ("build_seconds", "created", "request", "sources")
+
+
+def manifest_sha256(m: dict) -> str:
+    """sha256 of a manifest's canonical content (sorted-key JSON, provenance left out): through the split
+    files' sha256 it binds the corpus's tokens, through vocab_size, mask_id, dtype, tokenizer and the rest
+    their meaning. What a run records as `data_sha256`; cheap (the manifest only, no data read)."""
+    c = {k: v for k, v in m.items() if k not in PROVENANCE}
+    c["splits"] = {s: {k: v for k, v in sp.items() if k != "sample_sha256"} for s, sp in m["splits"].items()}
+    return hashlib.sha256(json.dumps(c, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
+
+
 def sample_sha256(path: Path) -> str:
     """sha256 of the size plus SAMPLE_BLOCKS evenly spaced 64 KiB blocks (first and last included): catches a
     zeroed, truncated-and-padded or swapped file at the cost of reading 4 MiB."""

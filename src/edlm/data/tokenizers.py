@@ -13,6 +13,7 @@ after them: ``mask_id == vocab_size``, so a model needs ``vocab_size + 1`` outpu
 from __future__ import annotations
 
 import functools
+import hashlib
 import json
 import string
 from collections.abc import Iterable, Sequence
@@ -213,6 +214,37 @@ def gpt2_tokenizer(root: str | Path | None = None) -> GPT2Tokenizer:
 
 
 TOKENIZER_NAMES = ("char", "gpt2", "synthetic")
+
+
+def tokenizer_sha256(m: dict, root: str | Path | None = None) -> str | None:
+    """sha256 of the vocabulary a corpus's ids stand for (manifest `m`): the char alphabet, the synthetic
+    vocabulary size, or GPT-2's two files (encoder.json in either of the serialisations of OpenAI's map that
+    fetch.py accepts counts as one). None for GPT-2 when its files are not here: nothing is fetched for a
+    check, and they are verified against OpenAI's when fetched to decode."""
+    kind = m.get("tokenizer")
+    if kind == "char":
+        content = f"char\n{CHAR_ALPHABET}"
+    elif kind == "synthetic":
+        content = f"synthetic\n{int(m['vocab_size'])}"
+    elif kind == "gpt2":
+        from edlm.data.fetch import gpt2_dir
+
+        folder = gpt2_dir(Path(root) if root else None)
+        files = [folder / "encoder.json", folder / "vocab.bpe"]
+        if not all(p.is_file() for p in files):
+            return None
+        content = "gpt2\n" + "\n".join(_gpt2_file_id(str(p), p.stat().st_mtime_ns) for p in files)
+    else:
+        return None
+    return hashlib.sha256(content.encode()).hexdigest()
+
+
+@functools.lru_cache(maxsize=8)
+def _gpt2_file_id(path: str, _mtime: int) -> str:  # ~3 ms, once per process and file version
+    from edlm.data.fetch import _GPT2_SHA, sha256_file
+
+    h, known = sha256_file(path), _GPT2_SHA[Path(path).name]
+    return known[0] if h.startswith(known) else h
 
 
 def tokenizer_for(corpus_name_or_manifest: str | dict, root: str | Path | None = None) -> Tokenizer:

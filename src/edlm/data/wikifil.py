@@ -12,13 +12,14 @@ on the whole article rather than line by line, so templates spanning lines are r
 
 from __future__ import annotations
 
-import bz2
 import html
 import io
 import re
 import unicodedata
 import xml.etree.ElementTree as ET
 from collections.abc import Iterator
+
+from edlm.data.bounded import bz2_decompress
 
 _DIGITS = {
     str(i): f" {w} " for i, w in enumerate("zero one two three four five six seven eight nine".split())
@@ -108,7 +109,7 @@ def clean_wikitext(text: str, text8: bool = True, legacy: bool = False) -> str:
 
 def iter_wiki_articles(xml_bz2: bytes) -> Iterator[tuple[str, str]]:
     """(title, wikitext) of every main-namespace, non-redirect page of a bz2 MediaWiki XML dump."""
-    data = bz2.decompress(xml_bz2)
+    data = bz2_decompress(xml_bz2, "the MediaWiki dump")
     title = ns = text = None
     for _, el in ET.iterparse(io.BytesIO(data), events=("end",)):
         tag = el.tag.rsplit("}", 1)[-1]

@@ -13,6 +13,10 @@ from edlm.diffusion.masking import antithetic_times, mask_tokens
 from edlm.diffusion.schedules import T_EPS, nelbo_weight
 from edlm.utils import fused_on_gpu
 
+IGNORE = -100
+"""a target that counts 0 in Transformer.forward(targets=...) (Liger's ignore_index): the fill rows of a static
+row budget"""
+
 
 def _token_log_probs(logits: torch.Tensor, targets: torch.Tensor, V: int) -> torch.Tensor:
     lf = logits[..., :V].float()
@@ -75,6 +79,14 @@ def accepts_rows(model) -> bool:
     return bool(getattr(model, "accepts_rows", False))
 
 
+def fused_targets(model) -> bool:
+    """Does the model compute its losses with the fused linear + cross-entropy (the `lce` kernel)? Then the
+    losses below ask it for the targets' log-probabilities (model(..., targets=)) instead of logits."""
+    for attr in ("module", "_orig_mod"):
+        model = getattr(model, attr, model)
+    return bool(getattr(getattr(model, "kernels", None), "lce", False))
+
+
 def masked_log_likelihood(model, x0: torch.Tensor, x_t: torch.Tensor, t, mask_id: int, *,
                           max_rows: int | None = None) -> torch.Tensor:
     """sum over masked positions of log x_theta(x0^l | x_t), (B,) float32.
@@ -93,24 +105,51 @@ def masked_log_likelihood(model, x0: torch.Tensor, x_t: torch.Tensor, t, mask_id
     masked = x_t == mask_id
     if max_rows is not None and accepts_rows(model):
         return _masked_log_likelihood_static(model, x0, x_t, t, mask_id, masked, max_rows)
-    logits = model(x_t, t, rows=masked) if accepts_rows(model) else model(x_t, t)[masked]
-    lp = token_log_probs(logits, x0[masked], mask_id)
+    if fused_targets(model):
+        lp = model(x_t, t, rows=masked, targets=x0[masked], classes=mask_id)
+    else:
+        logits = model(x_t, t, rows=masked) if accepts_rows(model) else model(x_t, t)[masked]
+        lp = token_log_probs(logits, x0[masked], mask_id)
     # Scatter back to (B, L) and sum per row: deterministic, unlike an atomic index_add.
     return torch.zeros(x0.shape, dtype=lp.dtype, device=lp.device).masked_scatter(masked, lp).sum(-1)
 
 
-def _masked_log_likelihood_static(model, x0, x_t, t, mask_id, masked, max_rows):
+def _budget_rows(masked, max_rows):
+    """-> (idx, keep): max_rows flat positions, the masked ones first (in row-major order, as masked_scatter
+    would place them), then unmasked fill; keep marks the masked ones."""
     flat = masked.flatten()
     n = min(int(max_rows), flat.numel())
-    # Masked positions first (in row-major order, as masked_scatter would place them), then the rest.
     idx = torch.sort(flat.logical_not().to(torch.uint8), stable=True).indices[:n]
     torch._assert_async(flat.sum() <= n, "more masked positions than max_rows (masked_rows_cap)")
-    keep = flat[idx]
-    logits = model(x_t, t, rows=idx)
-    lp = token_log_probs(logits, x0.flatten()[idx], mask_id)
-    lp = torch.where(keep, lp, 0.0)  # unmasked fill rows: weight 0, gradient 0
+    return idx, flat[idx]
+
+
+def _masked_log_likelihood_static(model, x0, x_t, t, mask_id, masked, max_rows):
+    flat = masked.flatten()
+    idx, keep = _budget_rows(masked, max_rows)
+    if fused_targets(model):
+        lp = model(x_t, t, rows=idx, targets=torch.where(keep, x0.flatten()[idx], IGNORE), classes=mask_id)
+    else:
+        logits = model(x_t, t, rows=idx)
+        lp = token_log_probs(logits, x0.flatten()[idx], mask_id)
+        lp = torch.where(keep, lp, 0.0)  # unmasked fill rows: weight 0, gradient 0
     # idx holds distinct positions: a scatter into (B*L) is deterministic, then the same per-row sum.
     return torch.zeros(flat.numel(), dtype=lp.dtype, device=lp.device).scatter(0, idx, lp).view(x0.shape).sum(-1)
+
+
+def masked_log_likelihood_sum(model, x0: torch.Tensor, x_t: torch.Tensor, t, mask_id: int, *,
+                              max_rows: int | None = None) -> torch.Tensor:
+    """masked_log_likelihood(...).sum(): every masked position weighted alike (MDLM's flat loss). With the
+    fused linear + cross-entropy the sum is the kernel's own reduction, whose gradients it computes in the
+    forward pass (no second projection in the backward pass, as the per-position path needs)."""
+    if not (fused_targets(model) and accepts_rows(model)):
+        return masked_log_likelihood(model, x0, x_t, t, mask_id, max_rows=max_rows).sum()
+    masked = x_t == mask_id
+    if max_rows is None:
+        return model(x_t, t, rows=masked, targets=x0[masked], classes=mask_id, summed=True)
+    idx, keep = _budget_rows(masked, max_rows)
+    y = torch.where(keep, x0.flatten()[idx], IGNORE)
+    return model(x_t, t, rows=idx, targets=y, classes=mask_id, summed=True)
 
 
 def masked_rows_cap(schedule, batch: int, length: int, *, world: int = 1, t_eps: float = T_EPS,
@@ -150,9 +189,20 @@ def ar_token_log_probs(model, x: torch.Tensor, bos_id: int) -> torch.Tensor:
     so the first token is scored too and sum(-1) is the exact log p_AR(x) of the whole sequence.
     BOS reuses the MASK id, which an AR model never sees otherwise."""
     inp = torch.cat([torch.full_like(x[:, :1], bos_id), x[:, :-1]], dim=1)
+    if fused_targets(model):
+        return model(inp, targets=x, classes=bos_id)
     return token_log_probs(model(inp), x, bos_id)
 
 
 def ar_nll(model, x: torch.Tensor, bos_id: int) -> torch.Tensor:
     """Per-sequence AR negative log-likelihood (B,) in nats, every one of the L tokens scored."""
     return -ar_token_log_probs(model, x, bos_id).sum(-1)
+
+
+def ar_nll_sum(model, x: torch.Tensor, bos_id: int) -> torch.Tensor:
+    """ar_nll(...).sum(); with the fused linear + cross-entropy, the kernel's own sum (gradients computed in
+    its forward pass: no logits and no second projection)."""
+    if not fused_targets(model):
+        return ar_nll(model, x, bos_id).sum()
+    inp = torch.cat([torch.full_like(x[:, :1], bos_id), x[:, :-1]], dim=1)
+    return -model(inp, targets=x, classes=bos_id, summed=True)

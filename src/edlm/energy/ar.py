@@ -18,16 +18,21 @@ from edlm.diffusion.subs import gather_masked_log_probs
 class AREnergy:
     def __init__(self, ar_model, proposal, mask_id: int, *, carry_over: bool = False, batch_size: int = 0):
         """proposal: denoise(x_t, t) -> SUBS log-probs (only used when log_mu is not given).
-        batch_size: score at most this many sequences per AR forward (0 = all at once)."""
+        batch_size: score at most this many sequences per AR forward (0: as many as keep one forward's float32
+        logits under ~4 GiB, seqs_per_forward)."""
         self.ar, self.proposal, self.mask_id = ar_model, proposal, mask_id
         self.carry_over, self.batch_size = carry_over, batch_size
         # mu * exp(-E) is then p_coAR(x0|x_t), which sums to 1 over x0: log Z = 0 exactly (docs/method.md 3a).
         self.normalised = carry_over
 
+    def seqs_per_forward(self, length: int) -> int:
+        """Sequences of `length` tokens one AR forward scores: batch_size, or as many as keep the chunk's float32
+        logits under ~4 GiB (B*k*L*V can reach 100 GB at OWT scale). sampling/budget.py counts on it."""
+        return self.batch_size or max(1, (1 << 30) // max(1, length * self.mask_id))
+
     def ar_log_prob(self, x0: torch.Tensor, x_t: torch.Tensor) -> torch.Tensor:
         """log p_AR(x0) (full joint) or log p_coAR(x0 | x_t) (carry-over), (B,) float32."""
-        # Chunk so one chunk's float32 logits stay under ~4 GiB (B*k*L*V can reach 100 GB at OWT scale).
-        n = self.batch_size or max(1, (1 << 30) // max(1, x0.shape[1] * self.mask_id))
+        n = self.seqs_per_forward(x0.shape[1])
         out = []
         for i in range(0, x0.shape[0], n):
             lp = ar_token_log_probs(self.ar, x0[i:i + n], bos_id=self.mask_id)

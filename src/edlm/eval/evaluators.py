@@ -251,9 +251,11 @@ def _resolve(name: str) -> tuple[str, str]:
     raise _unknown(name, " (not a built-in name, an existing folder or .gguf file, or a Hugging Face name)")
 
 
-def get_evaluator(name: str | Evaluator, device="cpu", *, load_run=None) -> Evaluator:
+def get_evaluator(name: str | Evaluator, device="cpu", *, load_run=None, accept_data_change: bool = False
+                  ) -> Evaluator:
     """The evaluator for ``name`` (see module doc), loaded once per (name, device) and cached. An edlm run
-    (``edlm:RUN`` or a run folder) needs `load_run` (edlm.runs.load.load_model; edlm.api passes it)."""
+    (``edlm:RUN`` or a run folder) needs `load_run` (edlm.runs.load.load_model; edlm.api passes it);
+    accept_data_change: such a run whose corpus changed since it was made loads, with a warning."""
     if isinstance(name, Evaluator):
         return name
     name = str(name).strip()
@@ -268,7 +270,7 @@ def get_evaluator(name: str | Evaluator, device="cpu", *, load_run=None) -> Eval
         key = (f"{kind}:{arg}:{cache_root()}", key[1])
     elif kind == "edlm":  # a retrained run in the same folder must not hit the old model
         latest = Path(arg) / "latest.json"
-        key = (f"edlm:{arg}:{latest.stat().st_mtime_ns if latest.exists() else 0}", str(dev))
+        key = (f"edlm:{arg}:{latest.stat().st_mtime_ns if latest.exists() else 0}:{accept_data_change}", str(dev))
     if key in _CACHE:
         return _CACHE[key]
     if kind == "true":
@@ -278,7 +280,7 @@ def get_evaluator(name: str | Evaluator, device="cpu", *, load_run=None) -> Eval
             raise EdlmError(f"evaluator {name!r} is an edlm run: open it with edlm.api.evaluators.get_evaluator, "
                             "which loads runs")
         t0 = time.perf_counter()
-        model, meta = load_run(arg, dev, expect="ar")
+        model, meta = load_run(arg, dev, expect="ar", accept_data_change=accept_data_change)
         ev = EdlmAREvaluator(model, meta, arg, time.perf_counter() - t0)
         ev.name = name if name.startswith("edlm:") else f"edlm:{name}"
     elif kind == "gguf-builtin":

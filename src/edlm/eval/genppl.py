@@ -80,6 +80,12 @@ def check_row(row, where: str) -> None:
         )
     if "text" in row and not isinstance(row["text"], str):
         raise EdlmError(f'{where}: "text" must be a string')
+    if row.get("corpus") is not None and not isinstance(row["corpus"], str):
+        raise EdlmError(f'{where}: "corpus" must be a corpus name (a string), not {row["corpus"]!r}')
+    secs = row.get("seconds")
+    if secs is not None and (isinstance(secs, bool) or not isinstance(secs, (int, float))
+                             or not math.isfinite(secs) or secs < 0):
+        raise EdlmError(f'{where}: "seconds" must be a finite number >= 0 (or absent), not {secs!r}')
 
 
 def evaluate_rows(
@@ -94,6 +100,7 @@ def evaluate_rows(
     show_progress: bool = False,
     keep_scores: bool = False,
     load_run=None,
+    accept_data_change: bool = False,
 ) -> dict:
     """The summary of ``edlm eval samples`` for rows already in memory (see module doc). load_run: how to open an
     edlm run named as the evaluator (edlm.api.evaluators.evaluate_rows passes edlm.runs.load.load_model)."""
@@ -107,7 +114,7 @@ def evaluate_rows(
         raise EdlmError("`max_tokens` must be >= 1")
     if eos not in scoring.EOS_MODES:
         raise EdlmError(f"--eos {eos!r} is not one of {', '.join(scoring.EOS_MODES)}")
-    ev = get_evaluator(evaluator, pick_device(device), load_run=load_run)
+    ev = get_evaluator(evaluator, pick_device(device), load_run=load_run, accept_data_change=accept_data_change)
     ev.check_rows(rows)
     used_stride = ev.stride_for(stride)  # checked before any scoring
     todo, eos_done = scoring.apply_eos(rows, ev, eos)

@@ -9,6 +9,7 @@ longer than the model's context is scored in sliding windows.
 from __future__ import annotations
 
 import importlib.util
+import pickle
 import re
 import time
 from pathlib import Path
@@ -103,15 +104,25 @@ class HFEvaluator(Evaluator):
         name = name or source
         transformers = require_hf(name, gguf=gguf_file is not None)
         t = time.perf_counter()
+        # No code from the model's files: no custom modelling code, and weights from safetensors (or GGUF),
+        # never from a pickled pytorch_model.bin.
         kw = {"gguf_file": gguf_file} if gguf_file else {}
+        kw["trust_remote_code"] = False
         if not gguf_file and not Path(source).is_dir() and not _hub_reachable():
             # offline: use the local HF cache only, instead of retrying the network for ~50 s
             kw["local_files_only"] = True
         try:
             tok = transformers.AutoTokenizer.from_pretrained(source, **kw)
-            model = transformers.AutoModelForCausalLM.from_pretrained(source, **kw, **_dtype_kw(transformers))
-        except (OSError, ValueError, KeyError, RuntimeError) as e:
+            model = transformers.AutoModelForCausalLM.from_pretrained(
+                source, **kw, **({} if gguf_file else {"use_safetensors": True}), **_dtype_kw(transformers))
+        except (OSError, ValueError, KeyError, RuntimeError, pickle.UnpicklingError) as e:
             first = (str(e).strip().splitlines() or [type(e).__name__])[0][:300]
+            if not gguf_file and ("safetensors" in first or isinstance(e, pickle.UnpicklingError)):
+                raise EdlmError(
+                    f"evaluator {name!r} has no model.safetensors ({first}): edlm reads Hugging Face weights "
+                    f"from safetensors only, since a pytorch_model.bin is a pickle, which could run code; "
+                    f"re-save the model with save_pretrained (it writes safetensors) where you trust it"
+                ) from None
             if gguf_file:
                 raise EdlmError(
                     f"transformers cannot load the GGUF {Path(source) / gguf_file} ({first}); check "

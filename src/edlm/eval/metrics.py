@@ -51,11 +51,13 @@ def read_reference(path: str | Path) -> list[dict]:
 def evaluate_samples(rows: list[dict], *, metrics=DEFAULT_METRICS, evaluator=None, reference: list[dict] | None
                      = None, reference_name: str | None = None, mauve_features=MAUVE_FEATURES,
                      mauve: MauveConfig | None = None, device="cpu", batch_size: int = 16, load_run=None,
-                     feature_cache: dict | None = None, **genppl_options) -> dict:
+                     feature_cache: dict | None = None, accept_data_change: bool = False,
+                     **genppl_options) -> dict:
     """The summary of `edlm eval samples --metrics ...` for rows in memory. genppl_options go to
     edlm.eval.genppl.evaluate_rows (max_tokens, eos, stride, show_progress, keep_scores). load_run opens an edlm
     run named as an evaluator (edlm.api passes it); feature_cache keeps the reference's MAUVE features between
-    calls with the same reference rows."""
+    calls with the same reference rows. accept_data_change: an edlm run (evaluator or features) whose corpus
+    changed since it was made loads, with a warning."""
     from edlm.eval import genppl
     from edlm.eval.evaluators import get_evaluator
     from edlm.eval.heldout import heldout_rows, shape_of
@@ -78,10 +80,11 @@ def evaluate_samples(rows: list[dict], *, metrics=DEFAULT_METRICS, evaluator=Non
             corpus, length = shape_of(rows)
             reference = heldout_rows(corpus, len(rows), length)
             reference_name = f"{corpus} test split, {len(rows)} windows of {length} tokens"
-        feat = get_evaluator(mauve_features, pick_device(device), load_run=load_run)
+        feat = get_evaluator(mauve_features, pick_device(device), load_run=load_run,
+                             accept_data_change=accept_data_change)
     if "genppl" in metrics:
         out = genppl.evaluate_rows(rows, evaluator, device=device, batch_size=batch_size, load_run=load_run,
-                                   **genppl_options)
+                                   accept_data_change=accept_data_change, **genppl_options)
     else:
         st = sample_stats(rows)
         out = {"num": len(rows), **{k: st[k] for k in ("entropy_nats", "entropy_bits", "seq_len", "method", "steps",

@@ -11,9 +11,14 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from edlm.models import fused
+
 
 class LayerNorm(nn.Module):
     """LayerNorm with a weight and no bias (as in MDLM's DiT)."""
+
+    fused = False
+    """Liger Kernel's forward and backward kernels (set by models.kernels.apply_kernels)"""
 
     def __init__(self, dim: int, eps: float = 1e-5):
         super().__init__()
@@ -21,6 +26,8 @@ class LayerNorm(nn.Module):
         self.eps = eps
 
     def forward(self, x):
+        if self.fused:
+            return fused.layer_norm(x, self.weight, self.eps)
         return F.layer_norm(x.float(), (x.shape[-1],), eps=self.eps).to(x.dtype) * self.weight.to(x.dtype)
 
 
@@ -65,6 +72,9 @@ def apply_rotary(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch
 class Attention(nn.Module):
     """Multi-head self-attention through torch SDPA (flash/efficient kernels where available)."""
 
+    fused_rope = False
+    """q and k rotated by one Liger Kernel launch (set by models.kernels.apply_kernels)"""
+
     def __init__(self, dim: int, n_heads: int, dropout: float = 0.0):
         super().__init__()
         assert dim % n_heads == 0, "hidden size must be divisible by the number of heads"
@@ -76,7 +86,10 @@ class Attention(nn.Module):
     def forward(self, x, cos, sin, causal: bool, kv_cache: dict | None = None):
         B, L, D = x.shape
         q, k, v = self.qkv(x).view(B, L, 3, self.n_heads, D // self.n_heads).permute(2, 0, 3, 1, 4)
-        q, k = apply_rotary(q, cos, sin), apply_rotary(k, cos, sin)
+        if self.fused_rope:
+            q, k = fused.rotary(q, k, cos, sin)
+        else:
+            q, k = apply_rotary(q, cos, sin), apply_rotary(k, cos, sin)
         if kv_cache is not None:
             # Incremental decoding: append this chunk's keys/values to the cache.
             if "k" in kv_cache:
@@ -97,12 +110,17 @@ class Attention(nn.Module):
 
 
 class MLP(nn.Module):
+    fused_gelu = False
+    """inference (no grad): fc, bias and GELU in one cuBLASLt call (set by models.kernels.apply_kernels)"""
+
     def __init__(self, dim: int, ratio: int = 4):
         super().__init__()
         self.fc = nn.Linear(dim, ratio * dim)
         self.proj = nn.Linear(ratio * dim, dim)
 
     def forward(self, x):
+        if self.fused_gelu and not torch.is_grad_enabled():
+            return self.proj(fused.linear_gelu(x, self.fc.weight, self.fc.bias))
         return self.proj(F.gelu(self.fc(x), approximate="tanh"))
 
 

@@ -15,8 +15,10 @@ import copy
 import torch
 from torch import nn
 
+from edlm.config.kernels import KernelsConfig
 from edlm.config.model import TransformerConfig
 from edlm.diffusion.schedules import SCHEDULE_EPS
+from edlm.models import fused
 from edlm.models.layers import Block, LayerNorm, Rotary, TimestepEmbedder, modulate
 
 
@@ -107,17 +109,31 @@ class Transformer(nn.Module):
     # Tells losses and samplers that forward() takes rows= (wrappers such as DDP hide the class).
     accepts_rows = True
 
+    kernels = KernelsConfig()
+    """the optional fused kernels this model runs (models.kernels.apply_kernels sets them)"""
+
     def forward(self, x: torch.Tensor, t: torch.Tensor | None = None, *, start: int = 0, kv_caches=None,
-                rows: torch.Tensor | None = None):
+                rows: torch.Tensor | None = None, targets: torch.Tensor | None = None, classes: int | None = None,
+                summed: bool = False):
         """x: (B, L) ids -> logits (B, L, n_out_padded); columns past cfg.n_out are padding (see head()).
         `start`/`kv_caches` are for causal incremental decoding.
         rows: a (B, L) bool mask -> logits only there, (N, n_out) in row-major order: the vocabulary
         projection (a third of the small model's FLOPs at GPT-2's vocabulary) skips the other positions.
         Or (N,) int64 flat positions (b * L + l): logits there, in that order, with no host sync (a bool
-        mask is counted on the host)."""
+        mask is counted on the host).
+        targets: instead of logits, the log-probabilities (float32) of these classes under a softmax over the
+        first `classes` columns, one per selected row ((B, L) for every position, (N,) with rows), or their
+        sum with summed=True; models.fused.IGNORE marks a row that counts 0. With the `lce` kernel the
+        projection and the softmax run fused, chunk by chunk, and no logits tensor exists (models/fused.py).
+        It runs inside forward() so that DDP and FSDP2 see the output layer's weights used."""
         f = self.features(x, t, start, kv_caches) if kv_caches is not None else self.trunk(x, t, start)
         if rows is not None:
             f = f[rows] if rows.dtype == torch.bool else f.flatten(0, 1).index_select(0, rows)
+        if targets is not None:
+            lin = self.final.linear
+            lp = fused.target_log_probs(f.reshape(-1, f.shape[-1]), lin.weight, lin.bias, targets.reshape(-1),
+                                        classes or self.cfg.n_out, summed=summed, fused=self.kernels.lce)
+            return lp if summed else lp.view(targets.shape)
         return self.head(f)
 
     low_precision_weights = True

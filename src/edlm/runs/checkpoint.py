@@ -13,8 +13,8 @@ state.json lists every other file of its folder with its size and sha256, and la
 of state.json, so any missing, truncated or altered piece is found before it is used: one EdlmError naming
 the file and the way out, never a silent fallback (no fresh Adam state, no raw weights instead of EMA).
 Nothing here unpickles code: weights and RNG states are safetensors, and the optimizer state (tensors,
-numbers and names only) is read with torch.load(weights_only=True). Non-finite weights are never saved and
-never loaded.
+numbers and names only) is read with torch.load(weights_only=True) through edlm.safe_load. Non-finite weights
+are never saved and never loaded.
 """
 
 from __future__ import annotations
@@ -32,7 +32,6 @@ from edlm.errors import EdlmError
 # and for code that reads and writes (resume).
 from edlm.runs.folder import (  # noqa: E402, F401
     FILES,
-    IDENTITY,
     check_identity,
     checked_state,
     checkpoint_dir,
@@ -138,20 +137,12 @@ def load_training_state(d: Path, model, optimizer, state: dict):
 
 
 def _torch_load(p: Path, d: Path):
-    """torch.load that never runs code: weights_only=True admits tensors, numbers, strings and containers."""
-    import pickle
+    """torch.load(weights_only=True) through edlm.safe_load: tensors, numbers, strings and containers only."""
+    from edlm.safe_load import load_torch_file
 
-    try:
-        return torch.load(p, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as e:
-        if "weights only" in str(e).lower():  # torch's restricted unpickler met a global it will not call
-            raise EdlmError(f"refusing to load {p}: it holds more than tensors and numbers, and unpickling it "
-                            "could run code. Resume only runs you trust; its weights stay usable by sample and "
-                            "eval (safetensors run no code)") from None
-        raise EdlmError(f"cannot read {p} (not a torch file): it is damaged; {fallback_advice(d)}") from None
-    except Exception as e:  # noqa: BLE001 - a truncated zip raises RuntimeError, others vary
-        raise EdlmError(f"cannot read {p} ({type(e).__name__}): it is truncated or corrupt; "
-                        f"{fallback_advice(d)}") from None
+    return load_torch_file(p, "a training state", damaged=lambda: fallback_advice(d),
+                           refused="resume only runs you trust; its weights stay usable by sample and eval "
+                                   "(safetensors run no code)")
 
 
 def last_good_note(run: Path) -> str:

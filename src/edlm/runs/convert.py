@@ -25,12 +25,12 @@ implementation of MDLM's forward pass in tests/mdlm_reference.py):
 from __future__ import annotations
 
 import json
-import pickle
-import types
 from pathlib import Path
 
 import torch
 
+from edlm.diffusion.schedules import T_EPS
+from edlm.errors import EdlmError
 from edlm.runs.convert_names import (  # noqa: F401 (parameter_map re-exported)
     _SHOW,
     BUFFERS,
@@ -44,8 +44,7 @@ from edlm.runs.convert_names import (  # noqa: F401 (parameter_map re-exported)
     _split_backbone,
     parameter_map,
 )
-from edlm.diffusion.schedules import T_EPS
-from edlm.errors import EdlmError
+from edlm.safe_load import LIGHTNING_FOREIGN, Foreign, load_torch_file
 
 FORMATS = ("mdlm-hf", "mdlm-ar-lightning")
 GPT2_EOT = 50256
@@ -72,15 +71,16 @@ def _read_hf(src: Path) -> tuple[dict, dict | None, Path]:
         cfg_file = src / "config.json"
     else:
         wfile, cfg_file = src, src.parent / "config.json"
-    try:
-        if wfile.suffix == ".safetensors":
-            from safetensors.torch import load_file
+    if wfile.suffix == ".safetensors":
+        from safetensors.torch import load_file
 
+        try:
             sd = load_file(str(wfile), device="cpu")
-        else:
-            sd = torch.load(wfile, map_location="cpu", weights_only=True)
-    except Exception as e:  # safetensors/torch raise several types for bad files
-        raise EdlmError(f"cannot read {wfile} as a weights file ({type(e).__name__}: {e})") from None
+        except Exception as e:  # noqa: BLE001 - safetensors raises several types for bad files
+            raise EdlmError(f"cannot read {wfile} as a weights file ({type(e).__name__}: {e})") from None
+    else:
+        sd = load_torch_file(wfile, "a weights file", refused="use the model.safetensors of the hub repository "
+                             "instead (safetensors files hold tensors only)")
     if not isinstance(sd, dict) or not all(torch.is_tensor(v) for v in sd.values()):
         raise EdlmError(f"{wfile} is not a state dict of tensors")
     cfg = None
@@ -95,80 +95,25 @@ def _read_hf(src: Path) -> tuple[dict, dict | None, Path]:
     return sd, cfg, wfile
 
 
-class _Inert:
-    """Stand-in for a class a checkpoint names that we do not import (omegaconf, transformers,
-    lightning...): it records what the pickle gives it and runs nothing."""
-
-    def __new__(cls, *args, **kwargs):
-        obj = object.__new__(cls)
-        obj.__dict__.update(_args=args, _state=None, _items={}, _list=[])
-        return obj
-
-    def __init__(self, *args, **kwargs):
-        pass
-
-    def __setstate__(self, state):
-        self.__dict__["_state"] = state
-
-    def __setitem__(self, key, value):
-        self._items[key] = value
-
-    def append(self, value):
-        self._list.append(value)
-
-    def extend(self, values):
-        self._list.extend(values)
-
-
-def _inert_pickle_module():
-    """A pickle module for torch.load that resolves only tensor-rebuilding globals and a few safe
-    builtins; every other global becomes an _Inert subclass (so no code from the file can run)."""
-    allowed = {
-        ("collections", "OrderedDict"), ("builtins", "set"), ("builtins", "frozenset"),
-        ("builtins", "slice"), ("builtins", "range"), ("builtins", "complex"), ("builtins", "bytearray"),
-        ("torch", "Size"), ("torch", "device"), ("torch._tensor", "_rebuild_from_type_v2"),
-        ("torch.nn.parameter", "Parameter"),
-    }
-    stubs: dict[tuple[str, str], type] = {}
-
-    class Unpickler(pickle.Unpickler):
-        def find_class(self, module, name):
-            if (module, name) in allowed or (module == "torch._utils" and name.startswith("_rebuild_")):
-                return super().find_class(module, name)
-            if module == "torch" and isinstance(getattr(torch, name, None), (torch.dtype, torch.layout,
-                                                                             torch.memory_format)):
-                return getattr(torch, name)
-            key = (module, name)
-            if key not in stubs:
-                stubs[key] = type(name, (_Inert,), {"_origin": f"{module}.{name}"})
-            return stubs[key]
-
-    def load(f, **kw):
-        return Unpickler(f, **kw).load()
-
-    return types.SimpleNamespace(__name__="edlm_inert_pickle", Unpickler=Unpickler, load=load,
-                                 UnpicklingError=pickle.UnpicklingError)
+_RESAVE = ("if you trust the file, keep only its weights: python -c \"import torch; ck = torch.load('{src}', "
+           "weights_only=False); torch.save({{'state_dict': ck['state_dict'], 'ema': ck.get('ema')}}, "
+           "'weights.ckpt')\" and convert weights.ckpt (pass --n-heads; docs/reliability.md)")
 
 
 def _load_ckpt(path: Path):
-    try:
-        return torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError:
-        pass  # it names classes beyond tensors (hyper-parameters: omegaconf config, tokenizer)
-    except Exception as e:
-        raise EdlmError(f"cannot read {path} as a torch checkpoint ({type(e).__name__}: {e})") from None
-    try:
-        return torch.load(path, map_location="cpu", weights_only=False, pickle_module=_inert_pickle_module())
-    except Exception as e:
-        raise EdlmError(f"cannot read {path} as a torch checkpoint ({type(e).__name__}: {e})") from None
+    """The checkpoint as torch.load(weights_only=True) reads it, MDLM's config and tokenizer classes as inert
+    Foreign objects (edlm.safe_load); anything else that is not tensors, numbers and containers is refused."""
+    return load_torch_file(path, "a Lightning checkpoint", refused=_RESAVE.format(src=path),
+                           damaged=lambda: "pass the .ckpt file MDLM's Lightning trainer wrote (download it again "
+                                           "if it was cut short)", foreign=LIGHTNING_FOREIGN)
 
 
 def _plain(v):
-    """An int/float/bool/str from a plain value or an omegaconf value node read as _Inert."""
+    """An int/float/bool/str from a plain value or an omegaconf value node read as Foreign."""
     if isinstance(v, (bool, int, float, str)) or v is None:
         return v
-    if isinstance(v, _Inert):
-        st = v._state
+    if isinstance(v, Foreign):
+        st = v.state
         if isinstance(st, tuple) and st and isinstance(st[0], dict):
             st = st[0]
         if isinstance(st, dict) and "_val" in st:
@@ -176,13 +121,16 @@ def _plain(v):
     return None
 
 
-def _find_model_config(obj, depth: int = 0):
+def _find_model_config(obj, depth: int = 0, seen: set | None = None):
     """Best effort: the `model` section of MDLM's Hydra config among the Lightning hyper-parameters
-    (a mapping with hidden_size and n_heads), or None."""
-    if depth > 16:
+    (a mapping with hidden_size and n_heads), or None. omegaconf nodes point at their parents: each object
+    is visited once."""
+    seen = set() if seen is None else seen
+    if depth > 16 or id(obj) in seen:
         return None
-    if isinstance(obj, _Inert):
-        children = [obj._state, obj._items, list(obj._args), obj._list]
+    seen.add(id(obj))
+    if isinstance(obj, Foreign):
+        children = [obj.state, list(obj.args)]
     elif isinstance(obj, dict):
         if "n_heads" in obj and "hidden_size" in obj:
             out = {k: _plain(obj[k]) for k in ("hidden_size", "n_heads", "n_blocks", "cond_dim", "length",
@@ -195,7 +143,7 @@ def _find_model_config(obj, depth: int = 0):
     else:
         return None
     for c in children:
-        found = _find_model_config(c, depth + 1)
+        found = _find_model_config(c, depth + 1, seen)
         if found is not None:
             return found
     return None
@@ -229,12 +177,13 @@ def _read_lightning(src: Path):
 def convert(fmt: str, src, out, *, data: str = "prose-bpe", seq_len: int | None = None,
             n_heads: int | None = None, bos_id: int | None = None) -> dict:
     """Convert and write the run folder `out`. Returns the summary printed by `edlm convert`."""
-    from edlm.data import corpora
     from edlm.config.model import TransformerConfig
-    from edlm.models.transformer import Transformer
-    from edlm.runs.folder import RunMeta, write_run
-    from edlm.runs import checkpoint as ckpt
     from edlm.config.train import TrainConfig
+    from edlm.data import corpora
+    from edlm.models.transformer import Transformer
+    from edlm.runs import checkpoint as ckpt
+    from edlm.runs.binding import manifest_binding
+    from edlm.runs.folder import RunMeta, write_run
 
     if fmt not in FORMATS:
         raise EdlmError(f"unknown `fmt` {fmt!r}; choose one of {', '.join(FORMATS)}")
@@ -333,13 +282,15 @@ def convert(fmt: str, src, out, *, data: str = "prose-bpe", seq_len: int | None 
                         t_eps=T_EPS, ema=0.9999, max_steps=step or 0)
     meta = RunMeta.create(
         cfg, train, vocab_size=man["vocab_size"] if man else mask_id, mask_id=mask_id, tokenizer=tokenizer,
+        **(manifest_binding(man) if man else {}),
         converted={"from": fmt, "src": str(src.resolve()), "weights_file": wfile.name,
                           "source_step": step, "source_dtypes": dtypes, "ema": ema_sd is not None,
                           "bos_id": bos_id, "block_length": length,
                           "note": "MDLM blocks are [BOS] + tokens; edlm sequences are the tokens after the "
                                   "BOS, which the model sees as prefix_token (docs/convert.md)"})
     out.mkdir(parents=True, exist_ok=True)
-    ckpt.save_checkpoint(out, step or 0, model, ema_sd, None, {"converted_from": fmt}, keep=1)
+    ckpt.save_checkpoint(out, step or 0, model, ema_sd, None,
+                         {"converted_from": fmt, "identity": ckpt.identity(meta.raw)}, keep=1)
     write_run(out, meta)  # last: the folder is a run only once complete
     return {"from": fmt, "src": str(src), "out": str(out), "objective": objective,
             "params": model.num_params(), "missing": [], "unexpected": [], "ignored": ignored,

@@ -12,12 +12,12 @@ import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import torch
 from safetensors.torch import load_file
 
-from edlm.errors import EdlmError
 from edlm.config.model import TransformerConfig
 from edlm.config.train import TrainConfig
+from edlm.errors import EdlmError
+from edlm.runs.binding import check_identity, identity  # noqa: F401 (re-exported: runs, training)
 from edlm.utils import atomic_write_json, non_finite, sha256_file  # noqa: F401 (non_finite re-exported)
 
 FILES = ("model.safetensors", "state.json")
@@ -127,25 +127,6 @@ def _state_problem(d: Path, expect_sha: str | None = None) -> tuple[dict | None,
     return state, None
 
 
-IDENTITY = ("objective", "data", "mask_id", "model")  # what a checkpoint's weights only fit
-
-
-def identity(meta: dict) -> dict:
-    return {k: meta.get(k) for k in IDENTITY}
-
-
-def check_identity(meta: dict, state: dict, run: Path) -> None:
-    """run.json still describes the network this checkpoint holds (checkpoints since format 2 keep a copy)."""
-    saved = state.get("identity")
-    if saved is None:
-        return
-    now = json.loads(json.dumps(identity(meta)))
-    diff = [k for k in IDENTITY if now.get(k) != saved.get(k)]
-    if diff:
-        raise EdlmError(f"{Path(run) / 'run.json'} no longer matches its checkpoint of step {state['step']} "
-                        f"({', '.join(diff)} differ): it was edited or damaged; restore it from a backup")
-
-
 def verify_files(d: Path, state: dict, names) -> None:
     """Each named file exists with the size and sha256 recorded in state.json (format 2), or at least
     exists (older checkpoints, which recorded nothing)."""
@@ -231,9 +212,10 @@ def has_run_state(run: Path) -> bool:
     return has_checkpoint(run) or (Path(run) / "metrics.jsonl").exists()
 
 
-def checkpoint_dir(run: Path) -> Path:
+def checkpoint_dir(run: Path, quiet: bool = False) -> Path:
     """The checkpoint a run continues from: the one latest.json names, verified; without latest.json (lost,
-    or moved aside as advised) the newest complete folder, said on stderr. Never silently nothing."""
+    or moved aside as advised) the newest complete folder, said on stderr (unless quiet: a caller that looks
+    before the one that uses it). Never silently nothing."""
     run = Path(run)
     d, _ = _latest(run)
     if d is None:
@@ -243,18 +225,19 @@ def checkpoint_dir(run: Path) -> Path:
                 raise EdlmError(f"{run} has no latest.json and none of its checkpoint folders is complete: "
                                 "restore one from a backup or retrain in a new folder")
             raise EdlmError(f"{run} has no checkpoint yet (no latest.json): train it, or wait for its first save")
-        print(f"edlm: note: {run} has no latest.json; using checkpoints/{d.name}, its newest complete "
-              "checkpoint", file=sys.stderr)
+        if not quiet:
+            print(f"edlm: note: {run} has no latest.json; using checkpoints/{d.name}, its newest complete "
+                  "checkpoint", file=sys.stderr)
         return d
     if not d.is_dir():
         raise EdlmError(f"latest.json of {run} names {d.name}, which does not exist: {fallback_advice(d)}")
     return d
 
 
-def checked_state(run: Path) -> tuple[Path, dict]:
+def checked_state(run: Path, quiet: bool = False) -> tuple[Path, dict]:
     """(checkpoint folder, its verified state.json)."""
     run = Path(run)
-    d = checkpoint_dir(run)
+    d = checkpoint_dir(run, quiet)
     _, sha = _latest(run)
     return d, read_state(d, sha if (run / "latest.json").exists() else None)
 

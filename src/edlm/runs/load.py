@@ -11,9 +11,10 @@ from pathlib import Path
 
 import torch
 
-from edlm.errors import EdlmError
 from edlm.config.model import TransformerConfig
+from edlm.errors import EdlmError
 from edlm.models.transformer import Transformer
+from edlm.runs.binding import check_data
 from edlm.runs.folder import (
     RunMeta,
     as_meta,
@@ -50,7 +51,10 @@ def _skip_init():
             setattr(torch.nn.init, n, f)
 
 
-def load_model(run: str | Path, device="cpu", *, ema: bool = True, expect: str | None = None):
+def load_model(run: str | Path, device="cpu", *, ema: bool = True, expect: str | None = None,
+               accept_data_change: bool = False):
+    """-> (model, run.json's dict + "step"). run.json must match its checkpoint (check_identity) and its
+    corpus as prepared now (check_data; accept_data_change: a warning instead of an error)."""
     meta = read_meta(Path(run))
     obj = meta.objective
     if expect is not None and obj not in expect.split("|"):
@@ -60,6 +64,7 @@ def load_model(run: str | Path, device="cpu", *, ema: bool = True, expect: str |
     # (cold start). Not the meta device: initialising meta tensors imports torch._dynamo (~2 s).
     sd, state = load_weights(Path(run), ema=ema, device="cpu")
     check_identity(meta.raw, state, Path(run))
+    check_data(meta.raw, run, accept_data_change)
     with _skip_init():
         model = build_model(obj, meta.model)
     try:

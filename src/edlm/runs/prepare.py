@@ -10,19 +10,22 @@ from edlm.config.train import TrainConfig, check_config
 from edlm.data import corpora
 from edlm.errors import EdlmError
 from edlm.runs import checkpoint as ckpt
+from edlm.runs.binding import manifest_binding, rebind
 from edlm.runs.folder import RunMeta, read_meta, read_run
 from edlm.runs.resume import apply_overrides
 
 
 def prepare_run(out: Path, cfg: TrainConfig, model_cfg: TransformerConfig, resume: bool,
-                max_steps: int | None = None, world_size: int = 1, overrides: dict | None = None):
+                max_steps: int | None = None, world_size: int = 1, overrides: dict | None = None,
+                accept_data_change: bool = False):
     """-> (RunMeta, TrainConfig, TransformerConfig) of a new run, or of the run in `out` on resume (written
     to RUN/run.json later, by edlm.api.trainer). Never overwrites an existing run unless resuming it.
 
     On resume the saved config wins, except for the options in `overrides` that RESUME_OVERRIDABLE lists
     (learning rate and schedule, clipping, logging/saving cadence, length of training, device); any other
     option given with a value that differs from the saved one is an error. The per-device batch is
-    re-derived from the saved GLOBAL batch, so a run can continue on another number of devices."""
+    re-derived from the saved GLOBAL batch, so a run can continue on another number of devices. The corpus
+    must be the one the run was made from (runs/binding.py check_data), unless accept_data_change."""
     out = Path(out)
     meta_path = out / "run.json"
     if not meta_path.exists() and (ckpt.has_run_state(out)):
@@ -32,11 +35,13 @@ def prepare_run(out: Path, cfg: TrainConfig, model_cfg: TransformerConfig, resum
         if not resume:
             raise EdlmError(f"{out} already holds a run: pass --resume to continue it, or choose another --out")
         raw = read_run(out)
+        if ckpt.has_checkpoint(out):  # run.json as its checkpoint left it, before anything is built from it
+            ckpt.check_identity(raw, ckpt.checked_state(out, quiet=True)[1], out)
         saved = TrainConfig.from_dict(raw["train"])
         overrides = dict(overrides or {})
         if max_steps is not None:
             overrides["max_steps"] = max_steps
-        apply_overrides(out, raw, saved, overrides)
+        changed = apply_overrides(out, raw, saved, overrides, rebind(raw, out, accept_data_change))
         try:
             check_config(saved)
         except EdlmError as e:  # a bad value saved by an older edlm (given ones were checked already)
@@ -50,7 +55,12 @@ def prepare_run(out: Path, cfg: TrainConfig, model_cfg: TransformerConfig, resum
         if per * world_size * saved.grad_accum != global_batch:
             raise EdlmError(f"the run's global batch {global_batch} does not split over {world_size} devices x "
                             f"{saved.grad_accum} accumulation steps; resume on a device count that divides it")
+        if per != saved.batch_size:  # the per-device batch follows the device count
+            changed["batch_size"] = [saved.batch_size, per]
         saved.batch_size = raw["train"]["batch_size"] = per
+        raw.setdefault("global_batch", global_batch)
+        if changed:  # what this resume changed: binding.check_identity accepts exactly these
+            raw.setdefault("resumed", []).append({"changed": changed})
         meta = RunMeta.from_dict(raw)
         return meta, saved, meta.model
     check_config(cfg, model_cfg)
@@ -69,5 +79,6 @@ def prepare_run(out: Path, cfg: TrainConfig, model_cfg: TransformerConfig, resum
             raise EdlmError(f"the MDLM run {cfg.diffusion} was trained on another vocabulary than `data` {cfg.data}")
         model_cfg = proposal.model
     meta = RunMeta.create(model_cfg, cfg, vocab_size=man["vocab_size"], mask_id=man["mask_id"],
-                          tokenizer=man.get("tokenizer"), global_batch=cfg.batch_size * cfg.grad_accum * world_size)
+                          tokenizer=man.get("tokenizer"), global_batch=cfg.batch_size * cfg.grad_accum * world_size,
+                          **manifest_binding(man))
     return meta, cfg, model_cfg

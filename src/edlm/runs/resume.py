@@ -6,16 +6,17 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from edlm.config.train import RESUME_OVERRIDABLE, TrainConfig
 from edlm.errors import EdlmError
 from edlm.runs import checkpoint as ckpt
-from edlm.config.train import RESUME_OVERRIDABLE, TrainConfig
 from edlm.training.state import load_full_model_state
 from edlm.utils import atomic_write_bytes
 
 
-def apply_overrides(out: Path, meta: dict, saved: TrainConfig, overrides: dict) -> None:
-    """Options given on --resume: the overridable ones replace the saved values (recorded in run.json under
-    "resumed"); a run-defining option may only repeat its saved value."""
+def apply_overrides(out: Path, meta: dict, saved: TrainConfig, overrides: dict, rebind: dict | None = None) -> dict:
+    """Options given on --resume: the overridable ones replace the saved values; a run-defining option may
+    only repeat its saved value. rebind: the run's new corpus binding (runs/binding.py rebind). -> {key: [old,
+    new]} of what changed, for run.json's "resumed" history (which binding.check_identity reads)."""
     changed = {}
     for k, v in overrides.items():
         if v is None:
@@ -32,9 +33,12 @@ def apply_overrides(out: Path, meta: dict, saved: TrainConfig, overrides: dict) 
             if (list(v) if isinstance(v, tuple) else v) != old:
                 raise EdlmError(f"`{k}` cannot change on `resume=True` (the run was made with {old}, you gave {v}): "
                                 f"drop `{k}`, or start a new run; only {', '.join(RESUME_OVERRIDABLE)} may change")
-    if changed:
-        meta["train"].update({k: new for k, (_, new) in changed.items()})
-        meta.setdefault("resumed", []).append({"changed": changed})
+    meta["train"].update({k: new for k, (_, new) in changed.items()})
+    for k, v in (rebind or {}).items():
+        if meta.get(k) != v:
+            changed[k] = [meta.get(k), v]
+            meta[k] = v
+    return changed
 
 
 def resume_from(out: Path, meta: dict, model, ema, opt, gen, loader, cfg) -> tuple[int, float | None]:

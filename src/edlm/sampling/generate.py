@@ -17,11 +17,12 @@ from edlm.config.sampling import GenerateRequest, SamplerConfig
 from edlm.data.tokenizers import tokenizer_for
 from edlm.diffusion.schedules import get_schedule
 from edlm.errors import EdlmError
+from edlm.sampling import budget
 from edlm.sampling.ar import ar_sample
 from edlm.sampling.infill import Infill
 from edlm.sampling.loop import model_denoiser, sample
 from edlm.sampling.semiar import block_windows, sample_long
-from edlm.sampling.sharpen import check_sharpness, make_sharpen
+from edlm.sampling.sharpen import make_sharpen
 from edlm.utils import fused_mode, fused_policy, process_seconds, progress
 
 
@@ -129,6 +130,7 @@ class StepClock:
 
 def check_request(req: GenerateRequest, model, meta: dict) -> tuple[int, int]:
     """The request's checks against the run, before any work -> (sample length, semi-AR block length)."""
+    req.check()
     obj = meta["objective"]
     if obj == "nce":
         raise EdlmError(f"{req.ckpt} is an energy (nce) run: sample with `ckpt` MDLM_RUN and `energy=nce:{req.ckpt}`")
@@ -148,10 +150,21 @@ def check_request(req: GenerateRequest, model, meta: dict) -> tuple[int, int]:
         raise EdlmError(f"the prefix has {len(req.prefix)} tokens, not fewer than `length` {length}")
     if req.energy and obj != "mdlm":
         raise EdlmError("`energy` applies to an MDLM run (`ckpt` MDLM_RUN); this run is autoregressive")
-    try:
-        check_sharpness(req.token_temperature, req.top_p)
-    except ValueError as e:
-        raise EdlmError(f"{e} (1 = the model's own distribution)") from None
+    return length, window
+
+
+def check_memory(req: GenerateRequest, device, model, meta: dict, energy=None) -> tuple[int, int]:
+    """check_request, then the request's estimated peak memory against what `device` has free
+    (sampling/budget.py): one EdlmError naming the arguments to lower, before the first batch. energy: (energy,
+    method name) as for generate(). -> (sample length, semi-AR block length)."""
+    length, window = check_request(req, model, meta)
+    adaptive = req.k_policy is not None and req.k_policy.k_max > req.k  # an adaptive k grows up to k_max
+    net = energy[0] if energy is not None else None
+    need = budget.sample_need(model.cfg, meta["mask_id"], batch=req.batch_size, num=req.num, length=length,
+                              steps=req.steps, k=(req.k_policy.k_max if adaptive else req.k) if net is not None else 1,
+                              energy=net, window=window if req.stride is not None else None,
+                              autoregressive=meta["objective"] == "ar", k_name="k_max" if adaptive else "k")
+    budget.check(need, device)
     return length, window
 
 
@@ -161,8 +174,9 @@ def generate(req: GenerateRequest, device, model, meta: dict, *, energy=None, qu
     built for this MDLM (EDLM), or None; req.ckpt and req.energy only label the rows and summary. `on_batch` is
     called with each batch's finished rows as soon as they exist (`edlm sample` streams them to disk);
     `callback(i, x, t, ess)` sees every sampler step (MDLM/EDLM; its time counts in the step times);
-    `trace` (a sampling/trace.py TraceRecorder) records the first batch's denoising."""
-    length, window = check_request(req, model, meta)
+    `trace` (a sampling/trace.py TraceRecorder) records the first batch's denoising. A job whose estimated peak
+    memory exceeds what the device has free is refused before the first batch (check_memory)."""
+    length, window = check_memory(req, device, model, meta, energy)
     obj = meta["objective"]
     mask_id = meta["mask_id"]
     gen = torch.Generator(device=device)

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from numbers import Integral
 
 import torch
 
@@ -25,6 +26,9 @@ from edlm.errors import EdlmError
 
 MARKER = re.compile(r"\[MASK(?:\*(\d+))?\]")
 """`[MASK]` = one token to generate, `[MASK*N]` = N of them"""
+MAX_TOKENS = 1 << 24
+"""the longest infill (16.7M tokens): a bound checked before the blanks are spelled out, so `[MASK*N]` with a
+mistyped N is an error rather than a list of N entries (the job's memory is checked later, sampling/budget.py)"""
 
 
 @dataclass(frozen=True)
@@ -78,7 +82,10 @@ class Infill:
             keep = list(keep.tolist() if torch.is_tensor(keep) else keep)
             if len(keep) != len(ids):
                 raise EdlmError(f"infill: {len(ids)} ids but a keep-mask of {len(keep)}; give one flag per token")
-            ids = [int(i) if k else None for i, k in zip(ids, keep, strict=True)]
+            ids = [i if k else None for i, k in zip(ids, keep, strict=True)]
+        for p, i in enumerate(ids):
+            if i is not None and (isinstance(i, bool) or not isinstance(i, Integral)):
+                raise EdlmError(f"infill: position {p} holds {i!r}; give integer token ids, None for a blank")
         out = tuple(None if i is None else int(i) for i in ids)
         return cls(_checked(out))
 
@@ -86,13 +93,19 @@ class Infill:
     def from_template(cls, text: str, encode) -> Infill:
         """text with [MASK] / [MASK*N] markers; encode(piece) -> ids (the run's tokenizer)."""
         if "[MASK" in MARKER.sub("", text):
-            raise EdlmError(f"infill template {text!r}: write blanks as [MASK] (one token) or [MASK*N] (N tokens)")
+            raise EdlmError(f"infill template {_short(text)}: write blanks as [MASK] (one token) or [MASK*N] "
+                            "(N tokens)")
         ids, pos = [], 0
         for m in MARKER.finditer(text):
             ids.extend(encode(text[pos:m.start()]) if m.start() > pos else [])
-            n = 1 if m.group(1) is None else int(m.group(1))
+            digits = m.group(1) or "1"
+            n = int(digits) if len(digits) <= 9 else MAX_TOKENS + 1  # (int() refuses over 4300 digits)
             if n < 1:
-                raise EdlmError(f"infill template {text!r}: [MASK*{m.group(1)}] must stand for at least one token")
+                raise EdlmError(f"infill template {_short(text)}: [MASK*{digits}] must stand for at least one token")
+            if len(ids) + n > MAX_TOKENS:
+                shown = digits if len(digits) <= 20 else f"{digits[:20]}... ({len(digits)} digits)"
+                raise EdlmError(f"infill template {_short(text)}: [MASK*{shown}] makes it longer than "
+                                f"{MAX_TOKENS} tokens; give a smaller N")
             ids.extend([None] * n)
             pos = m.end()
         if pos < len(text):
@@ -100,10 +113,17 @@ class Infill:
         return cls(_checked(tuple(ids), text))
 
 
+def _short(text: str, n: int = 60) -> str:
+    """repr of text, cut to n characters (an error message must stay one readable line)."""
+    return repr(text) if len(text) <= n else repr(text[:n]) + f"... ({len(text)} characters)"
+
+
 def _checked(ids: tuple, text: str | None = None) -> tuple:
-    what = f"infill template {text!r}" if text is not None else "infill"
+    what = f"infill template {_short(text)}" if text is not None else "infill"
     if not ids:
         raise EdlmError(f"{what} is empty: give fixed tokens and [MASK] / [MASK*N] blanks")
+    if len(ids) > MAX_TOKENS:
+        raise EdlmError(f"{what} has {len(ids)} tokens, more than {MAX_TOKENS}; give a shorter one")
     if all(i is not None for i in ids):
         raise EdlmError(f"{what} has no blank: mark the tokens to generate with [MASK] or [MASK*N] "
                         "(or None among token ids)")

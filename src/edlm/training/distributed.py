@@ -19,6 +19,8 @@ class Dist:
     world_size: int = 1
     local_rank: int = 0
     device: torch.device = torch.device("cpu")
+    group: bool = False
+    """a process group is up (always under torchrun with N > 1; with N = 1 only when FSDP2 was asked for)"""
 
     @property
     def is_main(self) -> bool:
@@ -29,9 +31,11 @@ class Dist:
         return self.world_size > 1
 
 
-def init_distributed(device: torch.device) -> Dist:
+def init_distributed(device: torch.device, *, group: bool = False) -> Dist:
+    """group=True: under torchrun with one process too (FSDP2 on one device: the same sharded code path, for
+    measuring it and for checkpoints that must resume anywhere)."""
     world = int(os.environ.get("WORLD_SIZE", "1"))
-    if world == 1:
+    if world == 1 and not (group and "RANK" in os.environ):
         return Dist(device=device)
     rank, local = int(os.environ["RANK"]), int(os.environ.get("LOCAL_RANK", "0"))
     if device.type == "cuda":
@@ -39,19 +43,20 @@ def init_distributed(device: torch.device) -> Dist:
         torch.cuda.set_device(device)
     if not dist.is_initialized():
         dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
-    return Dist(rank, world, local, device)
+    return Dist(rank, world, local, device, group=True)
 
 
 def wrap_model(model: torch.nn.Module, d: Dist, mode: str = "ddp"):
-    """Apply DDP (default) or FSDP2 (`fully_shard` on every block, then the root)."""
-    if not d.enabled:
-        return model
-    if mode == "fsdp":
+    """Apply DDP (default) or FSDP2 (`fully_shard` on every block, then the root; with one process too when
+    its group is up)."""
+    if mode == "fsdp" and d.group:
         from torch.distributed.fsdp import fully_shard
 
         for blk in getattr(model, "blocks", []):
             fully_shard(blk)
         fully_shard(model)
+        return model
+    if not d.enabled:
         return model
     from torch.nn.parallel import DistributedDataParallel as DDP
 
@@ -70,5 +75,5 @@ def barrier(d: Dist):
 
 
 def cleanup(d: Dist):
-    if d.enabled and dist.is_initialized():
+    if d.group and dist.is_initialized():
         dist.destroy_process_group()

@@ -26,6 +26,7 @@ import torch
 from edlm.config.train import TrainConfig
 from edlm.data.loader import BlockLoader, iter_eval_blocks
 from edlm.errors import EdlmError
+from edlm.models.kernels import apply_kernels, resolve_kernels
 from edlm.training.distributed import Dist, all_reduce_sum, barrier, wrap_model
 from edlm.training.guards import check_before_save, check_diverging, check_finite, check_finite_state, probe_loss
 from edlm.training.metrics_log import TrainLog
@@ -78,6 +79,8 @@ def build_state(cfg: TrainConfig, model: torch.nn.Module, objective: Objective, 
                          world_size=d.world_size)
     if len(train_tokens) < cfg.seq_len * cfg.batch_size * d.world_size:
         raise EdlmError(f"corpus {cfg.data} has {len(train_tokens)} training tokens, fewer than one global batch")
+    # Optional fused kernels (config/kernels.py) go in before compiling and wrapping; on a CPU: one warning
+    apply_kernels(model, resolve_kernels(getattr(cfg, "kernels", ""), device, training=True), training=True)
     if cfg.compile:
         # Each block compiled on its own (static shapes; what FSDP2 wants); the vocabulary projection,
         # whose rows vary with the mask, stays eager.
@@ -87,7 +90,7 @@ def build_state(cfg: TrainConfig, model: torch.nn.Module, objective: Objective, 
     opt = make_optimizer(model, cfg, device)
     ema = EMA(model, cfg.ema) if cfg.ema > 0 else None
     gen = torch.Generator(device=device)
-    gen.manual_seed(cfg.seed + NOISE_SEED_OFFSET)
+    gen.manual_seed((cfg.seed + NOISE_SEED_OFFSET) % 2 ** 64)  # seeds are 64-bit; the sum may wrap
     return TrainState(cfg, d, model, wrapped, objective, opt, ema, gen, loader)
 
 
@@ -126,7 +129,8 @@ def fit(run: TrainState, log: TrainLog, store) -> dict:
     return {"run": store.label, "objective": cfg.objective, "data": cfg.data, "steps": run.step,
             "params": sum(p.numel() for p in run.model.parameters()), "loss": result.get("loss"), "val": last_val,
             "tokens_per_second": result.get("tokens_per_second"), "seconds": time.time() - log.t0,
-            "world_size": d.world_size, "device": str(device)}
+            "world_size": d.world_size, "device": str(device),
+            "fsdp": type(run.wrapped).__name__.startswith("FSDP")}
 
 
 def _accumulate(run: TrainState) -> tuple[torch.Tensor, dict]:

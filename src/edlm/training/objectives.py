@@ -11,7 +11,15 @@ from __future__ import annotations
 
 import torch
 
-from edlm.diffusion.losses import ar_nll, masked_log_likelihood, masked_rows_cap, mdlm_nelbo
+from edlm.diffusion.losses import (
+    ar_nll,
+    ar_nll_sum,
+    fused_targets,
+    masked_log_likelihood,
+    masked_log_likelihood_sum,
+    masked_rows_cap,
+    mdlm_nelbo,
+)
 from edlm.diffusion.masking import antithetic_times, mask_tokens
 from edlm.diffusion.schedules import get_schedule
 from edlm.energy.nce import nce_loss
@@ -88,6 +96,9 @@ class MDLMObjective(Objective):
         cap = self._rows_cap(x0, world)
         if model.training and getattr(self.cfg, "loss_weight", "nelbo") == "flat":
             x_t = mask_tokens(x0, self.schedule.alpha(t), self.mask_id, u=u)
+            if fused_targets(model):  # every masked token weighs the same: the fused kernel's own sum
+                return -self.flat * masked_log_likelihood_sum(model, x0, x_t, t, self.mask_id, max_rows=cap), \
+                    x0.numel(), {}
             loss = -self.flat * masked_log_likelihood(model, x0, x_t, t, self.mask_id, max_rows=cap)
         else:
             loss = mdlm_nelbo(model, x0, self.schedule, self.mask_id, t=t, u=u, max_rows=cap)
@@ -112,6 +123,8 @@ class ARObjective(Objective):
         self.mask_id = mask_id
 
     def __call__(self, model, x0, generator, rank=0, world=1):
+        if fused_targets(model):
+            return ar_nll_sum(model, x0, self.mask_id), x0.numel(), {}
         return ar_nll(model, x0, self.mask_id).sum(), x0.numel(), {}
 
 
