@@ -235,3 +235,14 @@ def test_run_sample_and_cli_check_the_knobs(micro_runs, tmp_path, capsys):
         assert main(["sample", "--ckpt", str(micro_runs / "mdlm"), "--out", str(tmp_path / "x.jsonl"), flag, val]) == 2
         assert flag in capsys.readouterr().err
     assert not (tmp_path / "x.jsonl").exists()
+
+
+def test_generate_request_check_names_a_bad_knob():
+    """Every caller of generate (bench included) gets the knobs checked with the rest of the request."""
+    from edlm.config.sampling import GenerateRequest
+
+    GenerateRequest(ckpt="x", token_temperature=0.5, top_p=0.9).check()
+    for bad in ({"token_temperature": 0.0}, {"token_temperature": float("inf")}, {"top_p": 0.0}, {"top_p": 1.01},
+                {"top_p": True}):
+        with pytest.raises(EdlmError, match="token_temperature|top_p"):
+            GenerateRequest(ckpt="x", **bad).check()
