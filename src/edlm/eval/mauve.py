@@ -11,13 +11,13 @@ package (`pip install 'edlm[eval]'`), on features computed here:
   MAUVE's own default is GPT-2 large's final state), the text cut to `max_tokens` evaluator tokens;
 - an edlm AR run (edlm:RUN): its trunk's output at the last position after reading the sample's ids.
 
-The number is read against its own noise: `mauve_ci95` is a percentile bootstrap over samples (both sets
-resampled with replacement, `bootstrap` replicates). The bootstrap is biased: duplicated points shift a replicate's cluster histograms, and for two sets close to each other the
-replicates fall below the full sets' value (held-out text against held-out text: 0.961, its interval [0.689,
-0.934]), so read it as a rough sampling spread that need not contain the value; the spread over independent draws
-(benchmarks/mauve_stability.py) is the honest one. `mauve_seeds`: the spread over
-k-means seeds on the full sets. MAUVE is only comparable at equal numbers of samples, equal text length and the
-same feature model and settings: the JSON records all of them.
+The number is read against its own noise: `mauve_ci95` is a percentile bootstrap over samples (both sets resampled
+with replacement, `bootstrap` replicates). The bootstrap is biased: duplicated points shift a replicate's cluster
+histograms, and for two sets close to each other the replicates fall below the full sets' value (held-out text
+against held-out text: 0.961, its interval [0.689, 0.934]), so read it as a rough sampling spread that need not
+contain the value; the spread over independent draws (benchmarks/mauve_stability.py) is the honest one.
+`mauve_seeds`: the spread over k-means seeds on the full sets. MAUVE is only comparable at equal numbers of samples,
+equal text length and the same feature model and settings: the JSON records all of them.
 """
 
 from __future__ import annotations
