@@ -32,7 +32,15 @@ samples. The JSON is rewritten after every cell, so a time-out keeps what finish
 Adaptive k in the sweep: an `--extra` sampler name ending in `-ess` (edlm-ar-ess, confidence+edlm-ar-ess) runs
 `--k-policy ess` with K as both the first step's k and k_max, e.g. `--extra edlm-ar-ess:16:8:1`; a further
 `-m<M>` (edlm-ar-m2, edlm-ar-ess-m2) runs the energy only for sequences that unmask at least M positions on a step
-(--energy-min-unmask M). Every energy cell reports mean_k and energy candidates per sample (the cost).
+(--min-unmask M). Every energy cell reports mean_k and energy candidates per sample (the cost).
+
+What belongs here and what in `edlm bench`: a sweep over runs you already have (steps, k, window, unmasking
+strategy, energy temperature, k policy, min-unmask, seeds), scored by one evaluator with intervals and plots, is
+`edlm bench` / edlm.bench. This script keeps only what bench does not do: `look` (exact denoisers and the true
+energy, no trained runs), training models of a named size before sampling, time budgets that cut cells to fit a
+machine lease, untimed warm-ups per code path, an energy from a further run (the quarter-FLOPs AR), per-sample
+arrays for ceiling_report.py, and real text sampled on one machine and scored on another (`score`). The
+`-ess` / `-m<M>` suffixes are kept so that the studies' recorded commands still run.
 """
 
 from __future__ import annotations

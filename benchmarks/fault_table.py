@@ -32,9 +32,9 @@ MICRO = ["--preset", "micro", "--data", "synthetic", "--quiet"]
 ENV = {**os.environ, "EDLM_NO_PROGRESS": "1"}
 
 
-def edlm(*argv, timeout=300):
-    r = subprocess.run([sys.executable, "-m", "edlm", *map(str, argv)], env=ENV, capture_output=True, text=True,
-                       timeout=timeout)
+def edlm(*argv, timeout=300, env=None):
+    r = subprocess.run([sys.executable, "-m", "edlm", *map(str, argv)], env=env or ENV, capture_output=True,
+                       text=True, timeout=timeout)
     return r.returncode, r.stderr
 
 
@@ -522,6 +522,158 @@ def bounds_cases(t: Table, base: Path, ar: Path) -> None:
         t.add("bounds", label.replace(str(ar), "AR"), rc, err, any(root.iterdir()))
 
 
+TMPFS_DRIVER = """import hashlib, json, os, subprocess, sys
+disk, argv = sys.argv[1], sys.argv[2:]
+r = subprocess.run([sys.executable, "-m", "edlm", *argv], capture_output=True, text=True)
+files = {os.path.relpath(os.path.join(d, f), disk): hashlib.sha256(open(os.path.join(d, f), "rb").read()).hexdigest()
+         for d, _, fs in os.walk(disk) for f in fs}
+print(json.dumps({"rc": r.returncode, "err": r.stderr, "files": files}))
+"""
+
+
+def on_tmpfs(work: Path, name: str, setup: str, argv, size="256k", env=None):
+    """`edlm argv` run in a fresh tmpfs of `size` (a private mount namespace: it vanishes with the process), after
+    the shell `setup` ran there. -> (rc, stderr, {file: sha256} left on it), or None where mounting is not allowed."""
+    disk = work / "tmpfs" / name
+    disk.mkdir(parents=True, exist_ok=True)
+    if shutil.which("unshare") is None or subprocess.run(["unshare", "-m", "mount", "-t", "tmpfs", "tmpfs",
+                                                          str(disk)], capture_output=True).returncode != 0:
+        return None
+    driver = work / "tmpfs" / "driver.py"
+    driver.write_text(TMPFS_DRIVER)
+    script = (f"mount -t tmpfs -o size={size} tmpfs {disk} && cd {disk} && {setup} && "
+              f'exec {sys.executable} {driver} {disk} "$@"')
+    r = subprocess.run(["unshare", "-m", "sh", "-c", script, "sh", *map(str, argv)], capture_output=True, text=True,
+                       env=env or ENV, timeout=600)
+    res = json.loads(r.stdout.splitlines()[-1])
+    return res["rc"], res["err"], res["files"]
+
+
+def writes_cases(t: Table, base: Path, ar: Path, data: Path) -> None:
+    """Writes stay where they belong: no output over an input or through a link; a full disk, a read-only
+    cache, a folder where a file belongs, an empty path and two samplers on one --out end cleanly."""
+    g, cases = "writes", t.work / "cases"
+    sample = ["sample", "--num", "2", "--steps", "2", "--quiet", "--ckpt"]
+    victim = cases / "victim.txt"
+    # outputs over inputs: the run (or input) must come out byte-identical
+    samples = cases / "w-s.jsonl"
+    assert edlm(*sample, base, "--out", samples)[0] == 0
+    for case, argv in [
+        ("sample --out RUN/run.json", lambda r: [*sample, r, "--out", r / "run.json"]),
+        ("sample --out RUN/../RUN/latest.json", lambda r: [*sample, r, "--out", r / ".." / r.name / "latest.json"]),
+        ("sample --out LINK (to RUN/run.json)", lambda r: [*sample, r, "--out", _link(r.parent / "w-link",
+                                                                                   r / "run.json")]),
+        ("sample --trace RUN/t.html", lambda r: [*sample, r, "--out", cases / "w-o.jsonl", "--trace", r / "t.html"]),
+        ("sample --energy ar:AR --out AR/run.json", lambda r: [*sample, r, "--energy", f"ar:{ar}", "--out",
+                                                               ar / "run.json"]),
+        ("sample --out X --json-out X", lambda r: [*sample, r, "--out", cases / "w-x", "--json-out", cases / "w-x"]),
+        ("eval samples --samples S --json-out S", lambda r: ["eval", "samples", "--samples", samples, "--evaluator",
+                                                             "true", "--json-out", samples]),
+        ("eval nelbo --json-out RUN/run.json", lambda r: ["eval", "nelbo", "--ckpt", r, "--json-out", r / "run.json"]),
+        ("plot RUN --out RUN/metrics.jsonl", lambda r: ["plot", r, "--out", r / "metrics.jsonl"]),
+        ("bench --out RUN", lambda r: ["bench", "--mdlm", r, "--steps", "2", "--num", "2", "--quiet", "--out", r]),
+        ("convert --src SRC --out SRC/converted", lambda r: ["convert", "--from", "mdlm-hf", "--src", r, "--out",
+                                                             r / "converted"]),
+        ("train --diffusion RUN --out RUN/nce", lambda r: ["train", *MICRO, "--objective", "nce", "--diffusion", r,
+                                                           "--out", r / "nce"]),
+        ("train --json-out OUT/summary.json", lambda r: ["train", *MICRO, "--out", cases / "w-new", "--json-out",
+                                                         cases / "w-new" / "summary.json"]),
+        ("data prepare --json-out CORPUS/manifest.json", lambda r: ["data", "prepare", "synthetic", "--root",
+                                                                    r.parent / "w-cache", "--json-out", r.parent /
+                                                                    "w-cache" / "synthetic" / "manifest.json"]),
+        ("sample --out ''", lambda r: [*sample, r, "--out", ""]),
+    ]:
+        run, cache = t.copy(base, "w-run"), t.copy(data, "w-cache")  # a copy of the cache: old code damaged it
+        (run.parent / "w-link").unlink(missing_ok=True)
+        before = (snapshot(run), snapshot(ar), snapshot(cache), snapshot(data), samples.read_bytes())
+        rc, err = edlm(*argv(run))
+        after = (snapshot(run), snapshot(ar), snapshot(cache), snapshot(data), samples.read_bytes())
+        t.add(g, case, rc, err, after != before)
+    # links, and the wrong kind of entry, in a run folder
+    for case, damage_run, argv in [
+        ("train --resume with train.lock a link to a file outside", lambda r: _link(r / "train.lock", victim),
+         lambda r: ["train", "--resume", "--max_steps", "5", "--quiet", "--out", r]),
+        ("train --resume with metrics.jsonl a folder", lambda r: _swap(r / "metrics.jsonl", "folder"),
+         lambda r: ["train", "--resume", "--max_steps", "5", "--quiet", "--out", r]),
+        ("train --resume with checkpoints a file", lambda r: _swap(r / "checkpoints", "file"),
+         lambda r: ["train", "--resume", "--max_steps", "5", "--quiet", "--out", r]),
+        ("sample with run.json a folder", lambda r: _swap(r / "run.json", "folder"),
+         lambda r: [*sample, r, "--out", cases / "w-o.jsonl"]),
+        ("sample with OUT.partial a dangling link", lambda r: _link(cases / "w-o.jsonl.partial", cases / "nowhere"),
+         lambda r: [*sample, r, "--out", cases / "w-o.jsonl"]),
+    ]:
+        victim.write_text("precious\n")
+        run = t.copy(base, "w-run")
+        (cases / "w-o.jsonl.partial").unlink(missing_ok=True)
+        damage_run(run)
+        before = snapshot(run)
+        rc, err = edlm(*argv(run))
+        t.add(g, case, rc, err, snapshot(run) != before or victim.read_text() != "precious\n"
+              or (cases / "nowhere").exists())
+    (cases / "w-o.jsonl.partial").unlink(missing_ok=True)
+    afile = cases / "w-afile"
+    afile.write_text("kept\n")
+    rc, err = edlm("data", "prepare", "markov3", env={**ENV, "EDLM_DATA": str(afile / "cache")})
+    t.add(g, "data prepare with $EDLM_DATA under a file", rc, err, afile.read_text() != "kept\n")
+    # a full disk and a read-only cache, for real (tmpfs)
+    fill = "echo old > s.jsonl && echo old > j.json && (head -c 1000000 /dev/zero > pad 2>/dev/null || true)"
+    old = hashlib.sha256(b"old\n").hexdigest()
+    for case, setup, argv, left, size in [
+        ("full disk: sample --out (old OUT kept)", fill, [*sample, base, "--num", "64", "--out", "s.jsonl"],
+         {"s.jsonl": old, "j.json": old}, "256k"),
+        ("full disk: --json-out (old file kept)", fill, [*sample, base, "--out", cases / "w-o.jsonl", "--json-out",
+                                                         "j.json"], {"s.jsonl": old, "j.json": old}, "256k"),
+        ("full disk: train saving a checkpoint", "true", ["train", *MICRO, "--max_steps", "2", "--out", "r"], None,
+         "256k"),
+        ("full disk: data prepare", "true", ["data", "prepare", "markov3", "--root", "."], {}, "256k"),
+        ("read-only data cache: data prepare", "mount -o remount,ro .", ["data", "prepare", "markov3", "--root",
+                                                                         "."], {}, "256k"),
+    ]:
+        got = on_tmpfs(t.work, case.split(":")[0].replace(" ", "-") + str(len(t.rows)), setup, argv, size)
+        if got is None:
+            print(f"skip {g}: {case} (no private mount namespace here)", file=sys.stderr)
+            continue
+        rc, err, files = got
+        files = {k: v for k, v in files.items() if k != "pad"}
+        lost = any(".tmp" in f or ".partial" in f or f.endswith("train.lock") for f in files) if left is None \
+            else files != left
+        t.add(g, case, rc, err, lost)
+    got = on_tmpfs(t.work, "ro-hit", f"cp -r {data / 'synthetic'} . && mount -o remount,ro .",
+                   ["train", *MICRO, "--max_steps", "2", "--out", cases / "w-ro-train"], size="16m",
+                   env={**ENV, "EDLM_DATA": "."})
+    if got is not None:
+        t.add(g, "read-only data cache holding the corpus: train reads it", got[0], got[1], False, expect="ok")
+    # two samplers racing to one --out: each ends cleanly, the file is one sampler's rows, whole
+    race = cases / "w-race.jsonl"
+    race.unlink(missing_ok=True)
+    argv = [sys.executable, "-m", "edlm", *sample, str(base), "--num", "200", "--batch-size", "10", "--steps",
+            "8", "--out", str(race)]
+    ps = [subprocess.Popen([*argv, "--seed", str(s)], env=ENV, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                           text=True) for s in (1, 2)]
+    res = [(p.communicate()[1], p.returncode)[::-1] for p in ps]
+    rows = [json.loads(x) for x in race.read_text().splitlines()] if race.exists() else []
+    whole = len(rows) == 200 and not race.with_name(race.name + ".partial").exists()
+    for i, (rc, err) in enumerate(res):
+        t.add(g, f"two samplers, one --out: sampler {i + 1} ({'wrote' if rc == 0 else 'refused'})", rc, err,
+              not whole, expect="ok" if rc == 0 else "error")
+
+
+def _link(p: Path, target: Path) -> Path:
+    p.unlink(missing_ok=True)
+    p.symlink_to(target)
+    return p
+
+
+def _swap(p: Path, kind: str) -> None:
+    """Put a folder (kind="folder") or a file in place of p."""
+    shutil.rmtree(p) if p.is_dir() else p.unlink()
+    if kind == "folder":
+        p.mkdir()
+        (p / "x").write_text("kept\n")
+    else:
+        p.write_text("kept\n")
+
+
 def kill_trials(work: Path, n: int, seed: int) -> dict:
     """SIGKILL a training at seeded random moments (saves every step), resume, compare with a straight run."""
     steps = 40
@@ -576,6 +728,7 @@ def main():
     security_cases(t, base)
     binding_cases(t)
     bounds_cases(t, base, ar)
+    writes_cases(t, base, ar, data)
     kills = kill_trials(work, a.kills, a.seed) if a.kills else None
     groups = {}
     for r in t.rows:

@@ -72,9 +72,9 @@ section quant-sampling 60 python3 benchmarks/round3_quality.py sample --runs "$W
   --device "$DEV" "${QSIZE[@]}"
 section gpu-tests 75 python3 -m pytest -q -m gpu -p no:cacheprovider tests/test_kernels.py tests/test_fast_paths.py
 section fsdp-save 45 python3 -m torch.distributed.run --nproc_per_node 1 --master_port 29533 -m edlm train \
-  --out "$W/fsdp1_run" --parallel fsdp --device "$DEV" --data synthetic --n_layers 2 --d_model 64 --n_heads 2 \
-  --cond_dim 32 --max_len 32 --seq_len 32 --batch_size 16 --max_steps 4 --save_every 4 --log_every 1 \
-  --eval_every 0 --eval_batches 2 --quiet
+  --out "$W/fsdp1_run" --parallel fsdp --device "$DEV" --data synthetic --n-layers 2 --d-model 64 --n-heads 2 \
+  --cond-dim 32 --max-len 32 --seq-len 32 --batch-size 16 --max-steps 4 --save-every 4 --log-every 1 \
+  --eval-every 0 --eval-batches 2 --quiet
 [ -f "$W/fsdp1_run/run.json" ] && tar -C "$W" -czf "$OUT/fsdp1_run$TAG.tar.gz" fsdp1_run
 section train-ar 90 "${TT[@]}" --setups $SETA --out "$W/train_2_ar.json" --variants $AR,$AR+lce
 section train-flat 60 "${TT[@]}" --setups $SETM --out "$W/train_3_flat.json" --variants $MD+cap+flat,$MD+cap+flat+lce

@@ -46,10 +46,25 @@ def test_policy_off_is_the_fixed_k_sampler_token_for_token():
     assert st0.candidates == 4 * sum(e.numel() for e in st0.ess)
 
 
+def _own_ks(st, b):
+    """The k sequence b drew on each EDLM step it took part in."""
+    return [int(k[b]) for k in st.seq_ks if k[b] > 0]
+
+
 def test_uniform_weights_drive_k_down_to_plain_mdlm():
-    x, st = _run(SamplerConfig(steps=10, k=8, k_policy=KPolicy(k_max=8)), HashEnergy(0.0))
-    assert st.ks == [8, 4, 2]  # ESS = k every time: halve until k = 1, then the energy stops
-    assert st.energy_steps == 3 and not (x == MASK).any()
+    # k_min = 1: ESS = k every time: each sequence halves its own k on each of its EDLM steps until k = 1, then
+    # its energy stops (absorbing)
+    x, st = _run(SamplerConfig(steps=10, k=8, k_policy=KPolicy(k_max=8, k_min=1)), HashEnergy(0.0))
+    assert all(_own_ks(st, b) == [8, 4, 2] for b in range(32)) and not (x == MASK).any()
+    assert st.candidates == 32 * (8 + 4 + 2)
+
+
+def test_the_default_k_min_keeps_the_energy_on():
+    _, st = _run(SamplerConfig(steps=10, k=8, k_policy=KPolicy(k_max=8)), HashEnergy(0.0))
+    for b in range(32):
+        own = _own_ks(st, b)
+        assert own[:3] == [8, 4, 2] and set(own[3:]) <= {2}
+    assert st.energy_steps == 10
 
 
 def test_one_dominant_candidate_drives_k_up_to_k_max():
@@ -148,3 +163,49 @@ def test_min_unmask_above_length_never_runs_the_energy():
     assert (x[:, ::4] == 1).all()
     with pytest.raises(ValueError):
         SamplerConfig(min_unmask=2, unmask="confidence")
+
+
+class TypedEnergy:
+    """Rows whose first (fixed) token is 0 prefer 1s (E = -beta x their count: the weights discriminate, their
+    k doubles); rows starting with 1 get E = 0 (flat weights: their k halves)."""
+
+    def __init__(self, beta):
+        self.beta = beta
+
+    def energy(self, x0, x_t, t, *, log_mu=None):
+        return torch.where(x0[:, 0] == 0, -self.beta * (x0[:, 1:] == 1).sum(-1).float(), 0.0)
+
+
+def _typed(n_pref, n_flat, seed, steps=6, L=8):
+    x_init = torch.full((n_pref + n_flat, L), 2)
+    x_init[:n_pref, 0], x_init[n_pref:, 0] = 0, 1
+    probs = torch.full((L, 2), 0.5)
+    cfg = SamplerConfig(steps=steps, k=4, k_policy="ess")
+    return sample(iid_denoiser(probs, 2), LogLinear(), 2, cfg, x_init=x_init, energy=TypedEnergy(3.0),
+                  generator=torch.Generator().manual_seed(seed))
+
+
+def test_each_sequence_k_follows_its_own_ess():
+    # Each sequence's k on its next EDLM step is the policy's rule applied to ITS k and ESS on this one, whatever
+    # the other sequences' weights did (half the rows have discriminating weights, half flat ones).
+    x, st = _typed(16, 16, seed=0)
+    pol, last = KPolicy(), {}
+    for seq_k, ess in zip(st.seq_ks, st.ess, strict=True):
+        active = seq_k.nonzero().squeeze(1)
+        for b, e in zip(active.tolist(), ess.tolist(), strict=True):
+            if b in last:
+                assert int(seq_k[b]) == int(pol.next_ks(*last[b])[0])
+            last[b] = (seq_k[b:b + 1], torch.tensor([e], dtype=torch.float64))
+    grew = [max(_own_ks(st, b)) for b in range(16)]
+    assert max(grew) > 4 and all(set(_own_ks(st, b)[1:]) == {2} for b in range(16, 32))  # flat: down to 2
+
+
+def test_a_sequence_law_does_not_depend_on_its_batch():
+    # The same preferring rows, alone or beside as many flat-weight rows (which, with a batch-mean rule, pulled
+    # everyone's k down): the mean count of 1s they end with agrees within sampling error (512 rows each).
+    alone, _ = _typed(512, 0, seed=1)
+    mixed, _ = _typed(512, 512, seed=2)
+    a = (alone[:, 1:] == 1).sum(1).double()
+    m = (mixed[:512, 1:] == 1).sum(1).double()
+    se = (a.var() / 512 + m.var() / 512).sqrt()
+    assert abs(float(a.mean() - m.mean())) < 4 * float(se), (float(a.mean()), float(m.mean()), float(se))

@@ -52,15 +52,37 @@ def readme_ns(synthetic_data, tmp_path_factory):
     return run_blocks(blocks, tmp_path_factory.mktemp("guide"), str(GUIDE))
 
 
-def test_readme_python_section_runs_as_written(synthetic_data, tmp_path):
+def my_text(n: int = 400) -> str:
+    """A user's own file: cased prose with punctuation, digits and line breaks, paragraphs apart."""
+    import random
+
+    rng = random.Random(0)
+    words = "The cat sat on a mat. A dog ran, far! Is it 42? Yes; no: maybe.".split()
+    paras = []
+    for i in range(n):
+        line = " ".join(rng.choice(words) for _ in range(rng.randint(6, 14)))
+        paras.append(f"{line}\nLine {i} of it.")
+    return "\n\n".join(paras) + "\n"
+
+
+def test_readme_python_section_runs_as_written(tmp_path, monkeypatch):
+    # From "here is my text file" to "EDLM vs MDLM with an interval and a plot", importing nothing but edlm.
+    monkeypatch.setenv("EDLM_DATA", str(tmp_path / "data"))
+    monkeypatch.setenv("EDLM_NO_PROGRESS", "1")
     blocks = readme_python_blocks()
     assert len(blocks) == 1, "the README's Python section should hold one example"
+    imports = [ln.strip() for ln in blocks[0].splitlines() if re.match(r"\s*(import|from)\s", ln)]
+    assert imports == ["import edlm"], imports
+    (tmp_path / "my_text.txt").write_text(my_text())
     ns = run_blocks(blocks, tmp_path, str(README))
-    run, out, report = ns["run"], ns["out"], ns["report"]
-    assert isinstance(run, edlm.Run) and run.meta.objective == "mdlm" and run.meta.step == 20
-    assert out.tokens.shape == (4, run.meta.train.seq_len) and out.summary["method"] == "edlm-ar"
-    assert 1 <= out.summary["mean_ess"] <= 4 and not (out.tokens == run.meta.mask_id).any()
-    assert report["kind"] == "upper bound" and report["nll"] > 0
+    run, d, res = ns["run"], ns["d"], ns["res"]
+    assert isinstance(run, edlm.Run) and run.meta.objective == "mdlm" and run.meta.data == "textfile:mine"
+    assert run.meta.tokenizer == "chars" and "\n" in run.tokenizer.alphabet and "T" in run.tokenizer.alphabet
+    assert ns["edlm_ar"].summary["method"] == "edlm-ar" and ns["mdlm"].summary["method"] == "mdlm"
+    assert d["paired"] and d["ci"][0] <= d["diff"] <= d["ci"][1] and d["evaluator"] == "edlm:runs/judge"
+    assert {r["method"] for r in res["rows"]} == {"mdlm", "edlm-ar", "ar"}
+    assert all("vs_mdlm" in r for r in res["rows"] if r["method"] == "edlm-ar")
+    assert all((tmp_path / "bench" / Path(p).name).stat().st_size > 1000 for p in res["plots"])
 
 
 def test_readme_examples_run_and_return_what_they_say(readme_ns):

@@ -23,7 +23,9 @@ SAMPLE_CASES = [
     ({"prefix": [1, 32]}, "prefix: position 1 holds the MASK id 32"),
     ({"prefix": [1.5]}, "prefix: position 0 holds 1.5, not an integer token id"),
     ({"prefix": [True]}, "prefix: position 0 holds True"),
-    ({"prefix": [[1, 2]]}, "prefix: position 0 holds [1, 2]"),
+    ({"prefix": [[1, 2]]}, "1 prefixes for num=2 samples: give one per sample"),  # a list of lists: per sample
+    ({"prefix": [[1, 99], [1]]}, "prefix 0: token 99 at position 1 is outside the vocabulary"),
+    ({"prefix": [[1, [2]], [1]]}, "prefix 0: position 1 holds [2]"),
     ({"prefix": torch.tensor([[1, 2]])}, "is not understood: give text or a list of integer token ids"),
     ({"prefix": 7}, "prefix 7 is not understood"),
     ({"length": 0}, "length must be an integer >= 1"),
@@ -41,7 +43,8 @@ SAMPLE_CASES = [
     ({"min_unmask": 0}, "min_unmask must be an integer >= 1"),
     ({"min_unmask": 2}, "min_unmask > 1 skips the energy"),
     ({"k_policy": KPolicy()}, "k_policy adapts the EDLM candidates per step: give an energy"),
-    ({"k_policy": "ess", "energy": "AR"}, "k_policy adapts the EDLM candidates per step"),
+    ({"k_policy": "ess"}, "k_policy adapts the EDLM candidates per step: give an energy"),  # "ess" is a policy
+    ({"k_policy": "adaptive", "energy": "AR"}, "k_policy 'adaptive': use one of"),
     ({"k": 40, "k_policy": KPolicy(k_max=16), "energy": "AR"}, "k 40 is the first step's k under k_policy"),
     ({"callback": 5}, "callback must be a function"),
     ({"on_batch": "rows.jsonl"}, "on_batch must be a function"),

@@ -54,7 +54,7 @@ def test_bench_frontiers_report_and_resume(micro_runs, tmp_path, capsys):
     assert "minus mdlm 2 steps there" in table and table.count("\n") == 2 + 1 + 5  # head, data, 5 curves
     assert (out / "frontier.png").stat().st_size > 5000 and str(out / "frontier.png") in res["plots"]
     assert len(list((out / "samples").glob("*.jsonl"))) == 10
-    assert (out / "samples" / "confidence-on-edlm-ar_s2_k2_w0-1_T0.5.jsonl").is_file()
+    assert (out / "samples" / "confidence-on-edlm-ar_s2_k2_w0-1_seed0_T0.5.jsonl").is_file()
     # a re-run (without MAUVE, say) reuses every samples file: same samples, nothing redrawn
     assert main(argv[:-6]) == 0
     assert {p.name: p.stat().st_mtime_ns for p in (out / "samples").iterdir()} == stamps

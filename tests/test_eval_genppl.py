@@ -183,7 +183,7 @@ def test_edlm_ar_scores_long_samples_in_windows(lang_samples, tmp_path):
         assert res["tokens_scored"] == 3 * 64 and res["samples_windowed"] == 3
         assert res["stride"] == (stride or 16) and res["evaluator_context"] == 32
         assert res["nll_per_sequence"] == pytest.approx(want.mean().item(), rel=1e-5)
-    with pytest.raises(EdlmError, match="--stride 32 must be between 1 and 31"):
+    with pytest.raises(EdlmError, match="`stride` 32 must be between 1 and 31"):
         evaluate_rows(rows_of(x), f"edlm:{tmp_path / 'ar'}", stride=32)
 
 

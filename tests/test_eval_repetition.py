@@ -37,3 +37,19 @@ def test_repetition_summary():
     assert r["set_rep_1"] == pytest.approx(2 / 4)  # a, b repeat; c, d do not
     one = repetition([ids("x")], ns=(2,))
     assert one["rep_2"] is None and one["rep_2_ci95"] is None and one["set_rep_2"] is None
+
+
+def test_score_takes_the_metrics_of_eval_samples():
+    """edlm.score, the API twin of `edlm eval samples`, takes --metrics: repetition needs no evaluator."""
+    import pytest
+
+    import edlm
+    from edlm.errors import EdlmError
+
+    rows = [{"ids": [1, 1, 1, 2], "corpus": "synthetic", "seed": 0}, {"ids": [1, 2, 3, 4], "corpus": "synthetic"}]
+    out = edlm.score(rows, metrics="repetition")
+    assert out["rep_1"] == pytest.approx((2 / 4 + 0) / 2) and out["metrics"] == ["repetition"]
+    with pytest.raises(EdlmError, match="reference"):
+        edlm.score(rows, metrics="repetition", reference=rows)
+    with pytest.raises(EdlmError, match="evaluator"):
+        edlm.score(rows)

@@ -62,7 +62,7 @@ def test_text_is_scored_up_to_its_first_eos(tiny_hf):
         assert res["gen_nll"] == pytest.approx(window_nll(model, ids[:-1], 0, 4, 1) / 3, rel=1e-6)
     finally:
         ev.set_eos("</s>")
-    with pytest.raises(EdlmError, match="--eos 'last' is not one of first, mdlm, all"):
+    with pytest.raises(EdlmError, match="`eos` 'last' is not one of first, mdlm, all"):
         evaluate_rows(rows, ev, eos="last")
 
 
@@ -110,7 +110,7 @@ def test_mdlm_mode_scores_every_document_and_the_first_eos_only(tiny_hf):
     assert capped.tokens == 10 and capped.nll == pytest.approx(sum(per[p] for p in counted[:10]), rel=1e-6)
     ev.set_eos(None)
     try:
-        with pytest.raises(EdlmError, match="no EOS token to put between a sample's documents.*--eos first"):
+        with pytest.raises(EdlmError, match="no EOS token to put between a sample's documents.*`eos='first'`"):
             evaluate_rows(rows, ev, eos="mdlm")
     finally:
         ev.set_eos("</s>")
@@ -143,7 +143,7 @@ def test_long_text_is_scored_in_windows(tiny_hf):
     res = evaluate_rows(rows_of([text, "a dog ran"]), ev)  # default stride: half the context
     assert (res["stride"], res["samples_windowed"], res["tokens_scored"]) == (4, 1, 19 + 3)  # was 7 + 3: cut
     for bad in (0, 8, 20):
-        with pytest.raises(EdlmError, match=rf"--stride {bad} must be between 1 and 7.*8 tokens"):
+        with pytest.raises(EdlmError, match=rf"`stride` {bad} must be between 1 and 7.*8 tokens"):
             evaluate_rows(rows_of([text]), ev, stride=bad)
 
 
@@ -187,5 +187,5 @@ def test_windows_equal_the_plain_score_when_context_does_not_matter(tiny_hf):
 def test_corpus_eos_comes_from_the_tokenizer(data_root):
     assert REAL_CORPUS_EOS("gpt2") == (50256, GPT2_EOS)  # the real lookup, not the autouse stand-in
     assert REAL_CORPUS_EOS("char") == (None, None)
-    with pytest.raises(EdlmError, match="corpus 'prose-bpe' is not prepared.*--eos all"):
+    with pytest.raises(EdlmError, match="corpus 'prose-bpe' is not prepared.*`eos='all'`"):
         REAL_CORPUS_EOS("prose-bpe")

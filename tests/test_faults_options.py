@@ -86,19 +86,19 @@ def test_bad_eval_option_is_one_error(runs, capsys, extra, msg):
 
 
 TRAIN_CASES = [
-    (["--save_every", "0"], "--save_every must be an integer >= 1"),
-    (["--log_every", "0"], "--log_every must be an integer >= 1"),
-    (["--batch_size", "0"], "--batch_size must be an integer >= 1"),
-    (["--max_steps", "0"], "--max_steps must be an integer >= 1"),
+    (["--save_every", "0"], "--save-every must be an integer >= 1"),
+    (["--log_every", "0"], "--log-every must be an integer >= 1"),
+    (["--batch_size", "0"], "--batch-size must be an integer >= 1"),
+    (["--max_steps", "0"], "--max-steps must be an integer >= 1"),
     (["--lr", "-1"], "--lr must be a finite number with 0 < --lr"),
     (["--lr", "nan"], "--lr must be a finite number"),
     (["--lr", "inf"], "--lr must be a finite number"),
-    (["--seq_len", "0"], "--seq_len must be an integer >= 1"),
-    (["--grad_clip", "-1"], "--grad_clip must be a finite number with 0 <= --grad_clip"),
+    (["--seq_len", "0"], "--seq-len must be an integer >= 1"),
+    (["--grad_clip", "-1"], "--grad-clip must be a finite number with 0 <= --grad-clip"),
     (["--ema", "1"], "--ema must be a finite number with 0 <= --ema < 1"),
     (["--betas", "0.9", "1.5"], "--betas must be a finite number with 0 <= --betas < 1"),
-    (["--d_model", "30", "--n_heads", "4"], "--d_model 30 must be a multiple of --n_heads 4"),
-    (["--diverge_factor", "0.5"], "--diverge_factor (or 0 = off) must be a finite number with 1 <"),
+    (["--d_model", "30", "--n_heads", "4"], "--d-model 30 must be a multiple of --n-heads 4"),
+    (["--diverge_factor", "0.5"], "--diverge-factor (or 0 = off) must be a finite number with 1 <"),
 ]
 
 
@@ -126,7 +126,7 @@ def test_bad_value_given_on_resume_is_refused_and_run_is_unchanged(runs, tmp_pat
     shutil.copytree(runs / "mdlm", run)
     before = snapshot(run)
     rc, err = cli(capsys, ["train", "--out", run, "--resume", "--save_every", "0", "--quiet"])
-    assert_one_clear_error(rc, err, "--save_every must be an integer >= 1")
+    assert_one_clear_error(rc, err, "--save-every must be an integer >= 1")
     assert "saved in" not in err  # the user gave it: not blamed on run.json
     assert snapshot(run) == before
 
@@ -141,7 +141,7 @@ def test_a_saved_zero_save_every_can_be_overridden_on_resume(runs, tmp_path, cap
     meta["train"]["save_every"] = 0
     (run / "run.json").write_text(json.dumps(meta))
     rc, err = cli(capsys, ["train", "--out", run, "--resume", "--max_steps", "3", "--quiet"])
-    assert_one_clear_error(rc, err, "--save_every must be an integer >= 1", "pass --save_every to override it")
+    assert_one_clear_error(rc, err, "--save-every must be an integer >= 1", "pass --save-every to override it")
     rc, err = cli(capsys, ["train", "--out", run, "--resume", "--max_steps", "3", "--save_every", "1", "--quiet"])
     assert rc == 0, err
     assert json.loads((run / "run.json").read_text())["train"]["save_every"] == 1
@@ -151,7 +151,7 @@ def test_run_defining_option_cannot_change_on_resume(runs, tmp_path, capsys):
     run = tmp_path / "r"
     shutil.copytree(runs / "mdlm", run)
     rc, err = cli(capsys, ["train", "--out", run, "--resume", "--seq_len", "8", "--quiet"])
-    assert_one_clear_error(rc, err, "--seq_len cannot change on --resume")
+    assert_one_clear_error(rc, err, "--seq-len cannot change on --resume")
 
 
 BENCH_CASES = [

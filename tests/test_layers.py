@@ -16,7 +16,7 @@ SRC = Path(__file__).resolve().parents[1] / "src" / "edlm"
 #   5 (f) the application layer: the Python API (opens runs, builds energies from specs, wires the rest)
 #   6 (g) the CLI, demo and bench
 LAYERS = {
-    "edlm.errors": 0, "edlm.utils": 0, "edlm.validate": 0, "edlm.safe_load": 0,
+    "edlm.errors": 0, "edlm.utils": 0, "edlm.validate": 0, "edlm.safe_load": 0, "edlm.safe_io": 0,
     "edlm.config": 1, "edlm.presets": 1, "edlm.models": 1, "edlm.diffusion": 1, "edlm.data": 1,
     "edlm.energy": 2,
     "edlm.sampling": 3, "edlm.training": 3, "edlm.eval": 3,

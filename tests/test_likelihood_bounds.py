@@ -352,3 +352,18 @@ def test_cli_labels_every_likelihood_and_withholds_a_negative_estimate(synthetic
         assert v["nll"] is None or v["nll"] >= 0
     assert "bound" not in d  # the old field that called the EDLM formula an upper bound
     assert d["primary"] == "edlm_steps" and d["nll"] == d["results"]["edlm_steps"]["nll"]
+
+
+def test_the_edlm_bound_skips_the_energy_where_the_sampler_does():
+    # min_unmask as the sampler's: a step that unmasks fewer positions of a sequence takes a plain MDLM draw, so
+    # its bound term is MDLM's; above the length no step runs the energy, and the EDLM bound IS the MDLM one.
+    model, table, n = Toy(0), _energy_table(), 4000
+    energy = TableEnergy(lambda x0: table[x0[:, 0] * 9 + x0[:, 1] * 3 + x0[:, 2]].float())
+    x0 = torch.tensor([(0, 1, 2)] * n)
+    est = discrete_nelbo(model, x0, LogLinear(), MASK, torch.Generator().manual_seed(2), steps=2,
+                         sampler=EDLMSampler(energy, k=2, min_unmask=L + 1))
+    assert torch.equal(est["edlm_steps"], est["mdlm_steps"])
+    on = discrete_nelbo(model, x0, LogLinear(), MASK, torch.Generator().manual_seed(2), steps=2,
+                        sampler=EDLMSampler(energy, k=2))
+    assert not torch.equal(on["edlm_steps"], on["mdlm_steps"])
+    assert EDLMSampler(energy).k == 4  # the sampler's own default (Run.sample, edlm sample)

@@ -25,7 +25,7 @@ def test_settings_follow_the_registry():
 
     got = settings_for(["mdlm", "edlm-nce", "ar"], [4], [2], [(0.0, 1.0)])
     assert [(s.method, s.steps, s.k) for s in got] == [("mdlm", 4, 1), ("edlm-nce", 4, 2), ("ar", 0, 1)]
-    sharp = settings_for(["mdlm", "ar"], [4], [2], [(0.0, 1.0)], temperatures=[0.8, 1.0], top_ps=[0.9])
+    sharp = settings_for(["mdlm", "ar"], [4], [2], [(0.0, 1.0)], token_temperatures=[0.8, 1.0], top_ps=[0.9])
     assert [(s.method, s.token_temperature, s.top_p) for s in sharp] == [
         ("mdlm", 0.8, 0.9), ("mdlm", 1.0, 0.9), ("ar", 0.8, 0.9), ("ar", 1.0, 0.9)]
 

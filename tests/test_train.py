@@ -49,7 +49,7 @@ def test_existing_run_is_never_overwritten(synthetic_data, tmp_path):
     m, t = micro_configs(max_steps=2)
     train(t, m, tmp_path / "r", quiet=True)
     before = (tmp_path / "r" / "latest.json").read_text()
-    with pytest.raises(EdlmError, match="--resume"):
+    with pytest.raises(EdlmError, match="`resume=True`"):
         train(t, m, tmp_path / "r", quiet=True)
     assert (tmp_path / "r" / "latest.json").read_text() == before
 

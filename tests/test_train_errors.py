@@ -11,10 +11,10 @@ CASES = [
     ({"objective": "nce"}, {}, "objective 'nce' needs `diffusion`", "objective 'nce' needs --diffusion"),
     ({"seq_len": 32}, {"max_len": 16},
      "`seq_len` 32 is longer than the model allows (16); lower `seq_len` or raise `max_len`",
-     "--seq_len 32 is longer than the model allows (16); lower --seq_len or raise --max_len"),
+     "--seq-len 32 is longer than the model allows (16); lower --seq-len or raise --max-len"),
     ({"lr": -1.0}, {}, "`lr` must be a finite number with 0 < `lr`", "--lr must be a finite number with 0 < --lr"),
     ({}, {"d_model": 30, "n_heads": 4}, "`d_model` 30 must be a multiple of `n_heads` 4",
-     "--d_model 30 must be a multiple of --n_heads 4"),
+     "--d-model 30 must be a multiple of --n-heads 4"),
 ]
 
 

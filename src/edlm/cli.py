@@ -19,6 +19,7 @@ import sys
 os.environ.setdefault("GOMP_SPINCOUNT", "10000")
 
 from edlm import __version__  # noqa: E402
+from edlm.commands import kebab_options  # noqa: E402
 from edlm.errors import EdlmError  # noqa: E402
 from edlm.utils import atomic_write_json, summary_line  # noqa: E402
 
@@ -47,7 +48,8 @@ def build_parser() -> argparse.ArgumentParser:
         mod = importlib.import_module(f"edlm.commands.{name}")
         sp = mod.add_parser(sub, name, help_)
         sp.add_argument("--json-out", metavar="PATH", help="also write the JSON summary to PATH")
-        sp.set_defaults(_run=mod.run)
+        sp.set_defaults(_run=mod.run, _writes=getattr(mod, "writes", None))
+    kebab_options(p)  # one spelling: --max-steps (the old --max_steps still parses)
     return p
 
 
@@ -58,12 +60,22 @@ def main(argv: list[str] | None = None) -> int:
         parser.print_help()
         return 0
     try:
+        from edlm.commands import Paths
+        from edlm.safe_io import check_outputs
         from edlm.validate import out_file
 
+        plan = args._writes(args) if args._writes else Paths()  # no output is an input, before any work
+        check_outputs({**plan.outputs, "--json-out": getattr(args, "json_out", None)}, plan.reads,
+                      folders=plan.folders)
         out_file("--json-out", getattr(args, "json_out", None))
         result = args._run(args)
     except EdlmError as e:
         print(f"edlm {args.command}: error: {e}", file=sys.stderr)
+        return 2
+    except OSError as e:  # the machine's state (a full disk, a read-only folder): one line too, never a traceback
+        from edlm.safe_io import os_error
+
+        print(f"edlm {args.command}: error: {os_error(e)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print(f"edlm {args.command}: interrupted", file=sys.stderr)
@@ -73,7 +85,11 @@ def main(argv: list[str] | None = None) -> int:
     if int(os.environ.get("RANK", "0")) != 0:
         return 0  # under torchrun only rank 0 reports
     if args.json_out:
-        atomic_write_json(args.json_out, result)
+        try:
+            atomic_write_json(args.json_out, result)
+        except EdlmError as e:
+            print(f"edlm {args.command}: error: {e}", file=sys.stderr)
+            return 2
     print(summary_line(result), flush=True)
     return 0
 

@@ -8,13 +8,25 @@ from pathlib import Path
 
 def _series(rows):
     groups: dict[str, list[dict]] = {}
+    seeds = len({r.get("seed") for r in rows}) > 1
     for r in rows:
         if r["method"] == "ar":
             continue
         label = r["method"] if r["method"] == "mdlm" else f"{r['method']} k={r['k']}" + (
             f" w={r['window'][0]:g}-{r['window'][1]:g}" if r.get("window") and r["window"] != [0.0, 1.0] else "")
+        label += _settings(r, seeds)
         groups.setdefault(label, []).append(r)
     return {k: sorted(v, key=lambda r: r["steps"]) for k, v in groups.items()}
+
+
+def _settings(r: dict, seeds: bool) -> str:
+    """The bench settings of a row that differ from the defaults (unmasking, tau, k policy, min-unmask, seed)."""
+    out = [r["unmask"] if r.get("unmask", "random") != "random" else "",
+           f"tau={r['temperature']:g}" if r.get("temperature", 1.0) != 1.0 else "",
+           "k-policy=ess" if r.get("k_policy", "fixed") != "fixed" else "",
+           f"min-unmask={r['min_unmask']}" if r.get("min_unmask", 1) != 1 else "",
+           f"seed {r.get('seed')}" if seeds else ""]
+    return "".join(f" {o}" for o in out if o)
 
 
 def plot_sweep(rows: list[dict], out: Path, title: str = "", reference: dict | None = None) -> list[str]:
@@ -59,12 +71,35 @@ def plot_sweep(rows: list[dict], out: Path, title: str = "", reference: dict | N
         ax.grid(alpha=0.3, which="both")
         ax.legend(fontsize=7)
         fig.tight_layout()
-        tmp = out / f".{name}.tmp.png"
-        fig.savefig(tmp)
+        save_figure(fig, out / name)
         plt.close(fig)
-        tmp.replace(out / name)
         files.append(str(out / name))
     return files
+
+
+def figure_format(path: Path) -> str:
+    """The image format a path's suffix names (png, pdf, svg ...): an EdlmError for one matplotlib cannot write."""
+    from matplotlib.figure import Figure
+
+    from edlm.errors import EdlmError
+
+    fmt = Path(path).suffix.lstrip(".").lower()
+    known = Figure().canvas.get_supported_filetypes()
+    if fmt not in known:
+        raise EdlmError(f"{path}: cannot write a {fmt or 'suffix-less'} image; end the path in .png (or "
+                        f"{', '.join('.' + k for k in sorted(known) if k != 'png')})")
+    return fmt
+
+
+def save_figure(fig, path: Path, **kw) -> None:
+    """Render to memory, then write atomically (safe_io): no half image, nothing written through a link."""
+    import io
+
+    from edlm.safe_io import atomic_write_bytes
+
+    buf = io.BytesIO()
+    fig.savefig(buf, format=figure_format(path), **kw)
+    atomic_write_bytes(path, buf.getvalue())
 
 
 def read_metrics(path: Path) -> tuple[list[dict], list[dict]]:
@@ -89,8 +124,14 @@ def plot_training_curves(run: Path, out: Path | None = None) -> Path:
     """RUN/metrics.jsonl -> a PNG of the training loss and validation loss by step (plus NCE accuracy when
     the run logs it). Returns the PNG's path (default RUN/curves.png)."""
     from edlm.errors import EdlmError
+    from edlm.runs.folder import RUN_ENTRIES
+    from edlm.safe_io import check_outputs
 
     run = Path(run)
+    out = Path(out) if out is not None else run / "curves.png"
+    # the PNG may go into the run folder (its default does), never over what the run holds
+    check_outputs({"`out`": out}, {f"the run's {e}": run / e for e in RUN_ENTRIES})
+    figure_format(out)
     metrics = run / "metrics.jsonl"
     if not metrics.is_file():
         raise EdlmError(f"{run} has no metrics.jsonl: it is not a run folder, or it has not logged a step yet")
@@ -124,9 +165,7 @@ def plot_training_curves(run: Path, out: Path | None = None) -> Path:
         a2.set_ylabel("NCE accuracy")
         a2.legend()
         a2.grid(alpha=0.3)
-    out = Path(out) if out is not None else run / "curves.png"
-    out.parent.mkdir(parents=True, exist_ok=True)
     fig.tight_layout()
-    fig.savefig(out, dpi=120)
+    save_figure(fig, out, dpi=120)
     plt.close(fig)
     return out

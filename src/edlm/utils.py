@@ -6,69 +6,22 @@ import hashlib
 import json
 import os
 import re
-import stat
 import sys
-import tempfile
 import time
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
 
 import torch
 
-
-def file_mode_for(path: str | os.PathLike) -> int:
-    """The mode a plain `open(path, "w")` would leave: the old file's mode when replacing one, else 0o666
-    minus the umask. (mkstemp creates 0600 files; a replaced samples file must not turn private.)"""
-    try:
-        return stat.S_IMODE(os.stat(path).st_mode)
-    except OSError:
-        return 0o666 & ~current_umask()
-
-
-def current_umask() -> int:
-    try:  # Linux >= 4.7 reports it without changing it
-        for line in Path("/proc/self/status").read_text().splitlines():
-            if line.startswith("Umask:"):
-                return int(line.split()[1], 8)
-    except (OSError, ValueError):
-        pass
-    old = os.umask(0o022)
-    os.umask(old)
-    return old
-
-
-def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
-    """Write via a temp file in the same folder + os.replace, so readers never see half a file."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    mode = file_mode_for(path)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        os.fchmod(fd, mode)
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-
-
-def atomic_write_json(path: str | os.PathLike, obj: Any) -> None:
-    atomic_write_bytes(path, (json.dumps(obj, indent=2, sort_keys=True, default=_jsonable) + "\n").encode())
-
-
-def _jsonable(o: Any) -> Any:
-    if isinstance(o, Path):
-        return str(o)
-    if hasattr(o, "item"):
-        return o.item()
-    if hasattr(o, "tolist"):
-        return o.tolist()
-    raise TypeError(f"not JSON serialisable: {type(o)}")
+# the writers live in safe_io (no links followed, no half files); re-exported for the many callers
+from edlm.safe_io import (  # noqa: F401
+    atomic_write_bytes,
+    atomic_write_json,
+    current_umask,
+    file_mode_for,
+    fsync_path,
+    jsonable,
+)
 
 
 def sha256_file(path: str | os.PathLike, chunk: int = 1 << 22) -> str:
@@ -79,18 +32,9 @@ def sha256_file(path: str | os.PathLike, chunk: int = 1 << 22) -> str:
     return h.hexdigest()
 
 
-def fsync_path(path: str | os.PathLike) -> None:
-    """Flush a file (or a folder's entries) to disk, so a rename that follows never exposes lost data."""
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
 def summary_line(obj: dict) -> str:
     """The one-line JSON summary every command prints last on stdout."""
-    return json.dumps(obj, sort_keys=False, default=_jsonable)
+    return json.dumps(obj, sort_keys=False, default=jsonable)
 
 
 def progress(iterable=None, total=None, desc: str = "", unit: str = "it", disable: bool | None = None, **kw):
@@ -101,6 +45,16 @@ def progress(iterable=None, total=None, desc: str = "", unit: str = "it", disabl
         disable = os.environ.get("EDLM_NO_PROGRESS", "") not in ("", "0")
     return tqdm(iterable, total=total, desc=desc, unit=unit, file=sys.stderr, disable=disable,
                 dynamic_ncols=True, leave=False, **kw)
+
+
+def quiet_default(quiet: bool | None) -> bool:
+    """The API's `quiet`: as given, or (None) quiet unless stderr is a terminal, where a progress bar helps."""
+    if quiet is not None:
+        return bool(quiet)
+    try:
+        return not sys.stderr.isatty()
+    except (AttributeError, ValueError):  # a replaced or closed stderr
+        return True
 
 
 DEVICE_FORM = re.compile(r"(cpu|cuda|mps)(?::(\d+))?")

@@ -20,12 +20,14 @@ from edlm.errors import EdlmError
 from edlm.models.kernels import check_kernels
 from edlm.runs import checkpoint as ckpt
 from edlm.runs.checkpoint import RunStore
+from edlm.runs.clear import clear_run
 from edlm.runs.folder import RunMeta, write_run
 from edlm.runs.load import build_model, load_model
-from edlm.runs.lock import RunLock
+from edlm.runs.lock import LOCK_NAME, RunLock
 from edlm.runs.metrics_files import check_log, metric_sinks
 from edlm.runs.prepare import prepare_run
 from edlm.runs.resume import resume_from, truncate_metrics
+from edlm.safe_io import check_kinds, check_outputs
 from edlm.training.distributed import Dist, barrier, cleanup, init_distributed
 from edlm.training.loop import TrainState, build_state, fit
 from edlm.training.metrics_log import TrainLog
@@ -34,18 +36,27 @@ from edlm.utils import pick_device
 from edlm.validate import out_dir
 
 
-def train_run(cfg: TrainConfig, model_cfg: TransformerConfig, out: str | Path, *, resume: bool = False,
+def train_run(cfg: TrainConfig, model_cfg: TransformerConfig, out: str | Path, *, resume: bool | str = False,
               max_steps: int | None = None, quiet: bool = False, overrides: dict | None = None, log=(),
-              accept_data_change: bool = False) -> dict:
+              overwrite: bool = False, accept_data_change: bool = False) -> dict:
     """Train (or resume, keeping the saved config except for `overrides` of RESUME_OVERRIDABLE options and
     `max_steps`). Returns the summary. log: extra metric sinks besides metrics.jsonl ("tensorboard": event
-    files in RUN/tensorboard/). Holds RUN/train.lock throughout; the lock, the metrics files, the progress
-    bar and the process group are released however training ends."""
+    files in RUN/tensorboard/). resume="auto": resume when `out` holds a run, else start one. overwrite: start
+    the run in `out` again (its training files removed, under the lock). Holds RUN/train.lock throughout; the
+    lock, the metrics files, the progress bar and the process group are released however training ends."""
     out = Path(out)
     sinks = check_log(log)
     out_dir("`out`", out)
-    if not (out / "run.json").exists():
-        check_config(cfg, model_cfg)  # before the folder is created
+    check_outputs({"`out`": out}, {"`diffusion`": cfg.diffusion or None, f"corpus {cfg.data}": _corpus(cfg.data)})
+    check_kinds(out, files=("run.json", "latest.json", "metrics.jsonl", LOCK_NAME), folders=("checkpoints",))
+    if resume not in (True, False, "auto"):
+        raise EdlmError(f"`resume` {resume!r}: give True, False or 'auto'")
+    if resume and overwrite:
+        raise EdlmError("`resume` continues the run in `out` and `overwrite` starts it again: give one")
+    if resume == "auto":
+        resume = (out / "run.json").exists()
+    if overwrite or not (out / "run.json").exists():
+        check_config(cfg, model_cfg)  # before the folder is created (or cleared)
     device = pick_device(cfg.device)
     check_kernels(cfg.kernels, device, training=True)  # a missing package: before the folder exists
     d = init_distributed(device, group=cfg.parallel == "fsdp")
@@ -55,6 +66,8 @@ def train_run(cfg: TrainConfig, model_cfg: TransformerConfig, out: str | Path, *
         if d.is_main:
             out.mkdir(parents=True, exist_ok=True)
             lock = RunLock(out).acquire()
+            if overwrite:
+                clear_run(out)
         meta, cfg, model_cfg = prepare_run(out, cfg, model_cfg, resume, max_steps, d.world_size, overrides,
                                            accept_data_change)
         run = _build(cfg, model_cfg, meta, out, d, resume, accept_data_change)
@@ -79,6 +92,14 @@ def train_run(cfg: TrainConfig, model_cfg: TransformerConfig, out: str | Path, *
         if lock is not None:
             lock.release()
         cleanup(d)
+
+
+def _corpus(name: str) -> Path | None:
+    """The corpus folder training reads (None for a name that is not a corpus: prepare_run says so)."""
+    try:
+        return corpora.corpus_dir(name)
+    except EdlmError:
+        return None
 
 
 def _build(cfg: TrainConfig, model_cfg: TransformerConfig, meta: RunMeta, out: Path, d: Dist, resume: bool,
@@ -118,21 +139,33 @@ def _split_configs(configs) -> tuple[TransformerConfig, TrainConfig]:
     return found[TransformerConfig], found[TrainConfig]
 
 
-def train(configs="tiny", out: str | Path | None = None, *, resume: bool = False, quiet: bool = True,
-          log=(), accept_data_change: bool = False, **options) -> dict:
+def train(configs="tiny", out: str | Path | None = None, *, preset: str | None = None, resume: bool | str = False,
+          overwrite: bool = False, quiet: bool | None = None, log=(), accept_data_change: bool = False,
+          **options) -> dict:
     """Train (or, with resume=True, continue) a model into the run folder `out`; returns the summary.
 
     configs: a preset's (TransformerConfig, TrainConfig) pair, e.g. edlm.presets.tiny() (either order is
-    accepted), or a preset name. options: any TrainConfig or TransformerConfig field, e.g.
-    objective="ar", data="synthetic", max_steps=200, d_model=64. log="tensorboard": metrics also go to
-    TensorBoard event files in out/tensorboard/ (pip install 'edlm[tensorboard]'); metrics.jsonl always.
-    The trained run opens with edlm.load(out). accept_data_change: resume (or, for objective "nce", use the
-    `diffusion` run) although the corpus changed since the run was made: a warning instead of an error, and
-    a resumed run is bound to the corpus as it is now (docs/reliability.md)."""
+    accepted), or a preset name; preset: a preset by name (as `edlm train --preset`), instead of configs.
+    options: any TrainConfig or TransformerConfig field, e.g. objective="ar", data="synthetic", max_steps=200,
+    d_model=64. resume: True continues the run in `out` exactly where it stopped (its saved options win, see
+    `edlm train --help`); "auto" continues it if there is one, else starts it (a run killed before its first
+    checkpoint restarts from step 0). overwrite: start the run in `out` over (its checkpoints, metrics and
+    run.json are removed). quiet: no progress bar (default: quiet unless stderr is a terminal).
+    log="tensorboard": metrics also go to TensorBoard event files in out/tensorboard/ (pip install
+    'edlm[tensorboard]'); metrics.jsonl always. The trained run opens with edlm.load(out). accept_data_change:
+    resume (or, for objective "nce", use the `diffusion` run) although the corpus changed since the run was
+    made: a warning instead of an error, and a resumed run is bound to the corpus as it is now
+    (docs/reliability.md)."""
     from dataclasses import replace
+
+    from edlm.utils import quiet_default
 
     if out is None:
         raise EdlmError("train needs `out`, the run folder to write")
+    if preset is not None:
+        if not (configs == "tiny" or configs == preset):
+            raise EdlmError("give `configs` or `preset`, not both")
+        configs = preset
     model_cfg, cfg = _split_configs(configs)
     tr_names = {f.name for f in fields(TrainConfig)}
     md_names = {f.name for f in fields(TransformerConfig)}
@@ -146,5 +179,5 @@ def train(configs="tiny", out: str | Path | None = None, *, resume: bool = False
         model_cfg = replace(model_cfg, max_len=max(model_cfg.max_len, cfg.seq_len))
     if not resume:
         check_config(cfg, model_cfg)  # on resume the saved values merged with `options` are checked instead
-    return train_run(cfg, model_cfg, out, resume=resume, max_steps=tr.get("max_steps"), quiet=quiet,
-                      overrides={**tr, **md}, log=log, accept_data_change=accept_data_change)
+    return train_run(cfg, model_cfg, out, resume=resume, max_steps=tr.get("max_steps"), quiet=quiet_default(quiet),
+                     overrides={**tr, **md}, log=log, overwrite=overwrite, accept_data_change=accept_data_change)

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import os
 import re
 from collections.abc import Mapping
+from dataclasses import dataclass, field
 
 from edlm.errors import EdlmError
 
@@ -28,6 +30,32 @@ def in_flag_terms(e: EdlmError, options, dash: bool = False) -> EdlmError:
     return EdlmError(msg)
 
 
+def kebab_options(parser) -> None:
+    """Every option of `parser` and its sub-parsers spelled --kebab-case (the same names as the Python API's
+    arguments, '_' as '-'); an old --snake_case spelling still parses, but --help no longer shows it."""
+    import argparse
+
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for child in action.choices.values():
+                kebab_options(child)
+            continue
+        new = [("--" + o[2:].replace("_", "-")) if o.startswith("--") else o for o in action.option_strings]
+        for old, kebab in zip(action.option_strings, new, strict=True):
+            if old != kebab:
+                parser._option_string_actions.setdefault(kebab, action)
+                if isinstance(action, argparse.BooleanOptionalAction):  # it reads which string was given
+                    parser._option_string_actions[old] = argparse._StoreConstAction(
+                        [old], action.dest, const=not old.startswith("--no-"), default=argparse.SUPPRESS,
+                        help=argparse.SUPPRESS)
+        action.option_strings = new  # the old strings stay in _option_string_actions: accepted, not shown
+
+
+def old_spelling(parser, old: str, new: str) -> None:
+    """Accept option `old` (a former name) as `new`, without showing it in --help."""
+    parser._option_string_actions[old] = parser._option_string_actions[new]
+
+
 ACCEPT_FLAG = {"accept_data_change": "--accept-data-change"}
 """the library's `accept_data_change=True` as the commands' flag"""
 
@@ -36,3 +64,37 @@ def add_accept_data_change(p) -> None:
     p.add_argument("--accept-data-change", action="store_true",
                    help="use the run although its corpus changed since the run was made (another text prepared "
                    "under its name): a warning on stderr instead of an error (docs/reliability.md)")
+@dataclass
+class Paths:
+    """What a command will write and read, by flag; a command module's `writes(args)` returns it and the CLI
+    checks it (safe_io.check_outputs, with --json-out added) before the command runs."""
+
+    outputs: dict = field(default_factory=dict)
+    reads: dict = field(default_factory=dict)
+    folders: tuple = ()
+    """the outputs that are folders the command fills"""
+
+
+def energy_run(spec) -> str | None:
+    """The run folder of an --energy KIND:RUN (None: none given, or not that form)."""
+    kind, sep, path = (spec or "").partition(":")
+    return path if sep and path else None
+
+
+def evaluator_path(spec) -> str | None:
+    """The file or folder an --evaluator reads: edlm:RUN, gguf:FILE, or a local model folder."""
+    spec = str(spec or "")
+    for prefix in ("edlm:", "gguf:"):
+        if spec.startswith(prefix):
+            return spec[len(prefix):] or None
+    return spec if spec and os.path.exists(spec) else None
+
+
+def corpus_path(name, root=None):
+    """The folder of corpus `name` in the data cache (None for a name that is not a corpus)."""
+    from edlm.data.manifest import corpus_dir
+
+    try:
+        return corpus_dir(name, root) if name else None
+    except EdlmError:
+        return None

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from edlm.commands import in_flag_terms
+from edlm.commands import Paths, in_flag_terms
 from edlm.errors import EdlmError
 
 # convert()'s arguments and the flags that give them
@@ -52,3 +52,7 @@ def run(args):
                        n_heads=args.n_heads, bos_id=args.bos_id)
     except EdlmError as e:  # the library names convert()'s arguments; here they are flags
         raise in_flag_terms(e, FLAGS) from None
+
+
+def writes(args) -> Paths:
+    return Paths({"--out": args.out}, {"--src": args.src}, folders=("--out",))

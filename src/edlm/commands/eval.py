@@ -5,7 +5,14 @@ from __future__ import annotations
 import argparse
 import math
 
-from edlm.commands import ACCEPT_FLAG, add_accept_data_change, in_flag_terms
+from edlm.commands import (
+    Paths,
+    add_accept_data_change,
+    corpus_path,
+    energy_run,
+    evaluator_path,
+    in_flag_terms,
+)
 from edlm.commands.sample import parse_window
 from edlm.errors import EdlmError
 from edlm.utils import pick_device
@@ -21,6 +28,10 @@ from edlm.validate import (
     temperature,
 )
 
+NELBO_OPTIONS = ("ckpt", "split", "t_samples", "steps", "energy", "k", "window", "temperature", "min_unmask",
+                 "bound_draws", "logz_samples", "t_eps", "max_blocks", "batch_size", "seed", "device",
+                 "accept_data_change")
+
 
 def add_parser(sub, name, help_):
     p = sub.add_parser(name, help=help_, description=help_)
@@ -30,8 +41,8 @@ def add_parser(sub, name, help_):
                      "(docs/likelihood.md). MDLM run: the continuous-time NELBO (an upper bound); with --steps T "
                      "also the NELBO of the T-step sampler. AR run: the exact NLL. With --energy: the paper's "
                      "EDLM likelihood (an ESTIMATE, not a bound), and with --steps T the NELBO of the T-step "
-                     "EDLM sampler with that energy, --k, --window and --temperature (an upper bound on that "
-                     "sampler's NLL).",
+                     "EDLM sampler with that energy, --k, --window, --temperature and --min-unmask (an upper "
+                     "bound on that sampler's NLL).",
                      formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     n.add_argument("--ckpt", required=True, help="MDLM or AR run folder")
     n.add_argument("--split", default="test", choices=["train", "valid", "test"])
@@ -40,10 +51,15 @@ def add_parser(sub, name, help_):
                    help="also the T-step bounds: of the T-step MDLM sampler and, with --energy, of the EDLM one")
     n.add_argument("--energy", default=None, metavar="KIND:RUN",
                    help="EDLM: ar:AR_RUN, coar:AR_RUN or nce:NCE_RUN (estimate; with --steps also a bound)")
-    n.add_argument("--k", type=int, default=8, help="EDLM sampler's candidates per step (for the --steps bound)")
+    n.add_argument("--k", type=int, default=4, help="EDLM sampler's candidates per step (for the --steps bound; "
+                   "the default is `edlm sample`'s)")
     n.add_argument("--window", type=parse_window, default=(0.0, 1.0), metavar="T_LO,T_HI",
                    help="EDLM sampler's window (for the --steps bound)")
-    n.add_argument("--temperature", type=float, default=1.0, help="EDLM sampler's temperature (--steps bound)")
+    n.add_argument("--temperature", type=float, default=1.0,
+                   help="EDLM sampler's energy temperature tau (--steps bound)")
+    n.add_argument("--min-unmask", type=int, default=1, metavar="M",
+                   help="EDLM sampler's --min-unmask (--steps bound): the energy only where a step unmasks at least "
+                        "M positions of a sequence, as `edlm sample --min-unmask M` samples")
     n.add_argument("--bound-draws", type=int, default=8, metavar="R",
                    help="EDLM --steps bound: average its correction over R draws (any R is a bound; larger R "
                    "is tighter and costs R x k energy forwards per sequence)")
@@ -165,6 +181,7 @@ def run(args):
         at_most(flag, value, MAX_LOOP, BOUND_STEPS_WHY if flag == "--steps" else PASSES_WHY)
     at_least("--k", args.k, 1)
     at_least("--bound-draws", args.bound_draws, 1)
+    at_least("--min-unmask", args.min_unmask, 1)
     if args.logz_samples < 2:
         raise EdlmError("--logz-samples must be >= 2 (the estimate's upper end needs leave-one-out terms)")
     temperature("--temperature", args.temperature)
@@ -172,8 +189,8 @@ def run(args):
         finite_in("--t-eps", args.t_eps, 0.0, 1.0, lo_open=True, hi_open=True)
     try:
         out = nelbo_command(args)
-    except EdlmError as e:
-        raise in_flag_terms(e, ACCEPT_FLAG) from None
+    except EdlmError as e:  # Run.nelbo names its arguments; here they are flags
+        raise in_flag_terms(e, NELBO_OPTIONS, dash=True) from None
     for name, entry in out["results"].items():  # a finite checkpoint can still overflow: never report NaN
         if entry["nll"] is not None and not math.isfinite(entry["nll"]):
             raise EdlmError(f"the {name} NLL of {args.ckpt} came out {entry['nll']} (the outputs overflow): "
@@ -190,16 +207,13 @@ def nelbo_command(args):
     run_ = load(args.ckpt, pick_device(args.device), expect="mdlm|ar", accept_data_change=args.accept_data_change)
     if args.energy and run_.meta.objective != "mdlm":
         raise EdlmError("--energy needs an MDLM --ckpt (the proposal)")
-    try:
-        out = run_.nelbo(split=args.split, steps=args.steps, energy=args.energy, k=args.k, window=args.window,
-                         temperature=args.temperature, t_samples=args.t_samples, bound_draws=args.bound_draws,
-                         logz_samples=args.logz_samples, t_eps=args.t_eps, max_blocks=args.max_blocks,
-                         batch_size=args.batch_size, seed=args.seed, quiet=args.quiet)
-    except EdlmError as e:  # the library names arguments (`batch_size=32`); here they are flags
-        flags = ("batch_size", "k", "logz_samples", "steps")
-        raise in_flag_terms(e, {**{k: "--" + k.replace("_", "-") for k in flags}, **ACCEPT_FLAG}) from None
+    out = run_.nelbo(split=args.split, steps=args.steps, energy=args.energy, k=args.k, window=args.window,
+                     temperature=args.temperature, min_unmask=args.min_unmask, t_samples=args.t_samples,
+                     bound_draws=args.bound_draws,
+                     logz_samples=args.logz_samples, t_eps=args.t_eps, max_blocks=args.max_blocks,
+                     batch_size=args.batch_size, seed=args.seed, quiet=args.quiet)
     for w in out["warnings"]:
-        print(f"edlm eval nelbo: warning: {w}", file=sys.stderr)
+        print(f"edlm eval nelbo: warning: {in_flag_terms(EdlmError(w), NELBO_OPTIONS, dash=True)}", file=sys.stderr)
     return out
 
 
@@ -232,3 +246,21 @@ def samples_command(args) -> dict:
                            accept_data_change=getattr(args, "accept_data_change", False))
     out["samples"] = str(args.samples)
     return out
+
+
+def writes(args) -> Paths:
+    if args.eval_what == "samples":
+        return Paths(reads={"--samples": args.samples, "--evaluator": evaluator_path(args.evaluator),
+                            "--reference": args.reference, "--mauve-features": evaluator_path(args.mauve_features)})
+    return Paths(reads={"--ckpt": args.ckpt, "--energy": energy_run(args.energy),
+                        "the run's corpus": _corpus_of(args.ckpt)})
+
+
+def _corpus_of(run):
+    """The corpus folder a run was trained on (None if its run.json cannot be read: loading says why)."""
+    from edlm.runs.folder import read_run
+
+    try:
+        return corpus_path(read_run(run).get("data"))
+    except (EdlmError, OSError):
+        return None

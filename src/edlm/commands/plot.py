@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
+from edlm.commands import Paths
 from edlm.validate import out_file
 
 
@@ -17,3 +20,12 @@ def run(args):
 
     out_file("--out", args.out)
     return {"run": str(args.run), "png": str(plot_run(args.run, args.out))}
+
+
+def writes(args) -> Paths:
+    """The PNG may go into RUN (its default does), never over what the run holds."""
+    from edlm.runs.folder import RUN_ENTRIES
+
+    run = Path(args.run)
+    return Paths({"--out": args.out if args.out is not None else run / "curves.png"},
+                 {f"the run's {e}": run / e for e in RUN_ENTRIES})

@@ -6,7 +6,7 @@ import argparse
 import dataclasses
 import typing
 
-from edlm.commands import ACCEPT_FLAG, add_accept_data_change, in_flag_terms
+from edlm.commands import Paths, add_accept_data_change, corpus_path, in_flag_terms
 from edlm.config.model import TransformerConfig
 from edlm.config.train import RESUME_OVERRIDABLE, TrainConfig
 from edlm.errors import EdlmError
@@ -21,7 +21,8 @@ MODEL_HELP = {"n_layers": "transformer blocks", "d_model": "hidden size", "n_hea
               "dropout": "dropout on each block's two residual branches, training only (MDLM: 0.1)",
               "attn_dropout": "dropout on the attention probabilities, training only (MDLM: 0)",
               "time_conditioning": "condition the denoiser on t (MDLM's default: no)"}
-OPTIONS = {f.name for f in dataclasses.fields(TrainConfig)} | set(MODEL_FIELDS) | {"out", "resume", "preset", "log"}
+OPTIONS = ({f.name for f in dataclasses.fields(TrainConfig)} | set(MODEL_FIELDS)
+           | {"out", "resume", "overwrite", "preset", "log", "quiet", "accept_data_change"})
 """the option names a library error may mention (as `name`), each a flag of `edlm train`"""
 
 
@@ -49,14 +50,18 @@ def add_parser(sub, name, help_):
                        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
                        epilog="On --resume the run's saved options win over the preset. These may be given to "
                        "change them from the checkpoint on (they are recorded in run.json): "
-                       + ", ".join("--" + k for k in RESUME_OVERRIDABLE) + ". Any other option must repeat "
-                       "its saved value or be left out. A run folder is written by one training at a time "
-                       "(train.lock). Training stops, saving nothing more, on a NaN/inf loss or weights and "
-                       "on a diverging loss (see --diverge_factor).")
+                       + ", ".join("--" + k.replace("_", "-") for k in RESUME_OVERRIDABLE) + ". Any other "
+                       "option must repeat its saved value or be left out. A run folder is written by one training "
+                       "at a time (train.lock). Training stops, saving nothing more, on a NaN/inf loss or weights "
+                       "and on a diverging loss (see --diverge-factor). Options are spelled as edlm.train's "
+                       "arguments, '_' as '-' (the older --max_steps spellings still work).")
     p.add_argument("--preset", default="tiny", choices=list(PRESETS), help="model + training preset")
     p.add_argument("--out", required=True, help="run folder (checkpoints, metrics.jsonl, run.json)")
-    p.add_argument("--resume", action="store_true",
-                   help="continue the run in --out exactly where it stopped (its saved options win; see below)")
+    p.add_argument("--resume", nargs="?", const=True, default=False, choices=(True, "auto"), metavar="auto",
+                   help="continue the run in --out exactly where it stopped (its saved options win; see below); "
+                        "--resume auto: continue it if --out holds a run, else start it")
+    p.add_argument("--overwrite", action="store_true",
+                   help="start the run in --out over: its checkpoints, metrics and run.json are removed first")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.add_argument("--log", action="append", choices=list(LOG_SINKS), default=None,
                    help="also log metrics to this (repeatable; metrics.jsonl is always written): tensorboard = "
@@ -82,7 +87,13 @@ def run(args):
 
     tr, md = given_options(args)
     try:
-        return train(args.preset, out=args.out, resume=args.resume, quiet=args.quiet, log=args.log or (),
-                     accept_data_change=args.accept_data_change, **tr, **md)
+        return train(preset=args.preset, out=args.out, resume=args.resume, overwrite=args.overwrite,
+                     quiet=args.quiet, log=args.log or (), accept_data_change=args.accept_data_change, **tr, **md)
     except EdlmError as e:  # the library names options as `name`; here they are flags
-        raise in_flag_terms(in_flag_terms(e, ACCEPT_FLAG), OPTIONS) from None
+        raise in_flag_terms(e, OPTIONS, dash=True) from None
+
+
+def writes(args) -> Paths:
+    data = args.data or (PRESETS[args.preset]()[1].data if args.preset in PRESETS else None)
+    return Paths({"--out": args.out}, {"--diffusion": args.diffusion or None, f"corpus {data}": corpus_path(data)},
+                 folders=("--out",))

@@ -31,12 +31,17 @@ def request_for(name: str, source=None, tokenizer=None, train_tokens: int | None
                             "is real text: drop it")
         if int(train_tokens) < 10_000:
             raise EdlmError(f"`train_tokens={train_tokens}`: use at least 10000 (a training split needs many windows)")
-    if tokenizer is not None and tokenizer not in ("char", "gpt2"):
-        raise EdlmError(f"unknown tokenizer {tokenizer!r}; use `tokenizer=char` or `tokenizer=gpt2`")
-    if source and name in ("textfile", "text8") and Path(source).exists():  # before any staging folder
-        check_source(Path(source), dir_ok=name == "textfile")  # a regular file within the cap (or a folder)
-    if name == "textfile":
-        return {"source": str(Path(source).resolve()) if source else None, "tokenizer": tokenizer or "char"}
+    from edlm.data.names import is_textfile
+    from edlm.data.tokenizers import TEXTFILE_TOKENIZERS
+
+    if tokenizer is not None and tokenizer not in TEXTFILE_TOKENIZERS:
+        raise EdlmError(f"unknown tokenizer {tokenizer!r}; use one of "
+                        + ", ".join(f"`tokenizer={t}`" for t in TEXTFILE_TOKENIZERS))
+    if source and (is_textfile(name) or name == "text8") and Path(source).exists():  # before any staging folder
+        check_source(Path(source), dir_ok=is_textfile(name))  # a regular file within the cap (or a folder)
+    if is_textfile(name):  # a named corpus (new) defaults to the lossless chars; `textfile` keeps text8's char
+        default = "char" if name == "textfile" else "chars"
+        return {"source": str(Path(source).resolve()) if source else None, "tokenizer": tokenizer or default}
     if tokenizer is not None:
         fixed = {
             "wiki-char": "char",
@@ -60,8 +65,10 @@ def request_for(name: str, source=None, tokenizer=None, train_tokens: int | None
 
 
 def same_request(m: dict, request: dict) -> bool:
+    from edlm.data.names import is_textfile
+
     old = m.get("request", {})
-    if m["corpus"] == "textfile":  # no --source: whatever textfile is prepared
+    if is_textfile(m["corpus"]):  # no --source: whatever textfile is prepared
         return request["source"] is None or (old.get("source"), old.get("tokenizer")) == (
             request["source"], request["tokenizer"])  # fmt: skip
     if request.get("train_tokens") is not None:  # a language sampled to another size is another build
@@ -283,28 +290,26 @@ def _read_utf8(p: Path, budget: Budget) -> str:
 
 
 def build_textfile(tmp: Path, root: Path, request: dict):
-    import re
-
+    from edlm.data import textfile
     from edlm.data.tokenizers import gpt2_tokenizer
-    from edlm.data.wikifil import text8_normalize
 
     src = request.get("source")
     if not src:
-        raise EdlmError("textfile needs --source PATH (a UTF-8 file or a folder of .txt files), e.g. "
-                        "`edlm data prepare textfile --source notes.txt --tokenizer char`")  # fmt: skip
+        raise EdlmError("textfile needs a source: `source` (--source PATH on the command line), a UTF-8 file or a "
+                        "folder of .txt files")  # fmt: skip
     p = Path(src)
     if not p.exists():
         raise EdlmError(f"source {p} does not exist; pass an existing UTF-8 file or folder of .txt files")
     check_source(p)  # a regular file or a folder; FIFOs and devices are refused unread
     files = sorted(x for x in p.rglob("*.txt") if x.is_file()) if p.is_dir() else [p]
-    # documents: paragraphs (blank-line separated) of every file, so even one file can be split
-    docs, budget = [], Budget(f"source {p}" + (" (all its .txt files together)" if p.is_dir() else ""))
-    for f in progress(files, desc="textfile: reading", unit="file"):
-        text = _read_utf8(f, budget).replace("\r\n", "\n")
-        docs += [d.strip() for d in re.split(r"\n\s*\n", text) if d.strip()]
+    budget = Budget(f"source {p}" + (" (all its .txt files together)" if p.is_dir() else ""))
     kind = request.get("tokenizer", "char")
-    if kind == "char":
-        docs = [d for d in (text8_normalize(x) for x in docs) if d]
+    texts = [_read_utf8(f, budget) for f in progress(files, desc="textfile: reading", unit="file")]
+    # documents: paragraphs (blank-line separated) of every file, so even one file can be split
+    docs, loss = textfile.documents(texts, kind)
+    warning = textfile.warn_if_lossy(loss, kind) if docs else None
+    if warning:
+        loss["warnings"] = [warning]
     if not docs:
         what = f"{p} has no .txt files" if p.is_dir() and not files else f"{p} contains no usable text"
         raise EdlmError(
@@ -317,12 +322,19 @@ def build_textfile(tmp: Path, root: Path, request: dict):
     if kind == "char":
         w = SplitWriter(tmp, 27)
         write_char_docs(w, "textfile", docs)
-        return _meta(w, "char", [rec], split_method="by paragraph (hash order, 5% test, 5% valid)"), 27
+        return _meta(w, "char", [rec], split_method="by paragraph (hash order, 5% test, 5% valid)", **loss), 27
+    if kind in ("bytes", "chars"):
+        tok = textfile.lossless_tokenizer(kind, docs)
+        w = SplitWriter(tmp, tok.vocab_size)
+        textfile.write_lossless_docs(w, "textfile", docs, tok)
+        extra = {"alphabet": tok.alphabet} if kind == "chars" else {}
+        return _meta(w, kind, [rec], split_method="by paragraph, each with the blank lines after it (hash order, "
+                     "5% test, 5% valid); the text is kept byte for byte", **extra, **loss), tok.vocab_size
     tok = gpt2_tokenizer(root)
     w = SplitWriter(tmp, tok.vocab_size)
     write_bpe_docs(w, "textfile", docs, tok)
     return _meta(
-        w, "gpt2", [rec], eos_id=tok.eos_id, split_method="by paragraph; EOS after each"
+        w, "gpt2", [rec], eos_id=tok.eos_id, split_method="by paragraph; EOS after each", **loss
     ), tok.vocab_size
 
 
@@ -385,8 +397,10 @@ def _hf_flush(w: SplitWriter, tok, batch: list[str], index: int, split_name: str
 
 def builder_for(name: str):
     """The builder of corpus `name`; a Markov language with its knob in the name gets a language builder."""
-    from edlm.data.names import knob
+    from edlm.data.names import knob, textfile_name
 
+    if textfile_name(name) is not None:
+        return build_textfile
     return BUILDERS[name] if name in BUILDERS or knob(name) is None else _language_builder(name)
 
 

@@ -18,7 +18,8 @@ Manifest reading and paths live in manifest.py, the split writers the builders s
 module checks split files, prepares (staging, builder, manifest, install) and loads.
 
 ``textfile`` is stored under the name ``textfile`` (one at a time): preparing it with another --source or
---tokenizer rebuilds it.
+--tokenizer rebuilds it. ``textfile:NAME`` corpora sit side by side, one folder each (``textfile-NAME``); one is
+never replaced by another text unless asked (`force`), since runs trained on it name it.
 """
 
 from __future__ import annotations
@@ -41,11 +42,13 @@ from edlm.data.manifest import (  # noqa: F401 (CORPORA, LANGUAGES, manifest, co
     corpus_dir,
     files_ok,
     manifest,
+    prepare_hint,
     read_manifest,
     root_flag,
     sample_sha256,
     summary,
 )
+from edlm.data.names import textfile_name
 from edlm.data.writers import (  # noqa: F401 (re-exported for the builders' callers)
     SplitWriter,
     split_documents,
@@ -54,7 +57,9 @@ from edlm.data.writers import (  # noqa: F401 (re-exported for the builders' cal
     write_char_docs,
 )
 from edlm.errors import EdlmError
+from edlm.safe_io import WRITE_FAILURES, lies_within, write_error
 from edlm.utils import atomic_write_json, sha256_file
+from edlm.validate import out_dir
 
 
 def info(name: str, *, root: str | Path | None = None) -> dict:
@@ -62,7 +67,7 @@ def info(name: str, *, root: str | Path | None = None) -> dict:
     m = manifest(name, root)
     if not files_ok(d, m, verify_hash=False):
         raise EdlmError(f"corpus {name!r} in {d} does not match its manifest (files missing or truncated); "
-                        f"rebuild it with `edlm data prepare {name}{root_flag(root)}`")  # fmt: skip
+                        f"rebuild it: {prepare_hint(name, root)}")  # fmt: skip
     return {**summary(m, d), "build_seconds": m.get("build_seconds"), "created": m.get("created")}
 
 
@@ -87,7 +92,7 @@ _verified: set = set()  # (path, size, mtime_ns, inode) already checked in this 
 
 def check_split(name: str, p: Path, sp: dict, itemsize: int, root=None) -> None:
     """The split file exists with the manifest's size and hash; else one EdlmError naming the rebuild."""
-    fix = f"rebuild the corpus with `edlm data prepare {name} --force{root_flag(root)}`"
+    fix = f"rebuild the corpus: {prepare_hint(name, root, force=True)}"
     try:
         st = p.stat()
     except OSError:
@@ -111,6 +116,14 @@ def check_split(name: str, p: Path, sp: dict, itemsize: int, root=None) -> None:
     _verified.add(key)
 
 
+def check_cache_writable(root: Path) -> None:
+    """Before a build: the data cache can take it (one EdlmError naming $EDLM_DATA / --root if not)."""
+    try:
+        out_dir("the data cache", root)
+    except EdlmError as e:
+        raise EdlmError(f"{e} (set $EDLM_DATA, or pass --root, to a folder you can write)") from None
+
+
 def _staging(root: Path, name: str) -> Path:
     root.mkdir(parents=True, exist_ok=True)
     return Path(tempfile.mkdtemp(dir=root, prefix=f".{name}.building-"))
@@ -131,8 +144,14 @@ def prepare(name: str, *, root: str | Path | None = None, force: bool = False,
             source: str | Path | None = None, tokenizer: str | None = None,
             train_tokens: int | None = None) -> dict:  # fmt: skip
     """Build corpus ``name`` (or reuse a valid existing build) and return its summary dict.
+
+    Your own text: name "textfile:NAME" (several side by side), source a UTF-8 file or a folder of .txt files,
+    tokenizer "chars" (the default there: the file's own characters, kept exactly), "bytes" (UTF-8 bytes, kept
+    exactly), "char" (text8's 27 symbols: case, punctuation, digits and newlines are changed or dropped) or
+    "gpt2"; the summary's dropped_share says how much of the text the corpus does not keep as it is (a warning
+    above 1%). A name already holding another text is refused unless force=True.
     train_tokens: ground-truth languages only, the training split's size (default 2M tokens; None reuses
-    whatever size is prepared)."""
+    whatever size is prepared). root: the data cache (default $EDLM_DATA or ~/.cache/edlm)."""
     from edlm.data import builders
 
     t0 = time.time()
@@ -142,12 +161,24 @@ def prepare(name: str, *, root: str | Path | None = None, force: bool = False,
     request = builders.request_for(name, source=source, tokenizer=tokenizer, train_tokens=train_tokens)
     if not force:
         m = read_manifest(d)
+        if m is not None and textfile_name(name) and not builders.same_request(m, request):
+            old = m.get("request", {})
+            raise EdlmError(f"corpus {name!r} already holds {old.get('source')} ({old.get('tokenizer')} tokens), and "
+                            "runs trained on it name it: prepare this text under another name (textfile:OTHER), "
+                            "or pass `force` to replace it")
         if m is not None and files_ok(d, m, verify_hash=True) and builders.same_request(m, request):
             if any("sample_sha256" not in m["splits"][s] for s in SPLITS):  # built before sampled checksums
                 for s in SPLITS:
                     m["splits"][s]["sample_sha256"] = sample_sha256(d / m["splits"][s]["file"])
-                atomic_write_json(d / "manifest.json", m)
+                try:
+                    atomic_write_json(d / "manifest.json", m)
+                except EdlmError:  # a read-only cache: the build is usable as it is, only checked more slowly
+                    pass
             return {**summary(m, d), "cached": True, "seconds": round(time.time() - t0, 3)}
+    if source is not None and lies_within(source, d):
+        raise EdlmError(f"`source` {source} lies inside {d}, the corpus folder that prepare replaces: move it "
+                        "out first")
+    check_cache_writable(root_path)
     tmp = _staging(root_path, name)
     try:
         meta, vocab_size = builder(tmp, root=root_path, request=request)
@@ -158,7 +189,9 @@ def prepare(name: str, *, root: str | Path | None = None, force: bool = False,
         m["created"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
         atomic_write_json(tmp / "manifest.json", m)  # last: its presence marks a complete build
         _install(tmp, d)
-    except BaseException:
+    except BaseException as e:
         shutil.rmtree(tmp, ignore_errors=True)
+        if isinstance(e, OSError) and e.errno in WRITE_FAILURES:  # nothing half-built is left, the old build stays
+            raise write_error(e, d) from None
         raise
     return {**summary(m, d), "cached": False, "seconds": round(time.time() - t0, 2)}

@@ -70,7 +70,7 @@ class BlockLoader:
         if self.steps_per_epoch == 0:
             raise EdlmError(
                 f"split has {self.n_blocks} blocks of {seq_len} tokens, fewer than one global batch of "
-                f"{self.global_batch} (batch_size x world_size); use a smaller --batch-size/--seq-len or a "
+                f"{self.global_batch} (batch_size x world_size); use a smaller `batch_size` or `seq_len`, or a "
                 "bigger corpus"
             )
         self.epoch, self.position = 0, 0

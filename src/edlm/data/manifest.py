@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
-from edlm.data.names import LANGUAGES, is_language
+from edlm.data.names import LANGUAGES, folder_name, is_language, textfile_name
 from edlm.errors import EdlmError
 from edlm.utils import cache_root, sha256_file
 
@@ -22,25 +22,35 @@ SPLITS = ("train", "valid", "test")
 FORMAT_VERSION = 1
 SUMMARY_KEYS = ("corpus", "path", "vocab_size", "mask_id", "train_tokens", "valid_tokens", "test_tokens",
                 "sources", "tokenizer", "chars", "documents", "entropy_rate_nats", "block_entropy_nats",
-                "unigram_entropy_nats", "neighbour_entropy_nats", "knob")  # fmt: skip
+                "unigram_entropy_nats", "neighbour_entropy_nats", "knob", "dropped_share", "dropped_top",
+                "warnings")  # fmt: skip
 # A split file's sampled checksum: the size plus SAMPLE_BLOCKS blocks of SAMPLE_BLOCK bytes spread over it.
 SAMPLE_BLOCKS, SAMPLE_BLOCK = 64, 1 << 16
 
 
 def check_name(name: str) -> None:
-    if name not in CORPORA and not is_language(name):
-        raise EdlmError(f"unknown corpus {name!r}; valid names: {', '.join(CORPORA)}, and "
-                        f"markov2-shareS / markov3-shareS with S in [0, 1] (the Markov language with its knob, "
-                        f"e.g. `edlm data prepare markov2-share0.7`)")  # fmt: skip
+    if not isinstance(name, str):
+        raise EdlmError(f"a corpus name is a string, not {name!r}")
+    if name not in CORPORA and not is_language(name) and textfile_name(name) is None:
+        raise EdlmError(f"unknown corpus {name!r}; valid names: {', '.join(CORPORA)}, textfile:NAME (your own "
+                        f"text, one corpus per NAME), and markov2-shareS / markov3-shareS with S in [0, 1] (the "
+                        f"Markov language with its knob, e.g. markov2-share0.7)")  # fmt: skip
 
 
 def corpus_dir(name: str, root: str | Path | None = None) -> Path:
     check_name(name)
-    return Path(root or cache_root()) / name
+    return Path(root or cache_root()) / folder_name(name)
 
 
 def root_flag(root) -> str:
     return f" --root {root}" if root else ""
+
+
+def prepare_hint(name: str, root=None, force: bool = False) -> str:
+    """How to (re)build corpus `name`, in both languages: the Python call and the command."""
+    args = [repr(name)] + ([f"root={str(root)!r}"] if root else []) + (["force=True"] if force else [])
+    return (f"edlm.prepare({', '.join(args)}) in Python, `edlm data prepare {name}"
+            f"{' --force' if force else ''}{root_flag(root)}` on the command line")
 
 
 def read_manifest(d: Path) -> dict | None:
@@ -77,10 +87,8 @@ def manifest(name: str, root: str | Path | None = None) -> dict:
     if m is None:
         if d.exists():
             raise EdlmError(f"corpus {name!r} is damaged or incomplete in {d.parent} (manifest.json unreadable); "
-                            f"rebuild it with `edlm data prepare {name} --force{root_flag(root)}`")
-        raise EdlmError(
-            f"corpus {name!r} is not prepared in {d.parent}; run `edlm data prepare {name}{root_flag(root)}`"
-        )
+                            f"rebuild it: {prepare_hint(name, root, force=True)}")
+        raise EdlmError(f"corpus {name!r} is not prepared in {d.parent}; prepare it: {prepare_hint(name, root)}")
     return m
 
 

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import re
 
+from edlm.errors import EdlmError
+
 LANGUAGES = ("synthetic", "markov2", "markov3", "lexicon")
 """the named ground-truth languages; `markov2-shareX` / `markov3-shareX` add the knob"""
 
@@ -25,3 +27,29 @@ def knob(name: str) -> tuple[str, float] | None:
 def is_language(name: str) -> bool:
     """True when corpus `name` is a ground-truth language with an exact likelihood."""
     return name in LANGUAGES or knob(name) is not None
+
+
+_TEXTFILE = re.compile(r"^textfile:([A-Za-z0-9][A-Za-z0-9_.-]{0,63})$")
+
+
+def textfile_name(name: str) -> str | None:
+    """'notes' for 'textfile:notes' (a named corpus of your own text, one folder per name); None for any name
+    not of that form. A malformed one ('textfile:', 'textfile:a/b') is an EdlmError."""
+    if not name.startswith("textfile:"):
+        return None
+    m = _TEXTFILE.match(name)
+    if m is None:
+        raise EdlmError(f"corpus name {name!r}: after 'textfile:' give 1-64 letters, digits, '_', '.' or '-', "
+                        "starting with a letter or digit (e.g. textfile:notes)")
+    return m[1]
+
+
+def is_textfile(name: str) -> bool:
+    """True for `textfile` and every `textfile:NAME`: corpora built from the user's own text."""
+    return name == "textfile" or textfile_name(name) is not None
+
+
+def folder_name(name: str) -> str:
+    """The folder of corpus `name` in the data cache: `textfile:NAME` lives in `textfile-NAME`."""
+    t = textfile_name(name)
+    return name if t is None else f"textfile-{t}"

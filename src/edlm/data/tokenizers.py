@@ -1,4 +1,5 @@
-"""Tokenizers: char (27 symbols, text8 alphabet), GPT-2 BPE (offline files), synthetic (ids as symbols).
+"""Tokenizers: char (27 symbols, text8 alphabet), bytes (UTF-8 bytes, lossless), chars (a corpus's own characters,
+lossless), GPT-2 BPE (offline files), synthetic (ids as symbols).
 
 Every tokenizer has ``vocab_size`` real tokens with ids ``0..vocab_size-1`` and the MASK id appended
 after them: ``mask_id == vocab_size``, so a model needs ``vocab_size + 1`` output/input rows.
@@ -121,6 +122,72 @@ def char_tokenizer() -> SymbolTokenizer:
     return SymbolTokenizer(CHAR_ALPHABET, name="char", lowercase=True)
 
 
+class BytesTokenizer(Tokenizer):
+    """One token per UTF-8 byte (256 ids; MASK = 256): every text round-trips exactly, nothing is normalised.
+    A decoded sample whose bytes are not valid UTF-8 shows U+FFFD where they break; MASK renders as '\u2591'."""
+
+    name = "bytes"
+    vocab_size = 256
+    mask_token = "\u2591"
+
+    def encode(self, text: str) -> list[int]:
+        return list(text.encode("utf-8"))
+
+    def encode_array(self, text: str) -> np.ndarray:
+        return np.frombuffer(text.encode("utf-8"), dtype=np.uint8).astype(np.int64)
+
+    def decode(self, ids: Iterable[int]) -> str:
+        out, run = [], bytearray()
+        for i in _as_int_list(ids):
+            if 0 <= i < 256:
+                run.append(i)
+                continue
+            out.append(run.decode("utf-8", errors="replace"))
+            run = bytearray()
+            out.append(self.mask_token if i == self.mask_id else "\ufffd")
+        out.append(run.decode("utf-8", errors="replace"))
+        return "".join(out)
+
+
+class CharsTokenizer(Tokenizer):
+    """One token per character of a given alphabet (a corpus's own characters, cased, newlines included):
+    lossless for any text written in it. MASK renders as '_' (or '\u2591' when '_' is in the alphabet)."""
+
+    name = "chars"
+
+    def __init__(self, alphabet: str):
+        if not alphabet or len(set(alphabet)) != len(alphabet):
+            raise ValueError("a chars alphabet needs distinct characters")
+        self.alphabet = alphabet
+        self.vocab_size = len(alphabet)
+        self.mask_token = "\u2591" if "_" in alphabet else "_"
+        self._codes = np.array(sorted(ord(c) for c in alphabet), dtype=np.int64)
+        ids = {c: i for i, c in enumerate(alphabet)}
+        self._ids = np.array([ids[chr(c)] for c in self._codes], dtype=np.int64)  # id of each sorted code
+
+    @classmethod
+    def of(cls, text: str) -> CharsTokenizer:
+        """The alphabet of `text`: its distinct characters in code-point order."""
+        return cls("".join(sorted(set(text))))
+
+    def encode(self, text: str) -> list[int]:
+        """A character outside the alphabet raises ValueError."""
+        return self.encode_array(text).tolist()
+
+    def encode_array(self, text: str) -> np.ndarray:
+        codes = np.frombuffer(text.encode("utf-32-le"), dtype=np.uint32).astype(np.int64)
+        pos = np.searchsorted(self._codes, codes).clip(max=len(self._codes) - 1)
+        bad = self._codes[pos] != codes
+        if bad.any():
+            raise ValueError(f"character {chr(int(codes[np.flatnonzero(bad)[0]]))!r} is not in this corpus's "
+                             f"alphabet of {self.vocab_size} characters")
+        return self._ids[pos]
+
+    def decode(self, ids: Iterable[int]) -> str:
+        a, v, m = self.alphabet, self.vocab_size, self.mask_id
+        return "".join(a[i] if 0 <= i < v else (self.mask_token if i == m else "\ufffd") for i in _as_int_list(ids))
+
+
 SYNTHETIC_ALPHABET = string.ascii_lowercase + string.digits + string.ascii_uppercase
 
 
@@ -213,7 +280,14 @@ def gpt2_tokenizer(root: str | Path | None = None) -> GPT2Tokenizer:
     return _gpt2_cached(str(root) if root else None)
 
 
-TOKENIZER_NAMES = ("char", "gpt2", "synthetic")
+TOKENIZER_NAMES = ("char", "gpt2", "synthetic", "bytes", "chars")
+TEXTFILE_TOKENIZERS = {
+    "bytes": "UTF-8 bytes (256 tokens): lossless, any text",
+    "chars": "the file's own characters (cased, punctuation and newlines kept): lossless, a small vocabulary",
+    "char": "the text8 alphabet (27 symbols): lower-cased, digits spelled out, everything else dropped",
+    "gpt2": "GPT-2 BPE (50257 tokens), an EOS between paragraphs",
+}
+"""what `edlm data prepare textfile --tokenizer` offers"""
 
 
 def tokenizer_sha256(m: dict, root: str | Path | None = None) -> str | None:
@@ -248,13 +322,15 @@ def _gpt2_file_id(path: str, _mtime: int) -> str:  # ~3 ms, once per process and
 
 
 def tokenizer_for(corpus_name_or_manifest: str | dict, root: str | Path | None = None) -> Tokenizer:
-    """The tokenizer of a prepared corpus (by name or manifest dict), or by tokenizer name 'char'|'gpt2'."""
+    """The tokenizer of a prepared corpus (by name or manifest dict), or by tokenizer name 'char'|'gpt2'|'bytes'."""
     m = corpus_name_or_manifest
     if isinstance(m, str):
         if m == "char":
             return char_tokenizer()
         if m == "gpt2":
             return gpt2_tokenizer(root)
+        if m == "bytes":
+            return BytesTokenizer()
         from edlm.data.manifest import manifest
 
         m = manifest(m, root=root)
@@ -265,6 +341,10 @@ def tokenizer_for(corpus_name_or_manifest: str | dict, root: str | Path | None =
         return gpt2_tokenizer(root)
     if kind == "synthetic":
         return SyntheticTokenizer(int(m["vocab_size"]))
+    if kind == "bytes":
+        return BytesTokenizer()
+    if kind == "chars" and isinstance(m.get("alphabet"), str):
+        return CharsTokenizer(m["alphabet"])
     raise EdlmError(
         f"unknown tokenizer {kind!r} in manifest of {m.get('corpus')!r}; rebuild it with "
         f"`edlm data prepare {m.get('corpus')} --force`"

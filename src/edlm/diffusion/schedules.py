@@ -98,3 +98,23 @@ def pinned_alpha(schedule, t: float) -> float:
 def nelbo_weight(schedule, t: torch.Tensor) -> torch.Tensor:
     """alpha'(t) / (1 - alpha(t)) (negative)."""
     return schedule.dalpha(t) / (1 - schedule.alpha(t))
+
+
+def pinned_alpha_of(schedule, t: torch.Tensor) -> torch.Tensor:
+    """pinned_alpha for a tensor of times (float64)."""
+    a = torch.as_tensor(schedule.alpha(t.double().clamp(0.0, 1.0)), dtype=torch.float64)
+    return torch.where(t >= 1, torch.zeros_like(a), torch.where(t <= 0, torch.ones_like(a), a))
+
+
+def time_of_alpha(schedule, alpha: torch.Tensor, t_max: torch.Tensor, iters: int = 60) -> torch.Tensor:
+    """The time s in [0, t_max] where the pinned alpha reaches `alpha` (float64 tensors of one shape), by
+    bisection (alpha falls with t, for every schedule). A target below alpha just under t_max (the pinned jump
+    at t = 1) gives t_max; one above 1 gives 0."""
+    lo = torch.zeros_like(t_max, dtype=torch.float64)
+    hi = t_max.double().clone()
+    for _ in range(iters):
+        mid = (lo + hi) / 2
+        later = pinned_alpha_of(schedule, mid) > alpha  # still cleaner than the target: s is later than mid
+        lo = torch.where(later, mid, lo)
+        hi = torch.where(later, hi, mid)
+    return hi

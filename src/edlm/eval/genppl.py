@@ -113,7 +113,7 @@ def evaluate_rows(
     if max_tokens is not None and max_tokens < 1:
         raise EdlmError("`max_tokens` must be >= 1")
     if eos not in scoring.EOS_MODES:
-        raise EdlmError(f"--eos {eos!r} is not one of {', '.join(scoring.EOS_MODES)}")
+        raise EdlmError(f"`eos` {eos!r} is not one of {', '.join(scoring.EOS_MODES)}")
     ev = get_evaluator(evaluator, pick_device(device), load_run=load_run, accept_data_change=accept_data_change)
     ev.check_rows(rows)
     used_stride = ev.stride_for(stride)  # checked before any scoring

@@ -192,7 +192,7 @@ class HFEvaluator(Evaluator):
         if self.eos is None:
             raise EdlmError(
                 f"evaluator {self.name!r} has no EOS token to put between a sample's documents under "
-                "--eos mdlm; use --eos first or --eos all"
+                "`eos='mdlm'`; use `eos='first'` or `eos='all'`"
             )
         ids = self.encode(docs[0])
         counted = [True] * len(ids)

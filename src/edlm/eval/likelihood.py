@@ -129,9 +129,13 @@ class EDLMSampler:
     """The EDLM sampler a T-step bound describes (the same fields as `edlm sample`)."""
 
     energy: object
-    k: int = 8
+    k: int = 4
+    """the sampler's candidates per step (Run.sample's and `edlm sample`'s default too)"""
     window: tuple[float, float] | None = (0.0, 1.0)
     temperature: float = 1.0
+    min_unmask: int = 1
+    """as the sampler's: the energy runs only where a step unmasks at least this many positions of a sequence;
+    the others take a plain MDLM draw, so their step costs no -log c"""
     bound_draws: int = 1
     """R: the T-step bound averages c over R independent draws of (x0*'s fill, the k-1 proposals) before
     the log. Any R gives a valid bound (the average is still unbiased for the step's probability); a
@@ -193,7 +197,7 @@ def discrete_nelbo(model, x0, schedule, mask_id: int, gen, *, steps: int,
         # Which positions unmask (as the sampler draws them); x0* only matters for sequences where some do.
         move = (x_t == mask_id) & (torch.rand(x0.shape, generator=gen, device=dev) < a[:, None].float())
         win = torch.tensor([in_window(grid[j], sampler.window) for j in i], device=dev)
-        act = (move.any(1) & win).nonzero().squeeze(1)
+        act = ((move.sum(1) >= max(sampler.min_unmask, 1)) & win).nonzero().squeeze(1)
         if act.numel():
             R = sampler.bound_draws
             log_c = torch.stack([-_neg_log_c(post, x0, x_t, t, move, lp, sampler, mask_id, gen, act)

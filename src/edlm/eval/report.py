@@ -83,11 +83,11 @@ def _estimate(res, char, energy, n, warnings) -> dict:
                          "it measures the AR, not EDLM")
     if min(lo, hi) < 0:
         warnings.append(f"EDLM estimate withheld: with n={n} proposal draws the log Z estimate is degenerate "
-                        f"(mean ESS {ess:.2f} of {n}) and the formula gives a negative NLL; raise --logz-samples, "
-                        "or use the EDLM sampler's bound (--steps T)")
+                        f"(mean ESS {ess:.2f} of {n}) and the formula gives a negative NLL; raise `logz_samples`, "
+                        "or use the EDLM sampler's bound (`steps`)")
         return _entry("estimate", what, None, char=char, unreliable=True, **extra)
     if hi - lo > BRACKET_WARN:
         warnings.append(f"EDLM estimate unreliable: its log Z ends differ by {hi - lo:.3f} nats/token at n={n} "
-                        f"(mean ESS {ess:.2f}); raise --logz-samples, or use the EDLM sampler's bound (--steps T)")
+                        f"(mean ESS {ess:.2f}); raise `logz_samples`, or use the EDLM sampler's bound (`steps`)")
         extra["unreliable"] = True
     return _entry("estimate", what, hi, char=char, stderr=se, nll_logz_lower_end=lo, **extra)

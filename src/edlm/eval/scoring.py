@@ -84,7 +84,7 @@ class Evaluator:
         s = self.context // 2 if stride is None else int(stride)
         if not 1 <= s < self.context:
             raise EdlmError(
-                f"--stride {s} must be between 1 and {self.context - 1}: evaluator {self.name!r} sees "
+                f"`stride` {s} must be between 1 and {self.context - 1}: evaluator {self.name!r} sees "
                 f"{self.context} tokens at once and each window needs left context (default {self.context // 2})"
             )
         return s
@@ -117,7 +117,7 @@ def corpus_eos(corpus: str | None) -> tuple[int | None, str | None]:
         except EdlmError as e:
             raise EdlmError(
                 f"cannot tell where samples of {corpus!r} end (its tokenizer defines the EOS): {e}; "
-                "or pass --eos all to score every token"
+                "or pass `eos='all'` to score every token"
             ) from None
         eid = tok.eos_id
         _EOS[key] = (None, None) if eid is None else (int(eid), tok.decode([eid]))

@@ -120,3 +120,17 @@ def difference_interval(a: tuple[Sequence[float], Sequence[int]], b: tuple[Seque
     d = _resample_ratio(*a, draws, seed) - _resample_ratio(*b, draws, seed + 1)
     diff = sum(a[0]) / sum(a[1]) - sum(b[0]) / sum(b[1])
     return {"diff": float(diff), "ci": _percentiles(d, level), "level": level}
+
+
+def paired_difference_interval(a: tuple[Sequence[float], Sequence[int]], b: tuple[Sequence[float], Sequence[int]],
+                               level: float = 0.95, draws: int = BOOTSTRAP_DRAWS, seed: int = BOOTSTRAP_SEED) -> dict:
+    """As difference_interval, for PAIRED sample sets (sample i of a and of b drawn from the same seed and stream
+    position): each bootstrap replicate takes the same indices from both, so what the pairs share cancels."""
+    an, at = np.asarray(a[0], dtype=np.float64), np.asarray(a[1], dtype=np.float64)
+    bn, bt = np.asarray(b[0], dtype=np.float64), np.asarray(b[1], dtype=np.float64)
+    if len(an) != len(bn):
+        raise ValueError(f"paired sets need equal sizes, not {len(an)} and {len(bn)}")
+    idx = np.random.default_rng(seed).integers(0, len(an), size=(draws, len(an)))
+    d = an[idx].sum(1) / at[idx].sum(1) - bn[idx].sum(1) / bt[idx].sum(1)
+    diff = an.sum() / at.sum() - bn.sum() / bt.sum()
+    return {"diff": float(diff), "ci": _percentiles(d, level), "level": level}

@@ -185,6 +185,36 @@ class Transformer(nn.Module):
     def new_kv_caches(self) -> list[dict]:
         return [{} for _ in self.blocks]
 
+    # Keys and values of some positions, reused while others change (cached block decoding,
+    # sampling/kvcache.py). Positions are the visible ones (0 .. L-1); a prefix token's row, when the
+    # model has one, is part of every K/V tensor (row 0) and always kept.
+
+    def features_and_kv(self, x: torch.Tensor, t: torch.Tensor | None = None):
+        """features(x, t) (B, L, D), the same numbers, and every layer's keys and values (after rotary):
+        a list of (k, v), each (B, H, L', Dh) with L' = L (+1 for a prefix token's row)."""
+        caches = self.new_kv_caches()
+        f = self.features(x, t, 0, caches)
+        return f, [(c["k"], c["v"]) for c in caches]
+
+    def kv_positions(self, kv: list, keep: torch.Tensor) -> list:
+        """kv as from features_and_kv, restricted to the visible positions where keep (L,) bool is True."""
+        if self._extra:
+            keep = torch.cat([keep.new_ones(1), keep])
+        idx = keep.nonzero().squeeze(1)
+        return [(k.index_select(2, idx), v.index_select(2, idx)) for k, v in kv]
+
+    def span_features(self, x: torch.Tensor, t: torch.Tensor | None, lo: int, context: list) -> torch.Tensor:
+        """Features (B, n, D) of the visible positions lo .. lo+n-1, given their ids x (B, n): each attends over
+        the others of the span and over `context` (per-layer (k, v) of other positions, e.g. kv_positions of an
+        earlier features_and_kv). Bidirectional models only. Exact when the context's keys and values are what
+        a full forward would compute now; an approximation when they are older than the span's tokens."""
+        if self.cfg.causal:
+            raise ValueError("span_features attends both ways: use features(x, t, start, kv_caches) for a causal model")
+        c = self.cond(t, x.shape[0], x.device)
+        caches = [{"k": k, "v": v} for k, v in context]
+        h = self.hidden(self.embed(x), c, lo + self._extra, caches)
+        return self.final.features(h, c)
+
 
 class _LowPrecisionTrunk:
     """A shadow of the model sharing every parameter and buffer except the Linear layers' weights and biases

@@ -69,9 +69,8 @@ def save_checkpoint(run: Path, step: int, model_sd: dict, ema_sd: dict | None, o
     ckdir.mkdir(parents=True, exist_ok=True)
     name = f"step_{step:07d}"
     for stale in ckdir.glob(".tmp-step_*"):  # left by a crash mid-save; never referenced by latest.json
-        shutil.rmtree(stale, ignore_errors=True)
+        _remove(stale)
     tmp = ckdir / f".tmp-{name}"
-    tmp.mkdir()
     rng = {"torch": torch.get_rng_state()}
     if torch.cuda.is_available():
         rng.update({f"cuda.{i}": s for i, s in enumerate(torch.cuda.get_rng_state_all())})
@@ -82,19 +81,27 @@ def save_checkpoint(run: Path, step: int, model_sd: dict, ema_sd: dict | None, o
         writers["ema.safetensors"] = lambda p: save_file(ema_sd, str(p))
     if optim_sd is not None:
         writers["optim.pt"] = lambda p: torch.save(optim_sd, p)
-    mode = file_mode_for(tmp / "state.json")  # 0o666 minus the umask (safetensors writes 0600)
+    mode = file_mode_for(ckdir / name)  # 0o666 minus the umask (safetensors writes 0600)
     files = {}
-    for fname, write in writers.items():
-        p = tmp / fname
-        write(p)
-        os.chmod(p, mode)
-        fsync_path(p)
-        files[fname] = {"bytes": p.stat().st_size, "sha256": sha256_file(p)}
-    atomic_write_json(tmp / "state.json", {"step": step, "format": FORMAT, "files": files, **state})
-    fsync_path(tmp)
+    try:
+        tmp.mkdir()  # a new folder of our own: the files below are created in it, never reached through a link
+        for fname, write in writers.items():
+            p = tmp / fname
+            write(p)
+            os.chmod(p, mode)
+            fsync_path(p)
+            files[fname] = {"bytes": p.stat().st_size, "sha256": sha256_file(p)}
+        atomic_write_json(tmp / "state.json", {"step": step, "format": FORMAT, "files": files, **state})
+        fsync_path(tmp)
+    except Exception as e:  # noqa: BLE001 - a full disk comes as OSError, SafetensorError or torch's RuntimeError
+        shutil.rmtree(tmp, ignore_errors=True)
+        free, why = shutil.disk_usage(ckdir).free / 2**20, (str(e).splitlines() or [""])[0]
+        raise EdlmError(f"could not save step {step} in {ckdir} ({type(e).__name__}: {why}; "
+                        f"{free:.0f} MiB free there): any earlier checkpoint is intact; free some space, then "
+                        "resume") from None
     final = ckdir / name
-    if final.exists():  # the same step saved again after a resume from an earlier one
-        shutil.rmtree(final)
+    if final.exists() or final.is_symlink():  # the same step saved again after a resume from an earlier one
+        _remove(final)
     tmp.rename(final)
     fsync_path(ckdir)
     atomic_write_json(run / "latest.json", {"step": step, "dir": f"checkpoints/{name}",
@@ -102,6 +109,14 @@ def save_checkpoint(run: Path, step: int, model_sd: dict, ema_sd: dict | None, o
     for old in sorted(p for p in ckdir.glob("step_*") if p != final)[:-max(keep - 1, 0) or None]:
         shutil.rmtree(old, ignore_errors=True)
     return final
+
+
+def _remove(p: Path) -> None:
+    """A folder of ours, or a link in its place (removed itself: rmtree never follows one)."""
+    if p.is_symlink() or not p.is_dir():
+        p.unlink(missing_ok=True)
+    else:
+        shutil.rmtree(p, ignore_errors=True)
 
 
 def load_training_state(d: Path, model, optimizer, state: dict):

@@ -25,6 +25,7 @@ implementation of MDLM's forward pass in tests/mdlm_reference.py):
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import torch
@@ -44,6 +45,7 @@ from edlm.runs.convert_names import (  # noqa: F401 (parameter_map re-exported)
     _split_backbone,
     parameter_map,
 )
+from edlm.safe_io import check_outputs
 from edlm.safe_load import LIGHTNING_FOREIGN, Foreign, load_torch_file
 
 FORMATS = ("mdlm-hf", "mdlm-ar-lightning")
@@ -192,6 +194,7 @@ def convert(fmt: str, src, out, *, data: str = "prose-bpe", seq_len: int | None 
         raise EdlmError(f"`src` {src} does not exist")
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
         raise EdlmError(f"{out} already exists and is not empty: choose another `out`")
+    check_outputs({"`out`": out}, {"`src`": src})
 
     dit = fmt == "mdlm-hf"
     kind = "DiT" if dit else "AR"
@@ -288,10 +291,17 @@ def convert(fmt: str, src, out, *, data: str = "prose-bpe", seq_len: int | None 
                           "bos_id": bos_id, "block_length": length,
                           "note": "MDLM blocks are [BOS] + tokens; edlm sequences are the tokens after the "
                                   "BOS, which the model sees as prefix_token (docs/convert.md)"})
+    created = not out.exists()
     out.mkdir(parents=True, exist_ok=True)
-    ckpt.save_checkpoint(out, step or 0, model, ema_sd, None,
-                         {"converted_from": fmt, "identity": ckpt.identity(meta.raw)}, keep=1)
-    write_run(out, meta)  # last: the folder is a run only once complete
+    try:
+        ckpt.save_checkpoint(out, step or 0, model, ema_sd, None,
+                             {"converted_from": fmt, "identity": ckpt.identity(meta.raw)}, keep=1)
+        write_run(out, meta)  # last: the folder is a run only once complete
+    except BaseException:  # a full disk, say: leave `out` as it was (absent or empty), not half a run
+        shutil.rmtree(out, ignore_errors=True)
+        if not created:
+            out.mkdir(exist_ok=True)
+        raise
     return {"from": fmt, "src": str(src), "out": str(out), "objective": objective,
             "params": model.num_params(), "missing": [], "unexpected": [], "ignored": ignored,
             "ema": ema_sd is not None, "step": step, "n_layers": n_blocks, "d_model": D, "n_heads": heads,

@@ -21,6 +21,8 @@ from edlm.runs.binding import check_identity, identity  # noqa: F401 (re-exporte
 from edlm.utils import atomic_write_json, non_finite, sha256_file  # noqa: F401 (non_finite re-exported)
 
 FILES = ("model.safetensors", "state.json")
+RUN_ENTRIES = ("run.json", "latest.json", "metrics.jsonl", "train.lock", "checkpoints", "tensorboard")
+"""what a run folder holds of its own (no command's output may replace one)"""
 
 
 @dataclass
@@ -86,10 +88,14 @@ def read_meta(run: Path) -> RunMeta:
 def read_run(run: Path) -> dict:
     run = Path(run)
     if not run.exists():
-        raise EdlmError(f"no run at {run}: train one with `edlm train --out {run}` or check the path")
+        raise EdlmError(f"no run at {run}: check the path, or train one there (edlm.train(..., out={str(run)!r}) in "
+                        f"Python, `edlm train --out {run}` on the command line)")
     meta = run / "run.json"
     if not meta.exists():
         raise EdlmError(f"{run} is not an edlm run folder (no run.json): pass the folder given to `edlm train --out`")
+    if not meta.is_file():
+        raise EdlmError(f"{meta} is a folder (or other non-file) where the run's config file belongs: move it "
+                        "away and restore run.json from a backup")
     try:
         out = json.loads(meta.read_text())
     except (json.JSONDecodeError, UnicodeDecodeError) as e:

@@ -19,6 +19,7 @@ import time
 from pathlib import Path
 
 from edlm.errors import EdlmError
+from edlm.safe_io import open_in_place, write_error
 
 LOCK_NAME = "train.lock"
 
@@ -39,9 +40,11 @@ class RunLock:
         self.me = {"pid": os.getpid(), "host": socket.gethostname(), "since": time.strftime("%Y-%m-%dT%H:%M:%S")}
         self.fd: int | None = None
 
-    def _holder(self) -> dict:
+    @staticmethod
+    def _holder(fd: int) -> dict:
+        """Who the file says holds it, read through our own fd (never reopened by name)."""
         try:
-            h = json.loads(self.path.read_text() or "{}")
+            h = json.loads(os.pread(fd, 4096, 0) or "{}")
             return h if isinstance(h, dict) else {}
         except (OSError, ValueError):
             return {}
@@ -53,26 +56,33 @@ class RunLock:
 
     def acquire(self) -> RunLock:
         for _ in range(5):  # the file may be replaced between open and flock: then look again
-            fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+            # never through a link, a folder or a hard-linked file: the truncate below would hit its target
+            fd = open_in_place(self.path, os.O_RDWR | os.O_CREAT, 0o644)
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except BlockingIOError:
+                h = self._holder(fd)
                 os.close(fd)
-                raise self._busy(self._holder()) from None
+                raise self._busy(h) from None
             except OSError:  # no flock on this filesystem: trust the pid + host written in the file
-                h = self._holder()
+                h = self._holder(fd)
                 if h.get("pid") and (h.get("host") != self.me["host"] or _pid_alive(int(h["pid"]))):
                     os.close(fd)
                     raise self._busy(h) from None
             try:
-                same = os.stat(self.path).st_ino == os.fstat(fd).st_ino
+                same = os.lstat(self.path).st_ino == os.fstat(fd).st_ino
             except FileNotFoundError:
                 same = False
             if not same:  # a releasing holder unlinked it after our open: that inode locks nothing
                 os.close(fd)
                 continue
-            os.ftruncate(fd, 0)
-            os.write(fd, (json.dumps(self.me) + "\n").encode())
+            try:
+                os.ftruncate(fd, 0)
+                os.write(fd, (json.dumps(self.me) + "\n").encode())
+            except OSError as e:  # a full disk: say so now, before training, and leave no empty lock behind
+                self.path.unlink(missing_ok=True)
+                os.close(fd)
+                raise write_error(e, self.path) from None
             self.fd = fd
             return self
         raise EdlmError(f"could not take {self.path}: other trainings keep taking it; retry")

@@ -8,6 +8,7 @@ import json
 from pathlib import Path
 
 from edlm.errors import EdlmError
+from edlm.safe_io import AppendFile
 
 LOG_SINKS = ("tensorboard",)
 """where metrics may go besides metrics.jsonl (always written)"""
@@ -30,14 +31,14 @@ def check_log(log) -> tuple[str, ...]:
 
 
 class MetricsFile:
-    """RUN/metrics.jsonl, one JSON row per line, appended and flushed row by row."""
+    """RUN/metrics.jsonl, one JSON row per line, appended row by row in place: never through a link, and a row
+    cut short by a full disk is cut back out."""
 
     def __init__(self, out: Path):
-        self.file = open(Path(out) / "metrics.jsonl", "a")
+        self.file = AppendFile(Path(out) / "metrics.jsonl")
 
     def write(self, row: dict) -> None:
         self.file.write(json.dumps(row) + "\n")
-        self.file.flush()
 
     def close(self) -> None:
         self.file.close()

@@ -33,7 +33,9 @@ def prepare_run(out: Path, cfg: TrainConfig, model_cfg: TransformerConfig, resum
                         "config): restore run.json from a backup; it cannot be rebuilt from the preset safely")
     if meta_path.exists():
         if not resume:
-            raise EdlmError(f"{out} already holds a run: pass --resume to continue it, or choose another --out")
+            raise EdlmError(f"{out} already holds a run: pass `resume=True` to continue it (`resume='auto'` "
+                            "continues a run or starts one), `overwrite=True` to start it again, or choose another "
+                            "`out`")
         raw = read_run(out)
         if ckpt.has_checkpoint(out):  # run.json as its checkpoint left it, before anything is built from it
             ckpt.check_identity(raw, ckpt.checked_state(out, quiet=True)[1], out)

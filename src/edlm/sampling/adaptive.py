@@ -10,8 +10,9 @@ effective sample size ESS = 1 / sum_j w_j^2 of a step's k normalised weights w =
               is the best of too few; more candidates would find better ones (importance resampling approaches
               the target only as k grows, and the k it needs grows with the mismatch).
 
-The policy reads the step's usage of its extra candidates, u = (mean ESS - 1) / (k - 1) in [0, 1] (0: one
-candidate took all the weight, 1: uniform weights), averaged over the batch's sequences that unmasked something:
+The policy reads, for each sequence that drew candidates on the step, its usage of its extra candidates,
+u = (ESS - 1) / (k - 1) in [0, 1] (0: one candidate took all the weight, 1: uniform weights), and sets THAT
+sequence's k for its next EDLM step:
 
     u <= double_below   k -> min(2k, k_max)    (weights degenerate: more candidates pay)
     u >= halve_above    k -> max(k // 2, k_min) (weights flat: the energy is not earning its cost)
@@ -30,9 +31,13 @@ candidates until the weights look good) would make the number of candidates depe
 the choice: it is not done.
 
 k = 1 is absorbing: a step with one candidate runs no energy and measures no ESS, so nothing can raise k again.
-That is deliberate (as x_t fills in, mu only gets closer to the joint), and `k_min = 2` keeps the energy on.
-The decision uses the batch's mean, so a batch shares one k per step (per-sequence k would need the candidates of
-different sequences drawn in groups); a different batch size can therefore give different k trajectories.
+So the default `k_min` is 2, which keeps the energy on; `k_min = 1` lets one flat step end a sequence's energy.
+
+Each sequence decides alone: its k depends only on its own past ESS, never on the other sequences of its batch,
+so a sample's law does not depend on the batch size or on its neighbours. (An earlier rule used the batch's mean
+ESS; on a toy where half the batch had flat weights it moved the other half's output by 10 standard errors.) A
+step draws max(k) candidates for the sequences that take part and gives sequence b an energy and a weight only on
+its first k_b (the rest weigh 0): an exact k_b-candidate step for each.
 
 Measured (docs/studies/adaptive_k.md; exact denoiser and true energy, length 32): the policy does NOT beat
 fixed k on every step at equal energy cost. The ESS rises steadily along the trajectory (k = 8: about 1.2 on the

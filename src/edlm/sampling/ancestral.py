@@ -45,6 +45,16 @@ def ancestral_step(post, x_t: torch.Tensor, alpha_t: float, alpha_s: float, mask
     return x_s, int(rows.numel())
 
 
+def draw_at(post, x_t: torch.Tensor, move: torch.Tensor, mask_id: int, generator=None):
+    """x_t with the positions `move` (B, L) bool (masked ones) drawn from the posterior: the token half of a
+    step whose positions some other rule chose (first-hit, threshold). Returns (x_s, moved)."""
+    rows = move.flatten().nonzero().squeeze(1)
+    x_s = x_t.clone()
+    if rows.numel():
+        x_s.view(-1)[rows] = sample_rows(as_posterior(post), rows, mask_id, 1, generator)[0].squeeze(1)
+    return x_s, int(rows.numel())
+
+
 def posterior_step(x0: torch.Tensor, x_t: torch.Tensor, alpha_t: float, alpha_s: float, mask_id: int,
                    generator=None) -> torch.Tensor:
     """x_s ~ q(x_s | x_t, x0): unmask each masked position with the same probability, taking x0's token."""

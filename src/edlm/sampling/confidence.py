@@ -30,7 +30,7 @@ import torch
 
 from edlm.sampling.categorical import sample_rows
 from edlm.sampling.denoiser import as_posterior
-from edlm.sampling.importance import select
+from edlm.sampling.importance import candidate_energies, select
 
 
 def confidence_counts(masked: torch.Tensor, start: torch.Tensor, alpha_s: float) -> torch.Tensor:
@@ -54,11 +54,16 @@ def keep_most_confident(conf: torch.Tensor, eligible: torch.Tensor, n: torch.Ten
     return eligible & (rank < n[:, None])
 
 
-def _draw_all_masked(post, x_t: torch.Tensor, k: int, mask_id: int, generator=None):
-    """k tokens at every masked position -> candidates (B, L, k) (x_t's tokens elsewhere) and their
-    per-position log-probs (B, L, k) (0 at clean positions). One float64 draw."""
+def _draw_all_masked(post, x_t: torch.Tensor, k: int, mask_id: int, generator=None, seqs=None):
+    """k tokens at every masked position (of the sequences `seqs`, default all) -> candidates (B, L, k) (x_t's
+    tokens elsewhere) and their per-position log-probs (B, L, k) (0 at clean positions). One float64 draw."""
     B, L = x_t.shape
-    rows = (x_t == mask_id).flatten().nonzero().squeeze(1)
+    masked = x_t == mask_id
+    if seqs is not None:
+        keep = torch.zeros(B, dtype=torch.bool, device=x_t.device)
+        keep[seqs] = True
+        masked = masked & keep[:, None]
+    rows = masked.flatten().nonzero().squeeze(1)
     cand = x_t.reshape(-1, 1).repeat(1, k)
     lp = torch.zeros(B * L, k, dtype=torch.float32, device=x_t.device)
     if rows.numel():
@@ -84,21 +89,35 @@ def confidence_importance_step(post, x_t: torch.Tensor, t: float, start: torch.T
     """EDLM on top of confidence unmasking: k full candidates from mu(.|x_t), one picked by softmax(-E/tau)
     (as `importance_step`), then the picked candidate's n most confident positions are kept.
     Returns (x_s, ess (B_active,), moved). Sequences with no mask left get no candidates and no ESS.
-    on_choice(active, chosen, weights): as in `importance_step`."""
+    on_choice(active, chosen, weights): as in `importance_step`. k: an int, or a (B,) tensor, one k per
+    sequence (adaptive k); a sequence with k = 1 then takes a plain confidence step."""
     post = as_posterior(post)
     B, L = x_t.shape
     masked = x_t == mask_id
     n = confidence_counts(masked.sum(1), start, alpha_s)
-    active = (n > 0).nonzero().squeeze(1)  # syncs once
+    ks = k if torch.is_tensor(k) else None
+    moved0 = 0
+    if ks is not None:
+        plain = ((n > 0) & (ks <= 1)).nonzero().squeeze(1)
+        if plain.numel():  # one candidate needs no energy: the plain step, for those sequences only
+            c1, lp1 = _draw_all_masked(post, x_t, 1, mask_id, generator, seqs=plain)
+            rows = torch.zeros(B, dtype=torch.bool, device=x_t.device)
+            rows[plain] = True
+            keep1 = keep_most_confident(lp1[..., 0], masked & rows[:, None], n)
+            x_t = torch.where(keep1, c1[..., 0], x_t)
+            moved0 = int(keep1.sum())
+        active = ((n > 0) & (ks > 1)).nonzero().squeeze(1)
+    else:
+        active = (n > 0).nonzero().squeeze(1)  # syncs once
     if active.numel() == 0:
-        return x_t, x_t.new_zeros(0, dtype=torch.float64), 0
-    cand, lp = _draw_all_masked(post, x_t, k, mask_id, generator)  # (B, L, k)
+        return x_t, x_t.new_zeros(0, dtype=torch.float64), moved0
+    ka = None if ks is None else ks[active]
+    width = k if ka is None else int(ka.max())
+    cand, lp = _draw_all_masked(post, x_t, width, mask_id, generator, seqs=None if ks is None else active)
     cand, lp = cand[active].permute(0, 2, 1), lp[active].permute(0, 2, 1)  # (Ba, k, L)
     na = active.numel()
     xa = x_t[active]
-    e = energy.energy(cand.reshape(na * k, L), xa.repeat_interleave(k, dim=0),
-                      torch.full((na * k,), t, device=x_t.device),
-                      log_mu=lp.sum(-1).reshape(na * k)).view(na, k)
+    e = candidate_energies(energy, cand, lp.sum(-1), xa, t, ka)
     j, w, ess = select(e, temperature, generator)
     if on_choice is not None:
         on_choice(active, j, w)
@@ -107,4 +126,15 @@ def confidence_importance_step(post, x_t: torch.Tensor, t: float, start: torch.T
     keep = keep_most_confident(conf, masked[active], n[active])
     x_s = x_t.clone()
     x_s[active] = torch.where(keep, x0, xa)
-    return x_s, ess, int(keep.sum())
+    return x_s, ess, int(keep.sum()) + moved0
+
+
+def step(inp):
+    """The registry's plain step (edlm/config/unmasking.py)."""
+    return confidence_step(inp.post, inp.x, inp.start, inp.alpha_s, inp.mask_id, inp.generator)
+
+
+def energy_step(inp, energy, k):
+    """The registry's EDLM step."""
+    return confidence_importance_step(inp.post, inp.x, inp.t, inp.start, inp.alpha_s, energy, k, inp.mask_id,
+                                      inp.temperature, inp.generator, on_choice=inp.on_choice)

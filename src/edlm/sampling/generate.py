@@ -19,8 +19,10 @@ from edlm.diffusion.schedules import get_schedule
 from edlm.errors import EdlmError
 from edlm.sampling import budget
 from edlm.sampling.ar import ar_sample
+from edlm.sampling.blocks import block_plan, sample_blocks
+from edlm.sampling.fast import block_denoiser, check_fast, sampler_fn
 from edlm.sampling.infill import Infill
-from edlm.sampling.loop import model_denoiser, sample
+from edlm.sampling.loop import model_denoiser
 from edlm.sampling.semiar import block_windows, sample_long
 from edlm.sampling.sharpen import make_sharpen
 from edlm.utils import fused_mode, fused_policy, process_seconds, progress
@@ -78,30 +80,70 @@ class _Job:
     fixed: tuple | None = None  # infill: token ids, None where to generate
     stride: int | None = None  # semi-AR: new tokens per block
     window: int = 0  # semi-AR: tokens one block sees
+    block: int | None = None  # block-wise: tokens per block (sampling/blocks.py)
+    kv_cache: str = "none"  # keys/values kept outside the block (sampling/kvcache.py)
+    kv_refresh: int = 0
 
-    def batch(self, b: int, prefix=None, clock=None, trace=None):
-        """One batch of b sequences -> (x0 (b, length), SampleStats or None for AR)."""
+    def batch(self, b: int, prefix=None, clock=None, trace=None, fixed_rows=None):
+        """One batch of b sequences -> (x0 (b, length), SampleStats or None for AR). prefix: one list of ids per
+        sequence (or None); fixed_rows: one infill (ids, None where generated) per sequence, else self.fixed."""
         if self.objective == "ar":
-            return ar_sample(self.model, b, self.length, self.mask_id, prefix=prefix, generator=self.generator,
-                             device=self.device, sharpen=make_sharpen(self.scfg.token_temperature,
-                                                                      self.scfg.top_p)), None
+            pre, plen = _padded(prefix, self.mask_id, self.device)
+            return ar_sample(self.model, b, self.length, self.mask_id, prefix=pre, generator=self.generator,
+                             device=self.device, prefix_len=plen,
+                             sharpen=make_sharpen(self.scfg.token_temperature, self.scfg.top_p)), None
         x_init = torch.full((b, self.length), self.mask_id, dtype=torch.long, device=self.device)
-        if prefix is not None:
-            x_init[:, :prefix.shape[1]] = prefix
-        if self.fixed is not None:
+        for r, p in enumerate(prefix or ()):
+            x_init[r, :len(p)] = torch.tensor(p, dtype=torch.long, device=self.device)
+        if fixed_rows is not None:
+            x_init = torch.cat([Infill(tuple(f)).x_init(1, self.mask_id, self.device) for f in fixed_rows])
+        elif self.fixed is not None:
             x_init = Infill(tuple(self.fixed)).x_init(b, self.mask_id, self.device)
         on_choice = None
         if trace is not None:
             trace.begin(x_init, self.mask_id)
             on_choice = trace.on_choice
+        if self.block is not None or self.kv_cache != "none":
+            plan = block_plan(self.length, self.window if self.stride else self.length, self.stride or self.length,
+                              self.block)
+            return sample_blocks(self._sample_view, x_init, plan, self.mask_id, self.scfg.steps, callback=clock,
+                                 on_choice=on_choice, on_block=None if trace is None else trace.on_block)
         if self.stride is None or self.length <= self.window:
             return self._sample(x_init, clock, on_choice)
         return sample_long(self._sample, x_init, self.window, self.stride, self.mask_id, self.scfg.steps,
                            callback=clock, on_choice=on_choice, on_block=None if trace is None else trace.on_block)
 
-    def _sample(self, x_init, callback, on_choice):
-        return sample(self.denoise, self.schedule, self.mask_id, self.scfg, x_init=x_init, energy=self.energy,
-                      generator=self.generator, callback=callback, on_choice=on_choice)
+    def _sample(self, x_init, callback, on_choice, denoise=None):
+        return sampler_fn(self.scfg.sampler)(denoise or self.denoise, self.schedule, self.mask_id, self.scfg,
+                                             x_init=x_init, energy=self.energy, generator=self.generator,
+                                             callback=callback, on_choice=on_choice)
+
+    def _sample_view(self, x_view, tail, block_start, callback, on_choice):
+        den = block_denoiser(self.model, self.mask_id, tail, block_start, self.kv_cache, self.kv_refresh)
+        return self._sample(x_view, callback, on_choice, den)
+
+
+def _padded(prefixes, fill: int, device):
+    """Per-sequence prefixes -> (B, P) ids (padded with `fill`) and their lengths (B,); (None, None) if none.
+    Lengths are None when all prefixes have the same length (the plain shared-prefix path)."""
+    if not prefixes or not any(prefixes):
+        return None, None
+    P = max(len(p) for p in prefixes)
+    out = torch.full((len(prefixes), P), fill, dtype=torch.long, device=device)
+    for r, p in enumerate(prefixes):
+        out[r, :len(p)] = torch.tensor(p, dtype=torch.long, device=device)
+    same = len({len(p) for p in prefixes}) == 1
+    return out, None if same else torch.tensor([len(p) for p in prefixes], device=device)
+
+
+def per_sample(value, num: int) -> list | None:
+    """A request's prefix or infill as one entry per sample: a list of per-sample entries (len == num) is kept,
+    one shared entry is repeated, None stays None."""
+    if value is None:
+        return None
+    if value and isinstance(value[0], (list, tuple)):
+        return [list(v) for v in value]
+    return [list(value)] * num
 
 
 class StepClock:
@@ -134,7 +176,14 @@ def check_request(req: GenerateRequest, model, meta: dict) -> tuple[int, int]:
     obj = meta["objective"]
     if obj == "nce":
         raise EdlmError(f"{req.ckpt} is an energy (nce) run: sample with `ckpt` MDLM_RUN and `energy=nce:{req.ckpt}`")
-    length = len(req.fixed) if req.fixed is not None else (req.length or meta["train"]["seq_len"])
+    fixed, prefixes = per_sample(req.fixed, req.num), per_sample(req.prefix, req.num)
+    for what, v in (("fixed", fixed), ("prefix", prefixes)):
+        if v is not None and len(v) != req.num:
+            raise EdlmError(f"{len(v)} {what} entries for `num` {req.num} samples: give one per sample, or one for all")
+    if fixed is not None and len({len(f) for f in fixed}) > 1:
+        raise EdlmError(f"the infill templates have {sorted({len(f) for f in fixed})} tokens: samples generated "
+                        "together need templates of one length (add or remove [MASK] blanks)")
+    length = len(fixed[0]) if fixed is not None else (req.length or meta["train"]["seq_len"])
     window = min(meta["train"]["seq_len"], model.cfg.max_len)  # what one semi-AR block sees
     if req.stride is not None:
         if obj != "mdlm":
@@ -146,10 +195,13 @@ def check_request(req: GenerateRequest, model, meta: dict) -> tuple[int, int]:
                         f"longer, add `stride` S (semi-autoregressive blocks of {window} tokens, e.g. S={window // 2})")
     if req.fixed is not None and obj != "mdlm":
         raise EdlmError("infilling needs an MDLM run (an AR run only continues a `prefix`)")
-    if req.prefix and len(req.prefix) >= length:
-        raise EdlmError(f"the prefix has {len(req.prefix)} tokens, not fewer than `length` {length}")
+    longest = max((len(p) for p in prefixes), default=0) if prefixes else 0
+    if longest >= length:
+        raise EdlmError(f"the prefix has {longest} tokens, not fewer than `length` {length}")
     if req.energy and obj != "mdlm":
         raise EdlmError("`energy` applies to an MDLM run (`ckpt` MDLM_RUN); this run is autoregressive")
+    check_fast(obj, sampler=req.sampler, threshold=req.threshold, block_size=req.block_size, kv_cache=req.kv_cache,
+               kv_refresh=req.kv_refresh, unmask=req.unmask, stride=req.stride)
     return length, window
 
 
@@ -196,12 +248,12 @@ def generate(req: GenerateRequest, device, model, meta: dict, *, energy=None, qu
     scfg = SamplerConfig(steps=req.steps, k=req.k if energy is not None else 1, window=req.window,
                          temperature=req.temperature, cache=req.cache, unmask=req.unmask,
                          k_policy=req.k_policy if energy is not None else None,
-                         min_unmask=req.min_unmask if energy is not None else 1,
-                         token_temperature=req.token_temperature, top_p=req.top_p)
+                         min_unmask=req.min_unmask if energy is not None else 1, sampler=req.sampler,
+                         threshold=req.threshold, token_temperature=req.token_temperature, top_p=req.top_p)
     sharp = {k: v for k, v in (("token_temperature", req.token_temperature), ("top_p", req.top_p)) if v != 1.0}
     unmask = None if obj == "ar" else req.unmask
     schedule = get_schedule(meta["train"].get("schedule", "loglinear"))
-    rows, ess_all, t_total = [], [], 0.0
+    rows, ess_all, t_total, forwards = [], [], 0.0, 0
     cost = {"candidates": 0, "seq_steps": 0}  # energy candidate-evaluations, and sequence-steps that drew them
     bar = progress(total=req.num, desc=f"sample {method}", unit="seq", disable=quiet or None)
     clock = StepClock()
@@ -211,21 +263,26 @@ def generate(req: GenerateRequest, device, model, meta: dict, *, energy=None, qu
     _sync(device)
     startup_s = process_seconds()  # imports, CUDA start-up, loading the model(s): everything before batch 1
     tok = tokenizer_for(meta["data"])
-    job = _Job(obj, model, denoise, schedule, mask_id, scfg, energy, gen, length, device, fixed=req.fixed,
-               stride=req.stride, window=window)
+    shared = req.fixed if req.fixed is not None and not isinstance(req.fixed[0], (list, tuple)) else None
+    job = _Job(obj, model, denoise, schedule, mask_id, scfg, energy, gen, length, device, fixed=shared,
+               stride=req.stride, window=window, block=req.block_size, kv_cache=req.kv_cache,
+               kv_refresh=req.kv_refresh)
+    prefixes, fixed = per_sample(req.prefix, req.num), per_sample(req.fixed, req.num)
     for start in range(0, req.num, req.batch_size):
         b = min(req.batch_size, req.num - start)
-        prefix = torch.tensor([req.prefix] * b, device=device) if req.prefix else None
+        prefix = prefixes[start:start + b] if prefixes else None
+        fixed_rows = fixed[start:start + b] if fixed and isinstance(req.fixed[0], (list, tuple)) else None
         _sync(device)
         t0 = time.perf_counter()
         clock.start()
         tr = trace if (trace is not None and start == 0 and obj != "ar") else None
         cb = step_cb if tr is None else (lambda *a, tr=tr: (step_cb(*a), tr(*a)))
         with amp, fused_policy("on" if req.compile else None):
-            x, stats = job.batch(b, prefix, cb, tr)
+            x, stats = job.batch(b, prefix, cb, tr, fixed_rows)
         _sync(device)
         dt = time.perf_counter() - t0
         t_total += dt
+        forwards += stats.forwards if stats is not None else 0
         if stats is not None and stats.ess:
             ess_all.extend(stats.ess)
             cost["candidates"] += stats.candidates
@@ -263,7 +320,16 @@ def generate(req: GenerateRequest, device, model, meta: dict, *, energy=None, qu
     summary.update(sharp)  # only when not 1: the JSON of a plain run is unchanged
     if req.stride is not None:  # fields added only when used: the JSON of a plain run is unchanged
         summary.update(stride=req.stride, block=window, blocks=len(block_windows(length, window, req.stride)))
+    if obj == "mdlm" and (req.sampler != "step" or req.block_size is not None or req.kv_cache != "none"):
+        summary.update(sampler=req.sampler, network_calls_per_batch=forwards / max(1, -(-req.num // req.batch_size)))
+        if req.sampler == "threshold":
+            summary.update(threshold=req.threshold)
+        if req.block_size is not None:
+            summary.update(block_size=req.block_size)
+        if req.kv_cache != "none":
+            summary.update(kv_cache=req.kv_cache, kv_refresh=req.kv_refresh)
     if req.fixed is not None:
-        summary.update(infill=Infill(tuple(req.fixed)).render(tok.decode),
-                       infill_blanks=sum(i is None for i in req.fixed))
+        shown = [Infill(tuple(f)).render(tok.decode) for f in (fixed[:1] if shared is not None else fixed)]
+        summary.update(infill=shown[0] if shared is not None else shown,
+                       infill_blanks=sum(i is None for i in fixed[0]))
     return rows, summary

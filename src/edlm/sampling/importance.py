@@ -41,6 +41,26 @@ def draw_candidates(post, x_t: torch.Tensor, k: int, mask_id: int, generator=Non
     return (cand, lp) if seqs is None else (cand[seqs], lp[seqs])
 
 
+def candidate_energies(energy, cand: torch.Tensor, log_mu: torch.Tensor, x_t: torch.Tensor, t,
+                       ks: torch.Tensor | None = None) -> torch.Tensor:
+    """Energies (Ba, K) of candidates (Ba, K, L) with their log mu (Ba, K), sequence b's at x_t[b], in one batched
+    call. t: a float or one time per sequence (Ba,) (first-hit, threshold). ks (Ba,): sequence b uses only its
+    first ks[b] candidates; the others get no energy call and +inf (weight 0 in `select`), so each sequence is
+    an exact ks[b]-candidate importance step of its own."""
+    Ba, K, L = cand.shape
+    if ks is None or bool((ks == K).all()):
+        t_flat = (t.repeat_interleave(K) if torch.is_tensor(t) else torch.full((Ba * K,), t, device=x_t.device))
+        return energy.energy(cand.reshape(Ba * K, L), x_t.repeat_interleave(K, dim=0), t_flat,
+                             log_mu=log_mu.reshape(Ba * K)).view(Ba, K)
+    valid = torch.arange(K, device=cand.device)[None] < ks[:, None]  # (Ba, K)
+    rows = valid.nonzero()[:, 0]
+    t_rows = t[rows] if torch.is_tensor(t) else torch.full((rows.numel(),), t, device=x_t.device)
+    e = energy.energy(cand[valid], x_t[rows], t_rows, log_mu=log_mu[valid])
+    out = torch.full((Ba, K), float("inf"), dtype=e.dtype, device=e.device)
+    out[valid] = e
+    return out
+
+
 def select(energies: torch.Tensor, temperature: float = 1.0, generator=None):
     """energies (B, k) -> chosen index (B,), weights (B, k) float64, effective sample size (B,)."""
     w = torch.softmax(-energies.double() / temperature, dim=-1)  # lower energy -> more weight
@@ -49,12 +69,14 @@ def select(energies: torch.Tensor, temperature: float = 1.0, generator=None):
     return j, w, ess
 
 
-def importance_step(post, x_t: torch.Tensor, t: float, alpha_t: float, alpha_s: float,
+def importance_step(post, x_t: torch.Tensor, t, alpha_t: float, alpha_s: float,
                     energy, k: int, mask_id: int, temperature: float = 1.0, generator=None, on_choice=None,
-                    min_unmask: int = 1):
+                    min_unmask: int = 1, move: torch.Tensor | None = None):
     """One EDLM step. post: the proposal's posterior at x_t (or (B, L, V) SUBS log-probs).
     Returns x_s (B, L), ess (B_active,) on the device, and how many positions unmasked (int).
     on_choice(active (Ba,), chosen (Ba,), weights (Ba, k)): optional, told which candidate won (traces).
+    k: an int, or a (B,) tensor: one k per sequence (the adaptive policy, sampling/adaptive.py); a sequence with
+    k = 1 then takes a plain MDLM draw.
 
     Which positions unmask does not depend on the chosen x0, so it is drawn first. A sequence where no
     position unmasks keeps x_t whatever candidate wins: it gets no candidates and no energy forward, and
@@ -62,25 +84,31 @@ def importance_step(post, x_t: torch.Tensor, t: float, alpha_t: float, alpha_s: 
     min_unmask: a sequence that unmasks fewer positions than this (but some) takes a plain MDLM draw for them,
     no energy: the energy corrects the DEPENDENCE between the tokens a step fixes together, and a single token
     drawn from exact marginals is already exact (while importance resampling with finite k only approximates
-    that marginal). The choice depends on the positions drawn, never on the candidates, so it biases nothing."""
+    that marginal). The choice depends on the positions drawn, never on the candidates, so it biases nothing.
+    move: (B, L) bool, the positions to unmask when a sampler chose them itself (first-hit, threshold; the
+    alphas are then unused); t: a float or one time per sequence (B,)."""
     B, L = x_t.shape
-    move = unmask_draw(x_t, alpha_t, alpha_s, mask_id, generator)
-    if min_unmask > 1:
+    if move is None:
+        move = unmask_draw(x_t, alpha_t, alpha_s, mask_id, generator)
+    ks = k if torch.is_tensor(k) else None
+    if min_unmask > 1 or ks is not None:
         n_move = move.sum(1)
-        active = (n_move >= min_unmask).nonzero().squeeze(1)
-        single = ((n_move > 0) & (n_move < min_unmask)).nonzero().squeeze(1)
+        energised = n_move >= max(min_unmask, 1)
+        if ks is not None:
+            energised &= ks > 1
+        active = energised.nonzero().squeeze(1)
+        single = ((n_move > 0) & ~energised).nonzero().squeeze(1)
     else:
         active, single = move.any(1).nonzero().squeeze(1), None  # syncs once
     x_t = _plain_draw(post, x_t, move, single, mask_id, generator)
     n_active = active.numel()
     if n_active == 0:
         return x_t, x_t.new_zeros(0, dtype=torch.float64), int(move.sum()) if single is not None else 0
-    cand, log_mu = draw_candidates(post, x_t, k, mask_id, generator, seqs=active)  # (Ba, k, L); syncs once
+    ka = None if ks is None else ks[active]
+    width = k if ka is None else int(ka.max())
+    cand, log_mu = draw_candidates(post, x_t, width, mask_id, generator, seqs=active)  # (Ba, k, L); syncs once
     xa = x_t[active]
-    x0_flat = cand.reshape(n_active * k, L)
-    xt_flat = xa.repeat_interleave(k, dim=0)  # row b*k+j is active sequence b
-    t_flat = torch.full((n_active * k,), t, device=x_t.device)
-    e = energy.energy(x0_flat, xt_flat, t_flat, log_mu=log_mu.reshape(n_active * k)).view(n_active, k)
+    e = candidate_energies(energy, cand, log_mu, xa, t[active] if torch.is_tensor(t) else t, ka)  # row b*k+j: b
     j, w, ess = select(e, temperature, generator)
     if on_choice is not None:
         on_choice(active, j, w)

@@ -4,8 +4,9 @@
 which computes log-probs only at the positions a step draws; samplers never own models. Steps whose
 current time t lies in `window` use importance sampling with `energy`; all others are plain MDLM steps
 (and consume the random stream identically, so an empty window reproduces MDLM exactly for the same
-seed). `unmask="confidence"` replaces the random choice of positions by the most confident draws
-(sampling/confidence.py), with or without the energy on top.
+seed). Which positions a step unmasks is a registered strategy (`cfg.unmask`: edlm/config/unmasking.py,
+sampling/unmasking.py): "random" is MDLM's step, "confidence" the most confident draws first
+(sampling/confidence.py), each with or without the energy on top.
 """
 
 from __future__ import annotations
@@ -16,11 +17,10 @@ import torch
 
 from edlm.config.sampling import SamplerConfig
 from edlm.diffusion.schedules import pinned_alpha
-from edlm.sampling.ancestral import ancestral_step, time_grid
-from edlm.sampling.confidence import confidence_importance_step, confidence_step
+from edlm.sampling.ancestral import time_grid
 from edlm.sampling.denoiser import ModelDenoiser, posterior_of
-from edlm.sampling.importance import importance_step
 from edlm.sampling.sharpen import make_sharpen, sharpened
+from edlm.sampling.unmasking import StepInput, strategy
 
 
 @dataclass
@@ -31,13 +31,25 @@ class SampleStats:
     ess: list = field(default_factory=list)
     """per EDLM step, the effective sample size (B,) of its k candidates"""
     ks: list = field(default_factory=list)
-    """per EDLM step, the k it drew (constant unless a k_policy adapts it)"""
+    """per EDLM step, the k it drew (constant unless a k_policy adapts it; then the largest k of the step)"""
+    seq_ks: list = field(default_factory=list)
+    """with a k_policy: per EDLM step, the k of every sequence (B,) (0: it drew no candidates on that step)"""
     candidates: int = 0
     """energy candidate-evaluations spent: sum over EDLM steps of k x the sequences that unmasked something"""
 
     @property
     def mean_ess(self) -> float | None:
         return float(torch.cat(self.ess).mean()) if self.ess else None
+
+
+def _recording(on_choice, into: list):
+    """An on_choice that keeps each step's active sequences in `into` and calls `on_choice` (if any)."""
+    def record(active, chosen, weights):
+        into.append(active)
+        if on_choice is not None:
+            on_choice(active, chosen, weights)
+
+    return record
 
 
 def model_denoiser(model, mask_id: int) -> ModelDenoiser:
@@ -72,9 +84,12 @@ def sample(denoise, schedule, mask_id: int, cfg: SamplerConfig, *, batch: int = 
     can_cache = cfg.cache and getattr(denoise, "time_conditioning", True) is False
     start = (x == mask_id).sum(1)  # masked positions per sequence at the start (confidence counts)
     remaining = int(start.sum())
-    confident = cfg.unmask == "confidence"
+    rule = strategy(cfg.unmask)
     post = None
-    k = cfg.k if cfg.k_policy is None else cfg.k_policy.start(cfg.k)
+    policy = cfg.k_policy
+    # with a policy, one k per sequence (B,): each sequence's own ESS sets its next k (sampling/adaptive.py)
+    k = cfg.k if policy is None else torch.full((x.shape[0],), policy.start(cfg.k), device=x.device)
+    energy_on = energy is not None and (cfg.k > 1 if policy is None else policy.start(cfg.k) > 1)
     for i in range(cfg.steps):
         if remaining == 0:
             break
@@ -85,26 +100,29 @@ def sample(denoise, schedule, mask_id: int, cfg: SamplerConfig, *, batch: int = 
         a_t, a_s = pinned_alpha(schedule, t), pinned_alpha(schedule, s)
         e = None
         chose = None if on_choice is None else (lambda a, j, w, i=i: on_choice(i, a, j, w))
-        if energy is not None and k > 1 and in_window(t, cfg.window):
-            if confident:
-                x, e, moved = confidence_importance_step(post, x, t, start, a_s, energy, k, mask_id,
-                                                         cfg.temperature, generator, on_choice=chose)
-            else:
-                x, e, moved = importance_step(post, x, t, a_t, a_s, energy, k, mask_id, cfg.temperature,
-                                              generator, on_choice=chose, min_unmask=cfg.min_unmask)
+        if policy is not None:  # which sequences drew candidates: their ESS sets their own next k
+            chose = _recording(chose, picked := [])
+        inp = StepInput(post, x, t, s, a_t, a_s, start, mask_id, generator, cfg.temperature, cfg.min_unmask, chose)
+        if energy_on and in_window(t, cfg.window):
+            x, e, moved = rule.energy_step(inp, energy, k)
             if e.numel():  # the energy ran (some sequence unmasked something)
                 stats.energy_steps += 1
-                stats.ks.append(k)
-                stats.candidates += e.numel() * k
                 ess.append(e)
-                if cfg.k_policy is not None:  # this step's ESS sets the NEXT step's k (sampling/adaptive.py)
-                    k = cfg.k_policy.next_k(k, e)
+                if policy is None:
+                    stats.ks.append(k)
+                    stats.candidates += e.numel() * k
+                else:  # this step's ESS sets the NEXT step's k, sequence by sequence
+                    active = picked[0]
+                    ka = k[active]
+                    stats.ks.append(int(ka.max()))
+                    stats.seq_ks.append(torch.zeros_like(k).index_copy_(0, active, ka).cpu())
+                    stats.candidates += int(ka.sum())
+                    k = k.index_copy(0, active, policy.next_ks(ka, e))
+                    energy_on = bool((k > 1).any())
             else:
                 e = None
-        elif confident:
-            x, moved = confidence_step(post, x, start, a_s, mask_id, generator)
         else:
-            x, moved = ancestral_step(post, x, a_t, a_s, mask_id, generator)
+            x, moved = rule.step(inp)
         remaining -= moved
         if moved:
             stats.forwards += post.forwards

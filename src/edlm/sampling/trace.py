@@ -19,6 +19,8 @@ from pathlib import Path
 
 import torch
 
+from edlm.safe_io import atomic_write_bytes
+
 
 class TraceRecorder:
     """Sampler hooks (begin, the step callback, on_choice, on_block) that keep what the page needs."""
@@ -97,8 +99,7 @@ def write_trace_html(path, recorders: list[TraceRecorder], tokenizer, title: str
     blob = json.dumps(data, separators=(",", ":")).replace("</", "<\\/")  # never closes the script tag
     page = (_PAGE.replace("__TITLE__", html.escape(title)).replace("__DATA__", blob))
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(page, encoding="utf-8")
+    atomic_write_bytes(path, page.encode("utf-8"))
     return path
 
 
