@@ -246,3 +246,13 @@ def test_generate_request_check_names_a_bad_knob():
                 {"top_p": True}):
         with pytest.raises(EdlmError, match="token_temperature|top_p"):
             GenerateRequest(ckpt="x", **bad).check()
+
+
+def test_the_knobs_are_refused_with_samplers_that_ignore_them():
+    """first-hit and threshold draw from the model's own distribution: sharpening them is an error, not a no-op."""
+    from edlm.config.sampling import GenerateRequest
+
+    for sampler in ("first-hit", "threshold"):
+        GenerateRequest(ckpt="x", sampler=sampler).check()
+        with pytest.raises(EdlmError, match="step"):
+            GenerateRequest(ckpt="x", sampler=sampler, token_temperature=0.5).check()
