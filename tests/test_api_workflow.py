@@ -203,4 +203,4 @@ def test_bench_checks_its_evaluator_before_sampling_and_sweeps_the_new_axes(runs
     for r in res["rows"]:
         if r["method"] == "edlm-ar":
             assert r["vs_mdlm"]["paired"] and r["vs_mdlm"]["ci"][0] <= r["vs_mdlm"]["diff"] <= r["vs_mdlm"]["ci"][1]
-    assert len(list((tmp_path / "b2" / "samples").iterdir())) == len(res["rows"])
+    assert len(list((tmp_path / "b2" / "samples").glob("*.jsonl"))) == len(res["rows"])  # + a summary each

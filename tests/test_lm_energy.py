@@ -144,6 +144,16 @@ def test_cli_lm_energy_and_the_circularity_guard(micro_runs, same_tok_lm, tmp_pa
     rows = edlm.load(micro_runs / "mdlm").sample(num=2, steps=4, k=2, energy=f"ar:{micro_runs / 'ar'}").rows
     with pytest.raises(EdlmError, match="circular"):
         evaluate_rows(rows, f"edlm:{micro_runs / 'ar'}", load_run=__import__("edlm.runs.load").runs.load.load_model)
+    # and edlm.score, the CLI's twin: refused, then scored with allow_circular (and said so)
+    with pytest.raises(EdlmError, match="circular"):
+        edlm.score(rows, f"edlm:{micro_runs / 'ar'}", device="cpu")
+    assert edlm.score(rows, f"edlm:{micro_runs / 'ar'}", device="cpu", allow_circular=True)["circular"] is True
+    # the energy's form and scale as Run.sample arguments (the CLI's --energy-form / --energy-scale)
+    run = edlm.load(micro_runs / "mdlm")
+    s = run.sample(num=2, steps=4, k=2, energy=f"lm:{lm}", energy_form="product", energy_scale=2.0, quiet=True)
+    assert (s.summary["energy_form"], s.summary["energy_scale"]) == ("product", 2.0)
+    with pytest.raises(EdlmError, match="`energy_form` chooses the form of an lm: energy"):
+        run.sample(num=2, steps=4, energy=f"ar:{micro_runs / 'ar'}", energy_form="product")
 
 
 def test_bad_lm_inputs_fail_before_sampling(micro_runs, tmp_path, monkeypatch):

@@ -9,8 +9,11 @@ from edlm.eval.report import likelihood_report
 
 
 def test_registry_names_the_runs_each_method_needs():
-    assert list(METHODS) == ["mdlm", "edlm-ar", "edlm-coar", "edlm-nce", "ar"]
+    assert list(METHODS) == ["mdlm", "edlm-ar", "edlm-coar", "edlm-nce", "ar", "confidence", "confidence+edlm-ar",
+                             "confidence+edlm-nce"]
     assert METHODS["edlm-coar"].runs == ("mdlm", "ar")
+    assert METHODS["confidence+edlm-ar"].runs == ("mdlm", "ar") and METHODS["confidence"].unmask == "confidence"
+    assert METHODS["edlm-ar"].unmask == "random"
     assert METHODS["edlm-nce"].runs == ("mdlm", "nce")
     assert METHODS["ar"].runs == ("ar",) and METHODS["ar"].energy is None
     with pytest.raises(EdlmError, match="choose from mdlm, edlm-ar, edlm-coar, edlm-nce, ar"):
@@ -22,6 +25,9 @@ def test_settings_follow_the_registry():
 
     got = settings_for(["mdlm", "edlm-nce", "ar"], [4], [2], [(0.0, 1.0)])
     assert [(s.method, s.steps, s.k) for s in got] == [("mdlm", 4, 1), ("edlm-nce", 4, 2), ("ar", 0, 1)]
+    sharp = settings_for(["mdlm", "ar"], [4], [2], [(0.0, 1.0)], token_temperatures=[0.8, 1.0], top_ps=[0.9])
+    assert [(s.method, s.token_temperature, s.top_p) for s in sharp] == [
+        ("mdlm", 0.8, 0.9), ("mdlm", 1.0, 0.9), ("ar", 0.8, 0.9), ("ar", 1.0, 0.9)]
 
 
 class _Normalised:

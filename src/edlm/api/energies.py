@@ -9,6 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from edlm import validate
 from edlm.errors import EdlmError
 from edlm.runs.folder import RunMeta, as_meta
 from edlm.runs.load import check_compatible, load_model
@@ -167,6 +168,30 @@ def fn_energy(fn, inputs: str = "texts", scale: float = 1.0, name: str | None = 
     check_scale(scale)
     label = name or f"fn:{getattr(fn, '__qualname__', type(fn).__name__)}"
     return EnergyChoice("fn", fn, spec=label, options={"inputs": inputs, "scale": float(scale)})
+
+
+def energy_with(energy, energy_form: str | None = None, energy_scale: float | None = None):
+    """`energy` as as_energy takes it, with the form and scale of a string "lm:NAME" (form residual or product,
+    scale lambda) or "py:MODULE:FUNCTION" (scale) applied: Run.sample's energy_form / energy_scale, the
+    command line's --energy-form / --energy-scale. Neither given: `energy` unchanged."""
+    if energy_form is None and energy_scale is None:
+        return energy
+    kind, _, name = energy.partition(":") if isinstance(energy, str) else ("", "", "")
+    if energy_form is not None and kind != "lm":
+        raise EdlmError("`energy_form` chooses the form of an lm: energy (`energy=lm:NAME`); for an energy object "
+                        "give edlm.lm_energy(name, form=...)" +
+                        ("; a py: function is a log-weight r, its target is mu * exp(r) (product form)"
+                         if kind == "py" else ""))
+    if energy_scale is not None and kind not in ("lm", "py"):
+        raise EdlmError("`energy_scale` applies to `energy=lm:NAME` or `energy=py:MODULE:FUNCTION`; for an "
+                        "energy object give edlm.lm_energy(name, scale=...) or edlm.fn_energy(fn, scale=...)")
+    if energy_scale is not None:
+        validate.finite_in("`energy_scale`", energy_scale, lo=0, lo_open=True)
+    scale = 1.0 if energy_scale is None else energy_scale
+    if kind == "lm":
+        return lm_energy(name, form=energy_form or "residual", scale=scale)
+    choice = as_energy(energy)
+    return fn_energy(choice.source, inputs=choice.options["inputs"], scale=scale, name=energy)
 
 
 def as_energy(energy) -> EnergyChoice | None:

@@ -7,7 +7,7 @@ Face name or folder, "gguf:FILE", or "edlm:AR_RUN" (an AR run folder, loaded her
 
 from __future__ import annotations
 
-from edlm.eval import evaluators, genppl
+from edlm.eval import evaluators, genppl, metrics
 from edlm.runs.load import load_model
 
 
@@ -21,3 +21,9 @@ def evaluate_rows(rows: list[dict], evaluator, **options) -> dict:
     """edlm.eval.genppl.evaluate_rows (options: device, batch_size, max_tokens, eos, stride, show_progress,
     keep_scores, accept_data_change), able to open edlm runs."""
     return genppl.evaluate_rows(rows, evaluator, load_run=load_model, **options)
+
+
+def evaluate_samples(rows: list[dict], **options) -> dict:
+    """edlm.eval.metrics.evaluate_samples (metrics genppl / repetition / mauve: what `edlm eval samples --metrics`
+    prints), able to open edlm runs."""
+    return metrics.evaluate_samples(rows, load_run=load_model, **options)

@@ -19,6 +19,8 @@ class Method:
     """the kind of run that generates: "mdlm" or "ar\""""
     energy: str | None = None
     """the energy kind correcting the MDLM ("ar", "coar", "nce"), None for plain sampling"""
+    unmask: str = "random"
+    """which positions a diffusion step unmasks: random (MDLM's) or confidence (sampling/confidence.py)"""
 
     @property
     def runs(self) -> tuple[str, ...]:
@@ -28,7 +30,9 @@ class Method:
 
 METHODS = {m.name: m for m in (Method("mdlm", "mdlm"), Method("edlm-ar", "mdlm", "ar"),
                                Method("edlm-coar", "mdlm", "coar"), Method("edlm-nce", "mdlm", "nce"),
-                               Method("ar", "ar"))}
+                               Method("ar", "ar"), Method("confidence", "mdlm", unmask="confidence"),
+                               Method("confidence+edlm-ar", "mdlm", "ar", unmask="confidence"),
+                               Method("confidence+edlm-nce", "mdlm", "nce", unmask="confidence"))}
 DEFAULT_METHODS = ("mdlm", "edlm-ar", "edlm-nce", "ar")
 """what `edlm bench` runs without --methods: each of these whose runs are given"""
 

@@ -19,8 +19,8 @@ from pathlib import Path
 import torch
 
 from edlm import validate
-from edlm.api.energies import as_energy
-from edlm.config.sampling import KPolicy
+from edlm.api.energies import as_energy, energy_with
+from edlm.config.sampling import KPolicy, check_sharpness
 from edlm.errors import EdlmError
 from edlm.runs.folder import RunMeta
 from edlm.safe_io import check_outputs
@@ -144,14 +144,20 @@ class Run:
                stride: int | None = None, trace=None, trace_num: int = 4, trace_mdlm: bool = False,
                k_policy=None, k_max: int | None = None, k_min: int | None = None, min_unmask: int = 1,
                out=None, sampler: str = "step", threshold: float = 0.9, block_size: int | None = None,
-               kv_cache: str = "none", kv_refresh: int = 0) -> Samples:
+               kv_cache: str = "none", kv_refresh: int = 0, token_temperature: float = 1.0,
+               top_p: float = 1.0, energy_form: str | None = None, energy_scale: float | None = None) -> Samples:
         """Generate `num` sequences; returns Samples (tokens, texts, rows, summary). Nothing is written.
 
         MDLM run: `steps` ancestral denoising steps from all-MASK. With `energy` (edlm.ar_energy(ar_run),
         edlm.coar_energy(ar_run), edlm.nce_energy(nce_run) or a "kind:path" string) it is EDLM: on steps
         whose time t lies in `window` = (t_lo, t_hi), `k` candidates are drawn per sequence and one is
-        kept by importance weights softmax(-E / temperature) (temperature 1 = the exact EDLM target).
-        AR run: left-to-right sampling (`steps`, `energy`, `k`, `window` do not apply).
+        kept by importance weights softmax(-E / temperature) (temperature 1 = the exact EDLM target):
+        `temperature` is the ENERGY's. AR run: left-to-right sampling (`steps`, `energy`, `k`, `window` do not
+        apply).
+
+        token_temperature, top_p: sharpness of every token draw (MDLM steps, EDLM candidates, confidence, AR):
+            each position's distribution p(v) becomes p(v)^(1/token_temperature), then only its nucleus of mass
+            >= top_p is kept (sampling/sharpen.py). 1, 1 = the model's own distribution (unchanged samples).
 
         unmask: "random" (MDLM's ancestral step) or "confidence" (each step keeps the schedule's expected
         number of draws, the most confident ones; with an energy, of the candidate the energy picks).
@@ -200,7 +206,7 @@ class Run:
         if obj == "nce":
             raise EdlmError(f"{self.path} is an energy (nce) run and cannot generate: load an MDLM run and pass "
                             f"energy=edlm.nce_energy({self.path!r})")
-        choice = as_energy(energy)
+        choice = as_energy(energy_with(energy, energy_form, energy_scale))
         if choice is not None and obj != "mdlm":
             raise EdlmError("an energy applies to an MDLM run (the proposal); this run is autoregressive")
         if isinstance(k_policy, KPolicy) and (k_max, k_min) != (None, None):
@@ -215,6 +221,10 @@ class Run:
         _check_sample_args(choice, num=num, steps=steps, k=k, batch_size=batch_size, trace_num=trace_num,
                            min_unmask=min_unmask, length=length, stride=stride, window=window, callback=callback,
                            on_batch=on_batch, k_policy=k_policy, unmask=unmask, trace=trace, trace_mdlm=trace_mdlm)
+        try:
+            check_sharpness(token_temperature, top_p)
+        except ValueError as e:
+            raise EdlmError(f"{e} (1 = the model's own distribution)") from None
         check_fast(obj, sampler=sampler, threshold=threshold, block_size=block_size, kv_cache=kv_cache,
                    kv_refresh=kv_refresh, unmask=unmask, stride=stride)
         fixed = self._infill(infill, prefix, length, stride, num)
@@ -248,7 +258,8 @@ class Run:
                               temperature=temperature, prefix=ids or None, cache=cache, precision=precision,
                               compile=compile, unmask=unmask, fixed=fixed, stride=stride, k_policy=k_policy,
                               min_unmask=min_unmask, sampler=sampler, threshold=threshold,
-                              block_size=block_size, kv_cache=kv_cache, kv_refresh=kv_refresh)
+                              block_size=block_size, kv_cache=kv_cache, kv_refresh=kv_refresh,
+                              token_temperature=token_temperature, top_p=top_p)
         req.check()  # every range, before the energy's run is loaded
         energies = {spec: choice.build(self)} if choice is not None else None
         recorders = self._recorders(trace, trace_num, req, summary_label=choice)

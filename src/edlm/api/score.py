@@ -36,20 +36,68 @@ def _rows(samples) -> tuple[list[dict], str | None]:
                     "JSONL file")
 
 
-def score(samples, evaluator, *, device="auto", batch_size: int = 16, max_tokens: int | None = None,
+def score(samples, evaluator=None, *, device="auto", batch_size: int = 16, max_tokens: int | None = None,
           eos: str = "mdlm", stride: int | None = None, quiet: bool | None = None,
-          accept_data_change: bool = False) -> dict:
+          accept_data_change: bool = False, metrics="genppl", reference=None, mauve_features: str = "smollm2-135m",
+          mauve_layer: int = -1, mauve_max_tokens: int | None = None, mauve_buckets: int | None = None,
+          mauve_bootstrap: int = 50, mauve_seeds: int = 5, allow_circular: bool = False) -> dict:
     """The summary `edlm eval samples` prints (gen-PPL / gen-NLL with a 95% interval, entropy, distinct-n, speed)
     for `samples` (edlm.Samples, a list of rows, or a samples JSONL file), under `evaluator` ("true" for the
     ground-truth languages, "smollm2-135m", "gemma3-270m", "edlm:AR_RUN", "gguf:FILE", a Hugging Face name or
     folder). It also keeps "scores" (per sample: summed NLL, tokens) and "seeds", for edlm.compare.
     accept_data_change: an "edlm:AR_RUN" evaluator whose corpus changed since it was trained is a warning, not an
-    error."""
+    error. allow_circular: score even samples whose energy was the evaluator's own model (refused by default: a
+    model judging the candidates it picked measures the selection, not the text).
+
+    metrics: genppl (the default), repetition (repeated n-grams within samples and across the set), mauve (MAUVE
+    against `reference`: rows or a samples-style .jsonl / text file, default held-out windows of the samples'
+    corpus of their length; features from `mauve_features` at `mauve_layer`; docs/evaluation.md)."""
     rows, path = _rows(samples)
+    from edlm.eval.metrics import DEFAULT_METRICS, parse_metrics
+
+    names = parse_metrics(metrics)
+    if names != DEFAULT_METRICS or reference is not None:
+        return _score_metrics(rows, path, names, evaluator, reference, device=device, batch_size=batch_size,
+                              max_tokens=max_tokens, eos=eos, stride=stride, quiet=quiet,
+                              accept_data_change=accept_data_change, mauve_features=mauve_features,
+                              mauve_layer=mauve_layer, mauve_max_tokens=mauve_max_tokens, mauve_buckets=mauve_buckets,
+                              mauve_bootstrap=mauve_bootstrap, mauve_seeds=mauve_seeds, allow_circular=allow_circular)
+    if evaluator is None:
+        raise EdlmError("the genppl metric needs an `evaluator` (e.g. smollm2-135m, or true on an exact language)")
     out = evaluate_rows(rows, evaluator, device=device, batch_size=batch_size, max_tokens=max_tokens, eos=eos,
                         stride=stride, show_progress=not quiet_default(quiet), keep_scores=True,
-                        accept_data_change=accept_data_change)
+                        allow_circular=allow_circular, accept_data_change=accept_data_change)
     out["seeds"] = [r.get("seed") for r in rows]
+    if path is not None:
+        out["samples"] = path
+    return out
+
+
+def _score_metrics(rows, path, names, evaluator, reference, *, device, batch_size, max_tokens, eos, stride, quiet,
+                   accept_data_change, mauve_features, mauve_layer, mauve_max_tokens, mauve_buckets,
+                   mauve_bootstrap, mauve_seeds, allow_circular) -> dict:
+    """score() with metrics beyond gen-PPL (edlm.eval.metrics.evaluate_samples)."""
+    from edlm.api.evaluators import evaluate_samples
+    from edlm.eval.mauve import MauveConfig
+    from edlm.eval.metrics import read_reference
+    from edlm.validate import at_least, existing_path
+
+    if reference is not None and "mauve" not in names:
+        raise EdlmError("`reference` is MAUVE's reference text: add mauve to `metrics`")
+    for name, value in (("mauve_max_tokens", mauve_max_tokens), ("mauve_buckets", mauve_buckets)):
+        at_least(f"`{name}`", value, 1, optional=True)
+    at_least("`mauve_bootstrap`", mauve_bootstrap, 0)
+    at_least("`mauve_seeds`", mauve_seeds, 1)
+    cfg = MauveConfig(layer=mauve_layer, max_tokens=mauve_max_tokens, buckets=mauve_buckets,
+                      bootstrap=mauve_bootstrap, seeds=mauve_seeds)
+    ref_name = None
+    if isinstance(reference, (str, Path)):
+        existing_path("`reference`", reference)
+        ref_name, reference = str(reference), read_reference(reference)
+    out = evaluate_samples(rows, metrics=names, evaluator=evaluator, reference=reference, reference_name=ref_name,
+                           mauve_features=mauve_features, mauve=cfg, device=device, batch_size=batch_size,
+                           max_tokens=max_tokens, eos=eos, stride=stride, show_progress=not quiet_default(quiet),
+                           allow_circular=allow_circular, accept_data_change=accept_data_change)
     if path is not None:
         out["samples"] = path
     return out

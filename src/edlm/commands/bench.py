@@ -1,5 +1,6 @@
 """`edlm bench`: sweep steps / k / window / unmasking / energy temperature / k policy / min-unmask / seeds for
-MDLM, EDLM and AR; JSON + PNG plots. A thin layer over edlm.bench (the same names, as flags)."""
+MDLM, EDLM and AR (and token temperature / top-p: frontiers at matched entropy, MAUVE, repetition in report.md);
+JSON + PNG plots. A thin layer over edlm.bench (the same names, as flags)."""
 
 from __future__ import annotations
 
@@ -12,7 +13,8 @@ from edlm.config.unmasking import unmask_names
 from edlm.errors import EdlmError
 
 OPTIONS = ("mdlm", "ar", "nce", "methods", "steps", "k", "window", "unmask", "energy_temperatures", "k_policy",
-           "k_max", "min_unmask", "seed", "num", "batch_size", "evaluator", "out", "device", "quiet")
+           "k_max", "min_unmask", "seed", "num", "batch_size", "evaluator", "out", "device", "quiet", "temperatures",
+           "top_p", "metrics", "mauve_features", "mauve_bootstrap", "match_entropy", "sample_only", "precision")
 
 
 def _list(kind, example):
@@ -38,11 +40,15 @@ def add_parser(sub, name, help_):
     p = sub.add_parser(name, help=help_, formatter_class=argparse.ArgumentDefaultsHelpFormatter,
                        description=help_ + ". Methods run for every run given: mdlm always; edlm-ar and "
                        "edlm-coar with --ar; edlm-nce with --nce; ar with --ar. Every list flag is one sweep axis; "
-                       "each EDLM cell is compared with MDLM at the same steps, unmasking and seed (paired).")
+                       "each EDLM cell is compared with MDLM at the same steps, unmasking and seed (paired). "
+                       "confidence, confidence+edlm-ar and confidence+edlm-nce run when named in --methods. With "
+                       "--temperatures / --top-p every method is drawn at every setting and report.md compares "
+                       "their frontiers (gen-NLL against entropy) at matched entropy (docs/evaluation.md).")
     p.add_argument("--mdlm", required=True, help="MDLM run folder (the proposal)")
     p.add_argument("--ar", default=None, help="AR run folder (energy for EDLM-AR, and the AR baseline)")
     p.add_argument("--nce", default=None, help="NCE energy run folder")
-    p.add_argument("--methods", default=None, help="comma-separated subset of mdlm,edlm-ar,edlm-coar,edlm-nce,ar")
+    p.add_argument("--methods", default=None, help="comma-separated subset of mdlm,edlm-ar,edlm-coar,edlm-nce,ar,"
+                   "confidence,confidence+edlm-ar,confidence+edlm-nce")
     p.add_argument("--steps", type=_list(int, "8,16"), default=[8, 16, 32, 64], help="comma-separated step counts")
     p.add_argument("--k", type=_list(int, "2,8"), default=[2, 8], help="comma-separated EDLM candidate counts")
     p.add_argument("--window", type=parse_window, action="append", default=None, metavar="T_LO,T_HI",
@@ -61,6 +67,25 @@ def add_parser(sub, name, help_):
                         "on a step (random unmasking)")
     p.add_argument("--seed", type=_list(int, "0,1,2"), default=[0],
                    help="comma-separated seeds: each a cell of its own")
+    p.add_argument("--temperatures", type=_list(float, "0.8,0.9,1"), default=[1.0], metavar="T,...",
+                   help="TOKEN temperatures (every draw from p^(1/T); not the energy's --energy-temperatures): each "
+                        "method at each, a frontier per method in report.md and frontier.png")
+    p.add_argument("--top-p", type=_list(float, "0.9,0.95,1"), default=[1.0], metavar="P,...",
+                   help="nucleus thresholds, each method at each (with --temperatures: every pair)")
+    p.add_argument("--metrics", default="genppl", metavar="LIST",
+                   help="genppl (always: gen-PPL, entropy, repetition), plus mauve: MAUVE of every setting against "
+                        "held-out test-split text of the same length (features: --mauve-features)")
+    p.add_argument("--mauve-features", default="smollm2-135m", metavar="NAME",
+                   help="with --metrics mauve: the model whose hidden states are MAUVE's features")
+    p.add_argument("--mauve-bootstrap", type=int, default=50, metavar="N",
+                   help="with --metrics mauve: bootstrap replicates of each setting's MAUVE interval (0: none)")
+    p.add_argument("--match-entropy", type=float, default=None, metavar="H",
+                   help="compare the frontiers at this entropy (nats; default: the held-out data's own)")
+    p.add_argument("--sample-only", action="store_true",
+                   help="draw every setting's samples into OUT/samples and stop (no evaluator): e.g. on a GPU "
+                        "machine; the same command without it later scores them, drawing nothing again")
+    p.add_argument("--precision", default="auto", choices=("auto", "bf16", "fp32"),
+                   help="the networks' precision while sampling: auto = bf16 autocast on a GPU, fp32 on the CPU")
     p.add_argument("--num", type=int, default=64, help="samples per setting")
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--evaluator", default="true", help="sample scorer (see `edlm eval samples --help`); checked "
@@ -79,11 +104,14 @@ def run(args):
                      window=args.window, unmask=args.unmask, energy_temperatures=args.energy_temperatures,
                      k_policy=args.k_policy, k_max=args.k_max, min_unmask=args.min_unmask, seed=args.seed,
                      num=args.num, batch_size=args.batch_size, evaluator=args.evaluator, out=args.out,
-                     device=args.device, quiet=args.quiet)
+                     device=args.device, quiet=args.quiet, temperatures=args.temperatures, top_p=args.top_p,
+                     metrics=args.metrics, mauve_features=args.mauve_features, mauve_bootstrap=args.mauve_bootstrap,
+                     match_entropy=args.match_entropy, sample_only=args.sample_only, precision=args.precision)
     except EdlmError as e:  # the library names options; the command line names flags
         raise in_flag_terms(e, OPTIONS, dash=True) from None
 
 
 def writes(args) -> Paths:
     return Paths({"--out": args.out}, {"--mdlm": args.mdlm, "--ar": args.ar, "--nce": args.nce,
-                                       "--evaluator": evaluator_path(args.evaluator)}, folders=("--out",))
+                                       "--evaluator": evaluator_path(args.evaluator),
+                                       "--mauve-features": evaluator_path(args.mauve_features)}, folders=("--out",))

@@ -86,10 +86,11 @@ def add_samples_parser(subparsers):
 
     p = subparsers.add_parser(
         "samples",
-        help="generative perplexity, entropy, distinct-n and speed of a samples file",
+        help="generative perplexity, entropy, distinct-n, repetition and MAUVE of a samples file",
         description="Score a samples JSONL file (from `edlm sample`) under an evaluator model and report "
         "generative perplexity (token-weighted), mean unigram entropy per sample (nats, bits), "
-        "distinct-1..4 and time per sample. Evaluators: " + BUILTIN_HELP + ".",
+        "distinct-1..4 and time per sample; with --metrics also repetition (rep-n, repeated n-grams) and MAUVE "
+        "against held-out text. Evaluators: " + BUILTIN_HELP + ".",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     p.add_argument(
@@ -97,10 +98,36 @@ def add_samples_parser(subparsers):
     )
     p.add_argument(
         "--evaluator",
-        required=True,
+        default=None,
         metavar="NAME",
-        help="true | smollm2-135m | gemma3-270m | edlm:RUN_DIR | gguf:FILE | HF name or folder",
+        help="true | smollm2-135m | gemma3-270m | edlm:RUN_DIR | gguf:FILE | HF name or folder (needed by the "
+        "genppl metric)",
     )
+    p.add_argument(
+        "--metrics",
+        default="genppl",
+        metavar="LIST",
+        help="comma-separated: genppl (generative perplexity, entropy, distinct-n, speed), repetition (rep-n within "
+        "samples, repeated n-grams across the set), mauve (MAUVE against held-out text of the same length from the "
+        "samples' corpus, or --reference; docs/evaluation.md). Entropy is always reported",
+    )
+    p.add_argument(
+        "--reference",
+        default=None,
+        metavar="FILE",
+        help="mauve: the reference texts instead of held-out windows of the corpus: a samples-style .jsonl or a "
+        "text file, one text a line",
+    )
+    p.add_argument("--mauve-features", default="smollm2-135m", metavar="NAME",
+                   help="mauve: the model whose hidden states are the features (a text evaluator or edlm:AR_RUN)")
+    p.add_argument("--mauve-layer", type=int, default=-1, help="mauve: hidden state to use (-1: the last layer)")
+    p.add_argument("--mauve-max-tokens", type=int, default=None,
+                   help="mauve: feature-model tokens per text (default: its context)")
+    p.add_argument("--mauve-buckets", type=int, default=None,
+                   help="mauve: k-means clusters (default: samples / 10, MAUVE's own)")
+    p.add_argument("--mauve-bootstrap", type=int, default=50,
+                   help="mauve: bootstrap replicates over samples for mauve_ci95 (0: none)")
+    p.add_argument("--mauve-seeds", type=int, default=5, help="mauve: k-means seeds for the mauve_seeds spread")
     p.add_argument("--batch-size", type=int, default=16)
     p.add_argument("--device", default="auto")
     p.add_argument(
@@ -145,7 +172,9 @@ def run(args):
         try:
             return samples_command(args)
         except EdlmError as e:  # the library names evaluate_rows' options; here they are flags
-            raise in_flag_terms(e, ("batch_size", "max_tokens", "eos", "stride", "evaluator", "accept_data_change"),
+            raise in_flag_terms(e, ("batch_size", "max_tokens", "eos", "stride", "evaluator", "metrics", "mauve_layer",
+                                    "mauve_buckets", "mauve_max_tokens", "mauve_bootstrap", "mauve_seeds",
+                                    "accept_data_change"),
                                 dash=True) from None
     at_least("--t-samples", args.t_samples, 1)
     at_least("--max-blocks", args.max_blocks, 1, optional=True)
@@ -192,19 +221,41 @@ def nelbo_command(args):
 
 
 def samples_command(args) -> dict:
-    """`edlm eval samples`: read the samples file and score it (edlm.api.evaluators.evaluate_rows)."""
-    from edlm.api.evaluators import evaluate_rows
+    """`edlm eval samples`: read the samples file and score it (edlm.api.evaluators.evaluate_samples)."""
+    from edlm.api.evaluators import evaluate_samples
     from edlm.eval.genppl import read_samples
+    from edlm.eval.mauve import MauveConfig
+    from edlm.eval.metrics import parse_metrics, read_reference
 
-    out = evaluate_rows(read_samples(args.samples), args.evaluator, device=args.device, batch_size=args.batch_size,
-                        max_tokens=args.max_tokens, eos=args.eos, stride=args.stride, show_progress=not args.quiet,
-                        allow_circular=args.allow_circular,
-                        accept_data_change=getattr(args, "accept_data_change", False))
+    metrics = parse_metrics(args.metrics)
+    if "genppl" in metrics and args.evaluator is None:
+        raise EdlmError("--metrics genppl needs --evaluator NAME (e.g. smollm2-135m, or true on an exact language)")
+    if args.reference is not None and "mauve" not in metrics:
+        raise EdlmError("--reference is MAUVE's reference text: add mauve to --metrics")
+    for name in ("mauve_max_tokens", "mauve_buckets"):
+        at_least("--" + name.replace("_", "-"), getattr(args, name), 1, optional=True)
+    at_least("--mauve-bootstrap", args.mauve_bootstrap, 0)
+    at_least("--mauve-seeds", args.mauve_seeds, 1)
+    cfg = MauveConfig(layer=args.mauve_layer, max_tokens=args.mauve_max_tokens, buckets=args.mauve_buckets,
+                      bootstrap=args.mauve_bootstrap, seeds=args.mauve_seeds)
+    reference = None
+    if args.reference is not None:
+        existing_path("--reference", args.reference)
+        reference = read_reference(args.reference)
+    out = evaluate_samples(read_samples(args.samples), metrics=metrics, evaluator=args.evaluator,
+                           reference=reference, reference_name=args.reference, mauve_features=args.mauve_features,
+                           mauve=cfg, device=args.device, batch_size=args.batch_size, max_tokens=args.max_tokens,
+                           eos=args.eos, stride=args.stride, show_progress=not args.quiet,
+                           allow_circular=args.allow_circular,
+                           accept_data_change=getattr(args, "accept_data_change", False))
     out["samples"] = str(args.samples)
     return out
+
+
 def writes(args) -> Paths:
     if args.eval_what == "samples":
-        return Paths(reads={"--samples": args.samples, "--evaluator": evaluator_path(args.evaluator)})
+        return Paths(reads={"--samples": args.samples, "--evaluator": evaluator_path(args.evaluator),
+                            "--reference": args.reference, "--mauve-features": evaluator_path(args.mauve_features)})
     return Paths(reads={"--ckpt": args.ckpt, "--energy": energy_run(args.energy),
                         "the run's corpus": _corpus_of(args.ckpt)})
 

@@ -31,7 +31,8 @@ def parse_window(s: str):
 OPTIONS = ("ckpt", "out", "num", "steps", "batch_size", "length", "seed", "energy", "k", "k_policy", "k_max",
            "k_min", "min_unmask", "window", "temperature", "unmask", "prefix", "infill", "stride", "trace",
            "trace_num", "trace_mdlm", "cache", "precision", "compile", "device", "quiet", "accept_data_change",
-           "sampler", "threshold", "block_size", "kv_cache", "kv_refresh")
+           "sampler", "threshold", "block_size", "kv_cache", "kv_refresh", "energy_form", "energy_scale",
+           "token_temperature", "top_p")
 """the option names Run.sample's messages may use (as `name`), each a flag here"""
 
 
@@ -87,7 +88,14 @@ def add_parser(sub, name, help_):
                         "energy pays mostly on the late steps, 0,0.5 keeps 70-90%% of every step's gain at half "
                         "the energy cost; a window at the start (the paper's 0.8,1) gave no measurable gain")
     p.add_argument("--temperature", type=float, default=1.0,
-                   help="the ENERGY's temperature tau in the EDLM weights softmax(-E/tau); 1 = exact")
+                   help="the ENERGY's temperature tau in the EDLM weights softmax(-E/tau); 1 = exact. For the tokens' "
+                        "temperature see --token-temperature")
+    p.add_argument("--token-temperature", type=float, default=1.0, metavar="T",
+                   help="sharpen every token draw (MDLM, EDLM candidates, confidence, AR): p(v)^(1/T), renormalised; "
+                        "T < 1 sharper, lower entropy. 1 = the model's own distribution")
+    p.add_argument("--top-p", type=float, default=1.0, metavar="P",
+                   help="nucleus: draw each token from the smallest set of most probable tokens with mass >= P "
+                        "(after --token-temperature); 1 = all tokens")
     p.add_argument("--unmask", default="random", choices=unmask_names(), help=unmask_help())
     p.add_argument("--prefix", default=None, help="text to keep fixed at the start of every sample")
     p.add_argument("--infill", default=None, metavar="TEMPLATE",
@@ -170,19 +178,12 @@ def check_args(args) -> None:
         ok = " or ".join(n for n, u in UNMASKINGS.items() if u.min_unmask)
         raise EdlmError("--min-unmask skips the energy on steps that unmask few positions: give --energy, "
                         f"with --unmask {ok}")
-    kind = (args.energy or "").partition(":")[0]
-    if args.energy_form is not None and kind != "lm":
-        raise EdlmError("--energy-form chooses the form of an lm: energy (--energy lm:NAME)" +
-                        ("; a py: function is a log-weight r, its target is mu * exp(r) (product form)"
-                         if kind == "py" else ""))
-    if args.energy_scale is not None and kind not in ("lm", "py"):
-        raise EdlmError("--energy-scale applies to --energy lm:NAME or py:MODULE:FUNCTION")
-    if args.energy_scale is not None:
-        finite_in("--energy-scale", args.energy_scale, lo=0, lo_open=True)
     if args.trace_mdlm and not (args.trace and args.energy):
         raise EdlmError("--trace-mdlm puts plain MDLM beside EDLM on the --trace page: give --trace and --energy")
     out_file("--trace", args.trace)
     temperature("--temperature", args.temperature)
+    finite_in("--token-temperature", args.token_temperature, lo=0, lo_open=True)
+    finite_in("--top-p", args.top_p, lo=0, hi=1, lo_open=True)
     out_file("--out", args.out)
     partial = partial_path(args.out)
     if locked_by_other(partial):
@@ -284,7 +285,8 @@ def run(args):
                       trace_num=args.trace_num, trace_mdlm=args.trace_mdlm, k_policy=args.k_policy,
                       k_max=args.k_max if policy else None, k_min=args.k_min if policy else None,
                       min_unmask=args.min_unmask, sampler=args.sampler, threshold=args.threshold,
-                      block_size=args.block_size, kv_cache=args.kv_cache, kv_refresh=args.kv_refresh)
+                      block_size=args.block_size, kv_cache=args.kv_cache, kv_refresh=args.kv_refresh,
+                      token_temperature=args.token_temperature, top_p=args.top_p)
         stream.finish()
     except BaseException as e:
         if stream.abandon():
@@ -297,17 +299,14 @@ def run(args):
 
 
 def energy_choice(args):
-    """--energy with --energy-form / --energy-scale: a spec string, or the EnergyChoice of an lm: / py: energy."""
-    from edlm.api.energies import as_energy, fn_energy, lm_energy
+    """--energy with --energy-form / --energy-scale (edlm.api.energies.energy_with): a spec string, or the
+    EnergyChoice of an lm: / py: energy, its options checked and a py: function imported before loading."""
+    from edlm.api.energies import energy_with
 
-    kind, _, name = (args.energy or "").partition(":")
-    scale = 1.0 if args.energy_scale is None else args.energy_scale
-    if kind == "lm":
-        return lm_energy(name, form=args.energy_form or "residual", scale=scale)
-    if kind == "py":
-        choice = as_energy(args.energy)
-        return fn_energy(choice.source, inputs=choice.options["inputs"], scale=scale, name=args.energy)
-    return args.energy
+    try:
+        return energy_with(args.energy, args.energy_form, args.energy_scale)
+    except EdlmError as e:
+        raise in_flag_terms(e, OPTIONS, dash=True) from None
 
 
 def _sample(run_, **kw):

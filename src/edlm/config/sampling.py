@@ -7,6 +7,7 @@ explained in sampling/adaptive.py) and a whole sampling job (GenerateRequest).
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -27,6 +28,16 @@ probability at once, sampling/threshold.py)"""
 
 KV_CACHES = ("none", "prefix", "dual")
 """keys and values kept across a block's network calls (GenerateRequest.kv_cache; sampling/kvcache.py)"""
+
+
+def check_sharpness(token_temperature: float, top_p: float) -> None:
+    """ValueError unless 0 < token_temperature < inf and 0 < top_p <= 1 (sampling/sharpen.py: the knobs)."""
+    t_ok = isinstance(token_temperature, (int, float)) and not isinstance(token_temperature, bool)
+    if not (t_ok and math.isfinite(token_temperature) and token_temperature > 0):
+        raise ValueError(f"`token_temperature` must be a finite number > 0, not {token_temperature!r}")
+    p_ok = isinstance(top_p, (int, float)) and not isinstance(top_p, bool)
+    if not (p_ok and 0 < top_p <= 1):
+        raise ValueError(f"`top_p` must be a number in (0, 1], not {top_p!r}")
 
 
 @dataclass(frozen=True)
@@ -98,6 +109,7 @@ class SamplerConfig:
     window: tuple[float, float] | None = (0.0, 1.0)
     """EDLM is used at steps whose current t is in [t_lo, t_hi]; None = never"""
     temperature: float = 1.0
+    """the ENERGY's temperature tau: EDLM weighs candidates by softmax(-E / tau); 1 = the exact EDLM target"""
     cache: bool = True
     """reuse the denoiser output when x_t did not change, for denoisers that declare themselves
     time-independent (time_conditioning = False); a plain callable is assumed to depend on t"""
@@ -113,6 +125,11 @@ class SamplerConfig:
     """EDLM steps run the energy only for sequences that unmask at least this many positions on the step; the
     others take a plain MDLM draw (sampling/importance.py: one token from exact marginals needs no energy).
     Random unmasking only"""
+    token_temperature: float = 1.0
+    """the proposal's per-position distribution p(v) becomes p(v)^(1/T) before the draw (sampling/sharpen.py);
+    1 = the model's own. Not the energy's `temperature`"""
+    top_p: float = 1.0
+    """nucleus: draw only from the smallest set of most probable tokens (after token_temperature) with mass >= p"""
 
     sampler: str = "step"
     """step (the time grid of `steps`), first-hit (exact: one network call per token; steps and unmask do not
@@ -122,6 +139,7 @@ class SamplerConfig:
     """the threshold sampler's top-probability threshold"""
 
     def __post_init__(self):
+        check_sharpness(self.token_temperature, self.top_p)
         self.k_policy = parse_k_policy(self.k_policy)
         if self.sampler not in SAMPLERS:
             raise ValueError(f"sampler {self.sampler!r}: use one of {', '.join(SAMPLERS)}")
@@ -150,6 +168,7 @@ class GenerateRequest:
     k: int = 1
     window: tuple[float, float] | None = (0.0, 1.0)
     temperature: float = 1.0
+    """the energy's temperature tau in softmax(-E / tau) (EDLM); see token_temperature for the tokens'"""
     prefix: list[int] | None = None
     cache: bool = True
     unmask: str = "random"
@@ -186,6 +205,10 @@ class GenerateRequest:
     """torch.compile the denoiser's trunk (with CUDA graphs on a GPU) and the fused draw / log-prob kernels
     at once; the first batch pays the compile. Without it those kernels compile only once the job has run
     long enough to pay for it (utils.fused_on_gpu), so a short job starts at once"""
+    token_temperature: float = 1.0
+    """every draw (MDLM, EDLM candidates, confidence, AR) from p(v)^(1/T), renormalised (sampling/sharpen.py)"""
+    top_p: float = 1.0
+    """every draw from the nucleus of mass >= top_p (after token_temperature); 1 = all tokens"""
 
     def __post_init__(self):
         self.k_policy = parse_k_policy(self.k_policy)
@@ -206,3 +229,10 @@ class GenerateRequest:
             raise EdlmError(f"`precision` {self.precision!r}: use auto, bf16 or fp32")
         if self.k_policy is not None and not isinstance(self.k_policy, KPolicy):
             raise EdlmError(f"`k_policy` {self.k_policy!r}: give None, 'fixed', 'ess' or an edlm.KPolicy")
+        try:
+            check_sharpness(self.token_temperature, self.top_p)
+        except ValueError as e:
+            raise EdlmError(f"{e} (1 = the model's own distribution)") from None
+        if (self.token_temperature != 1.0 or self.top_p != 1.0) and self.sampler != "step":
+            raise EdlmError(f"`token_temperature` and `top_p` sharpen the step sampler's and AR's draws; the "
+                            f"{self.sampler} sampler draws from the model's own distribution: give sampler 'step'")

@@ -9,10 +9,12 @@ from edlm.sampling.categorical import sample_categorical
 
 @torch.no_grad()
 def ar_sample(model, batch: int, length: int, bos_id: int, *, prefix: torch.Tensor | None = None,
-              generator=None, device=None, temperature: float = 1.0, prefix_len: torch.Tensor | None = None
-              ) -> torch.Tensor:
+              generator=None, device=None, temperature: float = 1.0, prefix_len: torch.Tensor | None = None,
+              sharpen=None) -> torch.Tensor:
     """Returns (B, length) int64. prefix: (B, P) tokens to keep at the start; prefix_len (B,): row b keeps only
-    its first prefix_len[b] (per-sample prefixes; generation runs from the shortest, the longer ones forced)."""
+    its first prefix_len[b] (per-sample prefixes; generation runs from the shortest, the longer ones forced).
+    sharpen: a sampling/sharpen.py Sharpen (token temperature, top-p) applied to each next-token distribution,
+    or None."""
     caches = model.new_kv_caches()
     out = torch.empty(batch, length, dtype=torch.long, device=device)
     P = 0 if prefix is None else prefix.shape[1]
@@ -22,7 +24,7 @@ def ar_sample(model, batch: int, length: int, bos_id: int, *, prefix: torch.Tens
     inp = torch.cat([torch.full((batch, 1), bos_id, dtype=torch.long, device=device), out[:, :start]], 1)
     logits = model(inp, kv_caches=caches)[:, -1, :bos_id]
     for i in range(start, length):
-        tok = sample_categorical(logits.float() / temperature, 1, generator).squeeze(-1)
+        tok = sample_categorical(logits.float() / temperature, 1, generator, sharpen=sharpen).squeeze(-1)
         if prefix_len is not None and i < P:
             tok = torch.where(i < prefix_len, out[:, i], tok)
         out[:, i] = tok

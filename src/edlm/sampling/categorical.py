@@ -74,25 +74,38 @@ def _draw_plain(logits: torch.Tensor, u: torch.Tensor, V: int):
 _draw_fused = fused_on_gpu(_draw_plain)
 
 
-def _draw_in_chunks(n: int, step: int, chunk_logits, V: int, num_samples: int, generator, device, u=None):
+def _draw_sharpened(logits: torch.Tensor, u: torch.Tensor, V: int, sharpen):
+    """Draw from the sharpened distribution (sampling/sharpen.py), report the model's own log-probs of the draws."""
+    raw = logits[:, :V].float()
+    tok, _ = _draw_fused(sharpen.logits(raw), u, V)
+    return tok, raw.gather(1, tok) - torch.logsumexp(raw, -1, keepdim=True)
+
+
+def _draw_in_chunks(n: int, step: int, chunk_logits, V: int, num_samples: int, generator, device, u=None,
+                    sharpen=None):
     """Rows 0..n-1 in chunks of `step`; chunk_logits(i, j) gives rows i..j-1's logits (one chunk exists
     at a time), each chunk draws its own float64 uniforms (or slices the given u (n, k) float64).
-    -> tokens (n, k) int64, log-probs (n, k)."""
+    sharpen: a sampling/sharpen.py Sharpen (token temperature, top-p) or None.
+    -> tokens (n, k) int64, log-probs (n, k) (under the model's own distribution, sharpened or not)."""
     tok = torch.empty(n, num_samples, dtype=torch.long, device=device)
     lp = torch.empty(n, num_samples, dtype=torch.float32, device=device)
     for i in range(0, n, step):
         j = min(i + step, n)
         uc = uniforms(j - i, num_samples, generator, device) if u is None else u[i:j]
-        tok[i:j], lp[i:j] = _draw_fused(chunk_logits(i, j), uc, V)
+        if sharpen is None:
+            tok[i:j], lp[i:j] = _draw_fused(chunk_logits(i, j), uc, V)
+        else:
+            tok[i:j], lp[i:j] = _draw_sharpened(chunk_logits(i, j), uc, V, sharpen)
     return tok, lp
 
 
-def sample_categorical(logits: torch.Tensor, num_samples: int = 1, generator=None, *, V: int | None = None):
+def sample_categorical(logits: torch.Tensor, num_samples: int = 1, generator=None, *, V: int | None = None,
+                       sharpen=None):
     """logits: (N, W) unnormalised log-probs (any float dtype); only the first V columns (default W) are
-    classes. -> (N, num_samples) int64 draws."""
+    classes; sharpen: a sampling/sharpen.py Sharpen or None. -> (N, num_samples) int64 draws."""
     N, W = logits.shape
     return _draw_in_chunks(N, chunk_rows(W), lambda i, j: logits[i:j], V or W, num_samples, generator,
-                           logits.device)[0]
+                           logits.device, sharpen=sharpen)[0]
 
 
 def sample_categorical_reference(logits: torch.Tensor, u: torch.Tensor, V: int | None = None):
@@ -107,6 +120,7 @@ def sample_categorical_reference(logits: torch.Tensor, u: torch.Tensor, V: int |
 def sample_rows(post, rows: torch.Tensor, V: int, num_samples: int = 1, generator=None, u=None):
     """Draw num_samples tokens at flat positions `rows` from a posterior (see sampling/denoiser.py), one
     chunk of rows at a time (logits exist for one chunk only). u: pre-drawn float64 uniforms (N, k), else
-    drawn from `generator`. -> draws (N, k) int64, log-probs (N, k)."""
+    drawn from `generator`. A posterior with a `sharpen` (sampling/sharpen.py SharpPosterior) is drawn from
+    sharpened; the log-probs are the model's own either way. -> draws (N, k) int64, log-probs (N, k)."""
     return _draw_in_chunks(rows.shape[0], chunk_rows(V), lambda i, j: post.logits(rows[i:j]), V, num_samples,
-                           generator, rows.device, u)
+                           generator, rows.device, u, getattr(post, "sharpen", None))

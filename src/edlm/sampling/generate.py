@@ -25,6 +25,7 @@ from edlm.sampling.fast import block_denoiser, check_fast, sampler_fn
 from edlm.sampling.infill import Infill
 from edlm.sampling.loop import model_denoiser
 from edlm.sampling.semiar import block_windows, sample_long
+from edlm.sampling.sharpen import make_sharpen
 from edlm.utils import fused_mode, fused_policy, process_seconds, progress
 
 
@@ -90,7 +91,8 @@ class _Job:
         if self.objective == "ar":
             pre, plen = _padded(prefix, self.mask_id, self.device)
             return ar_sample(self.model, b, self.length, self.mask_id, prefix=pre, generator=self.generator,
-                             device=self.device, prefix_len=plen), None
+                             device=self.device, prefix_len=plen,
+                             sharpen=make_sharpen(self.scfg.token_temperature, self.scfg.top_p)), None
         x_init = torch.full((b, self.length), self.mask_id, dtype=torch.long, device=self.device)
         for r, p in enumerate(prefix or ()):
             x_init[r, :len(p)] = torch.tensor(p, dtype=torch.long, device=self.device)
@@ -250,7 +252,8 @@ def generate(req: GenerateRequest, device, model, meta: dict, *, energy=None, qu
                          temperature=req.temperature, cache=req.cache, unmask=req.unmask,
                          k_policy=req.k_policy if energy is not None else None,
                          min_unmask=req.min_unmask if energy is not None else 1, sampler=req.sampler,
-                         threshold=req.threshold)
+                         threshold=req.threshold, token_temperature=req.token_temperature, top_p=req.top_p)
+    sharp = {k: v for k, v in (("token_temperature", req.token_temperature), ("top_p", req.top_p)) if v != 1.0}
     unmask = None if obj == "ar" else req.unmask
     schedule = get_schedule(meta["train"].get("schedule", "loglinear"))
     rows, ess_all, t_total, forwards = [], [], 0.0, 0
@@ -293,7 +296,7 @@ def generate(req: GenerateRequest, device, model, meta: dict, *, energy=None, qu
             cost["vetoed"] += sum(int((e == 0).sum()) for e in stats.ess)
         batch_rows = [{"ids": x[i].tolist(), "seconds": dt / b, "method": method, "steps": req.steps,
                        "k": scfg.k, "window": list(req.window) if req.window else None, "unmask": unmask,
-                       "corpus": meta["data"], "seed": req.seed} for i in range(b)]
+                       "corpus": meta["data"], "seed": req.seed, **sharp} for i in range(b)]
         if energy is not None:  # which model chose these samples: the circularity guard of eval reads it
             for r in batch_rows:
                 r.update(energy=req.energy, energy_model=getattr(energy, "model_identity", None))
@@ -334,6 +337,7 @@ def generate(req: GenerateRequest, device, model, meta: dict, *, energy=None, qu
         summary.update(k_policy="ess", k_max=p.k_max, k_min=p.k_min)
     if req.min_unmask > 1 and energy is not None:
         summary.update(min_unmask=req.min_unmask)
+    summary.update(sharp)  # only when not 1: the JSON of a plain run is unchanged
     if req.stride is not None:  # fields added only when used: the JSON of a plain run is unchanged
         summary.update(stride=req.stride, block=window, blocks=len(block_windows(length, window, req.stride)))
     if obj == "mdlm" and (req.sampler != "step" or req.block_size is not None or req.kv_cache != "none"):

@@ -19,6 +19,7 @@ from edlm.config.sampling import SamplerConfig
 from edlm.diffusion.schedules import pinned_alpha
 from edlm.sampling.ancestral import time_grid
 from edlm.sampling.denoiser import ModelDenoiser, posterior_of
+from edlm.sampling.sharpen import make_sharpen, sharpened
 from edlm.sampling.unmasking import StepInput, strategy
 
 
@@ -79,7 +80,7 @@ def sample(denoise, schedule, mask_id: int, cfg: SamplerConfig, *, batch: int = 
         x = x_init.clone()
     stats, ess = SampleStats(), []
     grid = time_grid(cfg.steps)
-    posterior = posterior_of(denoise)
+    posterior = sharpened(posterior_of(denoise), make_sharpen(cfg.token_temperature, cfg.top_p))
     can_cache = cfg.cache and getattr(denoise, "time_conditioning", True) is False
     start = (x == mask_id).sum(1)  # masked positions per sequence at the start (confidence counts)
     remaining = int(start.sum())
