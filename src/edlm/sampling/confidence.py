@@ -28,9 +28,8 @@ from __future__ import annotations
 
 import torch
 
-from edlm.sampling.categorical import sample_rows
 from edlm.sampling.denoiser import as_posterior
-from edlm.sampling.importance import candidate_energies, select
+from edlm.sampling.importance import candidate_energies, draw_at_masked, select
 
 
 def confidence_counts(masked: torch.Tensor, start: torch.Tensor, alpha_s: float) -> torch.Tensor:
@@ -58,16 +57,7 @@ def _draw_all_masked(post, x_t: torch.Tensor, k: int, mask_id: int, generator=No
     """k tokens at every masked position (of the sequences `seqs`, default all) -> candidates (B, L, k) (x_t's
     tokens elsewhere) and their per-position log-probs (B, L, k) (0 at clean positions). One float64 draw."""
     B, L = x_t.shape
-    masked = x_t == mask_id
-    if seqs is not None:
-        keep = torch.zeros(B, dtype=torch.bool, device=x_t.device)
-        keep[seqs] = True
-        masked = masked & keep[:, None]
-    rows = masked.flatten().nonzero().squeeze(1)
-    cand = x_t.reshape(-1, 1).repeat(1, k)
-    lp = torch.zeros(B * L, k, dtype=torch.float32, device=x_t.device)
-    if rows.numel():
-        cand[rows], lp[rows] = sample_rows(post, rows, mask_id, k, generator)
+    cand, lp = draw_at_masked(post, x_t, k, mask_id, generator, seqs)
     return cand.view(B, L, k), lp.view(B, L, k)
 
 

@@ -28,7 +28,7 @@ from edlm.config.sampling import SamplerConfig
 from edlm.diffusion.schedules import pinned_alpha_of, time_of_alpha
 from edlm.sampling.ancestral import draw_at
 from edlm.sampling.denoiser import posterior_of
-from edlm.sampling.importance import importance_step
+from edlm.sampling.importance import energy_move
 from edlm.sampling.loop import SampleStats
 
 
@@ -75,15 +75,8 @@ def sample_first_hit(denoise, schedule, mask_id: int, cfg: SamplerConfig, *, bat
             use &= (s >= cfg.window[0]) & (s <= cfg.window[1])
         if use is not None and bool(use.any()):
             x, _ = draw_at(post, x, move & ~use[:, None], mask_id, generator)
-            chose = None if on_choice is None else (lambda a, j, w, i=i: on_choice(i, a, j, w))
-            x, e, _ = importance_step(post, x, s.float(), 0.0, 0.0, energy, k, mask_id, cfg.temperature,
-                                      generator, on_choice=chose, move=move & use[:, None])
-            stats.energy_steps += 1
-            stats.ks.append(k)
-            stats.candidates += e.numel() * k
-            ess.append(e)
-            if cfg.k_policy is not None:
-                k = cfg.k_policy.next_k(k, e)
+            x, e, k = energy_move(post, x, s.float(), move & use[:, None], energy, k, mask_id, cfg, generator,
+                                  on_choice, i, stats, ess)
         else:
             x, _ = draw_at(post, x, move, mask_id, generator)
         stats.forwards += post.forwards

@@ -17,13 +17,10 @@ from edlm.sampling.categorical import sample_rows
 from edlm.sampling.denoiser import as_posterior
 
 
-def draw_candidates(post, x_t: torch.Tensor, k: int, mask_id: int, generator=None, seqs=None, u=None):
-    """post: a posterior at x_t (sampling/denoiser.py) or (B, L, V) SUBS log-probs.
-    -> candidates (B, k, L) and their log mu_theta(x0|x_t) (B, k) (masked positions only).
-    seqs: indices of the sequences to draw for (default all); the outputs then have len(seqs) rows.
-    u: optional pre-drawn float64 uniforms (B, L, k), one per position and candidate: the draw then uses
-    no generator, so how many positions are masked cannot shift anyone's random stream (DDP ranks).
-    Log-probs exist one chunk of rows at a time (float64 for the draw), never for all of (B, L, V)."""
+def draw_at_masked(post, x_t: torch.Tensor, k: int, mask_id: int, generator=None, seqs=None, u=None):
+    """k tokens at every masked position (of the sequences `seqs`, default all), in one float64 draw per chunk
+    of rows -> tokens (B*L, k) (x_t's own elsewhere) and their log-probs (B*L, k) (0 at clean positions).
+    u: optional pre-drawn uniforms (B, L, k) (see draw_candidates)."""
     B, L = x_t.shape
     post = as_posterior(post)
     masked = x_t == mask_id
@@ -37,6 +34,18 @@ def draw_candidates(post, x_t: torch.Tensor, k: int, mask_id: int, generator=Non
     if rows.numel():
         ur = None if u is None else u.reshape(B * L, k)[rows]
         cand[rows], lp[rows] = sample_rows(post, rows, mask_id, k, generator, u=ur)
+    return cand, lp
+
+
+def draw_candidates(post, x_t: torch.Tensor, k: int, mask_id: int, generator=None, seqs=None, u=None):
+    """post: a posterior at x_t (sampling/denoiser.py) or (B, L, V) SUBS log-probs.
+    -> candidates (B, k, L) and their log mu_theta(x0|x_t) (B, k) (masked positions only).
+    seqs: indices of the sequences to draw for (default all); the outputs then have len(seqs) rows.
+    u: optional pre-drawn float64 uniforms (B, L, k), one per position and candidate: the draw then uses
+    no generator, so how many positions are masked cannot shift anyone's random stream (DDP ranks).
+    Log-probs exist one chunk of rows at a time (float64 for the draw), never for all of (B, L, V)."""
+    B, L = x_t.shape
+    cand, lp = draw_at_masked(post, x_t, k, mask_id, generator, seqs, u)
     cand, lp = cand.view(B, L, k).permute(0, 2, 1), lp.view(B, L, k).sum(1)
     return (cand, lp) if seqs is None else (cand[seqs], lp[seqs])
 
@@ -123,6 +132,20 @@ def importance_step(post, x_t: torch.Tensor, t, alpha_t: float, alpha_s: float,
     x_s = x_t.clone()
     x_s[active] = torch.where(move[active], x0, xa)
     return x_s, ess, int(move.sum())
+
+
+def energy_move(post, x, t, move, energy, k: int, mask_id: int, cfg, generator, on_choice, i: int, stats, ess: list):
+    """One EDLM move of the samplers that pick their own positions (first-hit, threshold): the positions `move`
+    drawn by importance_step at time t (a tensor, one per sequence), the step's ESS appended to `ess` and counted in
+    `stats` (a SampleStats). -> (x, the ESS per sequence, the next step's k under cfg.k_policy)."""
+    chose = None if on_choice is None else (lambda a, j, w: on_choice(i, a, j, w))
+    x, e, _ = importance_step(post, x, t, 0.0, 0.0, energy, k, mask_id, cfg.temperature, generator,
+                              on_choice=chose, move=move)
+    stats.energy_steps += 1
+    stats.ks.append(k)
+    stats.candidates += e.numel() * k
+    ess.append(e)
+    return x, e, (cfg.k_policy.next_k(k, e) if cfg.k_policy is not None else k)
 
 
 def _plain_draw(post, x_t, move, seqs, mask_id, generator):

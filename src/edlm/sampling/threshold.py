@@ -22,7 +22,7 @@ from edlm.config.sampling import SamplerConfig
 from edlm.diffusion.schedules import time_of_alpha
 from edlm.sampling.ancestral import draw_at
 from edlm.sampling.denoiser import posterior_of
-from edlm.sampling.importance import importance_step
+from edlm.sampling.importance import energy_move
 from edlm.sampling.loop import SampleStats, in_window
 
 
@@ -67,15 +67,8 @@ def sample_threshold(denoise, schedule, mask_id: int, cfg: SamplerConfig, *, bat
         t_step = float(t[n > 0].max())
         e = None
         if energy is not None and k > 1 and in_window(t_step, cfg.window):
-            chose = None if on_choice is None else (lambda a, j, w, i=i: on_choice(i, a, j, w))
-            x, e, _ = importance_step(post, x, t.float(), 0.0, 0.0, energy, k, mask_id, cfg.temperature, generator,
-                                      on_choice=chose, move=move)
-            stats.energy_steps += 1
-            stats.ks.append(k)
-            stats.candidates += e.numel() * k
-            ess.append(e)
-            if cfg.k_policy is not None:
-                k = cfg.k_policy.next_k(k, e)
+            x, e, k = energy_move(post, x, t.float(), move, energy, k, mask_id, cfg, generator, on_choice, i, stats,
+                                  ess)
         else:
             x, _ = draw_at(post, x, move, mask_id, generator)
         stats.forwards += post.forwards
