@@ -158,6 +158,8 @@ class Run:
         token_temperature, top_p: sharpness of every token draw (MDLM steps, EDLM candidates, confidence, AR):
             each position's distribution p(v) becomes p(v)^(1/token_temperature), then only its nucleus of mass
             >= top_p is kept (sampling/sharpen.py). 1, 1 = the model's own distribution (unchanged samples).
+        energy_form, energy_scale: with a string energy "lm:NAME", its form ("residual", the default, or "product")
+            and scale; with "py:MODULE:FUNCTION", its scale (edlm.lm_energy / edlm.fn_energy take them directly).
 
         unmask: "random" (MDLM's ancestral step) or "confidence" (each step keeps the schedule's expected
         number of draws, the most confident ones; with an energy, of the candidate the energy picks).

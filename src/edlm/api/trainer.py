@@ -16,6 +16,7 @@ import torch
 from edlm.config.model import TransformerConfig
 from edlm.config.train import TrainConfig, check_config
 from edlm.data import corpora
+from edlm.data.manifest import corpus_path
 from edlm.errors import EdlmError
 from edlm.models.kernels import check_kernels
 from edlm.runs import checkpoint as ckpt
@@ -47,7 +48,7 @@ def train_run(cfg: TrainConfig, model_cfg: TransformerConfig, out: str | Path, *
     out = Path(out)
     sinks = check_log(log)
     out_dir("`out`", out)
-    check_outputs({"`out`": out}, {"`diffusion`": cfg.diffusion or None, f"corpus {cfg.data}": _corpus(cfg.data)})
+    check_outputs({"`out`": out}, {"`diffusion`": cfg.diffusion or None, f"corpus {cfg.data}": corpus_path(cfg.data)})
     check_kinds(out, files=("run.json", "latest.json", "metrics.jsonl", LOCK_NAME), folders=("checkpoints",))
     if resume not in (True, False, "auto"):
         raise EdlmError(f"`resume` {resume!r}: give True, False or 'auto'")
@@ -92,14 +93,6 @@ def train_run(cfg: TrainConfig, model_cfg: TransformerConfig, out: str | Path, *
         if lock is not None:
             lock.release()
         cleanup(d)
-
-
-def _corpus(name: str) -> Path | None:
-    """The corpus folder training reads (None for a name that is not a corpus: prepare_run says so)."""
-    try:
-        return corpora.corpus_dir(name)
-    except EdlmError:
-        return None
 
 
 def _build(cfg: TrainConfig, model_cfg: TransformerConfig, meta: RunMeta, out: Path, d: Dist, resume: bool,

@@ -7,6 +7,7 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
+from edlm.data.manifest import corpus_path  # noqa: F401 (the commands' write plans use it)
 from edlm.errors import EdlmError
 
 
@@ -96,11 +97,3 @@ def evaluator_path(spec) -> str | None:
     return spec if spec and os.path.exists(spec) else None
 
 
-def corpus_path(name, root=None):
-    """The folder of corpus `name` in the data cache (None for a name that is not a corpus)."""
-    from edlm.data.manifest import corpus_dir
-
-    try:
-        return corpus_dir(name, root) if name else None
-    except EdlmError:
-        return None

@@ -42,6 +42,15 @@ def corpus_dir(name: str, root: str | Path | None = None) -> Path:
     return Path(root or cache_root()) / folder_name(name)
 
 
+def corpus_path(name, root=None) -> Path | None:
+    """The folder of corpus `name` in the data cache, or None for no name or a name that is not a corpus (the
+    command or the training that reads it says why): what a write check compares outputs with."""
+    try:
+        return corpus_dir(name, root) if name else None
+    except EdlmError:
+        return None
+
+
 def root_flag(root) -> str:
     return f" --root {root}" if root else ""
 
