@@ -124,7 +124,9 @@ def test_gpu_fsdp2_checkpoint_resumes_on_cpu_gloo(synthetic_data, tmp_path):
     r = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2",
                         "--master_port", str(32500 + os.getpid() % 1000), "-m", "edlm", "train", "--out", str(run),
                         "--resume", "--max_steps", str(saved + 2), "--device", "cpu", "--parallel", "fsdp",
-                        "--eval_batches", "1"], env=env, capture_output=True, text=True)
+                        "--eval_batches", "1", "--accept-data-change"], env=env, capture_output=True, text=True)
+    # --accept-data-change: the `synthetic` corpus there was prepared by another torch / numpy build, whose
+    # floating-point transition table (and so the manifest hash) need not match this one's to the last bit
     assert r.returncode == 0, r.stderr[-3000:]
     summary = json.loads(r.stdout.strip().splitlines()[-1])
     assert summary["steps"] == saved + 2 and summary["fsdp"] is True and summary["device"] == "cpu"

@@ -63,9 +63,26 @@ def resume_from(out: Path, meta: dict, model, ema, opt, gen, loader, cfg) -> tup
     opt.param_groups[0]["weight_decay"] = cfg.weight_decay  # group 0 decays, group 1 never does
     if "noise" not in rng:
         raise EdlmError(f"the RNG state of {cdir} lacks the noise generator: {ckpt.fallback_advice(cdir)}")
-    gen.set_state(rng["noise"])
+    _restore_noise(gen, rng["noise"], cfg.seed, state["step"], cdir)
     loader.load_state_dict(state["loader"])
     return state["step"], state.get("initial_loss")
+
+
+def _restore_noise(gen, saved, seed: int, step: int, cdir) -> None:
+    """Continue the noise stream exactly when the run resumes on the kind of device it was saved on. CPU and
+    CUDA generators are different algorithms (Mersenne Twister, 5056-byte state; Philox, 16 bytes), so a run
+    saved on a GPU and resumed on a CPU (or back) cannot continue its stream: the generator is seeded from
+    (seed, step) instead, one warning says so, and the weights, optimizer and data position stay exact."""
+    if saved.numel() == gen.get_state().numel():
+        gen.set_state(saved)
+        return
+    import warnings
+
+    warnings.warn(f"{cdir}: the noise generator was saved on another kind of device (state of {saved.numel()} "
+                  f"bytes, this {gen.device.type} generator needs {gen.get_state().numel()}); it is seeded from "
+                  "(seed, step) instead, so the masking draws from here on differ from an uninterrupted run on "
+                  "the original device (weights, optimizer and data order are restored exactly)", stacklevel=2)
+    gen.manual_seed((int(seed) * 1_000_003 + int(step)) % (2**63))
 
 
 def _load_into(model, sd: dict, out: Path) -> None:
