@@ -5,8 +5,8 @@
 #   here:  bash benchmarks/gpu_round3.sh --dry-run   # CPU, tiny sizes, eager, kernels fall back (warnings)
 # Sections, most wanted first, each under `timeout` with what is left of the budget (rows are written as they
 # finish, so a cut section keeps its finished rows; the log says what was cut):
-#   1 train_throughput, small MDLM: blocks+cap | +norm+rope (Liger) | +lce (fused linear + CE) | +f8 (float8) |
-#     +fsdp (FSDP2 over a group of one)
+#   1 train_throughput, small MDLM, one process per row: blocks+cap | +lce (fused linear + CE) | +f8 (float8) |
+#     +fsdp (FSDP2 over a group of one) | +norm+rope (Liger; last: it crashed on an H100)
 #   2 sampling_speed, MDLM batch 16 x 128 steps: lazy+compiled | +fp8w | +int8w | +gelu (cuBLASLt epilogue)
 #   3 round3_quality.py train: markov3, plain vs --kernels float8, same seed and data (curves, final val)
 #   4 round3_quality.py sample: the plain run's model with trained / fp8 / int8 weights, exact gen-NLL
@@ -14,8 +14,9 @@
 #   6 `edlm train --parallel fsdp` under torchrun with one process on the GPU, saved -> fsdp1_run.tar.gz
 #     (tests/test_distributed.py resumes it on CPU gloo: EDLM_FSDP_GPU_RUN=<unpacked folder>)
 #   7 train_throughput: small AR blocks | +lce (the summed fused path), MDLM +flat | +flat+lce
-# $OUT gets at most 8 files: bench_train_r3_h200.json, bench_sampling_r3_h200.json, float8_markov3_h200.json,
-# quant_sampling_markov3_h200.json, fsdp1_run_h200.tar.gz, round3_summary_h200.json, round3_log.txt.
+# $OUT gets at most 8 files: bench_train_r3_TAG.json, bench_sampling_r3_TAG.json, float8_markov3_TAG.json,
+# quant_sampling_markov3_TAG.json, fsdp1_run_TAG.tar.gz, round3_summary_TAG.json, round3_log.txt (TAG: _h100 or
+# _h200 from the card's name).
 set -u
 DRY=0
 [ "${1:-}" = --dry-run ] && DRY=1
@@ -44,7 +45,9 @@ if [ $DRY = 0 ]; then
   python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl \
     || exit 1
   export PYTHONPATH=$PWD/src:/tmp/site
-  DEV=cuda TAG=_h200 TINY=() QSIZE=(--size gpu --steps 300 --num 512 --batch 256)
+  TAG=_$(nvidia-smi --query-gpu=name --format=csv,noheader 2>/dev/null | grep -o -i 'h[0-9]00' | head -n 1 | tr A-Z a-z)
+  [ "$TAG" = _ ] && TAG=_gpu  # the result files name the card: _h100, _h200
+  DEV=cuda TINY=() QSIZE=(--size gpu --steps 300 --num 512 --batch 256)
   MD=blocks AR=blocks LZ=lazy+compiled SETM=small-owt-mdlm SETA=small-owt-ar
 else
   export PYTHONPATH=$PWD/src
@@ -61,14 +64,16 @@ TT=(python3 benchmarks/train_throughput.py --device "$DEV" --no-parity --steps 1
 (python3 -m edlm data prepare markov3 && python3 -m edlm data prepare synthetic) > "$W/data.log" 2>&1 &
 DATA=$!
 
-section train-mdlm 210 "${TT[@]}" --setups $SETM --out "$W/train_1_mdlm.json" \
-  --variants $MD+cap,$MD+cap+norm+rope,$MD+cap+lce,$MD+cap+f8,$MD+cap+fsdp
+i=0
+for v in $MD+cap $MD+cap+lce $MD+cap+f8 $MD+cap+fsdp $MD+cap+norm+rope; do  # one process each: a crash costs one row
+  i=$((i + 1)); section "train-mdlm-$v" 45 "${TT[@]}" --setups $SETM --out "$W/train_1_mdlm_$i.json" --variants "$v"
+done
 section sampling 150 python3 benchmarks/sampling_speed.py "${TINY[@]}" --mdlm "" --edlm "" --out "$W/sampling.json" \
   --paths $LZ,$LZ+fp8w,$LZ+int8w,$LZ+gelu
 wait $DATA || { echo "data prepare failed:"; tail -n 5 "$W/data.log"; } | tee -a "$LOG"
 section float8-curves 150 python3 benchmarks/round3_quality.py train --runs "$W/runs" --out "$W/float8.json" \
   --device "$DEV" "${QSIZE[@]}"
-section quant-sampling 60 python3 benchmarks/round3_quality.py sample --runs "$W/runs" --out "$W/quant.json" \
+section quant-sampling 120 python3 benchmarks/round3_quality.py sample --runs "$W/runs" --out "$W/quant.json" \
   --device "$DEV" "${QSIZE[@]}"
 section gpu-tests 75 python3 -m pytest -q -m gpu -p no:cacheprovider tests/test_kernels.py tests/test_fast_paths.py
 section fsdp-save 45 python3 -m torch.distributed.run --nproc_per_node 1 --master_port 29533 -m edlm train \

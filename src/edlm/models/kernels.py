@@ -60,6 +60,12 @@ def resolve_kernels(spec, device, *, training: bool) -> KernelsConfig:
         warnings.warn(f"kernels {k.spec()!r} run on CUDA devices only: the plain PyTorch path runs on {device}",
                       stacklevel=2)
         return KernelsConfig()
+    if k.norm or k.rope:
+        # measured once on an H100 (torch 2.11, liger-kernel 0.8.5; docs/performance.md): the `small` model's
+        # training step with both crashed with a CUDA error, while the small-size numerics tests passed
+        warnings.warn("kernels `norm` / `rope` (Liger) crashed the `small` model's training step in their one GPU "
+                      "measurement (H100, torch 2.11, liger-kernel 0.8.5): check a short run before relying on them",
+                      stacklevel=2)
     return k
 
 
