@@ -7,7 +7,6 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
-from edlm.data.manifest import corpus_path  # noqa: F401 (the commands' write plans use it)
 from edlm.errors import EdlmError
 
 

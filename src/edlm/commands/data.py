@@ -13,8 +13,9 @@ from __future__ import annotations
 
 import argparse
 
-from edlm.commands import Paths, corpus_path, in_flag_terms
+from edlm.commands import Paths, in_flag_terms
 from edlm.data.corpora import CORPORA, info, prepare
+from edlm.data.manifest import corpus_path
 from edlm.data.tokenizers import TEXTFILE_TOKENIZERS
 from edlm.errors import EdlmError
 

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import argparse
 
-from edlm.commands import Paths, corpus_path, evaluator_path
+from edlm.commands import Paths, evaluator_path
+from edlm.data.manifest import corpus_path
 
 
 def _ints(s):

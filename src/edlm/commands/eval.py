@@ -8,12 +8,12 @@ import math
 from edlm.commands import (
     Paths,
     add_accept_data_change,
-    corpus_path,
     energy_run,
     evaluator_path,
     in_flag_terms,
 )
 from edlm.commands.sample import parse_window
+from edlm.data.manifest import corpus_path
 from edlm.errors import EdlmError
 from edlm.utils import pick_device
 from edlm.validate import (

@@ -6,9 +6,10 @@ import argparse
 import dataclasses
 import typing
 
-from edlm.commands import Paths, add_accept_data_change, corpus_path, in_flag_terms
+from edlm.commands import Paths, add_accept_data_change, in_flag_terms
 from edlm.config.model import TransformerConfig
 from edlm.config.train import RESUME_OVERRIDABLE, TrainConfig
+from edlm.data.manifest import corpus_path
 from edlm.errors import EdlmError
 from edlm.presets import PRESETS
 from edlm.runs.metrics_files import LOG_SINKS

@@ -4,11 +4,13 @@ metrics log cut back to the checkpoint so the resumed run reads as one uninterru
 from __future__ import annotations
 
 import json
+import warnings
 from pathlib import Path
 
 from edlm.config.train import RESUME_OVERRIDABLE, TrainConfig
 from edlm.errors import EdlmError
 from edlm.runs import checkpoint as ckpt
+from edlm.training.loop import NOISE_SEED_OFFSET
 from edlm.training.state import load_full_model_state
 from edlm.utils import atomic_write_bytes
 
@@ -71,18 +73,17 @@ def resume_from(out: Path, meta: dict, model, ema, opt, gen, loader, cfg) -> tup
 def _restore_noise(gen, saved, seed: int, step: int, cdir) -> None:
     """Continue the noise stream exactly when the run resumes on the kind of device it was saved on. CPU and
     CUDA generators are different algorithms (Mersenne Twister, 5056-byte state; Philox, 16 bytes), so a run
-    saved on a GPU and resumed on a CPU (or back) cannot continue its stream: the generator is seeded from
-    (seed, step) instead, one warning says so, and the weights, optimizer and data position stay exact."""
+    saved on a GPU and resumed on a CPU (or back) cannot continue its stream: the generator is seeded as a new
+    run's is (training/loop.py build_state), moved on by the step so the resumed run does not replay the noise of
+    its first steps; one warning says so, and the weights, optimizer and data position stay exact."""
     if saved.numel() == gen.get_state().numel():
         gen.set_state(saved)
         return
-    import warnings
-
     warnings.warn(f"{cdir}: the noise generator was saved on another kind of device (state of {saved.numel()} "
                   f"bytes, this {gen.device.type} generator needs {gen.get_state().numel()}); it is seeded from "
                   "(seed, step) instead, so the masking draws from here on differ from an uninterrupted run on "
                   "the original device (weights, optimizer and data order are restored exactly)", stacklevel=2)
-    gen.manual_seed((int(seed) * 1_000_003 + int(step)) % (2**63))
+    gen.manual_seed((int(seed) + NOISE_SEED_OFFSET + int(step)) % 2**64)
 
 
 def _load_into(model, sd: dict, out: Path) -> None:
